@@ -1,0 +1,1 @@
+"""relidar.export: ONNX and TensorRT export, parity checks, the model bundle writer."""

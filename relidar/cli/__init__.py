@@ -1,0 +1,1 @@
+"""The ``relidar`` console command."""

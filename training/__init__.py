@@ -1,0 +1,1 @@
+"""relidar.training: dataset readers, teachers, losses, the distillation loop, evaluation, reports."""

@@ -32,3 +32,7 @@ class Teacher(TextEncoder, Protocol):
         """Dense features of one HxWx3 uint8 RGB image: [h, w, D] float32 on the teacher's patch grid,
         rows L2-normalised. Grid cell (i, j) covers pixels v in [i*H/h, (i+1)*H/h), u likewise."""
         ...
+
+
+class TeacherError(RuntimeError):
+    """A teacher cannot be built or cannot encode its input; the message names the model and the fix."""

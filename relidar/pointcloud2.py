@@ -28,6 +28,10 @@ DATATYPE_OF: dict[np.dtype, int] = {v: k for k, v in DATATYPES.items()}
 # Names real drivers use for return strength (Velodyne/Ouster/Livox/Hesai, KITTI, SemanticKITTI).
 INTENSITY_NAMES: tuple[str, ...] = ("intensity", "i", "reflectivity", "reflectance", "remission", "signal")
 
+# No driver packs more than a few hundred bytes per point; a larger point_step is a corrupt header
+# (and numpy cannot describe records above 2**31 bytes anyway).
+MAX_POINT_STEP = 1 << 20
+
 
 class PointCloudError(ValueError):
     """A PointCloud2 whose layout or payload cannot be read; the message says which field is wrong."""
@@ -76,6 +80,8 @@ def fields_dtype(fields: Sequence[PointFieldLike], point_step: int, is_bigendian
     """A structured numpy dtype of ``point_step`` bytes with one entry per field (padding kept)."""
     if point_step <= 0:
         raise PointCloudError(f"point_step must be positive, got {point_step}")
+    if point_step > MAX_POINT_STEP:
+        raise PointCloudError(f"point_step {point_step} is larger than {MAX_POINT_STEP} bytes (corrupt header)")
     names, formats, offsets = [], [], []
     order = ">" if is_bigendian else "<"
     for f in fields:

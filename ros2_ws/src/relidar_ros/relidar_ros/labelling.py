@@ -1,0 +1,72 @@
+"""Per-point labels as the node publishes them: range gate, score threshold, ``unknown``, colours.
+
+Pure numpy (no rclpy), so it is tested without ROS. Label values: ``0..C-1`` index the vocabulary's
+classes; ``C`` (the number of classes) is ``unknown`` — points outside ``[min_range, max_range]``,
+outside the bundle's crop, or whose score is below ``score_threshold``. Unknown points are grey.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from relidar.pointcloud2 import CloudData, build_cloud, pack_rgb
+
+UNKNOWN_RGB = np.array([128, 128, 128], dtype=np.uint8)
+
+
+@dataclass(frozen=True)
+class LabelPolicy:
+    score_threshold: float
+    min_range: float
+    max_range: float
+
+
+def range_mask(points: np.ndarray, policy: LabelPolicy) -> np.ndarray:
+    """Points whose 3D distance from the sensor lies in ``[min_range, max_range]``."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        r = np.sqrt(np.square(points[:, :3].astype(np.float64)).sum(axis=1))
+    return (r >= policy.min_range) & (r <= policy.max_range)
+
+
+def final_labels(
+    num_points: int,
+    selected: np.ndarray,
+    labels: np.ndarray,
+    scores: np.ndarray,
+    num_classes: int,
+    policy: LabelPolicy,
+) -> tuple[np.ndarray, np.ndarray]:
+    """uint16 labels and float32 scores for all ``num_points``, from the segmenter's output on the
+    ``selected`` subset (bool mask). Raw scores are kept, also where the label became unknown."""
+    out_labels = np.full(num_points, num_classes, dtype=np.uint16)
+    out_scores = np.zeros(num_points, dtype=np.float32)
+    labels = np.asarray(labels)
+    scores = np.asarray(scores, dtype=np.float32)
+    confident = (labels >= 0) & (labels < num_classes) & (scores >= policy.score_threshold)
+    idx = np.flatnonzero(selected)
+    out_labels[idx[confident]] = labels[confident].astype(np.uint16)
+    out_scores[idx] = scores
+    return out_labels, out_scores
+
+
+def colours(labels: np.ndarray, palette: np.ndarray) -> np.ndarray:
+    """[N,3] uint8 colour of each label; ``unknown`` (== len(palette)) is grey."""
+    table = np.concatenate([np.asarray(palette, dtype=np.uint8).reshape(-1, 3), UNKNOWN_RGB[None]], axis=0)
+    return table[np.minimum(labels, len(table) - 1)]
+
+
+def labelled_cloud(points: np.ndarray, labels: np.ndarray, scores: np.ndarray, palette: np.ndarray) -> CloudData:
+    """x, y, z, intensity (float32), label (uint16), score (float32), rgb (packed float32)."""
+    return build_cloud(
+        {
+            "x": points[:, 0].astype(np.float32),
+            "y": points[:, 1].astype(np.float32),
+            "z": points[:, 2].astype(np.float32),
+            "intensity": points[:, 3].astype(np.float32),
+            "label": labels.astype(np.uint16),
+            "score": scores.astype(np.float32),
+            "rgb": pack_rgb(colours(labels, palette)),
+        }
+    )

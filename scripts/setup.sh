@@ -1,17 +1,30 @@
 #!/usr/bin/env bash
-# Creates .venv/ in the repository root and installs everything relidar needs from its own files.
-# Idempotent: a second run with unchanged requirements does nothing.
+# Creates .venv/ in the repository root and installs everything relidar needs from its own files
+# (requirements.txt pins, then relidar itself in editable mode). Idempotent: with nothing changed a
+# second run takes a second.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
+  echo "relidar setup: creating .venv with $($PYTHON --version)"
   "$PYTHON" -m venv .venv
 fi
-stamp=".venv/.relidar-$(cat requirements.txt pyproject.toml | sha256sum | cut -c1-16)"
-if [ ! -f "$stamp" ]; then
-  .venv/bin/python -m pip install --quiet --upgrade pip
-  .venv/bin/python -m pip install --quiet -r requirements.txt
-  .venv/bin/python -m pip install --quiet --no-deps -e .
-  rm -f .venv/.relidar-*
-  touch "$stamp"
+pip_quiet() {
+  # This machine's pip configuration lists local wheel folders that lack some projects; pip warns
+  # about each of them, which is noise here.
+  .venv/bin/python -m pip "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+}
+deps_stamp=".venv/.relidar-deps-$(sha256sum requirements.txt | cut -c1-16)"
+if [ ! -f "$deps_stamp" ]; then
+  echo "relidar setup: installing requirements.txt into .venv (several GB the first time)"
+  pip_quiet install --quiet --upgrade pip
+  pip_quiet install --quiet -r requirements.txt
+  rm -f .venv/.relidar-deps-*
+  touch "$deps_stamp"
+fi
+pkg_stamp=".venv/.relidar-pkg-$(sha256sum pyproject.toml | cut -c1-16)"
+if [ ! -f "$pkg_stamp" ]; then
+  pip_quiet install --quiet --no-deps --no-build-isolation -e .
+  rm -f .venv/.relidar-pkg-*
+  touch "$pkg_stamp"
 fi

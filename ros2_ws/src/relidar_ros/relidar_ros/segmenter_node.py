@@ -17,7 +17,6 @@ worker thread takes it from there; a scan replaced before the worker got to it i
 
 from __future__ import annotations
 
-import os
 import sys
 import threading
 import time
@@ -44,6 +43,7 @@ from std_msgs.msg import Float64
 from visualization_msgs.msg import Marker, MarkerArray
 
 from relidar.pointcloud2 import PointCloudError, cloud_to_xyzi
+from relidar.ros_env import use_default_fastdds_profile
 from relidar_ros import qos
 from relidar_ros.conversions import cloud_to_msg, num_points
 from relidar_ros.labelling import LabelPolicy, final_labels, labelled_cloud, range_mask
@@ -291,7 +291,7 @@ class SegmenterNode(Node):
         with self._segmenter_lock:
             vocabulary = self._segmenter.vocabulary
             num_classes = len(vocabulary.class_names)
-            palette = np.asarray(vocabulary.colours, dtype=np.uint8)
+            palette = np.asarray(vocabulary.colors, dtype=np.uint8)
             if selected.any():
                 try:
                     result = self._segmenter(points[selected])
@@ -395,19 +395,6 @@ class SegmenterNode(Node):
         self._worker.join(timeout=5.0)
 
 
-def default_fastdds_profile() -> Path:
-    """The shipped Fast DDS profile (large shared-memory segment), from the install space or the source tree."""
-    try:
-        from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
-        try:
-            return Path(get_package_share_directory("relidar_ros")) / "config" / "fastdds_shm.xml"
-        except PackageNotFoundError:
-            pass
-    except ImportError:
-        pass
-    return Path(__file__).resolve().parents[1] / "config" / "fastdds_shm.xml"
-
-
 def usage() -> str:
     lines = [
         "segmenter: label every point of a lidar PointCloud2 with a relidar model bundle.",
@@ -432,8 +419,7 @@ def main(args: list[str] | None = None) -> int:
         print(usage())
         return 0
     # Large clouds need the enlarged shared-memory segment on both ends; must be set before rclpy.init.
-    if "FASTDDS_DEFAULT_PROFILES_FILE" not in os.environ and default_fastdds_profile().is_file():
-        os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = str(default_fastdds_profile())
+    use_default_fastdds_profile()
     rclpy.init(args=argv)
     try:
         node = SegmenterNode()

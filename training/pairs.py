@@ -75,14 +75,15 @@ def sample_bilinear(grid: np.ndarray, uv: np.ndarray, image_height: int, image_w
     return (top * (1 - fy) + bottom * fy).astype(np.float32)
 
 
-def build_pairs(frame: Frame, grids: Sequence[np.ndarray], pixels: PointPixels | None = None) -> PointPixelPairs:
+def build_pairs(frame: Frame, grids: Sequence[np.ndarray | None], pixels: PointPixels | None = None) -> PointPixelPairs:
     """Pairs of ``frame``'s points with teacher features ``grids`` (one [h,w,D] grid per camera, in the
-    frame's camera order); sampled features are re-normalised to unit length (an interpolation of unit
+    frame's camera order; None for a camera no point is paired with, so its image need not be
+    encoded); sampled features are re-normalised to unit length (an interpolation of unit
     vectors is shorter than one, and every loss compares directions)."""
     if len(grids) != len(frame.cameras):
         raise ValueError(f"frame {frame.frame_id!r}: {len(grids)} feature grids for {len(frame.cameras)} cameras")
     pixels = pixels if pixels is not None else assign_cameras(frame)
-    dims = {g.shape[-1] for g in grids}
+    dims = {g.shape[-1] for g in grids if g is not None}
     if len(dims) > 1:
         raise ValueError(f"frame {frame.frame_id!r}: feature grids of different dims {sorted(dims)}")
     dim = dims.pop() if dims else 0
@@ -90,6 +91,8 @@ def build_pairs(frame: Frame, grids: Sequence[np.ndarray], pixels: PointPixels |
     for c, (cam, grid) in enumerate(zip(frame.cameras, grids)):
         sel = np.flatnonzero(pixels.camera_index == c)
         if sel.size:
+            if grid is None:
+                raise ValueError(f"frame {frame.frame_id!r}: camera {cam.name!r} has paired points but no feature grid")
             features[sel] = sample_bilinear(grid, pixels.uv[sel], cam.height, cam.width)
     features /= np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
     return PointPixelPairs(pixels.point_index, pixels.camera_index, pixels.uv, features)

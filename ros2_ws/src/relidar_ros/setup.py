@@ -22,7 +22,6 @@ setup(
     maintainer_email="relidar@example.org",
     description="ROS 2 node labelling every lidar point with an open-vocabulary class from a relidar model bundle.",
     license="Apache-2.0",
-    tests_require=["pytest"],
     entry_points={
         "console_scripts": [
             f"segmenter = {PACKAGE}.segmenter_node:main",

@@ -33,6 +33,8 @@ class Reader(ABC):
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self._frame_ids: list[str] = []
+        # What the reader assumed or skipped while indexing (e.g. ignored distortion), for the CLI to show.
+        self.notes: list[str] = []
 
     @property
     def frame_ids(self) -> list[str]:

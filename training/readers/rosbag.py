@@ -153,7 +153,6 @@ class RosbagReader(Reader):
         if tolerance_s < 0:
             raise DatasetError(f"tolerance_s must be >= 0, got {tolerance_s}")
         self.tolerance_ns = int(round(tolerance_s * 1e9))
-        self.notes: list[str] = []
         self._bag_reader: Any = None
         self._bag_pid = -1
         rig = load_rig_calibration(calibration) if calibration is not None else None

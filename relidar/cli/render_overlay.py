@@ -1,0 +1,61 @@
+"""``relidar render overlay``: lidar points over a camera image, to PNG (a first check of calibration)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from relidar.cli.app import Apps
+
+
+def register(apps: Apps) -> None:
+    apps.render.command("overlay")(render_overlay)
+
+
+def render_overlay(
+    input: Path = typer.Argument(
+        ..., help="Dataset path: nuScenes root, SemanticKITTI root or sequence, KITTI object folder or frame, rosbag2 folder or .mcap/.db3."
+    ),
+    out: Path = typer.Option(..., "--out", "-o", help="PNG file to write."),
+    frame: int = typer.Option(0, "--frame", "-f", help="Frame index (negative counts from the end)."),
+    camera: Optional[str] = typer.Option(None, "--camera", "-c", help="Camera name (default: the frame's first camera)."),
+    color: str = typer.Option("depth", "--color", help="Colour points by 'depth' (camera z) or 'label' (the dataset's classes)."),
+    max_depth: Optional[float] = typer.Option(None, "--max-depth", help="Depth (m) at the far end of the colour map; default the 95th percentile."),
+    radius: Optional[int] = typer.Option(None, "--radius", help="Point square half-size in pixels (default: by image size)."),
+    max_width: Optional[int] = typer.Option(None, "--max-width", help="Downscale the PNG to at most this many pixels wide."),
+    option: Optional[list[str]] = typer.Option(
+        None, "--option", help="Reader option key=value, repeatable (e.g. sequences=[\"08\"], lidar_topic=/points, calibration=rig.yaml)."
+    ),
+) -> None:
+    """Draw a frame's lidar points over one of its camera images, coloured by depth or label, to PNG."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from relidar.training.readers import DatasetError, open_dataset
+    from relidar.training.readers.base import parse_options
+    from relidar.viz.overlay import OverlayError, overlay_frame, save_png
+
+    console = Console()
+    if color not in ("depth", "label"):
+        console.print(f"[red]--color must be depth or label, got {color!r}[/red]")
+        raise typer.Exit(1)
+    try:
+        reader = open_dataset(input, **parse_options(option or []))
+        fr = reader[frame]
+        ov = overlay_frame(fr, camera, color, max_depth, radius)
+    except (DatasetError, OverlayError, IndexError) as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
+    save_png(ov.image, out, max_width)
+    table = Table(title=f"overlay of {input}")
+    for col in ("format", "frame", "camera", "points", "in image", "image"):
+        table.add_column(col)
+    cams = ", ".join(c.name for c in fr.cameras)
+    h, w = ov.image.shape[:2]
+    table.add_row(reader.name, fr.frame_id, f"{ov.camera} (of {cams})", str(ov.num_points), str(ov.num_drawn), f"{w}x{h}")
+    console.print(table)
+    for note in reader.notes:
+        console.print(f"[yellow]{note}[/yellow]")
+    console.print(f"wrote {out}")

@@ -20,6 +20,7 @@ class Apps:
 # Each module exposes ``register(apps: Apps) -> None``.
 COMMAND_MODULES: tuple[str, ...] = (
     "relidar.cli.bench_student",
+    "relidar.cli.render_overlay",
 )
 
 

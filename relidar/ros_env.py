@@ -7,6 +7,8 @@ with the shipped Fast DDS profile, on a chosen domain, with discovery kept on th
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -60,8 +62,11 @@ def ros_subprocess_env(domain_id: int | None = None, base: dict[str, str] | None
     return env
 
 
-def segmenter_command(bundle: str | Path, *params: str, python: str | None = None) -> list[str]:
-    """Command line of the segmenter node with ``bundle`` and extra ``NAME:=VALUE`` parameters.
+def segmenter_command(
+    bundle: str | Path, *params: str, input_topic: str | None = None, python: str | None = None
+) -> list[str]:
+    """Command line of the segmenter node with ``bundle``, extra ``NAME:=VALUE`` parameters and
+    ``~/input/points`` remapped to ``input_topic``.
 
     Runs the package's module with this Python (the relidar_ros source tree is put on PYTHONPATH by
     :func:`ros_subprocess_env`), so it works before and without ``colcon build``.
@@ -69,4 +74,46 @@ def segmenter_command(bundle: str | Path, *params: str, python: str | None = Non
     cmd = [python or sys.executable, "-m", "relidar_ros.segmenter_node", "--ros-args", "-p", f"bundle:={bundle}"]
     for p in params:
         cmd += ["-p", p]
+    if input_topic:
+        cmd += ["-r", f"~/input/points:={input_topic}"]
     return cmd
+
+
+def start_segmenter(
+    bundle: str | Path,
+    domain_id: int,
+    *params: str,
+    input_topic: str | None = None,
+    log_path: Path | None = None,
+) -> subprocess.Popen:
+    """The segmenter node as a child process (output to ``log_path``, or discarded)."""
+    out = open(log_path, "wb") if log_path is not None else subprocess.DEVNULL  # noqa: SIM115 - owned by the child
+    return subprocess.Popen(
+        segmenter_command(bundle, *params, input_topic=input_topic),
+        env=ros_subprocess_env(domain_id),
+        stdout=out,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def stop_process(proc: subprocess.Popen, timeout_s: float = 10.0) -> int:
+    """Ctrl-C the process (rclpy shuts down cleanly on SIGINT), kill it if it does not exit in time."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return int(proc.returncode)
+
+
+def process_rss_mb(pid: int) -> float:
+    """Resident memory of a process in MiB, from /proc (Linux); NaN where /proc has no such process."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return float("nan")

@@ -37,7 +37,10 @@ def test_folder_layout_and_missing_parts(kitti_frame_dir: Path, tmp_path: Path) 
     reader = open_dataset(root)
     assert reader.frame_ids == ["000000", "000007"]
     assert len(reader.objects(0)) == 1 and reader.objects(1) == []  # no label file: no boxes
-    np.testing.assert_array_equal(reader[1].points, open_dataset(kitti_frame_dir)[0].points)
+    np.testing.assert_array_equal(reader[-1].points, open_dataset(kitti_frame_dir)[0].points)
+    assert [f.frame_id for f in reader] == ["000000", "000007"]
+    with pytest.raises(IndexError, match="frame 2 out of range"):
+        reader[2]
 
     (root / "calib" / "000007.txt").unlink()
     with pytest.raises(DatasetError, match=r"000007\.txt missing"):

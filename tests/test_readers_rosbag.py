@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -178,6 +179,11 @@ def test_single_storage_file_and_tolerance(tmp_path: Path) -> None:
     assert [c.name for c in strict[1].cameras] == ["side"]
     loose = open_dataset(mcap, tolerance_s=0.2, cameras=["rear"])
     assert loose.unpaired == {"rear": 0}
+    # A copy in another process (data-loader worker) reopens the bag itself.
+    clone = pickle.loads(pickle.dumps(loose))
+    np.testing.assert_array_equal(clone[-1].points, loose[3].points)
+    loose.close()
+    clone.close()
 
 
 def test_lidar_topic_choice_and_missing_tf(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ worker that owns a share of the frames.
 
 from __future__ import annotations
 
+import importlib
 import inspect
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -113,28 +114,22 @@ def detect_format(path: str | Path) -> str:
     )
 
 
-FORMATS: tuple[str, ...] = ("nuscenes", "semantickitti", "kitti_object", "rosbag")
+# Format name -> (module, class); imported on use so that opening one format never imports another's library.
+READERS: dict[str, tuple[str, str]] = {
+    "nuscenes": ("relidar.training.readers.nuscenes", "NuScenesReader"),
+    "semantickitti": ("relidar.training.readers.semantickitti", "SemanticKittiReader"),
+    "kitti_object": ("relidar.training.readers.kitti_object", "KittiObjectReader"),
+    "rosbag": ("relidar.training.readers.rosbag", "RosbagReader"),
+}
+FORMATS: tuple[str, ...] = tuple(READERS)
 
 
 def reader_class(fmt: str) -> type[Reader]:
-    """The reader class of a format name (for its signature and docs)."""
-    if fmt == "nuscenes":
-        from relidar.training.readers.nuscenes import NuScenesReader
-
-        return NuScenesReader
-    if fmt == "semantickitti":
-        from relidar.training.readers.semantickitti import SemanticKittiReader
-
-        return SemanticKittiReader
-    if fmt == "kitti_object":
-        from relidar.training.readers.kitti_object import KittiObjectReader
-
-        return KittiObjectReader
-    if fmt == "rosbag":
-        from relidar.training.readers.rosbag import RosbagReader
-
-        return RosbagReader
-    raise DatasetError(f"unknown dataset format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    """The reader class of a format name."""
+    if fmt not in READERS:
+        raise DatasetError(f"unknown dataset format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    module, cls = READERS[fmt]
+    return getattr(importlib.import_module(module), cls)
 
 
 def open_dataset(path: str | Path, fmt: str | None = None, **options: Any) -> Reader:

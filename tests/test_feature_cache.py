@@ -202,3 +202,34 @@ def test_corrupt_files_and_conflicts_raise_clear_errors(tmp_path, teacher, reade
     (out / "manifest.json").write_text('{"teacher": 3}')
     with pytest.raises(CacheError, match=r"manifest\.json: field"):
         CacheReader(out)
+
+
+def test_prepare_cli_on_real_kitti_frame_resumes(tmp_path, kitti_frame_dir):
+    pytest.importorskip("relidar.training.synthetic.teacher")
+    import typer
+    from typer.testing import CliRunner
+
+    from relidar.cli.prepare import prepare
+
+    app = typer.Typer()
+    app.command()(prepare)
+    out = tmp_path / "cache"
+    args = [str(kitti_frame_dir), "--out", str(out), "--teacher", "synthetic", "--superpixels", "50"]
+    first = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
+    assert first.exit_code == 0, first.output
+    cache = CacheReader(out)
+    assert len(cache) == 1 and cache.manifest.dataset_format == "kitti_object"
+    frame = cache[0]
+    assert frame.points.shape == (115384, 4)
+    # Roughly the points ahead of the car land in the camera's 90-degree view: a fifth of a 360-degree sweep.
+    assert 10_000 < frame.num_pairs < 40_000
+    assert frame.pair_features.shape == (frame.num_pairs, cache.feature_dim)
+    assert np.all(frame.pair_uv[:, 0] < 1242) and np.all(frame.pair_uv[:, 1] < 375)
+
+    second = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
+    assert second.exit_code == 0, second.output
+    report = json.loads((out / "reports" / "rank-0.json").read_text())
+    assert report["done"] == [] and len(report["skipped_existing"]) == 1
+
+    bad = CliRunner().invoke(app, [str(tmp_path), "--out", str(out), "--teacher", "synthetic"])
+    assert bad.exit_code == 1 and "not a dataset" in bad.output

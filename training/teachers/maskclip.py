@@ -146,7 +146,7 @@ class MaskCLIPTeacher:
             raise TeacherError(f"encode_image needs an HxWx3 uint8 RGB image, got shape {image.shape} dtype {image.dtype}")
         gh, gw = self.grid_shape(image.shape[0], image.shape[1])
         size = (gh * self._patch[0], gw * self._patch[1])
-        x = torch.from_numpy(np.ascontiguousarray(image)).to(self._device).permute(2, 0, 1)[None].float() / 255.0
+        x = torch.from_numpy(np.array(image, copy=True)).to(self._device).permute(2, 0, 1)[None].float() / 255.0
         if tuple(x.shape[-2:]) != size:
             x = torch.nn.functional.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
         return (x - self._mean) / self._std

@@ -1,0 +1,137 @@
+"""``relidar prepare``: run the teacher once per frame and write the feature cache distillation reads.
+
+Several processes share a dataset by rank (frame i goes to rank i % W):
+
+    relidar prepare DATA --out CACHE --rank 0 --world-size 2 &
+    relidar prepare DATA --out CACHE --rank 1 --world-size 2
+
+or, one process per GPU, with torchrun setting RANK / WORLD_SIZE / LOCAL_RANK:
+
+    torchrun --nproc_per_node=G -m relidar.cli.prepare DATA --out CACHE
+"""
+
+from __future__ import annotations
+
+import os
+from enum import Enum
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from relidar.cli.app import Apps
+
+
+class TeacherKind(str, Enum):
+    maskclip = "maskclip"
+    synthetic = "synthetic"
+
+
+def register(apps: Apps) -> None:
+    apps.root.command("prepare")(prepare)
+
+
+def prepare(
+    dataset: Path = typer.Argument(..., help="Dataset path (nuScenes root, SemanticKITTI, KITTI object folder or frame, rosbag2); the format is detected."),
+    out: Path = typer.Option(..., "--out", "-o", help="Cache folder; re-running into it resumes (verified frames are skipped)."),
+    teacher: TeacherKind = typer.Option(TeacherKind.maskclip, "--teacher", help="maskclip: open_clip ViT with MaskCLIP dense features; synthetic: the synthetic world's simulated teacher."),
+    model: str = typer.Option("ViT-B-16", "--model", help="open_clip model name (maskclip teacher)."),
+    pretrained: str = typer.Option("laion2b_s34b_b88k", "--pretrained", help="open_clip pretrained tag or checkpoint path; 'none' for random weights (benchmarks)."),
+    image_size: int = typer.Option(448, "--image-size", help="Shorter image side in pixels fed to the ViT; the patch grid follows."),
+    device: str = typer.Option("auto", "--device", help="'auto' (cuda:LOCAL_RANK if CUDA is available, else cpu), 'cpu', 'cuda:0'..."),
+    rank: Optional[int] = typer.Option(None, "--rank", help="This process's share: frames i with i % world_size == rank (default: $RANK or 0)."),
+    world_size: Optional[int] = typer.Option(None, "--world-size", help="Number of processes sharing the dataset (default: $WORLD_SIZE or 1)."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Only the first N frames of the dataset."),
+    superpixels: int = typer.Option(150, "--superpixels", help="SLIC segments per camera image (contrastive pooling)."),
+    option: Optional[list[str]] = typer.Option(None, "--option", help="Reader option key=value (repeatable), e.g. sequences=[\"08\"] or lidar_topic=/points."),
+) -> None:
+    """Run the teacher once per frame and store points, labels, point-pixel pairs with fp16 teacher
+    features and superpixel ids, one checksummed file per frame; report what was done, skipped, failed."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from relidar.training.feature_cache import CacheError, CacheSettings, prepare_cache
+    from relidar.training.readers.base import DatasetError, open_dataset, parse_options
+    from relidar.training.teachers.base import TeacherError
+
+    console = Console()
+    rank = rank if rank is not None else int(os.environ.get("RANK", "0"))
+    world_size = world_size if world_size is not None else int(os.environ.get("WORLD_SIZE", "1"))
+    if not 0 <= rank < max(world_size, 1):
+        console.print(f"[red]--rank {rank} must be in 0..{world_size - 1} (--world-size {world_size})[/red]")
+        raise typer.Exit(1)
+    try:
+        reader = open_dataset(dataset, **parse_options(option or []))
+        teacher_obj = _build_teacher(teacher, model, pretrained, image_size, device)
+        console.print(f"rank {rank}/{world_size}: {reader!r} -> {out} with teacher {teacher_obj.name} (dim {teacher_obj.feature_dim})")
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      TimeRemainingColumn(), console=console) as progress:
+            task = progress.add_task(f"rank {rank} preparing", total=None)
+
+            def on_frame(done: int, total: int, status: str) -> None:
+                progress.update(task, completed=done, total=total, description=f"rank {rank} preparing ({status})")
+
+            report = prepare_cache(
+                reader, out, teacher_obj, settings=CacheSettings(superpixel_segments=superpixels),
+                rank=rank, world_size=world_size, limit=limit, on_frame=on_frame,
+            )
+    except (DatasetError, TeacherError, CacheError) as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
+    _print_report(console, report)
+
+
+def _build_teacher(kind: TeacherKind, model: str, pretrained: str, image_size: int, device: str):
+    if kind is TeacherKind.synthetic:
+        from relidar.training.synthetic.teacher import SimulatedTeacher
+
+        return SimulatedTeacher()
+    import torch
+
+    from relidar.training.teachers.maskclip import MaskCLIPTeacher
+
+    if device == "auto":
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}" if torch.cuda.is_available() else "cpu"
+    return MaskCLIPTeacher(model, pretrained, device, image_size)
+
+
+def _print_report(console, report) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"relidar prepare, rank {report.rank} of {report.world_size}")
+    for col in ("assigned", "done", "skipped", "recomputed", "failed", "frames/s", "MB/frame", "pairs/frame", "bytes/pair"):
+        table.add_column(col, justify="right")
+    n = len(report.done)
+    table.add_row(
+        str(report.assigned), str(n), str(len(report.skipped)), str(len(report.replaced)), str(len(report.failed)),
+        f"{report.frames_per_second:.3f}", f"{report.bytes_per_frame / 1e6:.2f}",
+        f"{report.pairs_written / n:.0f}" if n else "-",
+        f"{report.bytes_written / report.pairs_written:.0f}" if report.pairs_written else "-",
+    )
+    console.print(table)
+    console.print("skipped: a verified file of the frame was already there; recomputed: its file was partial, corrupt or stale")
+    if report.done:
+        console.print("seconds by phase: " + ", ".join(f"{k} {v:.2f}" for k, v in report.phase_seconds.items()))
+    if report.removed_partials:
+        console.print(f"removed {report.removed_partials} partial file(s) left by an interrupted run")
+    for title, rows in (("recomputed", report.replaced), ("failed", report.failed)):
+        if rows:
+            t = Table(title=f"{title} frames")
+            t.add_column("frame")
+            t.add_column("reason")
+            for fid, why in rows[:20]:
+                t.add_row(fid, why)
+            if len(rows) > 20:
+                t.add_row("...", f"{len(rows) - 20} more in reports/rank-{report.rank}.json")
+            console.print(t)
+
+
+def main() -> None:
+    """Entry point for ``python -m relidar.cli.prepare`` (torchrun -m)."""
+    app = typer.Typer(add_completion=False)
+    app.command()(prepare)
+    app()
+
+
+if __name__ == "__main__":
+    main()

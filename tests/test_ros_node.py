@@ -33,6 +33,7 @@ from ros_support import RosPeer, fresh_domain_id, write_cloud_bag, xyzi_cloud  #
 
 pytestmark = pytest.mark.ros
 OUTPUT_FIELDS = ("x", "y", "z", "intensity", "label", "score", "rgb")
+INPUT_TOPIC = "/lidar/points"  # the synthetic world's lidar topic; the node is remapped onto it
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -116,7 +117,7 @@ def node(tmp_path_factory: pytest.TempPathFactory):
     reference = Segmenter(bundle)
     domain = fresh_domain_id()
     log = tmp / "node.log"
-    proc = start_segmenter(bundle, domain, "max_points:=400000", input_topic="/points_raw", log_path=log)
+    proc = start_segmenter(bundle, domain, "max_points:=400000", input_topic=INPUT_TOPIC, log_path=log)
     from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import PointCloud2
@@ -134,10 +135,10 @@ def node(tmp_path_factory: pytest.TempPathFactory):
         stop_process(proc)
 
 
-def _check_labelled(msg, expected_points: np.ndarray, num_classes: int) -> np.ndarray:
+def _check_labelled(msg, expected_points: np.ndarray, num_classes: int, frame: str = "velodyne") -> np.ndarray:
     arr = read_cloud(msg)
     assert arr.dtype.names == OUTPUT_FIELDS
-    assert msg.header.frame_id == "velodyne"
+    assert msg.header.frame_id == frame
     assert arr.size == expected_points.shape[0]
     np.testing.assert_array_equal(np.stack([arr["x"], arr["y"], arr["z"]], 1), expected_points[:, :3])
     assert arr["label"].max() <= num_classes
@@ -152,22 +153,39 @@ def _synthetic_scan(seed: int, n: int = 20_000) -> np.ndarray:
     return np.c_[pts, rng.random(n)].astype(np.float32)
 
 
+def _synthetic_bag(path: Path) -> tuple[list[np.ndarray], Path, str]:
+    """Two sweeps of the project's synthetic world (`relidar synth --format bag`'s writer, no cameras)."""
+    from relidar.config import load_config
+    from relidar.training.synthetic.world import SynthConfig, SyntheticWorld
+    from relidar.training.synthetic.writers import LIDAR_FRAME, LIDAR_TOPIC, BagWriter
+
+    assert LIDAR_TOPIC == INPUT_TOPIC
+    cfg = load_config(None, SynthConfig, ["cameras.names=[]", "rate_hz=2.0"])
+    scans = []
+    with BagWriter(path, "mcap") as writer:
+        for sample in SyntheticWorld(cfg).samples(2):
+            writer.write(sample)
+            scans.append(sample.frame.points.astype(np.float32))
+    return scans, path, LIDAR_FRAME
+
+
 @pytest.mark.slow
 def test_replayed_bags_come_back_labelled(node, tmp_path: Path, kitti_scan_path: Path) -> None:
     peer, proc, seg = node
     topic = "/segmenter/output/points"
     num_classes = len(seg.vocabulary.class_names)
     kitti = read_scan(kitti_scan_path).astype(np.float32)[:, :4]
-    cases = [("synthetic", [_synthetic_scan(1), _synthetic_scan(2)], "mcap"), ("kitti", [kitti, kitti], "sqlite3")]
-    for name, scans, storage in cases:
-        bag = write_cloud_bag(tmp_path / name, [xyzi_cloud(s) for s in scans], period_s=0.5, storage=storage)
+    kitti_bag = write_cloud_bag(tmp_path / "kitti", [xyzi_cloud(kitti)] * 2, topic=INPUT_TOPIC, period_s=0.5,
+                                storage="sqlite3")
+    cases = [("synthetic", *_synthetic_bag(tmp_path / "synthetic")), ("kitti", [kitti, kitti], kitti_bag, "velodyne")]
+    for name, scans, bag, frame in cases:
         before = len(peer.received[topic])
         stats = replay_bag(bag, domain_id=peer.domain_id, wait_for_subscribers_s=10, delay_s=0.2)
-        assert stats.published == 2
+        assert stats.per_topic[INPUT_TOPIC] == 2
         got = peer.wait_for(topic, before + 2, timeout_s=60)[before:]
         assert len(got) == 2, f"{name}: {len(got)} labelled clouds"
         for msg, scan in zip(got, scans):
-            arr = _check_labelled(msg, scan, num_classes)
+            arr = _check_labelled(msg, scan, num_classes, frame)
             ref = seg(scan)  # the same bundle in-process: same labels where the node classified
             ref_labels = np.where(ref.labels < 0, num_classes, ref.labels)
             assert (arr["label"] == ref_labels).mean() > 0.99
@@ -228,7 +246,7 @@ def test_fuzzed_clouds_then_a_valid_one(node) -> None:
 
     peer, proc, seg = node
     topic = "/segmenter/output/points"
-    pub = peer.node.create_publisher(PointCloud2, "/points_raw", qos_profile_sensor_data)
+    pub = peer.node.create_publisher(PointCloud2, INPUT_TOPIC, qos_profile_sensor_data)
     assert peer.wait_until(lambda: pub.get_subscription_count() > 0, 10)
     for msg in _adversarial_clouds(300):
         pub.publish(msg)
@@ -281,7 +299,7 @@ def test_classes_parameter_changes_next_scan(node) -> None:
     assert len(names) >= 2
     refused = _set_classes(peer, [])
     assert not refused.successful and "empty" in refused.reason
-    pub = peer.node.create_publisher(PointCloud2, "/points_raw", qos_profile_sensor_data)
+    pub = peer.node.create_publisher(PointCloud2, INPUT_TOPIC, qos_profile_sensor_data)
     assert peer.wait_until(lambda: pub.get_subscription_count() > 0, 10)
     scan = _synthetic_scan(5, 5000)
 

@@ -20,6 +20,8 @@ class Apps:
 # Each module exposes ``register(apps: Apps) -> None``.
 COMMAND_MODULES: tuple[str, ...] = (
     "relidar.cli.bench_student",
+    "relidar.cli.synth",
+    "relidar.cli.render_bev",
     "relidar.cli.render_overlay",
     "relidar.cli.prepare",
 )

@@ -117,3 +117,12 @@ def process_rss_mb(pid: int) -> float:
     except OSError:
         pass
     return float("nan")
+
+
+def ensure_ros_package_importable() -> None:
+    """Make ``relidar_ros`` importable in this process: installed (colcon, sourced) or from the source
+    tree. For commands (bench, replay) that reuse the package's message glue; never at import time."""
+    import importlib.util
+
+    if importlib.util.find_spec("relidar_ros") is None and ros_package_source().is_dir():
+        sys.path.insert(0, str(ros_package_source()))

@@ -22,8 +22,10 @@ COMMAND_MODULES: tuple[str, ...] = (
     "relidar.cli.bench_student",
     "relidar.cli.synth",
     "relidar.cli.render_bev",
-    "relidar.cli.render_overlay",
+    "relidar.cli.replay",
+    "relidar.cli.bench_node",
     "relidar.cli.prepare",
+    "relidar.cli.render_overlay",
 )
 
 

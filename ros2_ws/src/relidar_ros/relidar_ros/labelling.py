@@ -25,9 +25,10 @@ class LabelPolicy:
 
 def range_mask(points: np.ndarray, policy: LabelPolicy) -> np.ndarray:
     """Points whose 3D distance from the sensor lies in ``[min_range, max_range]``."""
+    xyz = np.ascontiguousarray(points[:, :3], dtype=np.float32)
     with np.errstate(over="ignore", invalid="ignore"):
-        r = np.sqrt(np.square(points[:, :3].astype(np.float64)).sum(axis=1))
-    return (r >= policy.min_range) & (r <= policy.max_range)
+        r2 = np.einsum("ij,ij->i", xyz, xyz)  # float32 is plenty for metres; huge values overflow to inf
+    return (r2 >= np.float32(policy.min_range) ** 2) & (r2 <= np.float32(policy.max_range) ** 2)
 
 
 def final_labels(

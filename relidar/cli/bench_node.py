@@ -1,0 +1,77 @@
+"""``relidar bench node``: the segmenter node end to end over real DDS (latency, drops, memory)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from relidar.cli.app import Apps
+
+
+def register(apps: Apps) -> None:
+    apps.bench.command("node")(bench_node)
+
+
+def bench_node(
+    bundle: Path = typer.Option(..., "--bundle", help="Model bundle folder (`relidar export bundle`)."),
+    scan: Path = typer.Option(..., "--scan", help="Lidar scan published over and over (.bin KITTI or .npy [N,>=4])."),
+    rate: float = typer.Option(10.0, "--rate", min=0.1, help="Publishing rate in Hz (a lidar spins at 10-20 Hz)."),
+    seconds: float = typer.Option(30.0, "--seconds", min=1.0, help="How long to publish."),
+    backend: str = typer.Option("auto", "--backend", help="Node parameter 'backend'."),
+    device: str = typer.Option("cpu", "--device", help="Node parameter 'device'."),
+    domain_id: Optional[int] = typer.Option(None, "--domain-id", help="ROS domain for the run (default: one from the pid)."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the results here (JSON)."),
+    out: Path = typer.Option(Path("runs"), "--out", help="Folder for the timestamped run folder (node log, results)."),
+) -> None:
+    """Publish one scan at --rate through real DDS to the node (a child process) and measure
+    publish -> labelled-cloud latency, drops and the node's resident memory."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from relidar.bench.node import NodeBenchConfig, NodeBenchError, run_node_bench
+    from relidar.rundir import make_run_dir
+    from relidar.scan_io import read_scan
+
+    console = Console()
+    if not bundle.is_dir():
+        console.print(f"[red]--bundle {bundle}: no such folder (write one with `relidar export bundle`)[/red]")
+        raise typer.Exit(1)
+    try:
+        points = read_scan(scan)
+    except (OSError, ValueError) as exc:
+        console.print(f"[red]--scan {scan}: {exc}[/red]")
+        raise typer.Exit(1) from None
+    run_dir = make_run_dir(out, "bench_node")
+    cfg = NodeBenchConfig(bundle=bundle, scan=points[:, :4].astype("float32"), rate_hz=rate, seconds=seconds,
+                          backend=backend, device=device,
+                          domain_id=domain_id if domain_id is not None else 1 + os.getpid() % 200,
+                          log_path=run_dir / "node.log")
+
+    def tick(elapsed: float, published: int, labelled: int) -> None:
+        console.print(f"{elapsed:5.1f} s  published {published}  labelled {labelled}", highlight=False)
+
+    try:
+        result = run_node_bench(cfg, on_tick=tick)
+    except NodeBenchError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
+    result["scan"] = str(scan)
+    text = json.dumps(result, indent=2)
+    (run_dir / "bench_node.json").write_text(text)
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(text)
+    table = Table(title=f"segmenter node at {rate:g} Hz for {seconds:g} s")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key in ("published", "labelled", "lost", "dropped", "rejected", "latency_ms_p50", "latency_ms_p90",
+                "latency_ms_p99", "latency_ms_p50_first_half", "latency_ms_p50_second_half", "output_rate_hz",
+                "rss_mb_start", "rss_mb_end", "rss_mb_max", "points_per_scan", "backend"):
+        v = result[key]
+        table.add_row(key, f"{v:.1f}" if isinstance(v, float) else str(v))
+    console.print(table)
+    console.print(f"results: {run_dir / 'bench_node.json'}")

@@ -162,3 +162,27 @@ def test_colcon_build_and_run_from_install_space(tmp_path: Path) -> None:
     assert started.returncode == 1
     assert "does not exist" in started.stderr + started.stdout
     assert "Traceback" not in started.stderr + started.stdout
+
+
+def test_docker_files_copy_what_exists() -> None:
+    """No Docker engine here: the images' COPY sources, the compose file's build and mounts exist."""
+    docker = REPO / "docker"
+    for name in ("vehicle.Dockerfile", "train.Dockerfile"):
+        text = (docker / name).read_text()
+        copies = [line.split()[1:-1] for line in text.splitlines() if line.startswith("COPY ")]
+        assert copies, name
+        for sources in copies:
+            for src in sources:
+                assert (REPO / src.rstrip("/")).exists(), f"{name}: COPY {src} does not exist"
+        assert "requirements.txt" in text
+    vehicle = (docker / "vehicle.Dockerfile").read_text()
+    assert "onnxruntime-gpu" in vehicle and "tensorrt" in vehicle and "colcon" in vehicle
+    assert "fastdds_shm.xml" in vehicle
+    compose = yaml.safe_load((docker / "compose.yaml").read_text())
+    assert {"node", "replay", "rviz"} <= set(compose["services"])
+    assert (REPO / compose["services"]["node"]["build"]["dockerfile"]).is_file()
+    for volume in compose["services"]["rviz"]["volumes"]:
+        src = volume.split(":")[0]
+        if src.startswith(".."):
+            assert (docker / src).resolve().exists(), volume
+    assert "/opt/relidar/launch/relidar_node.launch.py" in compose["services"]["node"]["command"]

@@ -1,0 +1,50 @@
+# Vehicle image: ROS 2 Jazzy + ONNX Runtime (GPU) + TensorRT + relidar + the relidar_ros node.
+# No PyTorch: the node needs only a model bundle, numpy and an inference runtime.
+#
+#   docker build -f docker/vehicle.Dockerfile -t relidar/vehicle .
+#   docker run --rm --gpus all --net host --ipc host -v /path/to/bundle:/bundle:ro relidar/vehicle \
+#       ros2 launch /opt/relidar/launch/relidar_node.launch.py bundle:=/bundle input_topic:=/points_raw
+#
+# --ipc host (or a shared /dev/shm) lets Fast DDS's shared-memory transport reach other containers.
+ARG CUDA_IMAGE=nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04
+FROM ${CUDA_IMAGE}
+
+ARG ROS_DISTRO=jazzy
+ENV ROS_DISTRO=${ROS_DISTRO} DEBIAN_FRONTEND=noninteractive LANG=C.UTF-8 PYTHONUNBUFFERED=1
+
+# ROS 2 from packages.ros.org (Ubuntu 24.04 = Jazzy's platform, Python 3.12).
+RUN apt-get update && apt-get install -y --no-install-recommends curl ca-certificates gnupg python3-venv \
+    && curl -sSL https://raw.githubusercontent.com/ros/rosdistro/master/ros.key -o /usr/share/keyrings/ros-archive-keyring.gpg \
+    && echo "deb [signed-by=/usr/share/keyrings/ros-archive-keyring.gpg] http://packages.ros.org/ros2/ubuntu noble main" \
+       > /etc/apt/sources.list.d/ros2.list \
+    && apt-get update && apt-get install -y --no-install-recommends \
+       ros-${ROS_DISTRO}-ros-base ros-${ROS_DISTRO}-rmw-fastrtps-cpp ros-${ROS_DISTRO}-sensor-msgs \
+       ros-${ROS_DISTRO}-visualization-msgs ros-${ROS_DISTRO}-diagnostic-msgs ros-${ROS_DISTRO}-launch-ros \
+       ros-${ROS_DISTRO}-tf2-msgs python3-colcon-common-extensions \
+    && rm -rf /var/lib/apt/lists/*
+
+# A venv that sees the apt-installed rclpy; versions pinned by the repo's requirements.txt (constraints).
+WORKDIR /opt/relidar
+COPY requirements.txt pyproject.toml README.md ./
+RUN python3 -m venv --system-site-packages /opt/venv \
+    && /opt/venv/bin/pip install --no-cache-dir -c requirements.txt \
+       numpy pyyaml pydantic typer rich safetensors pillow matplotlib rosbags onnx \
+    && /opt/venv/bin/pip install --no-cache-dir onnxruntime-gpu tensorrt-cu12
+COPY relidar/ relidar/
+COPY training/ training/
+COPY export/ export/
+COPY launch/ launch/
+COPY ros2_ws/ ros2_ws/
+RUN /opt/venv/bin/pip install --no-cache-dir --no-deps . \
+    && . /opt/ros/${ROS_DISTRO}/setup.sh \
+    && colcon --log-base /tmp/colcon-log build --base-paths ros2_ws/src --build-base /tmp/colcon-build \
+       --install-base /opt/relidar_ws/install --merge-install \
+    && rm -rf /tmp/colcon-build /tmp/colcon-log
+
+ENV PATH=/opt/venv/bin:${PATH} \
+    RMW_IMPLEMENTATION=rmw_fastrtps_cpp \
+    FASTDDS_DEFAULT_PROFILES_FILE=/opt/relidar_ws/install/share/relidar_ros/config/fastdds_shm.xml
+RUN printf '#!/bin/bash\nset -e\nsource /opt/ros/%s/setup.bash\nsource /opt/relidar_ws/install/setup.bash\nexec "$@"\n' \
+      "${ROS_DISTRO}" > /entrypoint.sh && chmod +x /entrypoint.sh
+ENTRYPOINT ["/entrypoint.sh"]
+CMD ["ros2", "run", "relidar_ros", "segmenter", "--help"]

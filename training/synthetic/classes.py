@@ -47,7 +47,7 @@ CLASSES: tuple[ClassSpec, ...] = (
               ((160, 150, 136),),
               0.05, 0.3, "ground", ("sidewalk", "pavement", "footpath", "walkway")),
     ClassSpec("building", 50, (255, 200, 0),
-              ((195, 170, 135), (150, 75, 55), (215, 200, 150), (105, 100, 112)),
+              ((195, 170, 135), (150, 75, 55), (215, 200, 150), (135, 95, 80)),
               0.06, 0.35, "structure", ("building", "house", "facade", "wall")),
     ClassSpec("vegetation", 70, (0, 175, 0),
               ((45, 95, 35), (70, 110, 40), (35, 75, 45)),

@@ -52,10 +52,10 @@ def render_overlay(
     table = Table(title=f"overlay of {input}")
     for col in ("format", "frame", "camera", "points", "in image", "image"):
         table.add_column(col)
-    cams = ", ".join(c.name for c in fr.cameras)
     h, w = ov.image.shape[:2]
-    table.add_row(reader.name, fr.frame_id, f"{ov.camera} (of {cams})", str(ov.num_points), str(ov.num_drawn), f"{w}x{h}")
+    table.add_row(reader.name, fr.frame_id, ov.camera, str(ov.num_points), str(ov.num_drawn), f"{w}x{h}")
     console.print(table)
+    console.print(f"{len(reader)} frames; cameras of this frame: {', '.join(c.name for c in fr.cameras)}")
     for note in reader.notes:
         console.print(f"[yellow]{note}[/yellow]")
     console.print(f"wrote {out}")

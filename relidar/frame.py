@@ -53,7 +53,8 @@ class Camera:
 class Frame:
     """One lidar sweep.
 
-    ``points`` is [N,4] float32 (x, y, z, intensity) in the lidar frame. ``labels`` is [N] int64 in
+    ``points`` is [N,4] float32 (x, y, z, intensity) in the lidar frame, intensity scaled to 0..1
+    (readers convert from their format's range: nuScenes 0..255, KITTI already 0..1). ``labels`` is [N] int64 in
     ``class_names`` order with ``ignore_index`` for unlabelled points, or None for unlabelled data.
     """
 

@@ -166,7 +166,9 @@ class NuScenesReader(Reader):
         raw = np.fromfile(lidar_path, dtype=np.float32)
         if raw.size % 5:
             raise DatasetError(f"{lidar_path}: {raw.size} floats is not a whole number of 5-column points (x,y,z,intensity,ring)")
-        points = raw.reshape(-1, 5)[:, :4]
+        points = raw.reshape(-1, 5)[:, :4].copy()
+        # nuScenes stores intensity as 0..255; relidar frames carry it in 0..1 like KITTI's reflectance.
+        points[:, 3] /= 255.0
 
         labels = None
         if self._with_labels:

@@ -120,7 +120,9 @@ def test_keyframes_points_labels(mini_root: Path) -> None:
     assert reader.frame_ids == ["sample_0", "sample_1"]
     assert reader.class_names == CLASS_NAMES and len(CLASS_NAMES) == 16
     frame = reader[0]
-    np.testing.assert_array_equal(frame.points, LIDAR_POINTS[:, :4])
+    np.testing.assert_array_equal(frame.points[:, :3], LIDAR_POINTS[:, :3])
+    # nuScenes intensity 0..255 arrives scaled to relidar's 0..1.
+    np.testing.assert_allclose(frame.points[:, 3], LIDAR_POINTS[:, 3] / 255.0, rtol=1e-6)
     assert frame.labels.tolist() == [CLASS_NAMES.index("car"), CLASS_NAMES.index("driveable_surface"), reader.ignore_index]
     assert [c.name for c in frame.cameras] == ["CAM_FRONT", "CAM_BACK"]
     assert frame.cameras[0].image.shape == (H, W, 3)

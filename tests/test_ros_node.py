@@ -108,10 +108,15 @@ def _small_bundle(tmp: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def node(tmp_path_factory: pytest.TempPathFactory):
-    """(peer, node process, segmenter) with the node listening on /points_raw."""
+def bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _small_bundle(tmp_path_factory.mktemp("bundle"))
+
+
+@pytest.fixture(scope="module")
+def node(bundle_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    """(peer, node process, segmenter) with the node listening on INPUT_TOPIC."""
     tmp = tmp_path_factory.mktemp("node")
-    bundle = _small_bundle(tmp)
+    bundle = bundle_dir
     from relidar.segmenter import Segmenter
 
     reference = Segmenter(bundle)
@@ -248,6 +253,7 @@ def test_fuzzed_clouds_then_a_valid_one(node) -> None:
     topic = "/segmenter/output/points"
     pub = peer.node.create_publisher(PointCloud2, INPUT_TOPIC, qos_profile_sensor_data)
     assert peer.wait_until(lambda: pub.get_subscription_count() > 0, 10)
+    labelled_before = len(peer.received[topic])
     for msg in _adversarial_clouds(300):
         pub.publish(msg)
         time.sleep(0.003)
@@ -265,10 +271,18 @@ def test_fuzzed_clouds_then_a_valid_one(node) -> None:
     assert proc.poll() is None, "node died"
     assert got, "the valid cloud was not labelled after the fuzzing"
     _check_labelled(got[-1], valid, len(seg.vocabulary.class_names))
-    diags = peer.wait_for("/diagnostics", 1, timeout_s=5)
-    values = {kv.key: kv.value for kv in diags[-1].status[0].values}
-    assert int(values["rejected"]) >= 50
+
+    def last_diagnostics() -> dict[str, str]:
+        diags = peer.received["/diagnostics"]
+        return {kv.key: kv.value for kv in diags[-1].status[0].values} if diags else {}
+
+    # Diagnostics come at 1 Hz: wait for one that has counted the fuzzing and the valid cloud.
+    assert peer.wait_until(lambda: int(last_diagnostics().get("labelled", 0)) >= labelled_before + 1
+                           and int(last_diagnostics().get("rejected", 0)) >= 20, 5)
+    values = last_diagnostics()
     assert {"input_rate_hz", "output_rate_hz", "dropped", "backend", "vocabulary"} <= set(values)
+    counted = sum(int(values[k]) for k in ("labelled", "rejected", "dropped", "failed"))
+    assert int(values["received"]) - 1 <= counted <= int(values["received"])  # every scan accounted for
     peer.node.destroy_publisher(pub)
 
 
@@ -326,3 +340,18 @@ def test_classes_parameter_changes_next_scan(node) -> None:
         _set_classes(peer, names)
         peer.node.destroy_publisher(pub)
     assert proc.poll() is None
+
+
+@pytest.mark.slow
+def test_bench_node_reports_latency_and_memory(bundle_dir: Path, tmp_path: Path) -> None:
+    from relidar.bench.node import NodeBenchConfig, run_node_bench
+
+    cfg = NodeBenchConfig(bundle=bundle_dir, scan=_synthetic_scan(6, 5000), rate_hz=5.0, seconds=2.0,
+                          domain_id=fresh_domain_id(), log_path=tmp_path / "node.log")
+    result = run_node_bench(cfg)
+    assert result["published"] == 10
+    assert 1 <= result["labelled"] <= 10 and result["lost"] == 10 - result["labelled"]
+    assert result["dropped"] >= 0 and result["node_alive_at_end"]
+    assert 0 < result["latency_ms_p50"] <= result["latency_ms_p99"]
+    assert result["rss_mb_start"] > 10 and result["rss_mb_end"] > 10
+    assert result["points_labelled_per_scan"] == 5000

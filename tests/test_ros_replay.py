@@ -86,3 +86,19 @@ def test_replay_errors_are_clear(tmp_path: Path) -> None:
     assert message_class("sensor_msgs/msg/PointCloud2").__name__ == "PointCloud2"
     with pytest.raises(ReplayError, match="not installed"):
         message_class("no_such_msgs/msg/Thing")
+
+
+def test_replay_command_reports_missing_bag(tmp_path: Path) -> None:
+    import typer
+    from typer.testing import CliRunner
+
+    from relidar.cli.app import Apps
+    from relidar.cli import replay as replay_cli
+
+    root = typer.Typer()
+    apps = Apps(root=root, bench=typer.Typer(), render=typer.Typer(), export=typer.Typer())
+    replay_cli.register(apps)
+    root.command("noop", hidden=True)(lambda: None)  # keeps `replay` a named subcommand
+    result = CliRunner().invoke(root, ["replay", str(tmp_path / "missing")])
+    assert result.exit_code == 1
+    assert "does not exist" in " ".join(result.output.split()) and "Traceback" not in result.output

@@ -159,7 +159,7 @@ def load_segmenter(bundle: str, backend: str, device: str) -> Any:
                            "pip install relidar into the environment the node runs in") from None
     try:
         return Segmenter(bundle, backend=backend, device=device)
-    except BundleError as exc:
+    except (BundleError, ValueError, KeyError, OSError) as exc:  # ValueError covers VocabularyError
         raise StartupError(f"cannot load bundle {bundle!r}: {exc}") from None
 
 
@@ -263,8 +263,14 @@ class SegmenterNode(Node):
     def _work(self) -> None:
         while not self._stop.is_set():
             item = self._mailbox.take(timeout_s=0.2)
-            if item is not None:
+            if item is None:
+                continue
+            try:
                 self._process(*item)
+            except Exception as exc:  # noqa: BLE001 - one bad scan must not stop the worker of a node on a car
+                with self._counters.lock:
+                    self._counters.failed += 1
+                self.get_logger().error(f"processing a scan failed: {exc!r}", throttle_duration_sec=WARN_THROTTLE_S)
 
     def _process(self, msg: PointCloud2, received_ns: int) -> None:
         t0 = time.perf_counter()
@@ -293,14 +299,7 @@ class SegmenterNode(Node):
             num_classes = len(vocabulary.class_names)
             palette = np.asarray(vocabulary.colors, dtype=np.uint8)
             if selected.any():
-                try:
-                    result = self._segmenter(points[selected])
-                except Exception as exc:  # noqa: BLE001 - one bad scan must not stop a node on a car
-                    with self._counters.lock:
-                        self._counters.failed += 1
-                    self.get_logger().error(f"inference failed on a scan of {points.shape[0]} points: {exc!r}",
-                                            throttle_duration_sec=WARN_THROTTLE_S)
-                    return
+                result = self._segmenter(points[selected])
                 seg_labels, seg_scores = result.labels, result.scores
                 timings = dict(result.timings_ms)
             else:

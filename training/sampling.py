@@ -40,7 +40,7 @@ def kmeans(features: np.ndarray, k: int, iterations: int, rng: np.random.Generat
     centres[0] = fit[rng.integers(fit.shape[0])]
     dist = 1.0 - fit @ centres[0]
     for c in range(1, k):
-        w = np.maximum(dist, 0.0).astype(np.float64)
+        w = np.maximum(dist, 0.0).astype(np.float64) ** 2  # D² seeding (k-means++)
         total = w.sum()
         idx = rng.choice(fit.shape[0], p=w / total) if total > 0 else rng.integers(fit.shape[0])
         centres[c] = fit[idx]

@@ -1,0 +1,1 @@
+"""Benchmarks of relidar's parts against references (spconv), with JSON output."""

@@ -1,0 +1,235 @@
+"""Kernel maps: which voxel feeds which, for every resolution level of the student.
+
+Computed outside the network from voxel coordinates, then fed to it as plain integer tensors (and,
+after export, as ONNX graph inputs). Per level l (level 0 = the input voxels, level l+1 = level l
+downsampled by 2):
+
+* ``subm[l]``: submanifold 3x3x3 pairs, for the 13 offsets d that come before (0,0,0) in
+  lexicographic order, each a [2, P] array of (out, in) voxel indices with coord(in) = coord(out) + d.
+  The mirrored offset -d uses the same pairs swapped, and the centre offset is the identity, so 13
+  arrays describe all 27 offsets. Missing neighbours simply have no pair: no padding, no
+  value-dependent branches in the network.
+* ``down[l]`` (l < levels-1): kernel-2 stride-2 pairs, for the 8 child offsets
+  o = (ix&1)*4 + (iy&1)*2 + (iz&1), each a [2, P] array of (parent at level l+1, child at level l).
+  The transposed (upsampling) convolution reuses them in the other direction.
+
+Two builders with identical integer results share one algorithm: numpy (no torch import; the node
+and the ONNX Runtime path use it) and torch (CPU or CUDA, for training).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Generic, Sequence, TypeVar
+
+import numpy as np
+
+from relidar.voxelize import pack_keys, unpack_keys
+
+A = TypeVar("A")  # np.ndarray or torch.Tensor
+
+NUM_HALF_OFFSETS = 13
+CENTRE_OFFSET = 13  # index of (0, 0, 0) in the 27 offsets k = (dx+1)*9 + (dy+1)*3 + (dz+1)
+
+
+def subm_offsets() -> np.ndarray:
+    """[27, 3] int64 (dx, dy, dz) in kernel order k = (dx+1)*9 + (dy+1)*3 + (dz+1)."""
+    r = np.arange(-1, 2)
+    return np.stack(np.meshgrid(r, r, r, indexing="ij"), axis=-1).reshape(27, 3)
+
+
+def down_offsets() -> np.ndarray:
+    """[8, 3] int64 child offsets (ox, oy, oz) in kernel order o = ox*4 + oy*2 + oz."""
+    r = np.arange(2)
+    return np.stack(np.meshgrid(r, r, r, indexing="ij"), axis=-1).reshape(8, 3)
+
+
+class KernelMapError(ValueError):
+    """Voxel coordinates or flat map tensors that cannot describe kernel maps."""
+
+
+@dataclass(frozen=True)
+class KernelMaps(Generic[A]):
+    """Kernel maps of one batch for ``num_levels`` resolutions; arrays are all numpy or all torch."""
+
+    coords: tuple[A, ...]              # per level: [V_l, 4] int64 (batch, ix, iy, iz)
+    subm: tuple[tuple[A, ...], ...]    # per level: 13 x [2, P] int64 (out, in)
+    down: tuple[tuple[A, ...], ...]    # per level l < L-1: 8 x [2, P] int64 (parent, child)
+
+    @property
+    def num_levels(self) -> int:
+        return len(self.coords)
+
+    def num_voxels(self, level: int) -> int:
+        return int(self.coords[level].shape[0])
+
+    def to_tensors(self) -> list[A]:
+        """Flat list in a stable order: coords per level, then 13 subm pair arrays per level, then 8 down
+        pair arrays per level transition. :meth:`from_tensors` inverts it."""
+        flat: list[A] = list(self.coords)
+        for level in self.subm:
+            flat.extend(level)
+        for level in self.down:
+            flat.extend(level)
+        return flat
+
+    @staticmethod
+    def tensor_names(num_levels: int) -> list[str]:
+        """Names matching :meth:`to_tensors`, e.g. for ONNX graph inputs."""
+        names = [f"coords_{l}" for l in range(num_levels)]
+        names += [f"subm_{l}_{k}" for l in range(num_levels) for k in range(NUM_HALF_OFFSETS)]
+        names += [f"down_{l}_{o}" for l in range(num_levels - 1) for o in range(8)]
+        return names
+
+    @classmethod
+    def from_tensors(cls, tensors: Sequence[Any], num_levels: int) -> "KernelMaps":
+        expected = num_levels + num_levels * NUM_HALF_OFFSETS + (num_levels - 1) * 8
+        if len(tensors) != expected:
+            raise KernelMapError(f"{num_levels} levels need {expected} tensors, got {len(tensors)}")
+        coords = tuple(tensors[:num_levels])
+        pos = num_levels
+        subm = []
+        for _ in range(num_levels):
+            subm.append(tuple(tensors[pos:pos + NUM_HALF_OFFSETS]))
+            pos += NUM_HALF_OFFSETS
+        down = []
+        for _ in range(num_levels - 1):
+            down.append(tuple(tensors[pos:pos + 8]))
+            pos += 8
+        return cls(coords=coords, subm=tuple(subm), down=tuple(down))
+
+    def to(self, device: Any) -> "KernelMaps":
+        """Torch maps on another device."""
+        return KernelMaps.from_tensors([t.to(device) for t in self.to_tensors()], self.num_levels)
+
+
+class _NumpyOps:
+    @staticmethod
+    def asarray(a: np.ndarray) -> np.ndarray:
+        return np.asarray(a, dtype=np.int64)
+
+    @staticmethod
+    def unique_inverse(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        uniq, inv = np.unique(keys, return_inverse=True)
+        return uniq, inv.reshape(-1)
+
+    searchsorted = staticmethod(np.searchsorted)
+    flatnonzero = staticmethod(np.flatnonzero)
+
+    @staticmethod
+    def clamp_max(a: np.ndarray, hi: int) -> np.ndarray:
+        return np.minimum(a, hi)
+
+    @staticmethod
+    def stack2(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return np.stack([a, b]).astype(np.int64, copy=False)
+
+    @staticmethod
+    def pack(coords: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+        return pack_keys(coords, shape)
+
+    @staticmethod
+    def unpack(keys: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+        return unpack_keys(keys, shape)
+
+
+class _TorchOps:
+    def __init__(self, device: Any) -> None:
+        import torch
+
+        self.torch = torch
+        self.device = device
+
+    def asarray(self, a: Any) -> Any:
+        return self.torch.as_tensor(a, dtype=self.torch.int64, device=self.device)
+
+    def unique_inverse(self, keys: Any) -> tuple[Any, Any]:
+        return self.torch.unique(keys, sorted=True, return_inverse=True)
+
+    def searchsorted(self, sorted_keys: Any, query: Any) -> Any:
+        return self.torch.searchsorted(sorted_keys, query)
+
+    def flatnonzero(self, mask: Any) -> Any:
+        return self.torch.nonzero(mask).reshape(-1)
+
+    def clamp_max(self, a: Any, hi: int) -> Any:
+        return a.clamp(max=hi)
+
+    def stack2(self, a: Any, b: Any) -> Any:
+        return self.torch.stack([a, b])
+
+    @staticmethod
+    def pack(coords: Any, shape: Sequence[int]) -> Any:
+        sx, sy, sz = (int(s) + 2 for s in shape)
+        return ((coords[:, 0] * sx + (coords[:, 1] + 1)) * sy + (coords[:, 2] + 1)) * sz + (coords[:, 3] + 1)
+
+    def unpack(self, keys: Any, shape: Sequence[int]) -> Any:
+        sx, sy, sz = (int(s) + 2 for s in shape)
+        iz = keys % sz - 1
+        rest = keys // sz
+        iy = rest % sy - 1
+        rest = rest // sy
+        ix = rest % sx - 1
+        return self.torch.stack([rest // sx, ix, iy, iz], dim=1)
+
+
+def _level_shapes(grid_shape: Sequence[int], num_levels: int) -> list[tuple[int, int, int]]:
+    shapes = [tuple(int(s) for s in grid_shape)]
+    for _ in range(num_levels - 1):
+        shapes.append(tuple((s + 1) // 2 for s in shapes[-1]))
+    return shapes  # type: ignore[return-value]
+
+
+def _build(ops: Any, coords0: Any, grid_shape: Sequence[int], num_levels: int) -> KernelMaps:
+    if num_levels < 1:
+        raise KernelMapError(f"num_levels must be >= 1, got {num_levels}")
+    if coords0.ndim != 2 or coords0.shape[1] != 4:
+        raise KernelMapError(f"voxel coords must be [V, 4] (batch, ix, iy, iz), got shape {tuple(coords0.shape)}")
+    shapes = _level_shapes(grid_shape, num_levels)
+    coords = [coords0]
+    subm = []
+    down = []
+    for level in range(num_levels):
+        c = coords[level]
+        shape = shapes[level]
+        keys = ops.pack(c, shape)
+        v = int(c.shape[0])
+        pairs = []
+        sy, sz = shape[1] + 2, shape[2] + 2  # the packed key's strides, see relidar.voxelize.pack_keys
+        for dx, dy, dz in subm_offsets()[:NUM_HALF_OFFSETS]:
+            if v == 0:
+                pairs.append(ops.stack2(keys[:0], keys[:0]))
+                continue
+            query = keys + int((dx * sy + dy) * sz + dz)
+            pos = ops.clamp_max(ops.searchsorted(keys, query), v - 1)
+            found = keys[pos] == query
+            out = ops.flatnonzero(found)
+            pairs.append(ops.stack2(out, pos[out]))
+        subm.append(tuple(pairs))
+        if level == num_levels - 1:
+            break
+        parent = c.copy() if isinstance(c, np.ndarray) else c.clone()
+        parent[:, 1:] = c[:, 1:] // 2
+        next_shape = shapes[level + 1]
+        uniq, inv = ops.unique_inverse(ops.pack(parent, next_shape))
+        coords.append(ops.unpack(uniq, next_shape))
+        child_offset = (c[:, 1] % 2) * 4 + (c[:, 2] % 2) * 2 + (c[:, 3] % 2)
+        dpairs = []
+        for o in range(8):
+            child = ops.flatnonzero(child_offset == o)
+            dpairs.append(ops.stack2(inv[child], child))
+        down.append(tuple(dpairs))
+    return KernelMaps(coords=tuple(coords), subm=tuple(subm), down=tuple(down))
+
+
+def build_kernel_maps_numpy(coords: np.ndarray, grid_shape: Sequence[int], num_levels: int) -> KernelMaps:
+    """Kernel maps from sorted unique voxel coords [V, 4] (as from :func:`relidar.voxelize.voxelize`)."""
+    return _build(_NumpyOps(), np.asarray(coords, dtype=np.int64), grid_shape, num_levels)
+
+
+def build_kernel_maps_torch(coords: Any, grid_shape: Sequence[int], num_levels: int) -> KernelMaps:
+    """Same maps as :func:`build_kernel_maps_numpy`, computed with torch on the coords' device."""
+    import torch
+
+    c = torch.as_tensor(coords, dtype=torch.int64)
+    return _build(_TorchOps(c.device), c, grid_shape, num_levels)

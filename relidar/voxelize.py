@@ -1,0 +1,161 @@
+"""Points -> sparse voxels: integer coordinates, the point->voxel index and mean per-voxel input features.
+
+numpy only (the ROS node runs it with no PyTorch). Voxels come out sorted lexicographically by
+(batch, ix, iy, iz) -- the order of a packed integer key -- so the numpy and torch kernel-map builders
+agree exactly on every index.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Sequence
+
+import numpy as np
+
+# Per-voxel input features the student may be given; each is the mean over the voxel's points.
+#   x, y, z:     point coordinates in metres (lidar frame)
+#   intensity:   the point's 4th column (0 where the scan has none)
+#   dx, dy, dz:  offset of the mean point from the voxel centre, in voxel units (-0.5 .. 0.5)
+#   range:       distance of the mean point from the sensor, in metres
+InputFeature = Literal["x", "y", "z", "intensity", "dx", "dy", "dz", "range"]
+INPUT_FEATURES: tuple[str, ...] = ("x", "y", "z", "intensity", "dx", "dy", "dz", "range")
+
+
+class VoxelizeError(ValueError):
+    """Points or a voxel grid that cannot be voxelized; the message says which argument and why."""
+
+
+@dataclass(frozen=True)
+class VoxelGrid:
+    """A regular grid: voxel edge ``voxel_size`` (metres) over the box ``[crop_min, crop_max)``."""
+
+    voxel_size: float
+    crop_min: tuple[float, float, float]
+    crop_max: tuple[float, float, float]
+
+    def __post_init__(self) -> None:
+        if not self.voxel_size > 0:
+            raise VoxelizeError(f"voxel_size must be > 0, got {self.voxel_size}")
+        if any(hi <= lo for lo, hi in zip(self.crop_min, self.crop_max)):
+            raise VoxelizeError(f"crop_max {self.crop_max} must exceed crop_min {self.crop_min} on every axis")
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """Voxels along x, y, z."""
+        lo = np.asarray(self.crop_min, dtype=np.float64)
+        hi = np.asarray(self.crop_max, dtype=np.float64)
+        dims = np.ceil((hi - lo) / self.voxel_size - 1e-9).astype(np.int64)
+        return int(dims[0]), int(dims[1]), int(dims[2])
+
+
+@dataclass(frozen=True)
+class Voxels:
+    """Sparse voxels of one batch of scans.
+
+    coords:          [V, 4] int64 (batch, ix, iy, iz), unique, sorted lexicographically
+    features:        [V, C] float32, C = len(feature_names)
+    point_to_voxel:  [N] int64, the voxel of each input point, -1 for points outside the crop
+    """
+
+    coords: np.ndarray
+    features: np.ndarray
+    point_to_voxel: np.ndarray
+    batch_size: int
+    grid_shape: tuple[int, int, int]
+    feature_names: tuple[str, ...]
+
+    @property
+    def num_voxels(self) -> int:
+        return int(self.coords.shape[0])
+
+
+def pack_keys(coords: np.ndarray, grid_shape: Sequence[int]) -> np.ndarray:
+    """(batch, ix, iy, iz) -> one int64 per voxel whose order is the lexicographic order of the coords.
+
+    Each spatial axis gets one spare slot on both sides so that neighbours just outside the grid
+    (-1 and the size) still pack to distinct keys; see ``relidar.kernel_maps``.
+    """
+    sx, sy, sz = (int(s) + 2 for s in grid_shape)
+    c = coords.astype(np.int64, copy=False)
+    return ((c[:, 0] * sx + (c[:, 1] + 1)) * sy + (c[:, 2] + 1)) * sz + (c[:, 3] + 1)
+
+
+def unpack_keys(keys: np.ndarray, grid_shape: Sequence[int]) -> np.ndarray:
+    """Inverse of :func:`pack_keys`: [V] int64 -> [V, 4] int64."""
+    sx, sy, sz = (int(s) + 2 for s in grid_shape)
+    iz = keys % sz - 1
+    rest = keys // sz
+    iy = rest % sy - 1
+    rest = rest // sy
+    ix = rest % sx - 1
+    b = rest // sx
+    return np.stack([b, ix, iy, iz], axis=1)
+
+
+def _feature_columns(names: Sequence[str], mean_xyz: np.ndarray, mean_i: np.ndarray,
+                     coords: np.ndarray, grid: VoxelGrid) -> np.ndarray:
+    centre = (coords[:, 1:4].astype(np.float64) + 0.5) * grid.voxel_size + np.asarray(grid.crop_min)
+    columns = {
+        "x": lambda: mean_xyz[:, 0],
+        "y": lambda: mean_xyz[:, 1],
+        "z": lambda: mean_xyz[:, 2],
+        "intensity": lambda: mean_i,
+        "dx": lambda: (mean_xyz[:, 0] - centre[:, 0]) / grid.voxel_size,
+        "dy": lambda: (mean_xyz[:, 1] - centre[:, 1]) / grid.voxel_size,
+        "dz": lambda: (mean_xyz[:, 2] - centre[:, 2]) / grid.voxel_size,
+        "range": lambda: np.linalg.norm(mean_xyz, axis=1),
+    }
+    for name in names:
+        if name not in columns:
+            raise VoxelizeError(f"unknown input feature {name!r}; choose from {INPUT_FEATURES}")
+    return np.stack([columns[n]() for n in names], axis=1).astype(np.float32)
+
+
+def voxelize(points: np.ndarray, grid: VoxelGrid, feature_names: Sequence[str] = ("x", "y", "z", "intensity"),
+             batch_index: np.ndarray | None = None, batch_size: int | None = None) -> Voxels:
+    """Voxelize points [N, >=3] (x, y, z[, intensity, ...]); ``batch_index`` [N] says which scan each belongs to."""
+    pts = np.asarray(points)
+    if pts.ndim != 2 or pts.shape[1] < 3:
+        raise VoxelizeError(f"points must be [N, >=3], got shape {pts.shape}")
+    n = pts.shape[0]
+    if batch_index is None:
+        bidx = np.zeros(n, dtype=np.int64)
+    else:
+        bidx = np.asarray(batch_index, dtype=np.int64)
+        if bidx.shape != (n,):
+            raise VoxelizeError(f"batch_index must be [N]={n}, got shape {bidx.shape}")
+        if n and bidx.min() < 0:
+            raise VoxelizeError("batch_index must be >= 0")
+    nb = int(batch_size) if batch_size is not None else (int(bidx.max()) + 1 if n else 1)
+    shape = grid.shape
+    xyz = pts[:, :3].astype(np.float64)
+    cell = np.floor((xyz - np.asarray(grid.crop_min)) / grid.voxel_size).astype(np.int64)
+    inside = np.all((cell >= 0) & (cell < np.asarray(shape)), axis=1) & np.all(np.isfinite(xyz), axis=1)
+    sel = np.flatnonzero(inside)
+    coords_pts = np.concatenate([bidx[sel, None], cell[sel]], axis=1)
+    keys, inverse = np.unique(pack_keys(coords_pts, shape), return_inverse=True)
+    inverse = inverse.reshape(-1)
+    v = keys.shape[0]
+    coords = unpack_keys(keys, shape)
+    counts = np.bincount(inverse, minlength=v).astype(np.float64)
+    counts = np.maximum(counts, 1.0)
+    mean_xyz = np.stack([np.bincount(inverse, weights=xyz[sel, j], minlength=v) for j in range(3)], axis=1)
+    mean_xyz /= counts[:, None]
+    intensity = pts[sel, 3].astype(np.float64) if pts.shape[1] > 3 else np.zeros(sel.shape[0])
+    mean_i = np.bincount(inverse, weights=intensity, minlength=v) / counts
+    point_to_voxel = np.full(n, -1, dtype=np.int64)
+    point_to_voxel[sel] = inverse
+    features = _feature_columns(feature_names, mean_xyz, mean_i, coords, grid)
+    return Voxels(coords=coords, features=features, point_to_voxel=point_to_voxel, batch_size=nb,
+                  grid_shape=shape, feature_names=tuple(feature_names))
+
+
+def voxelize_scans(scans: Sequence[np.ndarray], grid: VoxelGrid,
+                   feature_names: Sequence[str] = ("x", "y", "z", "intensity")) -> Voxels:
+    """Voxelize several scans as one batch; ``point_to_voxel`` follows the scans' concatenation order."""
+    if not scans:
+        raise VoxelizeError("voxelize_scans needs at least one scan")
+    width = min(s.shape[1] for s in scans)
+    points = np.concatenate([np.asarray(s)[:, :width] for s in scans], axis=0)
+    bidx = np.concatenate([np.full(s.shape[0], b, dtype=np.int64) for b, s in enumerate(scans)])
+    return voxelize(points, grid, feature_names, batch_index=bidx, batch_size=len(scans))

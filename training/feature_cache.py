@@ -241,6 +241,7 @@ class PrepareReport:
     failed: list[tuple[str, str]] = field(default_factory=list)
     removed_partials: int = 0
     seconds: float = 0.0
+    verify_seconds: float = 0.0
     bytes_written: int = 0
     pairs_written: int = 0
     points_written: int = 0
@@ -248,7 +249,9 @@ class PrepareReport:
 
     @property
     def frames_per_second(self) -> float:
-        return len(self.done) / self.seconds if self.seconds > 0 and self.done else 0.0
+        """Frames computed per second of computing (checking existing files excluded)."""
+        busy = self.seconds - self.verify_seconds
+        return len(self.done) / busy if busy > 0 and self.done else 0.0
 
     @property
     def bytes_per_frame(self) -> float:
@@ -265,6 +268,7 @@ class PrepareReport:
             "failed": [{"frame_id": f, "reason": r} for f, r in self.failed],
             "removed_partials": self.removed_partials,
             "seconds": self.seconds,
+            "verify_seconds": self.verify_seconds,
             "frames_per_second": self.frames_per_second,
             "bytes_written": self.bytes_written,
             "bytes_per_frame": self.bytes_per_frame,
@@ -345,7 +349,9 @@ def _prepare_one(
         for stale in path.parent.glob(f".{path.name}.*.partial"):
             stale.unlink()  # left by an interrupted run of the rank that owns this frame (this one)
             report.removed_partials += 1
+    t_check = time.perf_counter()
     existing = _existing_status(path, frame_id, teacher.name)
+    report.verify_seconds += time.perf_counter() - t_check
     if existing == "ok":
         report.skipped.append(frame_id)
         return "skipped"

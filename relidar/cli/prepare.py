@@ -111,7 +111,8 @@ def _print_report(console, report) -> None:
     console.print(table)
     console.print("skipped: a verified file of the frame was already there; recomputed: its file was partial, corrupt or stale")
     if report.done:
-        console.print("seconds by phase: " + ", ".join(f"{k} {v:.2f}" for k, v in report.phase_seconds.items()))
+        console.print("seconds by phase: " + ", ".join(f"{k} {v:.2f}" for k, v in report.phase_seconds.items())
+                      + f"; checking existing files {report.verify_seconds:.2f}")
     if report.removed_partials:
         console.print(f"removed {report.removed_partials} partial file(s) left by an interrupted run")
     for title, rows in (("recomputed", report.replaced), ("failed", report.failed)):

@@ -26,6 +26,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "relidar.cli.bench_node",
     "relidar.cli.prepare",
     "relidar.cli.render_overlay",
+    "relidar.cli.distill",
+    "relidar.cli.evaluate",
 )
 
 

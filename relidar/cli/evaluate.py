@@ -1,0 +1,75 @@
+"""``relidar evaluate``: zero-shot, few-shot and structural-gap report of a distilled student."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from relidar.cli.app import Apps
+
+
+def register(apps: Apps) -> None:
+    apps.root.command("evaluate")(evaluate)
+
+
+def evaluate(
+    checkpoint: Path = typer.Option(..., "--checkpoint", help="Student weights (.safetensors) written by `relidar distill` (final or a checkpoint)."),
+    overrides: Optional[list[str]] = typer.Argument(None, help="Overrides of the run's config, e.g. eval.few_shot.scans=8 eval.vocabulary=V.json."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="Config YAML to use instead of the one stored in the weights (its data and eval sections)."),
+    out: Path = typer.Option(Path("runs"), "--out", "-o", help="Parent folder of the timestamped report folder."),
+    device: str = typer.Option("cpu", "--device", help="'cpu' or 'cuda'."),
+) -> None:
+    """Evaluate a student: zero-shot mIoU (all and camera-visible points), linear probe and fine-tuning
+    (in-distribution and on eval.ood), structural gap; writes report.json, report.md and PNGs."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from relidar.config import ConfigError, load_config, save_config
+    from relidar.rundir import make_run_dir
+    from relidar.training.checkpoint import CheckpointError
+    from relidar.training.config import DistillConfig
+    from relidar.training.data import DataError
+    from relidar.training.distill import load_student
+    from relidar.training.evaluate import EvaluationError, evaluate as run_evaluate
+    from relidar.training.feature_cache import CacheError
+    from relidar.training.report import write_report
+    from relidar.vocabulary import VocabularyError
+
+    console = Console()
+    try:
+        model, stored = load_student(checkpoint, device)
+        run_dir = make_run_dir(out, "evaluate")
+        if config is not None:
+            cfg = load_config(config, DistillConfig, overrides or [])
+            if cfg.student != stored.student:
+                raise ConfigError(f"{config}: its student section differs from the one {checkpoint} was trained with")
+        else:
+            # The run's own config (stored in the weights), with the overrides applied on top.
+            cfg = load_config(save_config(stored, run_dir / "checkpoint_config.yaml"), DistillConfig, overrides or [])
+        save_config(cfg, run_dir / "config.yaml")
+        with console.status("evaluating") as status:
+            result = run_evaluate(model, cfg, device, on_phase=lambda p: status.update(f"evaluating: {p}"))
+        files = write_report(run_dir, result, extra={"checkpoint": str(checkpoint)})
+    except (ConfigError, CheckpointError, DataError, CacheError, EvaluationError, VocabularyError) as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
+    table = Table(title=f"relidar evaluate: {checkpoint}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for k, v in result.summary().items():
+        table.add_row(k, f"{v:.4f}")
+    console.print(table)
+    console.print(f"report: {files['markdown']}  (JSON {files['json'].name}, PNGs beside)")
+
+
+def main() -> None:
+    """Entry point for ``python -m relidar.cli.evaluate``."""
+    app = typer.Typer(add_completion=False)
+    app.command()(evaluate)
+    app()
+
+
+if __name__ == "__main__":
+    main()

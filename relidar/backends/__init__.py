@@ -1,0 +1,76 @@
+"""Inference backends behind one interface (:class:`relidar.backends.base.Backend`):
+``onnxruntime`` (CPU / CUDA), ``tensorrt`` (where importable with a GPU), ``torch``.
+
+:func:`make_backend` picks one for a bundle; ``auto`` prefers TensorRT (an engine for this GPU must be
+in the bundle), then ONNX Runtime, then PyTorch.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from relidar.backends.base import Backend, BackendError
+
+if TYPE_CHECKING:
+    from relidar.bundle import Bundle
+
+BACKENDS = ("auto", "tensorrt", "onnxruntime", "torch")
+
+__all__ = ["BACKENDS", "Backend", "BackendError", "make_backend"]
+
+
+def _importable(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+def _tensorrt_engine(bundle: "Bundle", device: str):  # noqa: ANN202
+    from relidar.backends.trt import TensorRTBackend, gpu_name
+
+    import tensorrt as trt
+
+    index = int(device.split(":")[1]) if ":" in device else 0
+    gpu = gpu_name(index)
+    for precision in ("fp16", "fp32"):
+        path = bundle.engine_for(gpu, trt.__version__, precision)
+        if path is not None:
+            return TensorRTBackend(path, index)
+    raise BackendError(f"{bundle.root}: no TensorRT engine for GPU {gpu!r} and TensorRT {trt.__version__}; build "
+                       f"one with `relidar export tensorrt --bundle {bundle.root}`")
+
+
+def make_backend(bundle: "Bundle", backend: str = "auto", device: str = "cpu", threads: int | None = None) -> Backend:
+    """The named backend for ``bundle``; ``auto`` = tensorrt (GPU device, engine present) > onnxruntime > torch."""
+    if backend not in BACKENDS:
+        raise BackendError(f"backend {backend!r}: choose one of {BACKENDS}")
+    if backend == "auto":
+        if device.startswith("cuda") and _importable("tensorrt"):
+            from relidar.backends.trt import tensorrt_available
+
+            if tensorrt_available():
+                try:
+                    return _tensorrt_engine(bundle, device)
+                except BackendError:
+                    pass  # no engine for this GPU yet: ONNX Runtime runs the same graph
+        if _importable("onnxruntime"):
+            backend = "onnxruntime"
+        elif _importable("torch"):
+            backend = "torch"
+        else:
+            raise BackendError("no inference runtime here: install onnxruntime (or tensorrt / torch)")
+    if backend == "tensorrt":
+        if not _importable("tensorrt"):
+            raise BackendError("backend 'tensorrt': the tensorrt package is not installed (pip install tensorrt-cu12)")
+        return _tensorrt_engine(bundle, device if device.startswith("cuda") else "cuda:0")
+    if backend == "onnxruntime":
+        from relidar.backends.ort import OnnxRuntimeBackend
+
+        return OnnxRuntimeBackend(bundle.student_onnx, device, threads)
+    weights = bundle.manifest.student.weights
+    if not weights:
+        raise BackendError(f"{bundle.root}: backend 'torch' needs student weights, which this bundle does not ship "
+                           "(re-export it with `relidar export bundle`)")
+    from relidar.backends.torch_backend import TorchBackend
+
+    return TorchBackend(bundle.path(weights), bundle.manifest.logit_scale, device)

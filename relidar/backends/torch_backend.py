@@ -1,0 +1,61 @@
+"""PyTorch backend: the student rebuilt from the bundle's weights, run through the same graph module
+that is exported (BN folded, fused classifier). Needs torch; CPU or CUDA."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+
+from relidar.backends.base import BackendError
+
+
+def load_student(weights: str | Path):  # noqa: ANN201 - relidar.network.Student
+    """A Student from safetensors whose metadata 'config' holds its StudentConfig (or a run config with a
+    'student' section, as distillation checkpoints have)."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    from relidar.network import Student, StudentConfig
+
+    path = Path(weights)
+    if not path.is_file():
+        raise BackendError(f"{path}: student weights not found")
+    with safe_open(str(path), framework="pt") as fh:
+        meta = dict(fh.metadata() or {})
+    if "config" not in meta:
+        raise BackendError(f"{path}: no 'config' in the safetensors metadata; not a relidar student checkpoint")
+    raw = json.loads(meta["config"])
+    config = StudentConfig.model_validate(raw.get("student", raw) if "student" in raw else raw)
+    student = Student(config)
+    missing, unexpected = student.load_state_dict(load_file(str(path)), strict=False)
+    if missing or unexpected:
+        raise BackendError(f"{path}: weights do not fit a {config.profile!r} student (missing {list(missing)[:3]}, "
+                           f"unexpected {list(unexpected)[:3]})")
+    return student.eval()
+
+
+class TorchBackend:
+    name = "torch"
+
+    def __init__(self, weights: str | Path, logit_scale: float, device: str = "cpu") -> None:
+        try:
+            import torch
+        except ImportError as exc:
+            raise BackendError("backend 'torch' needs PyTorch; use backend 'onnxruntime'") from exc
+        from relidar.export.onnx_student import StudentGraph, input_names
+
+        self._torch = torch
+        self._device = torch.device(device)
+        self._graph = StudentGraph(load_student(weights), logit_scale).to(self._device).eval()
+        self._names = input_names(self._graph.num_levels)
+
+    def run(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        from relidar.export.onnx_student import OUTPUTS
+
+        torch = self._torch
+        with torch.inference_mode():
+            out = self._graph(*(torch.from_numpy(np.ascontiguousarray(feed[n])).to(self._device) for n in self._names))
+        return {name: t.cpu().numpy() for name, t in zip(OUTPUTS, out)}

@@ -185,10 +185,19 @@ def distill(
 ) -> DistillResult:
     """Train the student on ``config`` (a resumed run passes the run folder as ``resume`` and the config
     saved in it). ``on_step(step, total, losses)`` is called on rank 0 after every step (progress bars)."""
-    start_time = time.perf_counter()
-    device = pick_device(config, ctx)
+    threads_before = torch.get_num_threads()
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
+    try:
+        return _distill(config, Path(out), Path(resume) if resume else None, ctx, on_step, run_name)
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def _distill(config: DistillConfig, out: Path, resume: Path | None, ctx: DistContext,
+             on_step: Callable[[int, int, dict[str, float]], None] | None, run_name: str | None) -> DistillResult:
+    start_time = time.perf_counter()
+    device = pick_device(config, ctx)
     if config.train.batch_size % ctx.world_size:
         raise DistillError(f"train.batch_size={config.train.batch_size} must be a multiple of the "
                            f"{ctx.world_size} data-parallel processes")
@@ -217,7 +226,7 @@ def distill(
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, n_steps, config))
 
     name = run_name or f"distill_{config.loss.type}"
-    run_dir = prepare_run_dir(config, Path(out), Path(resume) if resume else None, ctx, name)
+    run_dir = prepare_run_dir(config, out, resume, ctx, name)
     position = TrainPosition(0, 0, 0)
     if resume is not None and latest_checkpoint(run_dir) is not None:
         position = load_checkpoint(run_dir, model, optimizer, scheduler)

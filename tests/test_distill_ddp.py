@@ -1,0 +1,63 @@
+"""Two CPU processes under torchrun (gloo) reach the weights one process reaches on the same global batch."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from relidar.config import load_config
+from relidar.training.config import DistillConfig
+from relidar.training.data import ensure_cache
+from relidar.training.distill import distill
+from tiny_distill import tiny_config_tree, write_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_two_processes_match_one(tmp_path: Path) -> None:
+    tree = tiny_config_tree(tmp_path / "cache", frames=5)
+    # Global batch of 2 scans: one per rank under torchrun. SGD keeps the update linear in the gradient,
+    # so the comparison measures the data-parallel arithmetic, not Adam's sign-like first steps.
+    tree["train"].update({"batch_size": 2, "epochs": 2})
+    tree["data"]["val_fraction"] = 0.2
+    tree["optimizer"] = {"name": "sgd", "lr": 0.05}
+    tree["augment"] = {"enabled": True}
+    path = write_config(tmp_path / "ddp.yaml", tree)
+    cfg = load_config(path, DistillConfig)
+    ensure_cache(cfg.data)
+
+    single = distill(cfg, out=tmp_path / "single")
+    assert single.steps == 4
+
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    env["PYTHONPATH"] = str(REPO)
+    env["OMP_NUM_THREADS"] = "1"
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+         "-m", "relidar.cli.distill", "--config", str(path), "--out", str(tmp_path / "ddp"), "--no-progress"],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    runs = list((tmp_path / "ddp").glob("distill_*"))
+    assert len(runs) == 1, "rank 0 alone creates the run folder"
+    got = load_file(str(runs[0] / "student.safetensors"))
+    ref = load_file(str(single.weights))
+    initial_gap = 0.0
+    for k in ref:
+        if ref[k].is_floating_point():
+            torch.testing.assert_close(got[k], ref[k], rtol=1e-3, atol=1e-4, msg=lambda m, k=k: f"{k}: {m}")
+        else:
+            assert torch.equal(got[k], ref[k]), k
+    # the runs did move the weights (a vacuous match of two untrained students is no test)
+    torch.manual_seed(cfg.train.seed)
+    from relidar.network import Student
+
+    init = Student(cfg.student).state_dict()
+    initial_gap = max(float((init[k] - ref[k]).abs().max()) for k in ref if ref[k].is_floating_point())
+    assert initial_gap > 1e-3

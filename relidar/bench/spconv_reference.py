@@ -8,7 +8,8 @@ a reshape and a transpose.
 
 from __future__ import annotations
 
-from typing import Sequence
+import contextlib
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -111,6 +112,22 @@ class SpconvStudent(nn.Module):
             for block in blocks:
                 x = block(x)
         return self.head(x.features)
+
+
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run a block with ``n`` torch intra-op threads, restoring the previous count after.
+
+    Why: spconv 2.3.8's CPU kernels race when torch has more than one thread -- on the KITTI scan a
+    single SubMConv3d gives different results run to run (errors ~10) -- so the reference output
+    is computed single-threaded. Timing still uses the caller's thread count.
+    """
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def spconv_available() -> bool:

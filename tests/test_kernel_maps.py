@@ -1,0 +1,91 @@
+"""Kernel maps: numpy and torch builders agree exactly; pairs checked against a brute-force dict lookup."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from relidar.kernel_maps import (
+    KernelMaps,
+    KernelMapError,
+    build_kernel_maps_numpy,
+    build_kernel_maps_torch,
+    down_offsets,
+    subm_offsets,
+)
+from relidar.scan_io import read_scan
+from relidar.voxelize import VoxelGrid, voxelize, voxelize_scans
+
+
+def _random_voxels(seed: int, n: int = 3000, batch: int = 2):
+    rng = np.random.default_rng(seed)
+    grid = VoxelGrid(0.5, (0.0, 0.0, 0.0), (13.0, 9.5, 4.0))  # odd sizes: edge voxels at every level
+    scans = [rng.uniform(-1.0, 14.0, size=(n, 4)).astype(np.float32) for _ in range(batch)]
+    return voxelize_scans(scans, grid)
+
+
+def _assert_equal(a: KernelMaps, b: KernelMaps) -> None:
+    ta, tb = a.to_tensors(), b.to_tensors()
+    assert len(ta) == len(tb)
+    for x, y in zip(ta, tb):
+        np.testing.assert_array_equal(x, y.cpu().numpy())
+
+
+def _brute_force_check(maps: KernelMaps) -> None:
+    offs = subm_offsets()
+    for level in range(maps.num_levels):
+        coords = np.asarray(maps.coords[level])
+        index = {tuple(r): i for i, r in enumerate(coords.tolist())}
+        for k in range(13):
+            expected = []
+            for i, (b, x, y, z) in enumerate(coords.tolist()):
+                j = index.get((b, x + offs[k][0], y + offs[k][1], z + offs[k][2]))
+                if j is not None:
+                    expected.append((i, j))
+            got = np.asarray(maps.subm[level][k]).T.tolist()
+            assert sorted(map(tuple, got)) == sorted(expected)
+        if level + 1 < maps.num_levels:
+            parents = np.asarray(maps.coords[level + 1])
+            for o, (ox, oy, oz) in enumerate(down_offsets()):
+                parent, child = np.asarray(maps.down[level][o])
+                c = coords[child]
+                np.testing.assert_array_equal(parents[parent][:, 0], c[:, 0])
+                np.testing.assert_array_equal(parents[parent][:, 1:] * 2 + [ox, oy, oz], c[:, 1:])
+            all_children = np.concatenate([np.asarray(p[1]) for p in maps.down[level]])
+            np.testing.assert_array_equal(np.sort(all_children), np.arange(len(coords)))
+            expected_parents = np.unique(np.c_[coords[:, :1], coords[:, 1:] // 2], axis=0)
+            np.testing.assert_array_equal(parents, expected_parents)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_numpy_and_torch_agree_on_random_clouds_and_match_brute_force(seed: int) -> None:
+    vx = _random_voxels(seed)
+    a = build_kernel_maps_numpy(vx.coords, vx.grid_shape, 4)
+    b = build_kernel_maps_torch(torch.from_numpy(vx.coords), vx.grid_shape, 4)
+    _assert_equal(a, b)
+    _brute_force_check(a)
+
+
+def test_numpy_and_torch_agree_on_real_kitti_scan(kitti_scan_path) -> None:
+    vx = voxelize(read_scan(kitti_scan_path), VoxelGrid(0.1, (-51.2, -51.2, -4.0), (51.2, 51.2, 2.4)))
+    a = build_kernel_maps_numpy(vx.coords, vx.grid_shape, 5)
+    b = build_kernel_maps_torch(torch.from_numpy(vx.coords), vx.grid_shape, 5)
+    _assert_equal(a, b)
+    assert [a.num_voxels(lv) for lv in range(5)] == sorted((a.num_voxels(lv) for lv in range(5)), reverse=True)
+
+
+def test_flat_tensor_roundtrip_and_names() -> None:
+    vx = _random_voxels(3, n=300)
+    maps = build_kernel_maps_numpy(vx.coords, vx.grid_shape, 3)
+    flat = maps.to_tensors()
+    assert len(flat) == len(KernelMaps.tensor_names(3)) == 3 + 3 * 13 + 2 * 8
+    _assert_equal(maps, KernelMaps.from_tensors([torch.from_numpy(t) for t in flat], 3))
+    with pytest.raises(KernelMapError, match="need"):
+        KernelMaps.from_tensors(flat[:-1], 3)
+
+
+def test_empty_cloud_gives_empty_maps() -> None:
+    maps = build_kernel_maps_numpy(np.zeros((0, 4), np.int64), (8, 8, 8), 3)
+    assert all(t.shape[-1] == 0 for t in maps.to_tensors() if t.ndim == 2 and t.shape[0] == 2)
+    assert maps.num_voxels(2) == 0

@@ -1,0 +1,75 @@
+"""The student equals the same network built in spconv with the same weights (the reference)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from relidar.bench.spconv_reference import SpconvStudent, coords_tensor, spconv_available, torch_threads
+from relidar.kernel_maps import KernelMaps, build_kernel_maps_numpy
+from relidar.network import Student, StudentConfig
+from relidar.scan_io import read_scan
+from relidar.voxelize import voxelize
+
+pytestmark = pytest.mark.skipif(not spconv_available(), reason="spconv (the reference) is not installed")
+
+
+def _randomise_batchnorm(model: torch.nn.Module, seed: int) -> None:
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm1d):
+            m.running_mean.uniform_(-0.2, 0.2, generator=g)
+            m.running_var.uniform_(0.5, 2.0, generator=g)
+            with torch.no_grad():
+                m.weight.uniform_(0.5, 1.5, generator=g)
+                m.bias.uniform_(-0.2, 0.2, generator=g)
+
+
+def _compare(points: np.ndarray, config: StudentConfig, seed: int = 0) -> float:
+    torch.manual_seed(seed)
+    model = Student(config)
+    _randomise_batchnorm(model, seed)
+    model.eval()
+    reference = SpconvStudent(model).eval()
+    vx = voxelize(points, config.grid(), config.input_features)
+    maps = build_kernel_maps_numpy(vx.coords, vx.grid_shape, config.num_levels)
+    tmaps = KernelMaps.from_tensors([torch.from_numpy(t) for t in maps.to_tensors()], config.num_levels)
+    feats = torch.from_numpy(vx.features)
+    # spconv's CPU kernels race with >1 thread (see torch_threads); ours is run the same way for symmetry
+    with torch.inference_mode(), torch_threads(1):
+        ours = model(feats, tmaps)
+        ref = reference(feats, coords_tensor(vx.coords), vx.grid_shape, vx.batch_size)
+    assert ours.shape == ref.shape == (vx.num_voxels, config.out_dim)
+    assert float(ref.abs().max()) > 1e-2  # a non-trivial output
+    return float((ours - ref).abs().max())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("profile", ["fast", "base"])
+def test_equal_to_spconv_on_real_kitti_scan(kitti_scan_path, profile: str) -> None:
+    points = read_scan(kitti_scan_path)
+    assert _compare(points, StudentConfig(profile=profile, voxel_size=0.1, out_dim=64)) <= 1e-4
+
+
+def test_equal_to_spconv_on_a_random_batch_of_two_scans() -> None:
+    rng = np.random.default_rng(5)
+    n = 3000
+    pts = np.c_[rng.uniform(-20, 20, (2 * n, 2)), rng.uniform(-3, 1, (2 * n, 1)), rng.uniform(0, 1, (2 * n, 1))]
+    config = StudentConfig(profile="fast", voxel_size=0.3, out_dim=32, input_features=("x", "y", "z", "dx", "dy", "dz"))
+    torch.manual_seed(1)
+    model = Student(config)
+    _randomise_batchnorm(model, 1)
+    model.eval()
+    reference = SpconvStudent(model).eval()
+    from relidar.voxelize import voxelize_scans
+
+    vx = voxelize_scans([pts[:n].astype(np.float32), pts[n:].astype(np.float32)], config.grid(), config.input_features)
+    assert vx.batch_size == 2 and set(np.unique(vx.coords[:, 0])) == {0, 1}
+    maps = build_kernel_maps_numpy(vx.coords, vx.grid_shape, config.num_levels)
+    tmaps = KernelMaps.from_tensors([torch.from_numpy(t) for t in maps.to_tensors()], config.num_levels)
+    feats = torch.from_numpy(vx.features)
+    with torch.inference_mode(), torch_threads(1):
+        ours = model(feats, tmaps)
+        ref = reference(feats, coords_tensor(vx.coords), vx.grid_shape, 2)
+    assert float((ours - ref).abs().max()) <= 1e-4

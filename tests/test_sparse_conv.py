@@ -1,0 +1,166 @@
+"""Sparse-conv layers against dense torch convolutions; BatchNorm folding; gradients; config and weights files."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as TF
+
+from relidar.bench.spconv_reference import torch_threads
+from relidar.config import load_config, save_config
+from relidar.kernel_maps import KernelMaps, build_kernel_maps_numpy
+from relidar.network import StudentConfig, Student, count_parameters, fold_batchnorm
+from relidar.sparse import functional as SF
+from relidar.weights import WeightsError, load_student, save_student
+
+GRID = (6, 7, 5)
+
+
+def _small_maps(seed: int = 0, density: float = 0.35, levels: int = 2) -> tuple[np.ndarray, KernelMaps]:
+    rng = np.random.default_rng(seed)
+    cells = np.argwhere(rng.random(GRID) < density)
+    coords = np.ascontiguousarray(np.c_[np.zeros(len(cells), np.int64), cells])
+    maps = build_kernel_maps_numpy(coords, GRID, levels)
+    return coords, KernelMaps.from_tensors([torch.from_numpy(t) for t in maps.to_tensors()], levels)
+
+
+def _dense(x: torch.Tensor, coords: np.ndarray, shape) -> torch.Tensor:
+    d = x.new_zeros((1, x.shape[1], *shape))
+    d[0, :, coords[:, 1], coords[:, 2], coords[:, 3]] = x.T
+    return d
+
+
+def _torch_kernel(weight: torch.Tensor, k: int) -> torch.Tensor:
+    """ours [k^3, Cin, Cout] -> conv3d's [Cout, Cin, k, k, k]."""
+    return weight.permute(2, 1, 0).reshape(weight.shape[2], weight.shape[1], k, k, k)
+
+
+def test_subm_conv_equals_dense_conv3d_at_active_sites() -> None:
+    coords, maps = _small_maps()
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(len(coords), 3, generator=g, dtype=torch.float64)
+    w = torch.randn(27, 3, 5, generator=g, dtype=torch.float64)
+    ours = SF.subm_conv3d(x, w, maps.subm[0])
+    dense = TF.conv3d(_dense(x, coords, GRID), _torch_kernel(w, 3), padding=1)[0]
+    ref = dense[:, coords[:, 1], coords[:, 2], coords[:, 3]].T
+    torch.testing.assert_close(ours, ref, rtol=0, atol=1e-10)
+
+
+def test_down_and_up_conv_equal_dense_strided_convs() -> None:
+    coords, maps = _small_maps(1)
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(len(coords), 4, generator=g, dtype=torch.float64)
+    wd = torch.randn(8, 4, 6, generator=g, dtype=torch.float64)
+    down = SF.down_conv3d(x, wd, maps.down[0], maps.coords[1].shape[0])
+    even = [s + s % 2 for s in GRID]  # odd edges: the sparse grid keeps the last half-cell, so pad
+    dense_down = TF.conv3d(_dense(x, coords, even), _torch_kernel(wd, 2), stride=2)[0]
+    parents = maps.coords[1].numpy()
+    torch.testing.assert_close(down, dense_down[:, parents[:, 1], parents[:, 2], parents[:, 3]].T, rtol=0, atol=1e-10)
+    wu = torch.randn(8, 6, 2, generator=g, dtype=torch.float64)
+    up = SF.up_conv3d(down, wu, maps.down[0], len(coords))
+    coarse = _dense(down, parents, [(s + 1) // 2 for s in GRID])
+    # conv_transpose3d weight is [Cin, Cout, k, k, k]
+    dense_up = TF.conv_transpose3d(coarse, wu.permute(1, 2, 0).reshape(6, 2, 2, 2, 2), stride=2)[0]
+    torch.testing.assert_close(up, dense_up[:, coords[:, 1], coords[:, 2], coords[:, 3]].T, rtol=0, atol=1e-10)
+
+
+def test_devoxelize_gathers_and_zeroes_cropped_points() -> None:
+    v = torch.arange(6.0).reshape(3, 2)
+    out = SF.devoxelize(v, torch.tensor([2, -1, 0, 2]))
+    torch.testing.assert_close(out, torch.tensor([[4.0, 5.0], [0.0, 0.0], [0.0, 1.0], [4.0, 5.0]]))
+
+
+def _cloud_maps(config: StudentConfig, seed: int = 0, n: int = 1500):
+    from relidar.voxelize import voxelize
+
+    rng = np.random.default_rng(seed)
+    pts = np.c_[rng.uniform(-6, 6, (n, 2)), rng.uniform(-1.5, 1.0, (n, 1)), rng.uniform(0, 1, (n, 1))]
+    vx = voxelize(pts.astype(np.float32), config.grid(), config.input_features)
+    maps = build_kernel_maps_numpy(vx.coords, vx.grid_shape, config.num_levels)
+    tmaps = KernelMaps.from_tensors([torch.from_numpy(t) for t in maps.to_tensors()], config.num_levels)
+    return vx, tmaps
+
+
+def _randomise_batchnorm(model: torch.nn.Module, seed: int) -> None:
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm1d):
+            m.running_mean.uniform_(-0.2, 0.2, generator=g)
+            m.running_var.uniform_(0.5, 2.0, generator=g)
+            with torch.no_grad():
+                m.weight.uniform_(0.5, 1.5, generator=g)
+                m.bias.uniform_(-0.2, 0.2, generator=g)
+
+
+def test_folded_batchnorm_network_matches_eval_network() -> None:
+    config = StudentConfig(profile="fast", voxel_size=0.25, out_dim=16)
+    torch.manual_seed(0)
+    model = Student(config)
+    _randomise_batchnorm(model, 1)
+    model.eval()
+    vx, maps = _cloud_maps(config)
+    feats = torch.from_numpy(vx.features)
+    folded = fold_batchnorm(model)
+    assert not any(isinstance(m, torch.nn.BatchNorm1d) for m in folded.modules())
+    with torch.no_grad():
+        torch.testing.assert_close(folded(feats, maps), model(feats, maps), rtol=1e-4, atol=1e-5)
+    assert model.backbone.stem[0].conv.bias is None  # the original is untouched
+
+
+def test_gradients_flow_overfit_tiny_scan() -> None:
+    config = StudentConfig(profile="fast", voxel_size=0.5, out_dim=4, input_features=("x", "y", "z", "dz"))
+    torch.manual_seed(0)
+    model = Student(config)
+    vx, maps = _cloud_maps(config, seed=2, n=200)
+    feats = torch.from_numpy(vx.features)
+    p2v = torch.from_numpy(vx.point_to_voxel)
+    inside = p2v >= 0
+    target = torch.randn(int(p2v.shape[0]), 4, generator=torch.Generator().manual_seed(3))
+    target = target[:, :1].sign().expand(-1, 4) * torch.tensor([1.0, -1.0, 0.5, 0.0])  # learnable per voxel
+    opt = torch.optim.Adam(model.parameters(), lr=2e-2)
+    losses = []
+    with torch_threads(1):  # tiny tensors: threads only add contention on a shared 2-core box
+        for _ in range(30):
+            opt.zero_grad()
+            out = model.forward_points(feats, maps, p2v)
+            loss = ((out[inside] - target[inside]) ** 2).mean()
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+    assert all(p.grad is not None for p in model.parameters())
+    assert losses[-1] < losses[0] / 10, losses[::10]
+
+
+def test_profiles_parameter_counts() -> None:
+    base = count_parameters(Student(StudentConfig(profile="base", out_dim=512)).backbone)
+    fast = count_parameters(Student(StudentConfig(profile="fast", out_dim=512)).backbone)
+    # MinkUNet18 (stem 32, 32/64/128/256, 256/128/96/96, 2 blocks) is ~21.7 M parameters
+    assert 20_000_000 < base < 23_000_000
+    assert fast < base / 5
+
+
+def test_config_yaml_roundtrip(tmp_path) -> None:
+    config = StudentConfig(profile="fast", voxel_size=0.2, out_dim=768, input_features=("x", "y", "z", "range"))
+    path = save_config(config, tmp_path / "student.yaml")
+    assert load_config(path, StudentConfig) == config
+    with pytest.raises(Exception, match="profile"):
+        load_config(None, StudentConfig, ["profile=huge"])
+
+
+def test_weights_roundtrip_keeps_config_and_outputs(tmp_path) -> None:
+    config = StudentConfig(profile="fast", voxel_size=0.25, out_dim=8)
+    torch.manual_seed(0)
+    model = Student(config)
+    _randomise_batchnorm(model, 2)
+    model.eval()
+    path = save_student(model, tmp_path / "student.safetensors")
+    loaded = load_student(path).eval()
+    assert loaded.config == config
+    vx, maps = _cloud_maps(config, seed=4)
+    feats = torch.from_numpy(vx.features)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(feats, maps), model(feats, maps), rtol=0, atol=0)
+    (tmp_path / "bad.safetensors").write_bytes(b"not a file")
+    with pytest.raises(WeightsError, match="bad.safetensors"):
+        load_student(tmp_path / "bad.safetensors")

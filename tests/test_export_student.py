@@ -1,0 +1,146 @@
+"""Student -> ONNX: TensorRT-parsable ops, symbolic sizes, and ONNX Runtime equal to the PyTorch
+student (BatchNorm in eval mode, unfolded; classification recomputed densely) at two sizes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+from relidar.export.onnx_student import example_feed, export_student_onnx  # noqa: E402
+from relidar.kernel_maps import KernelMaps  # noqa: E402
+from relidar.network import Student, StudentConfig  # noqa: E402
+from relidar.student_graph import OUTPUTS, input_names  # noqa: E402
+
+# Operators TensorRT 10's ONNX parser supports, from its operator support matrix
+# (onnx-tensorrt docs/operators.md, "Supported ONNX Operators", TensorRT 10.x), restricted to the
+# ones a sparse-conv student plausibly lowers to. ScatterND is listed with the restriction
+# "`reduction` other than `none` is not supported", checked separately below.
+TENSORRT_ONNX_OPS = {
+    "Add", "ArgMax", "Cast", "Clip", "Concat", "Constant", "ConstantOfShape", "Div", "Equal", "Expand", "Gather",
+    "GatherElements", "GatherND", "Gemm", "Greater", "Identity", "Less", "MatMul", "Max", "Min", "Mul", "Neg",
+    "ReduceMax", "ReduceSum", "Relu", "Reshape", "ScatterElements", "ScatterND", "Shape", "Slice", "Softmax",
+    "Sqrt", "Squeeze", "Sub", "Transpose", "Unsqueeze", "Where", "Reciprocal",
+}
+
+
+def _student(seed: int = 0) -> Student:
+    torch.manual_seed(seed)
+    student = Student(StudentConfig(profile="fast", out_dim=24)).eval()
+    # Non-trivial BatchNorm statistics, so that folding them is actually exercised.
+    with torch.no_grad():
+        for m in student.modules():
+            if isinstance(m, torch.nn.BatchNorm1d):
+                m.running_mean.normal_(0, 0.2)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.normal_(0, 0.1)
+    return student
+
+
+def _cloud(n: int, seed: int, extent: float = 12.0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    xyz = rng.uniform(-extent, extent, (n, 3))
+    xyz[:, 2] = rng.uniform(-2.0, 1.0, n)
+    xyz[: n // 20, 0] = 80.0  # 5 % outside the crop: label -1
+    return np.concatenate([xyz, rng.random((n, 1))], axis=1).astype(np.float32)
+
+
+def _text(c: int, d: int, seed: int = 3) -> np.ndarray:
+    t = np.random.default_rng(seed).standard_normal((c, d)).astype(np.float32)
+    return t / np.linalg.norm(t, axis=1, keepdims=True)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    student = _student()
+    text = _text(5, 24)
+    path = export_student_onnx(student, tmp_path_factory.mktemp("onnx") / "student.onnx",
+                               example_feed(student, _cloud(3000, 0), text))
+    return student, path
+
+
+def test_ops_are_tensorrt_parsable(exported) -> None:
+    _, path = exported
+    model = onnx.load(str(path))
+    onnx.checker.check_model(model)
+    assert model.opset_import[0].version >= 17
+    ops = {n.op_type for n in model.graph.node}
+    assert ops <= TENSORRT_ONNX_OPS, f"ops TensorRT's parser may reject: {sorted(ops - TENSORRT_ONNX_OPS)}"
+    for node in model.graph.node:
+        if node.op_type in ("ScatterND", "ScatterElements"):
+            reduction = {a.name: a.s.decode() for a in node.attribute}.get("reduction", "none")
+            assert reduction == "none", f"{node.name}: {node.op_type} reduction={reduction!r} (TensorRT: none only)"
+
+
+def test_sizes_are_symbolic(exported) -> None:
+    student, path = exported
+    model = onnx.load(str(path))
+    levels = student.config.num_levels
+
+    def dims(value_info):
+        return [d.dim_param or d.dim_value for d in value_info.type.tensor_type.shape.dim]
+
+    inputs = {i.name: dims(i) for i in model.graph.input}
+    outputs = {o.name: dims(o) for o in model.graph.output}
+    assert list(inputs) == input_names(levels)
+    assert list(outputs) == list(OUTPUTS)
+    assert inputs["features"] == ["voxels", student.config.in_channels]
+    assert inputs["point_to_voxel"] == ["points"]
+    assert inputs["text_embeddings"] == ["classes", 24]
+    for name in KernelMaps.tensor_names(levels):
+        shape = inputs[name]
+        if name.startswith("coords_"):
+            assert isinstance(shape[0], str) and shape[1] == 4, (name, shape)
+        else:
+            assert shape[0] == 2 and isinstance(shape[1], str), (name, shape)
+    assert outputs["labels"] == ["points"] and outputs["scores"] == ["points"]
+    assert outputs["voxel_features"][0] == "voxels"
+
+
+def _reference(student: Student, feed: dict, text: np.ndarray):
+    """Unfolded eval-mode student, dense cosine classification, per point."""
+    levels = student.config.num_levels
+    maps = KernelMaps.from_tensors([torch.from_numpy(feed[n]) for n in KernelMaps.tensor_names(levels)], levels)
+    with torch.no_grad():
+        feats = torch.from_numpy(feed["features"])
+        backbone = student.backbone(feats, maps)
+        emb = torch.nn.functional.normalize(student.head(backbone), dim=1)
+        prob = torch.softmax(100.0 * emb @ torch.from_numpy(text).t(), dim=1)
+    p2v = feed["point_to_voxel"]
+    score, label = prob.max(dim=1)
+    labels = np.where(p2v >= 0, label.numpy()[np.maximum(p2v, 0)], -1)
+    scores = np.where(p2v >= 0, score.numpy()[np.maximum(p2v, 0)], 0.0)
+    return backbone.numpy(), labels, scores
+
+
+@pytest.mark.parametrize("n_points,classes", [(2000, 3), (6000, 7)])
+def test_onnxruntime_matches_pytorch_at_two_sizes(exported, n_points: int, classes: int) -> None:
+    student, path = exported
+    text = _text(classes, 24, seed=n_points)
+    feed = example_feed(student, _cloud(n_points, seed=n_points, extent=15.0), text)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    labels, scores, voxel_features = session.run(list(OUTPUTS), {i.name: feed[i.name] for i in session.get_inputs()})
+    ref_backbone, ref_labels, ref_scores = _reference(student, feed, text)
+    assert labels.shape == (n_points,) and labels.dtype == np.int32
+    assert voxel_features.shape == ref_backbone.shape
+    np.testing.assert_allclose(voxel_features, ref_backbone, atol=1e-4, rtol=1e-4)
+    assert np.all(labels[feed["point_to_voxel"] < 0] == -1) and np.all(scores[labels == -1] == 0)
+    assert (labels == ref_labels).mean() >= 0.999
+    np.testing.assert_allclose(scores, ref_scores, atol=1e-4)
+
+
+def test_maps_with_empty_pair_lists_run(exported) -> None:
+    """A sparse scan where some kernel offsets have no pairs at all (zero-length inputs)."""
+    student, path = exported
+    pts = np.array([[0.05, 0.05, 0.05, 0.1], [5.0, 5.0, 0.0, 0.2], [5.1, 5.0, 0.0, 0.3]], np.float32)
+    feed = example_feed(student, pts, _text(2, 24))
+    assert min(feed[n].shape[1] for n in feed if n.startswith("subm_")) == 0
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    labels, scores, _ = session.run(list(OUTPUTS), {i.name: feed[i.name] for i in session.get_inputs()})
+    _, ref_labels, ref_scores = _reference(student, feed, _text(2, 24))
+    np.testing.assert_array_equal(labels, ref_labels)
+    np.testing.assert_allclose(scores, ref_scores, atol=1e-5)

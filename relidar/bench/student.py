@@ -1,0 +1,153 @@
+"""Student forward pass vs spconv on the same network, weights and scan, timed interleaved in one run.
+
+What is timed, per repetition (warm-up excluded), at the caller's torch thread count:
+* ours:   torch kernel maps from the voxel coords + the student's forward (spconv's forward
+          builds its own index pairs, so both sides go from (features, coords) to embeddings);
+* ours_forward: the network alone, maps given (what an exported graph runs);
+* spconv: the SpconvStudent twin's forward.
+The reference output for ``max_abs_diff`` is spconv run single-threaded (its CPU kernels race with
+more threads; ``spconv_threaded_max_abs_diff`` reports how far the threaded run strays).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from relidar.bench.spconv_reference import SpconvStudent, coords_tensor, torch_threads
+from relidar.kernel_maps import build_kernel_maps_numpy, build_kernel_maps_torch
+from relidar.network import Student, StudentConfig, count_parameters
+from relidar.voxelize import voxelize
+from relidar.weights import load_student
+
+
+@dataclass
+class StudentBenchResult:
+    profile: str
+    voxel_size: float
+    points: int
+    voxels: int
+    voxels_per_level: list[int]
+    params: int
+    threads: int
+    repeat: int
+    ours_ms_p50: float
+    ours_forward_ms_p50: float
+    spconv_ms_p50: float
+    ratio: float
+    forward_ratio: float
+    ours_ms_min: float
+    spconv_ms_min: float
+    max_abs_diff: float
+    spconv_threaded_max_abs_diff: float
+    voxelize_ms: float
+    kernel_maps_numpy_ms: float
+    kernel_maps_torch_ms: float
+    torch_version: str
+    spconv_version: str
+    scan: str = ""
+    ours_ms: list[float] = field(default_factory=list)
+    spconv_ms: list[float] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def _ms(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return (time.perf_counter() - start) * 1000.0
+
+
+def _median_ms(fn: Callable[[], object], n: int) -> float:
+    fn()
+    return float(np.median([_ms(fn) for _ in range(n)]))
+
+
+def build_model(config: StudentConfig, weights: Path | None, seed: int) -> Student:
+    """The benchmarked student: loaded from ``weights`` or randomly initialised from ``seed``."""
+    if weights is not None:
+        return load_student(weights).eval()
+    torch.manual_seed(seed)
+    return Student(config).eval()
+
+
+def run_student_bench(config: StudentConfig, points: np.ndarray, repeat: int = 10, warmup: int = 2,
+                      weights: Path | None = None, seed: int = 0,
+                      on_step: Callable[[int, int], None] | None = None) -> StudentBenchResult:
+    import spconv
+
+    model = build_model(config, weights, seed)
+    config = model.config
+    reference = SpconvStudent(model).eval()
+    vx = voxelize(points, config.grid(), config.input_features)
+    voxelize_ms = _median_ms(lambda: voxelize(points, config.grid(), config.input_features), 3)
+    levels = config.num_levels
+    maps_np = build_kernel_maps_numpy(vx.coords, vx.grid_shape, levels)
+    maps_numpy_ms = _median_ms(lambda: build_kernel_maps_numpy(vx.coords, vx.grid_shape, levels), 3)
+    coords_t = torch.from_numpy(vx.coords)
+    maps_torch_ms = _median_ms(lambda: build_kernel_maps_torch(coords_t, vx.grid_shape, levels), 3)
+    maps = build_kernel_maps_torch(coords_t, vx.grid_shape, levels)
+    feats = torch.from_numpy(vx.features)
+    coords_i32 = coords_tensor(vx.coords)
+
+    def ours_full() -> torch.Tensor:
+        return model(feats, build_kernel_maps_torch(coords_t, vx.grid_shape, levels))
+
+    def ours_forward() -> torch.Tensor:
+        return model(feats, maps)
+
+    def theirs() -> torch.Tensor:
+        return reference(feats, coords_i32, vx.grid_shape, vx.batch_size)
+
+    with torch.inference_mode():
+        with torch_threads(1):
+            ref_out = theirs()
+        ours_out = ours_full()
+        threaded_out = theirs()
+        ours_times, fwd_times, spconv_times = [], [], []
+        total = warmup + repeat
+        for step in range(total):
+            t_ours = _ms(ours_full)
+            t_fwd = _ms(ours_forward)
+            t_spconv = _ms(theirs)
+            if step >= warmup:
+                ours_times.append(t_ours)
+                fwd_times.append(t_fwd)
+                spconv_times.append(t_spconv)
+            if on_step is not None:
+                on_step(step + 1, total)
+    ours_p50 = float(np.median(ours_times))
+    fwd_p50 = float(np.median(fwd_times))
+    spconv_p50 = float(np.median(spconv_times))
+    return StudentBenchResult(
+        profile=config.profile,
+        voxel_size=config.voxel_size,
+        points=int(points.shape[0]),
+        voxels=vx.num_voxels,
+        voxels_per_level=[maps_np.num_voxels(level) for level in range(levels)],
+        params=count_parameters(model),
+        threads=torch.get_num_threads(),
+        repeat=repeat,
+        ours_ms_p50=ours_p50,
+        ours_forward_ms_p50=fwd_p50,
+        spconv_ms_p50=spconv_p50,
+        ratio=ours_p50 / spconv_p50,
+        forward_ratio=fwd_p50 / spconv_p50,
+        ours_ms_min=float(min(ours_times)),
+        spconv_ms_min=float(min(spconv_times)),
+        max_abs_diff=float((ours_out - ref_out).abs().max()) if vx.num_voxels else 0.0,
+        spconv_threaded_max_abs_diff=float((threaded_out - ref_out).abs().max()) if vx.num_voxels else 0.0,
+        voxelize_ms=voxelize_ms,
+        kernel_maps_numpy_ms=maps_numpy_ms,
+        kernel_maps_torch_ms=maps_torch_ms,
+        torch_version=torch.__version__,
+        spconv_version=spconv.__version__,
+        ours_ms=[round(t, 3) for t in ours_times],
+        spconv_ms=[round(t, 3) for t in spconv_times],
+    )

@@ -1,0 +1,105 @@
+"""``relidar bench student``: the student's forward pass vs spconv on the same network, weights and scan."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from relidar.cli.app import Apps
+
+
+def register(apps: Apps) -> None:
+    apps.bench.command("student")(bench_student)
+
+
+def bench_student(
+    profile: str = typer.Option("base", "--profile", help="Student profile: base (MinkUNet18-like) or fast (narrow, CPU real time)."),
+    scan: Optional[Path] = typer.Option(None, "--scan", help="Lidar scan (.bin KITTI or .npy [N,>=3]); default: a built-in synthetic 64-beam scan."),
+    repeat: int = typer.Option(10, "--repeat", min=1, help="Timed repetitions (each runs ours then spconv)."),
+    warmup: int = typer.Option(2, "--warmup", min=0, help="Untimed repetitions first."),
+    voxel_size: float = typer.Option(0.1, "--voxel-size", min=0.01, help="Voxel edge in metres."),
+    out_dim: int = typer.Option(512, "--out-dim", min=1, help="Projection head output size (the teacher's embedding size)."),
+    weights: Optional[Path] = typer.Option(None, "--weights", help="Student safetensors (relidar.weights); default: random weights from --seed."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the random weights."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="torch intra-op threads for the whole run (default: torch's own choice)."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the results here (JSON)."),
+    out: Path = typer.Option(Path("runs"), "--out", help="Folder for the timestamped run folder (results, effective config)."),
+) -> None:
+    """Time our student (kernel maps + forward) and the same network in spconv, interleaved, and
+    check they give the same output."""
+    from rich.console import Console
+    from rich.progress import Progress
+    from rich.table import Table
+
+    from relidar.bench.spconv_reference import spconv_available
+    from relidar.config import save_config
+    from relidar.network import PROFILES, StudentConfig
+    from relidar.rundir import make_run_dir
+    from relidar.scan_io import ScanFormatError, read_scan
+    from relidar.weights import WeightsError
+
+    console = Console()
+    if profile not in PROFILES:
+        console.print(f"[red]--profile {profile!r}: choose one of {sorted(PROFILES)}[/red]")
+        raise typer.Exit(1)
+    if not spconv_available():
+        console.print("[red]spconv is not installed: `pip install spconv` (the reference this benchmark compares with)[/red]")
+        raise typer.Exit(1)
+    if scan is None:
+        from relidar.bench.synthetic_scan import synthetic_scan
+
+        points = synthetic_scan()
+        scan_name = "synthetic"
+    else:
+        try:
+            points = read_scan(scan)
+        except ScanFormatError as exc:
+            console.print(f"[red]--scan: {exc}[/red]")
+            raise typer.Exit(1) from None
+        scan_name = str(scan)
+    from relidar.bench.student import run_student_bench
+
+    import contextlib
+
+    from relidar.bench.spconv_reference import torch_threads
+
+    config = StudentConfig(profile=profile, voxel_size=voxel_size, out_dim=out_dim)  # type: ignore[arg-type]
+    try:
+        with torch_threads(threads) if threads is not None else contextlib.nullcontext(), \
+                Progress(console=console, transient=True) as progress:
+            task = progress.add_task(f"bench student ({profile})", total=warmup + repeat)
+            result = run_student_bench(config, points, repeat=repeat, warmup=warmup, weights=weights, seed=seed,
+                                       on_step=lambda done, total: progress.update(task, completed=done))
+    except WeightsError as exc:
+        console.print(f"[red]--weights: {exc}[/red]")
+        raise typer.Exit(1) from None
+    result.scan = scan_name
+    run_dir = make_run_dir(out, "bench_student")
+    save_config(config, run_dir / "student.yaml")
+    text = json.dumps(result.to_json(), indent=2)
+    (run_dir / "bench_student.json").write_text(text)
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(text)
+    table = Table(title=f"student {result.profile} vs spconv: {result.points} points, {result.voxels} voxels, {result.threads} threads")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    rows = [
+        ("params", f"{result.params:,}"),
+        ("ours (maps + forward) ms p50", f"{result.ours_ms_p50:.1f}"),
+        ("ours forward only ms p50", f"{result.ours_forward_ms_p50:.1f}"),
+        ("spconv ms p50", f"{result.spconv_ms_p50:.1f}"),
+        ("ratio ours/spconv", f"{result.ratio:.3f}"),
+        ("max abs diff", f"{result.max_abs_diff:.2e}"),
+        ("voxelize ms (numpy)", f"{result.voxelize_ms:.1f}"),
+        ("kernel maps ms (numpy)", f"{result.kernel_maps_numpy_ms:.1f}"),
+        ("kernel maps ms (torch)", f"{result.kernel_maps_torch_ms:.1f}"),
+        ("voxels per level", ", ".join(map(str, result.voxels_per_level))),
+    ]
+    for name, value in rows:
+        table.add_row(name, value)
+    console.print(table)
+    console.print(f"results: {run_dir / 'bench_student.json'}")

@@ -1,0 +1,55 @@
+"""`relidar bench student` runs end to end on a small cloud and writes sane JSON (no timing asserts)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from relidar.bench.spconv_reference import spconv_available
+from relidar.bench.synthetic_scan import synthetic_scan
+from relidar.cli.app import build_app
+
+pytestmark = pytest.mark.skipif(not spconv_available(), reason="spconv (the reference) is not installed")
+
+
+def test_bench_student_command_writes_sane_json(tmp_path) -> None:
+    rng = np.random.default_rng(0)
+    scan = tmp_path / "small.npy"
+    np.save(scan, np.c_[rng.uniform(-15, 15, (3000, 2)), rng.uniform(-2, 1, (3000, 1)), rng.uniform(0, 1, (3000, 1))].astype(np.float32))
+    out_json = tmp_path / "result.json"
+    result = CliRunner().invoke(build_app(), [
+        "bench", "student", "--profile", "fast", "--scan", str(scan), "--repeat", "2", "--warmup", "1",
+        "--voxel-size", "0.4", "--out-dim", "16", "--threads", "1", "--json", str(out_json), "--out", str(tmp_path / "runs"),
+    ])
+    assert result.exit_code == 0, result.output
+    data = json.loads(out_json.read_text())
+    for key in ("points", "voxels", "ours_ms_p50", "spconv_ms_p50", "ratio", "max_abs_diff", "threads", "params",
+                "kernel_maps_numpy_ms", "kernel_maps_torch_ms", "profile", "voxel_size"):
+        assert key in data, key
+    assert data["points"] == 3000
+    assert 0 < data["voxels"] <= 3000 and data["voxels_per_level"][0] == data["voxels"]
+    assert data["profile"] == "fast" and data["voxel_size"] == 0.4
+    assert data["max_abs_diff"] <= 1e-4
+    assert data["ours_ms_p50"] > 0 and data["spconv_ms_p50"] > 0 and data["ratio"] > 0
+    assert len(data["ours_ms"]) == len(data["spconv_ms"]) == 2
+    assert data["threads"] == 1
+    run_dirs = list((tmp_path / "runs").iterdir())
+    assert len(run_dirs) == 1 and (run_dirs[0] / "student.yaml").is_file()
+
+
+def test_bench_student_rejects_unknown_profile(tmp_path) -> None:
+    result = CliRunner().invoke(build_app(), ["bench", "student", "--profile", "huge", "--out", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "--profile" in result.output
+
+
+def test_synthetic_scan_is_deterministic_and_lidar_like() -> None:
+    a, b = synthetic_scan(), synthetic_scan()
+    np.testing.assert_array_equal(a, b)
+    assert a.shape[1] == 4 and 80_000 < a.shape[0] < 140_000
+    ground = np.abs(a[:, 2] + 1.73) < 0.05
+    assert 0.3 < ground.mean() < 0.95  # mostly ground, plus walls and objects
+    assert a[:, 2].max() > 0.5

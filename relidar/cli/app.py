@@ -28,6 +28,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "relidar.cli.render_overlay",
     "relidar.cli.distill",
     "relidar.cli.evaluate",
+    "relidar.cli.compare",
+    "relidar.cli.demo",
 )
 
 

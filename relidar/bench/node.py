@@ -184,6 +184,8 @@ def run_node_bench(cfg: NodeBenchConfig, on_tick: Callable[[float, int, int], No
         "rss_mb_start": rss_start,
         "rss_mb_end": rss_end,
         "rss_mb_max": float(np.nanmax(rss_series + [rss_end])),
+        "rss_mb_series": [round(v, 1) for v in rss_series],  # about once a second while publishing
+        "latency_ms_series": [round(v, 1) for v in latencies],
         "node_alive_at_end": alive,
         "points_per_scan": int(pts.shape[0]),
         "points_labelled_per_scan": int(got[-1][2]) if got else 0,

@@ -1,0 +1,94 @@
+"""Text encoders for the runtime: the CLIP text tower through ONNX + the runtime tokenizer against the
+PyTorch tower (random small open_clip model), in a bundle; the simulated encoder against the
+synthetic world's teacher."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("open_clip")
+pytest.importorskip("onnxruntime")
+
+from tiny_clip import build_tiny_clip  # noqa: E402
+
+from relidar.export.onnx_text import export_text_onnx, run_torch_text  # noqa: E402
+from relidar.text.clip_onnx import ClipOnnxTextEncoder  # noqa: E402
+from relidar.text.tokenizer import ClipTokenizer  # noqa: E402
+from relidar.vocabulary import embed_classes  # noqa: E402
+
+PROMPTS = ["a photo of a car.", "a street scene with a pedestrian.", "traffic cone", "a dashcam photo of a bus.",
+           "", "a photo of a " + "very " * 90 + "long truck."]
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return build_tiny_clip(seed=2)
+
+
+def test_text_onnx_matches_pytorch(tiny, tmp_path) -> None:
+    from open_clip.tokenizer import SimpleTokenizer, default_bpe
+
+    path = export_text_onnx(tiny, tmp_path / "text.onnx", ClipTokenizer(default_bpe())(PROMPTS[:2]))
+    encoder = ClipOnnxTextEncoder(path, default_bpe(), 77, 32, batch_size=4)  # batches of 4: prompt count is dynamic
+    ours = encoder.encode_text(PROMPTS)
+    reference = run_torch_text(tiny, SimpleTokenizer()(PROMPTS).numpy())
+    assert ours.shape == (len(PROMPTS), 32)
+    np.testing.assert_allclose(ours, reference, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-5)
+
+
+def test_clip_bundle_reencodes_classes(tiny, tmp_path) -> None:
+    """A bundle with a CLIP text encoder: set_classes embeds prompts exactly as open_clip in PyTorch would."""
+    import open_clip
+
+    from relidar.export.bundle import ClipTextExport, write_bundle
+    from relidar.network import Student, StudentConfig
+    from relidar.segmenter import Segmenter
+    from relidar.vocabulary import Vocabulary
+
+    def torch_encode(prompts):
+        tokens = open_clip.tokenizer.SimpleTokenizer()(list(prompts))
+        with torch.no_grad():
+            return tiny.encode_text(tokens, normalize=True).numpy()
+
+    templates = ("a photo of a {}.", "a {} on the road.")
+    synonyms = (("car",), ("road", "street"))
+    vocab = Vocabulary(("car", "road"), synonyms, np.array([[255, 0, 0], [0, 0, 255]], np.uint8),
+                       embed_classes(synonyms, templates, torch_encode), templates, "maskclip/tiny/random/64")
+    torch.manual_seed(0)
+    student = Student(StudentConfig(profile="fast", out_dim=32, voxel_size=0.4))
+    root = write_bundle(tmp_path / "clip_bundle", student, vocab, ClipTextExport(tiny, name="tiny"))
+    seg = Segmenter(root, backend="onnxruntime")
+    assert seg.bundle.manifest.text_encoder.kind == "clip"
+    assert (root / "text" / "bpe_simple_vocab_16e6.txt.gz").is_file()
+    seg.set_classes(["road", "bus"])
+    want = embed_classes((("road", "street"), ("bus",)), templates, torch_encode)
+    np.testing.assert_allclose(seg.vocabulary.embeddings, want, atol=1e-5)
+    assert seg.vocabulary.class_names == ("road", "bus")
+    np.testing.assert_array_equal(seg.vocabulary.colors[0], [0, 0, 255])  # known class keeps its colour
+
+
+def test_simulated_encoder_equals_synthetic_teacher() -> None:
+    from relidar.export.bundle import synthetic_text_encoder
+    from relidar.training.synthetic.teacher import CONCEPTS, SimulatedTeacher, SimulatedTeacherConfig
+
+    teacher = SimulatedTeacher(SimulatedTeacherConfig(feature_dim=48, seed=5))
+    encoder = synthetic_text_encoder(48, seed=5)
+    prompts = ["a photo of a car.", "a person riding a bicycle", "traffic-sign", "a banana", "THE ROAD!"]
+    prompts += [f"a blurry photo of a {c.name}." for c in CONCEPTS]
+    np.testing.assert_allclose(encoder.encode_text(prompts), teacher.encode_text(prompts), atol=1e-6)
+
+
+def test_simulated_encoder_round_trip(tmp_path) -> None:
+    from relidar.export.bundle import synthetic_text_encoder
+    from relidar.text.simulated import SimulatedEncoderError, SimulatedTextEncoder
+
+    encoder = synthetic_text_encoder(16, seed=1)
+    json_path, _ = encoder.save(tmp_path / "sim.json")
+    loaded = SimulatedTextEncoder.load(json_path)
+    np.testing.assert_array_equal(loaded.encode_text(["a car", "xyz"]), encoder.encode_text(["a car", "xyz"]))
+    (tmp_path / "sim.npy").unlink()
+    with pytest.raises(SimulatedEncoderError, match="sim.json"):
+        SimulatedTextEncoder.load(json_path)

@@ -106,7 +106,9 @@ class ConvNorm(nn.Module):
 
     def forward(self, x: Tensor, maps: KernelMaps) -> Tensor:
         y = self.norm(self.conv(x, maps))
-        return torch.relu(y) if self.relu else y
+        # in place: y is this unit's own fresh output, and neither conv, BatchNorm nor the bias add
+        # needs it for backward
+        return torch.relu_(y) if self.relu else y
 
 
 class ResidualBlock(nn.Module):
@@ -120,7 +122,7 @@ class ResidualBlock(nn.Module):
 
     def forward(self, x: Tensor, maps: KernelMaps) -> Tensor:
         skip = x if self.shortcut is None else self.shortcut(x, maps)
-        return torch.relu(self.conv2(self.conv1(x, maps), maps) + skip)
+        return torch.relu_(self.conv2(self.conv1(x, maps), maps).add_(skip))
 
 
 class Stage(nn.Module):

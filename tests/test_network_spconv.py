@@ -73,3 +73,23 @@ def test_equal_to_spconv_on_a_random_batch_of_two_scans() -> None:
         ours = model(feats, tmaps)
         ref = reference(feats, coords_tensor(vx.coords), vx.grid_shape, 2)
     assert float((ours - ref).abs().max()) <= 1e-4
+
+
+def test_batchnorm_folded_network_equals_spconv_twin_of_it() -> None:
+    from relidar.network import fold_batchnorm
+
+    rng = np.random.default_rng(7)
+    pts = np.c_[rng.uniform(-20, 20, (4000, 2)), rng.uniform(-3, 1, (4000, 1)), rng.uniform(0, 1, (4000, 1))]
+    config = StudentConfig(profile="fast", voxel_size=0.3, out_dim=8)
+    torch.manual_seed(2)
+    model = Student(config)
+    _randomise_batchnorm(model, 2)
+    folded = fold_batchnorm(model.eval())
+    reference = SpconvStudent(folded).eval()
+    vx = voxelize(pts.astype(np.float32), config.grid(), config.input_features)
+    maps = build_kernel_maps_numpy(vx.coords, vx.grid_shape, config.num_levels)
+    tmaps = KernelMaps.from_tensors([torch.from_numpy(t) for t in maps.to_tensors()], config.num_levels)
+    feats = torch.from_numpy(vx.features)
+    with torch.inference_mode(), torch_threads(1):
+        diff = (folded(feats, tmaps) - reference(feats, coords_tensor(vx.coords), vx.grid_shape, 1)).abs().max()
+    assert float(diff) <= 1e-4

@@ -32,7 +32,7 @@ def _convert_unit(unit: ConvNorm) -> nn.Module:
     import spconv.pytorch as sp
 
     conv = unit.conv
-    bias = conv.bias is not None
+    bias = False  # spconv's CPU build has no fused conv bias; a folded bias is added after (_AddBias)
     if isinstance(conv, SubMConv3d):
         ref = sp.SubMConv3d(conv.in_channels, conv.out_channels, 3, bias=bias, indice_key=f"subm{conv.level}")
         kernel = 3
@@ -51,12 +51,22 @@ def _convert_unit(unit: ConvNorm) -> nn.Module:
         raise TypeError(f"no spconv counterpart for {type(conv).__name__}")
     with torch.no_grad():
         ref.weight.copy_(_spconv_weight(conv.weight, kernel))
-        if bias:
-            ref.bias.copy_(conv.bias.detach())
-    layers: list[nn.Module] = [ref, _copy_norm(unit.norm)]
+    layers: list[nn.Module] = [ref]
+    if conv.bias is not None:
+        layers.append(_AddBias(conv.bias))
+    layers.append(_copy_norm(unit.norm))
     if unit.relu:
         layers.append(nn.ReLU())
     return sp.SparseSequential(*layers)
+
+
+class _AddBias(nn.Module):
+    def __init__(self, bias: Tensor) -> None:
+        super().__init__()
+        self.register_buffer("bias", bias.detach().clone())
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.bias
 
 
 def _copy_norm(norm: nn.Module) -> nn.Module:

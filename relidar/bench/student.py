@@ -1,11 +1,13 @@
 """Student forward pass vs spconv on the same network, weights and scan, timed interleaved in one run.
 
+Both sides run the inference form of the network, BatchNorm folded into the convs
+(:func:`relidar.network.fold_batchnorm`; the spconv twin is built from the folded copy).
 What is timed, per repetition (warm-up excluded), at the caller's torch thread count:
 * ours:   torch kernel maps from the voxel coords + the student's forward (spconv's forward
           builds its own index pairs, so both sides go from (features, coords) to embeddings);
 * ours_forward: the network alone, maps given (what an exported graph runs);
 * spconv: the SpconvStudent twin's forward.
-The reference output for ``max_abs_diff`` is spconv run single-threaded (its CPU kernels race with
+The reference output for ``max_abs_diff`` is spconv on the *unfolded* network, run single-threaded (its CPU kernels race with
 more threads; ``spconv_threaded_max_abs_diff`` reports how far the threaded run strays).
 """
 
@@ -21,7 +23,7 @@ import torch
 
 from relidar.bench.spconv_reference import SpconvStudent, coords_tensor, torch_threads
 from relidar.kernel_maps import build_kernel_maps_numpy, build_kernel_maps_torch
-from relidar.network import Student, StudentConfig, count_parameters
+from relidar.network import Student, StudentConfig, count_parameters, fold_batchnorm
 from relidar.voxelize import voxelize
 from relidar.weights import load_student
 
@@ -82,8 +84,10 @@ def run_student_bench(config: StudentConfig, points: np.ndarray, repeat: int = 1
                       on_step: Callable[[int, int], None] | None = None) -> StudentBenchResult:
     import spconv
 
-    model = build_model(config, weights, seed)
-    config = model.config
+    original = build_model(config, weights, seed)
+    config = original.config
+    exact_reference = SpconvStudent(original).eval()
+    model = fold_batchnorm(original)
     reference = SpconvStudent(model).eval()
     vx = voxelize(points, config.grid(), config.input_features)
     voxelize_ms = _median_ms(lambda: voxelize(points, config.grid(), config.input_features), 3)
@@ -107,7 +111,7 @@ def run_student_bench(config: StudentConfig, points: np.ndarray, repeat: int = 1
 
     with torch.inference_mode():
         with torch_threads(1):
-            ref_out = theirs()
+            ref_out = exact_reference(feats, coords_i32, vx.grid_shape, vx.batch_size)
         ours_out = ours_full()
         threaded_out = theirs()
         ours_times, fwd_times, spconv_times = [], [], []
@@ -131,7 +135,7 @@ def run_student_bench(config: StudentConfig, points: np.ndarray, repeat: int = 1
         points=int(points.shape[0]),
         voxels=vx.num_voxels,
         voxels_per_level=[maps_np.num_voxels(level) for level in range(levels)],
-        params=count_parameters(model),
+        params=count_parameters(original),
         threads=torch.get_num_threads(),
         repeat=repeat,
         ours_ms_p50=ours_p50,

@@ -32,7 +32,7 @@ def subm_conv3d(x: Tensor, weight: Tensor, pairs: Sequence[Tensor], bias: Tensor
         out.index_add_(0, dst, torch.mm(x.index_select(0, src), weight[k]))
         out.index_add_(0, src, torch.mm(x.index_select(0, dst), weight[26 - k]))
     if bias is not None:
-        out = out + bias
+        out.add_(bias)  # in place: ``out`` is this op's own fresh tensor (saves a [V, C] allocation)
     return out
 
 
@@ -48,7 +48,7 @@ def down_conv3d(x: Tensor, weight: Tensor, pairs: Sequence[Tensor], num_out: Ten
         parent, child = pairs[o][0], pairs[o][1]
         out.index_add_(0, parent, torch.mm(x.index_select(0, child), weight[o]))
     if bias is not None:
-        out = out + bias
+        out.add_(bias)
     return out
 
 
@@ -63,7 +63,7 @@ def up_conv3d(x: Tensor, weight: Tensor, pairs: Sequence[Tensor], num_out: Tenso
         parent, child = pairs[o][0], pairs[o][1]
         out.index_copy_(0, child, torch.mm(x.index_select(0, parent), weight[o]))
     if bias is not None:
-        out = out + bias
+        out.add_(bias)
     return out
 
 
@@ -71,7 +71,7 @@ def point_conv(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """1x1x1 convolution (a per-voxel linear map); ``weight`` is [1, Cin, Cout] like the others."""
     out = torch.mm(x, weight[0])
     if bias is not None:
-        out = out + bias
+        out.add_(bias)
     return out
 
 

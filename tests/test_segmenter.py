@@ -1,0 +1,108 @@
+"""The Segmenter on a small random-weight bundle: output contract, backends agreeing, the fused
+classifier against the per-point features it returns, run-time class changes, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnxruntime")
+
+from bundle_support import shared_bundle  # noqa: E402
+
+from relidar.bundle import BundleError  # noqa: E402
+from relidar.segmenter import Segmenter, SegmenterError  # noqa: E402
+
+
+def _scan(n: int = 8000, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    xyz = rng.uniform(-20, 20, (n, 3))
+    xyz[:, 2] = rng.uniform(-2.0, 1.5, n)
+    xyz[:200, 0] = 70.0  # outside the crop (x < 51.2)
+    return np.concatenate([xyz, rng.random((n, 1))], axis=1).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def segmenter(tmp_path_factory) -> Segmenter:
+    return Segmenter(shared_bundle(tmp_path_factory), backend="onnxruntime")
+
+
+def test_output_contract(segmenter: Segmenter) -> None:
+    pts = _scan()
+    result = segmenter(pts)
+    assert segmenter.backend == "onnxruntime"
+    assert result.labels.shape == (len(pts),) and result.labels.dtype == np.int32
+    assert result.scores.shape == (len(pts),) and result.scores.dtype == np.float32
+    assert result.features is None
+    assert np.all(result.labels[:200] == -1) and np.all(result.scores[:200] == 0)
+    inside = result.labels >= 0
+    assert inside[200:].all()
+    assert result.labels.max() < segmenter.vocabulary.num_classes
+    c = segmenter.vocabulary.num_classes
+    assert np.all(result.scores[inside] >= 1.0 / c - 1e-6) and np.all(result.scores <= 1.0)
+    assert set(result.timings_ms) == {"preprocess", "network", "postprocess", "total"}
+    assert result.timings_ms["total"] >= result.timings_ms["network"] > 0
+
+
+def test_fused_classifier_agrees_with_features(segmenter: Segmenter) -> None:
+    """Labels/scores come from the graph's quadratic-form cosine; recompute them from the returned
+    D-dim features (head applied in numpy) with a plain softmax over 100 * cosine."""
+    result = segmenter(_scan(seed=1), return_features=True)
+    feats = result.features
+    inside = result.labels >= 0
+    assert feats.shape == (len(result.labels), 32)
+    np.testing.assert_allclose(np.linalg.norm(feats[inside], axis=1), 1.0, atol=1e-5)
+    assert np.all(feats[~inside] == 0)
+    logits = 100.0 * feats[inside] @ segmenter.vocabulary.embeddings.T
+    prob = np.exp(logits - logits.max(axis=1, keepdims=True))
+    prob /= prob.sum(axis=1, keepdims=True)
+    assert (prob.argmax(axis=1) == result.labels[inside]).mean() >= 0.999
+    np.testing.assert_allclose(prob.max(axis=1), result.scores[inside], atol=1e-4)
+
+
+def test_torch_backend_agrees(tmp_path_factory, segmenter: Segmenter) -> None:
+    pytest.importorskip("torch")
+    pts = _scan(seed=2)
+    torch_seg = Segmenter(shared_bundle(tmp_path_factory), backend="torch")
+    assert torch_seg.backend == "torch"
+    a, b = segmenter(pts), torch_seg(pts)
+    assert (a.labels == b.labels).mean() >= 0.999
+    np.testing.assert_allclose(a.scores, b.scores, atol=1e-4)
+
+
+def test_set_classes_changes_vocabulary_not_network(tmp_path_factory) -> None:
+    seg = Segmenter(shared_bundle(tmp_path_factory), backend="onnxruntime")
+    backend = seg._backend
+    pts = _scan(seed=3)
+    before = seg(pts)
+    seg.set_classes(["car", "road"])
+    after = seg(pts)
+    assert seg._backend is backend, "the network is not reloaded"
+    assert seg.vocabulary.class_names == ("car", "road") and seg.vocabulary.embeddings.shape == (2, 32)
+    assert after.labels.max() <= 1 and set(np.unique(after.labels)) <= {-1, 0, 1}
+    assert not np.array_equal(before.scores, after.scores)
+    # The same classes through the bundle's own vocabulary rows give the same embeddings.
+    full = seg.bundle.vocabulary()
+    np.testing.assert_allclose(seg.vocabulary.embeddings[1], full.embeddings[full.class_names.index("road")], atol=1e-6)
+    with pytest.raises(SegmenterError, match="duplicates"):
+        seg.set_classes(["car", "car"])
+    with pytest.raises(SegmenterError, match="non-empty"):
+        seg.set_classes([])
+
+
+def test_edge_inputs(segmenter: Segmenter) -> None:
+    empty = segmenter(np.zeros((0, 4), np.float32), return_features=True)
+    assert empty.labels.shape == (0,) and empty.features.shape == (0, 32)
+    outside = segmenter(np.full((5, 3), 500.0, np.float32))
+    assert np.all(outside.labels == -1) and np.all(outside.scores == 0)
+    xyz_only = segmenter(_scan(500)[:, :3])
+    assert xyz_only.labels.shape == (500,)
+    with pytest.raises(SegmenterError, match=r"\[N, >=3\]"):
+        segmenter(np.zeros((10, 2), np.float32))
+
+
+def test_bad_bundle_and_backend(tmp_path, tmp_path_factory) -> None:
+    with pytest.raises(BundleError, match="not found"):
+        Segmenter(tmp_path / "missing")
+    with pytest.raises(BundleError, match="backend 'nope'"):
+        Segmenter(shared_bundle(tmp_path_factory), backend="nope")

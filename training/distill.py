@@ -297,6 +297,8 @@ def load_student(weights: Path | str, device: str | torch.device = "cpu") -> tup
     """A student and the run config from a weights file written by :func:`distill` (final or checkpoint)."""
     from relidar.training.checkpoint import CheckpointError, load_weights, read_metadata
 
+    if not Path(weights).is_file():
+        raise CheckpointError(f"{weights}: student weights not found")
     meta = read_metadata(weights)
     if "config" not in meta:
         raise CheckpointError(f"{weights}: no run config in its metadata; was it written by `relidar distill`?")

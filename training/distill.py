@@ -16,7 +16,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 import torch
@@ -36,7 +36,6 @@ from relidar.training.checkpoint import (
 from relidar.training.config import DistillConfig
 from relidar.training.data import (
     Batch,
-    DataError,
     DistillDataset,
     collate,
     ensure_cache,
@@ -308,4 +307,4 @@ def load_student(weights: Path | str, device: str | torch.device = "cpu") -> tup
     return model.to(device).eval(), config
 
 
-__all__ = ["DistillError", "DistillResult", "distill", "load_student", "DataError"]
+__all__ = ["DistillError", "DistillResult", "distill", "load_student"]

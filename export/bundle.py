@@ -232,3 +232,32 @@ def manifest_summary(root: Path) -> dict[str, Any]:
     return {"profile": m["student"]["profile"], "voxel_size": m["student"]["voxel_size"],
             "out_dim": m["student"]["out_dim"], "text_encoder": m["text_encoder"]["kind"],
             "files": len(m["files"]), "bytes": sum(f["size"] for f in m["files"].values())}
+
+
+def text_encoder_for(vocabulary: Vocabulary, clip_model: str | None = None,
+                     clip_pretrained: str | None = None) -> TextEncoderExport:
+    """The text encoder that made ``vocabulary`` (from its ``encoder`` field), ready to go into a bundle.
+
+    ``synthetic-vlm-d<D>-p<P>-s<seed>`` -> the simulated encoder; ``maskclip/<model>/<pretrained>/<size>``
+    -> that open_clip model's text tower (weights from open_clip's cache or download). ``clip_model`` /
+    ``clip_pretrained`` override the parsed names (e.g. a local checkpoint path).
+    """
+    import re
+
+    name = vocabulary.encoder
+    sim = re.fullmatch(r"synthetic-vlm-d(\d+)-p\d+-s(\d+)", name)
+    if sim and clip_model is None:
+        return synthetic_text_encoder(int(sim.group(1)), int(sim.group(2)))
+    parts = name.split("/")
+    if clip_model is None and (len(parts) < 3 or parts[0] != "maskclip"):
+        raise BundleError(f"vocabulary encoder {name!r}: cannot tell which text tower made it; pass --clip-model "
+                          "and --clip-pretrained")
+    model_name = clip_model or parts[1]
+    pretrained = clip_pretrained if clip_pretrained is not None else parts[2]
+    import open_clip
+
+    try:
+        model = open_clip.create_model(model_name, pretrained=None if pretrained in ("", "random", "none") else pretrained)
+    except RuntimeError as exc:
+        raise BundleError(f"open_clip model {model_name!r} with pretrained={pretrained!r} cannot be built: {exc}") from exc
+    return ClipTextExport(model=model.eval(), name=f"{model_name}/{pretrained}")

@@ -50,14 +50,14 @@ class Segmenter:
     """Labels lidar points with a model bundle. See the module docstring."""
 
     def __init__(self, bundle: str | Path, backend: str = "auto", device: str = "cpu",
-                 threads: int | None = None) -> None:
+                 threads: int | None = None, precision: str | None = None) -> None:
         self.bundle = load_bundle(bundle)
         spec = self.bundle.manifest.student
         self.grid = VoxelGrid(spec.voxel_size, spec.crop_min, spec.crop_max)
         self._input_features = tuple(spec.input_features)
         self._num_levels = spec.num_levels
         try:
-            self._backend = make_backend(self.bundle, backend, device, threads)
+            self._backend = make_backend(self.bundle, backend, device, threads, precision)
         except BackendError as exc:
             raise BundleError(f"{self.bundle.root}: {exc}") from exc
         self.backend: str = self._backend.name

@@ -25,23 +25,25 @@ def _importable(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
-def _tensorrt_engine(bundle: "Bundle", device: str):  # noqa: ANN202
+def _tensorrt_engine(bundle: "Bundle", device: str, precision: str | None = None):  # noqa: ANN202
     from relidar.backends.trt import TensorRTBackend, gpu_name
 
     import tensorrt as trt
 
     index = int(device.split(":")[1]) if ":" in device else 0
     gpu = gpu_name(index)
-    for precision in ("fp16", "fp32"):
-        path = bundle.engine_for(gpu, trt.__version__, precision)
+    for wanted in ((precision,) if precision else ("fp16", "fp32")):
+        path = bundle.engine_for(gpu, trt.__version__, wanted)
         if path is not None:
             return TensorRTBackend(path, index)
-    raise BackendError(f"{bundle.root}: no TensorRT engine for GPU {gpu!r} and TensorRT {trt.__version__}; build "
+    raise BackendError(f"{bundle.root}: no {precision or ''} TensorRT engine for GPU {gpu!r} and TensorRT {trt.__version__}; build "
                        f"one with `relidar export tensorrt --bundle {bundle.root}`")
 
 
-def make_backend(bundle: "Bundle", backend: str = "auto", device: str = "cpu", threads: int | None = None) -> Backend:
-    """The named backend for ``bundle``; ``auto`` = tensorrt (GPU device, engine present) > onnxruntime > torch."""
+def make_backend(bundle: "Bundle", backend: str = "auto", device: str = "cpu", threads: int | None = None,
+                 precision: str | None = None) -> Backend:
+    """The named backend for ``bundle``; ``auto`` = tensorrt (GPU device, engine present) > onnxruntime > torch.
+    ``precision`` ("fp16"/"fp32") picks a TensorRT engine; by default fp16 where built, else fp32."""
     if backend not in BACKENDS:
         raise BackendError(f"backend {backend!r}: choose one of {BACKENDS}")
     if backend == "auto":
@@ -50,7 +52,7 @@ def make_backend(bundle: "Bundle", backend: str = "auto", device: str = "cpu", t
 
             if tensorrt_available():
                 try:
-                    return _tensorrt_engine(bundle, device)
+                    return _tensorrt_engine(bundle, device, precision)
                 except BackendError:
                     pass  # no engine for this GPU yet: ONNX Runtime runs the same graph
         if _importable("onnxruntime"):
@@ -62,7 +64,7 @@ def make_backend(bundle: "Bundle", backend: str = "auto", device: str = "cpu", t
     if backend == "tensorrt":
         if not _importable("tensorrt"):
             raise BackendError("backend 'tensorrt': the tensorrt package is not installed (pip install tensorrt-cu12)")
-        return _tensorrt_engine(bundle, device if device.startswith("cuda") else "cuda:0")
+        return _tensorrt_engine(bundle, device if device.startswith("cuda") else "cuda:0", precision)
     if backend == "onnxruntime":
         from relidar.backends.ort import OnnxRuntimeBackend
 

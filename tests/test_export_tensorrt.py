@@ -1,0 +1,69 @@
+"""TensorRT: optimisation-profile shapes (run everywhere), engine build + parity (GPU + tensorrt only)."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnxruntime")
+
+from bundle_support import bundle_copy, shared_bundle  # noqa: E402
+
+from relidar.bundle import load_bundle  # noqa: E402
+from relidar.export.tensorrt import profile_shapes  # noqa: E402
+from relidar.segmenter import Segmenter  # noqa: E402
+from relidar.student_graph import input_names  # noqa: E402
+
+
+def _scan(n: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    xyz = rng.uniform(-30, 30, (n, 3))
+    xyz[:, 2] = rng.uniform(-2.0, 1.0, n)
+    return np.concatenate([xyz, rng.random((n, 1))], axis=1).astype(np.float32)
+
+
+def test_profile_covers_every_input_and_measured_scans(tmp_path_factory) -> None:
+    root = shared_bundle(tmp_path_factory)
+    bundle = load_bundle(root)
+    feed = Segmenter(root, backend="onnxruntime").preprocess(_scan(20000))
+    prof = profile_shapes(bundle, max_points=60000, opt_points=20000, sample_feed=feed).shapes
+    assert set(prof) == set(input_names(bundle.manifest.student.num_levels))
+    for name, (lo, opt, hi) in prof.items():
+        assert len(lo) == len(opt) == len(hi) == feed[name].ndim, name
+        assert all(a <= b <= c for a, b, c in zip(lo, opt, hi)), (name, lo, opt, hi)
+        # the measured scan itself (at opt_points) fits the profile
+        assert all(a <= s <= c for a, s, c in zip(lo, feed[name].shape, hi)), (name, feed[name].shape, lo, hi)
+    assert prof["features"][1] == (feed["features"].shape[0], 4)
+    # the coarsest level cannot hold more voxels than its grid has cells
+    s = bundle.manifest.student
+    cells = np.prod(np.ceil((np.array(s.crop_max) - np.array(s.crop_min)) / s.voxel_size / 2 ** (s.num_levels - 1)))
+    assert prof[f"coords_{s.num_levels - 1}"][2][0] <= cells
+
+
+def _tensorrt_with_gpu() -> bool:
+    if importlib.util.find_spec("tensorrt") is None:
+        return False
+    from relidar.backends.trt import tensorrt_available
+
+    return tensorrt_available()
+
+
+@pytest.mark.skipif(not _tensorrt_with_gpu(), reason="needs the tensorrt package, cuda-python and an NVIDIA GPU")
+@pytest.mark.parametrize("fp16", [False, True])
+def test_engine_build_cache_and_parity(tmp_path_factory, tmp_path, fp16: bool) -> None:
+    from relidar.export.tensorrt import export_tensorrt, tensorrt_parity
+
+    root = bundle_copy(tmp_path_factory, tmp_path / "b")
+    points = _scan(30000, seed=1)
+    path, built = export_tensorrt(root, fp16=fp16, max_points=60000, opt_points=30000, sample_points=points)
+    assert built and path.is_file() and path.parent.name == "engines"
+    again, built_again = export_tensorrt(root, fp16=fp16, max_points=60000)
+    assert again == path and not built_again  # cached by GPU + TensorRT version + precision
+    assert any(e.file.endswith(path.name) for e in load_bundle(root).manifest.engines)
+    report = tensorrt_parity(root, points, fp16)
+    if fp16:
+        assert report.label_agreement >= 0.99, report
+    else:
+        assert report.max_abs_feature <= 1e-4 and report.label_agreement >= 0.999, report

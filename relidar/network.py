@@ -40,7 +40,7 @@ PROFILES: dict[str, Architecture] = {
     # MinkUNet18-like, the scale used in the distillation literature (SLidR, ScaLR, the seed paper).
     "base": Architecture(stem=32, encoder=(32, 64, 128, 256), decoder=(256, 128, 96, 96), blocks=2),
     # Narrow and one block per stage: real time on a CPU.
-    "fast": Architecture(stem=16, encoder=(16, 32, 64, 128), decoder=(128, 64, 48, 48), blocks=1),
+    "fast": Architecture(stem=16, encoder=(16, 32, 64, 96), decoder=(96, 64, 32, 32), blocks=1),
 }
 
 ProfileName = Literal["base", "fast"]

@@ -3,8 +3,9 @@
 Both sides run the inference form of the network, BatchNorm folded into the convs
 (:func:`relidar.network.fold_batchnorm`; the spconv twin is built from the folded copy).
 What is timed, per repetition (warm-up excluded), at the caller's torch thread count:
-* ours:   torch kernel maps from the voxel coords + the student's forward (spconv's forward
-          builds its own index pairs, so both sides go from (features, coords) to embeddings);
+* ours:   numpy kernel maps from the voxel coords (what the node runs) + the student's forward
+          (spconv's forward builds its own index pairs, so both sides go from (features, coords)
+          to embeddings);
 * ours_forward: the network alone, maps given (what an exported graph runs);
 * spconv: the SpconvStudent twin's forward.
 The reference output for ``max_abs_diff`` is spconv on the *unfolded* network, run single-threaded (its CPU kernels race with
@@ -22,7 +23,7 @@ import numpy as np
 import torch
 
 from relidar.bench.spconv_reference import SpconvStudent, coords_tensor, torch_threads
-from relidar.kernel_maps import build_kernel_maps_numpy, build_kernel_maps_torch
+from relidar.kernel_maps import KernelMaps, build_kernel_maps_numpy, build_kernel_maps_torch
 from relidar.network import Student, StudentConfig, count_parameters, fold_batchnorm
 from relidar.voxelize import voxelize
 from relidar.weights import load_student
@@ -101,7 +102,8 @@ def run_student_bench(config: StudentConfig, points: np.ndarray, repeat: int = 1
     coords_i32 = coords_tensor(vx.coords)
 
     def ours_full() -> torch.Tensor:
-        return model(feats, build_kernel_maps_torch(coords_t, vx.grid_shape, levels))
+        full = build_kernel_maps_numpy(vx.coords, vx.grid_shape, levels)
+        return model(feats, KernelMaps.from_tensors([torch.from_numpy(t) for t in full.to_tensors()], levels))
 
     def ours_forward() -> torch.Tensor:
         return model(feats, maps)

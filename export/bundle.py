@@ -109,13 +109,6 @@ def _write_text_encoder(stage: Path, encoder: TextEncoderExport, opset: int) -> 
                            bpe=bpe, context_length=ctx)
 
 
-def _save_student_weights(student: Student, path: Path) -> None:
-    from safetensors.torch import save_file
-
-    tensors = {k: v.detach().cpu().contiguous() for k, v in student.state_dict().items()}
-    save_file(tensors, str(path), metadata={"config": student.config.model_dump_json(), "format": "relidar-student-1"})
-
-
 def write_bundle(out_dir: str | Path, student: Student, vocabulary: Vocabulary, text_encoder: TextEncoderExport,
                  *, logit_scale: float = DEFAULT_LOGIT_SCALE, opset: int = DEFAULT_OPSET,
                  trace_points: np.ndarray | None = None, include_weights: bool = True) -> Path:
@@ -144,7 +137,9 @@ def write_bundle(out_dir: str | Path, student: Student, vocabulary: Vocabulary, 
         export_student_onnx(student, stage / STUDENT_ONNX, feed, logit_scale, opset)
         np.savez(stage / HEAD, **head_arrays(student))
         if include_weights:
-            _save_student_weights(student, stage / STUDENT_WEIGHTS)
+            from relidar.weights import save_student
+
+            save_student(student, stage / STUDENT_WEIGHTS)
         vocabulary.save(stage / VOCABULARY)
         text_spec = _write_text_encoder(stage, text_encoder, opset)
         if text_spec.feature_dim != cfg.out_dim:

@@ -13,22 +13,32 @@ from relidar.backends.base import BackendError
 
 
 def load_student(weights: str | Path):  # noqa: ANN201 - relidar.network.Student
-    """A Student from safetensors whose metadata 'config' holds its StudentConfig (or a run config with a
-    'student' section, as distillation checkpoints have)."""
+    """A Student from safetensors: a ``relidar.weights`` file (config under its own metadata key), or a
+    distillation checkpoint (metadata 'config' = the run config, whose 'student' section is used)."""
     from safetensors import safe_open
     from safetensors.torch import load_file
 
     from relidar.network import Student, StudentConfig
+    from relidar.weights import CONFIG_KEY, WeightsError
+    from relidar.weights import load_student as load_weights_file
 
     path = Path(weights)
     if not path.is_file():
         raise BackendError(f"{path}: student weights not found")
-    with safe_open(str(path), framework="pt") as fh:
-        meta = dict(fh.metadata() or {})
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            meta = dict(fh.metadata() or {})
+    except Exception as exc:  # safetensors raises its own untyped SafetensorError
+        raise BackendError(f"{path}: not a safetensors file ({exc})") from exc
+    if CONFIG_KEY in meta:
+        try:
+            return load_weights_file(path).eval()
+        except WeightsError as exc:
+            raise BackendError(str(exc)) from exc
     if "config" not in meta:
-        raise BackendError(f"{path}: no 'config' in the safetensors metadata; not a relidar student checkpoint")
+        raise BackendError(f"{path}: no student config in the safetensors metadata; not a relidar student checkpoint")
     raw = json.loads(meta["config"])
-    config = StudentConfig.model_validate(raw.get("student", raw) if "student" in raw else raw)
+    config = StudentConfig.model_validate(raw["student"] if isinstance(raw, dict) and "student" in raw else raw)
     student = Student(config)
     missing, unexpected = student.load_state_dict(load_file(str(path)), strict=False)
     if missing or unexpected:

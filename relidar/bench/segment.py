@@ -1,0 +1,192 @@
+"""End-to-end Segmenter latency on one scan, next to the same network run by spconv in PyTorch.
+
+Per repetition (after warm-up) the Segmenter's own stage timings are recorded: preprocess (numpy
+voxelize + kernel maps), network (the backend), postprocess, total. The reference times the same
+job with spconv on the same scan in the same process: numpy voxelize, the BN-folded spconv twin of
+the bundle's student (relidar.bench.spconv_reference) incl. the head, cosine classification and
+devoxelization to points. Peak RSS is read before the reference runs (torch is not imported by the
+onnxruntime path, so it is the runtime's footprint).
+"""
+
+from __future__ import annotations
+
+import resource
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from relidar.segmenter import Segmenter
+
+STAGES = ("preprocess", "network", "postprocess", "total")
+
+
+def _peak_rss_mb() -> float:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024.0 * 1024.0) if sys.platform == "darwin" else peak / 1024.0
+
+
+def resize_scan(points: np.ndarray, n: int, seed: int = 0, jitter: float = 0.02) -> np.ndarray:
+    """``n`` points from a real scan: a random subset, or the scan repeated with Gaussian jitter
+    (``jitter`` metres) on the copies when ``n`` exceeds it."""
+    rng = np.random.default_rng(seed)
+    if n <= len(points):
+        return points[np.sort(rng.choice(len(points), n, replace=False))]
+    extra = points[rng.integers(0, len(points), n - len(points))].copy()
+    extra[:, :3] += rng.normal(0.0, jitter, (len(extra), 3)).astype(points.dtype)
+    return np.concatenate([points, extra], axis=0)
+
+
+@dataclass
+class SegmentBenchResult:
+    points: int
+    voxels: int
+    backend: str
+    profile: str
+    voxel_size: float
+    repeat: int
+    preprocess_ms_p50: float
+    preprocess_ms_p90: float
+    network_ms_p50: float
+    network_ms_p90: float
+    postprocess_ms_p50: float
+    postprocess_ms_p90: float
+    total_ms_p50: float
+    total_ms_p90: float
+    peak_rss_mb: float
+    spconv_total_ms_p50: float | None = None
+    spconv_voxelize_ms_p50: float | None = None
+    spconv_network_ms_p50: float | None = None
+    ratio: float | None = None
+    load_average: list[float] = field(default_factory=list)
+    cpu_count: int = 0
+    sweep: list[dict] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def time_segmenter(seg: Segmenter, points: np.ndarray, repeat: int, warmup: int = 1) -> dict[str, list[float]]:
+    for _ in range(warmup):
+        seg(points)
+    runs: dict[str, list[float]] = {s: [] for s in STAGES}
+    for _ in range(repeat):
+        t = seg(points).timings_ms
+        for s in STAGES:
+            runs[s].append(t[s])
+    return runs
+
+
+def _p(values: Sequence[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q))
+
+
+def time_spconv(bundle_dir: Path, points: np.ndarray, text: np.ndarray, logit_scale: float, repeat: int,
+                warmup: int = 1) -> dict[str, list[float]]:
+    """The spconv reference on the same scan (see the module docstring)."""
+    import torch
+
+    from relidar.backends.torch_backend import load_student
+    from relidar.bench.spconv_reference import SpconvStudent, coords_tensor
+    from relidar.bundle import load_bundle
+    from relidar.network import fold_batchnorm
+    from relidar.voxelize import voxelize
+
+    bundle = load_bundle(bundle_dir)
+    weights = bundle.manifest.student.weights
+    if not weights:
+        raise ValueError(f"{bundle_dir}: the spconv reference needs student weights in the bundle")
+    student = load_student(bundle.path(weights))
+    twin = SpconvStudent(fold_batchnorm(student)).eval()
+    cfg = student.config
+    grid = cfg.grid()
+    text_t = torch.from_numpy(text)
+
+    def once() -> tuple[float, float]:
+        t0 = time.perf_counter()
+        vox = voxelize(points, grid, cfg.input_features)
+        t1 = time.perf_counter()
+        with torch.inference_mode():
+            emb = twin(torch.from_numpy(vox.features), coords_tensor(vox.coords), vox.grid_shape, vox.batch_size)
+            emb = torch.nn.functional.normalize(emb, dim=1)
+            prob = torch.softmax(logit_scale * emb @ text_t.t(), dim=1)
+            score, label = prob.max(dim=1)
+            p2v = torch.from_numpy(vox.point_to_voxel)
+            idx = p2v.clamp(min=0)
+            labels = torch.where(p2v >= 0, label[idx], torch.full_like(idx, -1))
+            scores = torch.where(p2v >= 0, score[idx], torch.zeros_like(score[idx]))
+            labels.numpy(), scores.numpy()
+        t2 = time.perf_counter()
+        return (t1 - t0) * 1e3, (t2 - t1) * 1e3
+
+    for _ in range(warmup):
+        once()
+    runs: dict[str, list[float]] = {"voxelize": [], "network": [], "total": []}
+    for _ in range(repeat):
+        a, b = once()
+        runs["voxelize"].append(a)
+        runs["network"].append(b)
+        runs["total"].append(a + b)
+    return runs
+
+
+def run_segment_bench(bundle_dir: Path, points: np.ndarray, backend: str = "onnxruntime", device: str = "cpu",
+                      repeat: int = 10, spconv: bool = True, sweep_sizes: Sequence[int] = (),
+                      sweep_repeat: int = 3, on_step: Callable[[str], None] | None = None) -> SegmentBenchResult:
+    import os
+
+    step = on_step or (lambda _msg: None)
+    seg = Segmenter(bundle_dir, backend=backend, device=device)
+    step(f"timing the segmenter ({seg.backend}) on {len(points)} points")
+    runs = time_segmenter(seg, points, repeat)
+    voxels = int(seg.preprocess(points)["features"].shape[0])
+    spec = seg.bundle.manifest.student
+    result = SegmentBenchResult(
+        points=int(len(points)), voxels=voxels, backend=seg.backend, profile=spec.profile, voxel_size=spec.voxel_size,
+        repeat=repeat, **{f"{s}_ms_p{q}": _p(runs[s], q) for s in STAGES for q in (50, 90)},
+        peak_rss_mb=_peak_rss_mb(), load_average=[round(x, 2) for x in os.getloadavg()], cpu_count=os.cpu_count() or 0)
+    for n in sweep_sizes:
+        step(f"sweep: {n} points")
+        scan = resize_scan(points, int(n))
+        r = time_segmenter(seg, scan, sweep_repeat)
+        result.sweep.append({"points": int(n), "voxels": int(seg.preprocess(scan)["features"].shape[0]),
+                             **{f"{s}_ms_p50": _p(r[s], 50) for s in STAGES}})
+    if spconv:
+        from relidar.bench.spconv_reference import spconv_available
+
+        if spconv_available():
+            step("timing the spconv reference on the same scan")
+            ref = time_spconv(bundle_dir, points, seg.vocabulary.embeddings, seg.bundle.manifest.logit_scale, repeat)
+            result.spconv_total_ms_p50 = _p(ref["total"], 50)
+            result.spconv_voxelize_ms_p50 = _p(ref["voxelize"], 50)
+            result.spconv_network_ms_p50 = _p(ref["network"], 50)
+            result.ratio = result.total_ms_p50 / result.spconv_total_ms_p50
+    return result
+
+
+def plot_sweep(result: SegmentBenchResult, path: Path) -> Path:
+    """Cost vs scan size: one line per stage, to PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from matplotlib.figure import Figure
+
+    from relidar.atomic import atomic_path
+
+    fig = Figure(figsize=(6.4, 4.0), dpi=100)
+    ax = fig.add_subplot(1, 1, 1)
+    xs = [r["points"] / 1000 for r in result.sweep]
+    for stage in STAGES:
+        ax.plot(xs, [r[f"{stage}_ms_p50"] for r in result.sweep], marker="o", label=stage)
+    ax.axhline(100.0, color="grey", linestyle="--", linewidth=1, label="10 Hz budget")
+    ax.set_xlabel("points per scan (thousands)")
+    ax.set_ylabel("ms (p50)")
+    ax.set_title(f"Segmenter cost vs scan size ({result.backend}, {result.profile}, {result.voxel_size} m)")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    return path

@@ -1,0 +1,69 @@
+"""``relidar bench segment``: end-to-end Segmenter latency and memory vs spconv on the same scan."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from relidar.cli.app import Apps
+
+DEFAULT_SWEEP = (30_000, 60_000, 120_000, 180_000, 250_000)
+
+
+def register(apps: Apps) -> None:
+    apps.bench.command("segment")(bench_segment)
+
+
+def bench_segment(
+    bundle: Path = typer.Option(..., "--bundle", help="Model bundle folder (`relidar export bundle`)."),
+    scan: Path = typer.Option(..., "--scan", help="Scan to label (.bin/.npy/.pcd/.ply)."),
+    backend: str = typer.Option("onnxruntime", "--backend", help="auto, onnxruntime, tensorrt or torch."),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N."),
+    repeat: int = typer.Option(10, "--repeat", min=1, help="Timed repetitions (after one warm-up)."),
+    spconv: bool = typer.Option(True, "--spconv/--no-spconv", help="Also time the spconv reference (needs torch+spconv)."),
+    sweep: bool = typer.Option(False, "--sweep", help="Also time 30k..250k-point versions of the scan "
+                               "(subsampled, or duplicated with 2 cm jitter) and plot cost vs size."),
+    sweep_repeat: int = typer.Option(3, "--sweep-repeat", min=1, help="Repetitions per sweep size."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the results here (JSON; the sweep plot "
+                                            "goes beside it as <name>_sweep.png)."),
+) -> None:
+    """Time the Segmenter per scan (preprocess, network, postprocess, total; p50/p90), its peak RSS, and
+    the same network in spconv on the same scan; ratio = ours / spconv (total p50)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from relidar.bench.segment import plot_sweep, run_segment_bench
+    from relidar.bundle import BundleError
+    from relidar.scan_io import ScanFormatError, read_scan
+
+    console = Console()
+    try:
+        points = read_scan(scan)
+        result = run_segment_bench(bundle, points, backend, device, repeat, spconv,
+                                   DEFAULT_SWEEP if sweep else (), sweep_repeat,
+                                   on_step=lambda msg: console.print(f"[dim]{msg}[/dim]"))
+    except (BundleError, ScanFormatError, ValueError) as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
+    data = result.to_json()
+    data["scan"] = str(scan)
+    table = Table(title=f"segment: {result.points} points, {result.voxels} voxels, {result.backend}")
+    table.add_column("stage")
+    table.add_column("p50 ms", justify="right")
+    table.add_column("p90 ms", justify="right")
+    for stage in ("preprocess", "network", "postprocess", "total"):
+        table.add_row(stage, f"{data[f'{stage}_ms_p50']:.1f}", f"{data[f'{stage}_ms_p90']:.1f}")
+    if result.spconv_total_ms_p50 is not None:
+        table.add_row("spconv total", f"{result.spconv_total_ms_p50:.1f}", "")
+        table.add_row("ratio (ours / spconv)", f"{result.ratio:.2f}", "")
+    table.add_row("peak RSS (MB)", f"{result.peak_rss_mb:.0f}", "")
+    console.print(table)
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        if result.sweep:
+            data["sweep_plot"] = str(plot_sweep(result, json_out.with_name(json_out.stem + "_sweep.png")))
+        json_out.write_text(json.dumps(data, indent=2) + "\n")
+        console.print(f"wrote {json_out}")

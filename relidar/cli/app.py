@@ -30,6 +30,9 @@ COMMAND_MODULES: tuple[str, ...] = (
     "relidar.cli.evaluate",
     "relidar.cli.compare",
     "relidar.cli.demo",
+    "relidar.cli.export",
+    "relidar.cli.segment",
+    "relidar.cli.bench_segment",
 )
 
 

@@ -39,7 +39,7 @@ class DemoConfig(StrictModel):
     few_shot_scans: int = Field(4, ge=1)
     probe_steps: int = Field(150, ge=1)
     finetune_steps: int = Field(10, ge=0)
-    threads: int | None = Field(None, ge=1, description="torch CPU threads (default: torch's choice)")
+XX
 
 
 @dataclass

@@ -39,7 +39,9 @@ class DemoConfig(StrictModel):
     few_shot_scans: int = Field(4, ge=1)
     probe_steps: int = Field(150, ge=1)
     finetune_steps: int = Field(10, ge=0)
-XX
+    # One thread: on a shared 2-core box, two intra-op threads competing with any other process were
+    # measured 10-20x slower per step than one (OpenMP threads spin waiting for each other).
+    threads: int | None = Field(1, ge=1, description="torch CPU threads (None: torch's choice)")
 
 
 @dataclass

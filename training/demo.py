@@ -131,6 +131,18 @@ def run_demo(out: Path, config: DemoConfig = DemoConfig(),
     """Run every stage into ``out`` (created); see the module docstring."""
     import torch
 
+    threads_before = torch.get_num_threads()
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    try:
+        return _run_demo(Path(out), config, on_stage, on_progress)
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def _run_demo(out: Path, config: DemoConfig, on_stage: Callable[[str], None] | None,
+              on_progress: Callable[[int, int], None] | None) -> DemoResult:
+
     from relidar.training.data import synthetic_vocabulary
     from relidar.training.config import SyntheticSource
     from relidar.training.distill import distill, load_student
@@ -141,7 +153,6 @@ def run_demo(out: Path, config: DemoConfig = DemoConfig(),
     from relidar.training.synthetic.teacher import SimulatedTeacher, SimulatedTeacherConfig
 
     stage = on_stage or (lambda _s: None)
-    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     res = DemoResult(out_dir=out)
     save_config(config, out / "demo_config.yaml")
@@ -179,14 +190,8 @@ def run_demo(out: Path, config: DemoConfig = DemoConfig(),
     lap("distill")
 
     stage("evaluating zero-shot and few-shot")
-    threads_before = torch.get_num_threads()
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    try:
-        model, _ = load_student(run.weights)
-        evaluation = evaluate(model, dcfg, vocabulary=vocabulary)
-    finally:
-        torch.set_num_threads(threads_before)
+    model, _ = load_student(run.weights)
+    evaluation = evaluate(model, dcfg, vocabulary=vocabulary)
     files = write_report(out / "report", evaluation, title="relidar demo: evaluation",
                          extra={"weights": str(run.weights)})
     res.paths["report"] = files["markdown"]

@@ -35,6 +35,9 @@ def load_student(weights: str | Path):  # noqa: ANN201 - relidar.network.Student
             return load_weights_file(path).eval()
         except WeightsError as exc:
             raise BackendError(str(exc)) from exc
+        except RuntimeError as exc:  # torch's load_state_dict size mismatch
+            raise BackendError(f"{path}: the weights do not fit this relidar's student architecture (was the "
+                               f"profile changed since export?): {str(exc).splitlines()[0]}") from exc
     if "config" not in meta:
         raise BackendError(f"{path}: no student config in the safetensors metadata; not a relidar student checkpoint")
     raw = json.loads(meta["config"])

@@ -27,6 +27,8 @@ def bench_segment(
     sweep: bool = typer.Option(False, "--sweep", help="Also time 30k..250k-point versions of the scan "
                                "(subsampled, or duplicated with 2 cm jitter) and plot cost vs size."),
     sweep_repeat: int = typer.Option(3, "--sweep-repeat", min=1, help="Repetitions per sweep size."),
+    sweep_sizes: str = typer.Option(",".join(str(n) for n in DEFAULT_SWEEP), "--sweep-sizes",
+                                    help="Comma-separated point counts for --sweep."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the results here (JSON; the sweep plot "
                                             "goes beside it as <name>_sweep.png)."),
 ) -> None:
@@ -41,9 +43,13 @@ def bench_segment(
 
     console = Console()
     try:
+        sizes = [int(n) for n in sweep_sizes.split(",") if n.strip()] if sweep else []
+    except ValueError:
+        console.print(f"[red]--sweep-sizes {sweep_sizes!r}: expected comma-separated integers[/red]")
+        raise typer.Exit(1) from None
+    try:
         points = read_scan(scan)
-        result = run_segment_bench(bundle, points, backend, device, repeat, spconv,
-                                   DEFAULT_SWEEP if sweep else (), sweep_repeat,
+        result = run_segment_bench(bundle, points, backend, device, repeat, spconv, sizes, sweep_repeat,
                                    on_step=lambda msg: console.print(f"[dim]{msg}[/dim]"))
     except (BundleError, ScanFormatError, ValueError) as exc:
         console.print(f"[red]{exc}[/red]")

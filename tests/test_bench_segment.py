@@ -1,0 +1,80 @@
+"""``relidar bench segment`` and ``relidar segment`` end to end on a small scan (CLI, JSON, pictures)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+pytest.importorskip("onnxruntime")
+
+from bundle_support import shared_bundle  # noqa: E402
+
+from relidar.bench.segment import resize_scan  # noqa: E402
+from relidar.cli.app import build_app  # noqa: E402
+
+
+def _scan_file(tmp_path, n: int = 4000):
+    rng = np.random.default_rng(0)
+    xyz = rng.uniform(-15, 15, (n, 3))
+    xyz[:, 2] = rng.uniform(-2, 1, n)
+    pts = np.concatenate([xyz, rng.random((n, 1))], axis=1).astype(np.float32)
+    path = tmp_path / "scan.bin"
+    pts.tofile(path)
+    return path, pts
+
+
+def test_bench_segment_json(tmp_path_factory, tmp_path) -> None:
+    pytest.importorskip("spconv")
+    scan, _ = _scan_file(tmp_path)
+    out = tmp_path / "bench.json"
+    result = CliRunner().invoke(build_app(), [
+        "bench", "segment", "--bundle", str(shared_bundle(tmp_path_factory)), "--scan", str(scan),
+        "--backend", "onnxruntime", "--repeat", "2", "--sweep", "--sweep-sizes", "1500,6000", "--sweep-repeat", "1",
+        "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    for key in ("points", "preprocess_ms_p50", "network_ms_p50", "total_ms_p50", "total_ms_p90", "peak_rss_mb",
+                "spconv_total_ms_p50", "ratio"):
+        assert key in data and data[key] is not None, key
+    assert data["points"] == 4000 and data["backend"] == "onnxruntime"
+    assert data["total_ms_p90"] >= data["total_ms_p50"] > 0 and data["peak_rss_mb"] > 10
+    assert data["ratio"] == pytest.approx(data["total_ms_p50"] / data["spconv_total_ms_p50"])
+    assert [s["points"] for s in data["sweep"]] == [1500, 6000]
+    assert data["sweep"][1]["voxels"] > data["sweep"][0]["voxels"]
+    assert (tmp_path / "bench_sweep.png").stat().st_size > 1000
+
+
+def test_resize_scan_subsamples_and_duplicates() -> None:
+    pts = np.random.default_rng(1).random((100, 4)).astype(np.float32)
+    small = resize_scan(pts, 40)
+    assert small.shape == (40, 4) and len({tuple(r) for r in small} - {tuple(r) for r in pts}) == 0
+    big = resize_scan(pts, 250)
+    assert big.shape == (250, 4) and np.array_equal(big[:100], pts)
+    assert np.abs(big[100:, :3] - pts[:, :3].mean(0)).max() < 2.0  # copies stay near the scan
+
+
+def test_segment_cli_writes_ply_and_bev(tmp_path_factory, tmp_path) -> None:
+    from relidar.scan_io import read_scan
+
+    scan, pts = _scan_file(tmp_path)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(build_app(), ["segment", str(scan), "--bundle", str(shared_bundle(tmp_path_factory)),
+                                              "--out", str(out), "--backend", "onnxruntime",
+                                              "--classes", "car,road,tree"])
+    assert result.exit_code == 0, result.output
+    back = read_scan(out / "scan.ply")
+    np.testing.assert_allclose(back[:, :3], pts[:, :3])
+    raw = (out / "scan.ply").read_bytes()
+    assert b"property int label" in raw and b"property float score" in raw
+    assert (out / "scan_bev.png").stat().st_size > 1000
+    assert "tree" in result.output or "car" in result.output or "road" in result.output
+
+
+def test_segment_cli_reports_bad_bundle(tmp_path) -> None:
+    scan, _ = _scan_file(tmp_path, 100)
+    result = CliRunner().invoke(build_app(), ["segment", str(scan), "--bundle", str(tmp_path / "nope"),
+                                              "--out", str(tmp_path / "o")])
+    assert result.exit_code == 1 and "folder not found" in " ".join(result.output.split())

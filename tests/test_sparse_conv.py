@@ -164,3 +164,59 @@ def test_weights_roundtrip_keeps_config_and_outputs(tmp_path) -> None:
     (tmp_path / "bad.safetensors").write_bytes(b"not a file")
     with pytest.raises(WeightsError, match="bad.safetensors"):
         load_student(tmp_path / "bad.safetensors")
+
+
+def test_traces_to_onnx_and_runs_other_voxel_counts(tmp_path) -> None:
+    """No value-dependent control flow: a graph traced on one cloud runs a different-sized one exactly.
+
+    A two-level network with every kind of layer (subm, down, up, 1x1 shortcut, skip concat, head)
+    keeps the export quick; the profiles only repeat these layers.
+    """
+    ort = pytest.importorskip("onnxruntime")
+    from relidar.network import Architecture, MinkUNet
+
+    config = StudentConfig(profile="fast", voxel_size=0.3, out_dim=8)
+    levels = 2
+    torch.manual_seed(0)
+    backbone = MinkUNet(Architecture(stem=8, encoder=(16,), decoder=(12,), blocks=1), config.in_channels)
+    _randomise_batchnorm(backbone, 3)
+    folded = fold_batchnorm(backbone.eval())
+
+    class Flat(torch.nn.Module):
+        def __init__(self, inner: torch.nn.Module) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, features: torch.Tensor, *maps: torch.Tensor) -> torch.Tensor:
+            return self.inner(features, KernelMaps.from_tensors(list(maps), levels))
+
+    def cloud(seed: int, n: int):
+        from relidar.voxelize import voxelize
+
+        rng = np.random.default_rng(seed)
+        pts = np.c_[rng.uniform(-6, 6, (n, 2)), rng.uniform(-1.5, 1.0, (n, 1)), rng.uniform(0, 1, (n, 1))]
+        vx = voxelize(pts.astype(np.float32), config.grid(), config.input_features)
+        maps = build_kernel_maps_numpy(vx.coords, vx.grid_shape, levels)
+        return vx, KernelMaps.from_tensors([torch.from_numpy(t) for t in maps.to_tensors()], levels)
+
+    vx, maps = cloud(0, 2000)
+    names = ["features"] + KernelMaps.tensor_names(levels)
+    tensors = [torch.from_numpy(vx.features)] + maps.to_tensors()
+    dynamic = {"features": {0: "voxels"}}
+    for name in names[1:]:
+        dynamic[name] = {1: f"{name}_pairs"} if name.startswith(("subm", "down")) else {0: f"{name}_voxels"}
+    path = tmp_path / "student.onnx"
+    with torch_threads(1):
+        torch.onnx.export(Flat(folded), tuple(tensors), str(path), input_names=names, output_names=["features_out"],
+                          dynamic_axes=dynamic, opset_version=17, dynamo=False)
+    vx2, maps2 = cloud(1, 3500)
+    assert vx2.num_voxels != vx.num_voxels
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1  # a tiny graph: threads only add contention on a shared box
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    wanted = {i.name for i in session.get_inputs()}
+    feeds = {n: t.numpy() for n, t in zip(names, [torch.from_numpy(vx2.features)] + maps2.to_tensors()) if n in wanted}
+    out = session.run(None, feeds)[0]
+    with torch.no_grad():
+        ref = folded(torch.from_numpy(vx2.features), maps2)
+    np.testing.assert_allclose(out, ref.numpy(), atol=1e-5)

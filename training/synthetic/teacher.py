@@ -12,7 +12,6 @@ model would: black cars read as road, poles as sidewalk, trucks as cars, cyclist
 from __future__ import annotations
 
 import hashlib
-import re
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -20,6 +19,9 @@ import numpy as np
 from pydantic import Field
 
 from relidar.config import StrictModel
+from relidar.text.simulated import ConceptText, SimulatedTextEncoder
+from relidar.text.simulated import normalise as _normalise
+from relidar.text.simulated import unit_from as _unit_from
 from relidar.training.synthetic.classes import CLASSES, SKY_ALBEDOS
 from relidar.training.synthetic.texture import LANE_MARKING_RGB, WINDOW_RGB
 
@@ -74,16 +76,6 @@ class SimulatedTeacherConfig(StrictModel):
     text_jitter: float = Field(0.08, ge=0.0, description="how much a prompt's template moves its embedding")
 
 
-def _unit_from(key: str, dim: int) -> np.ndarray:
-    seed = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little")
-    v = np.random.default_rng(seed).standard_normal(dim)
-    return v / np.linalg.norm(v)
-
-
-def _normalise(x: np.ndarray) -> np.ndarray:
-    return (x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)).astype(np.float32)
-
-
 class SimulatedTeacher:
     """Implements relidar.training.teachers.base.Teacher for the synthetic world."""
 
@@ -92,13 +84,11 @@ class SimulatedTeacher:
         cfg = self.config
         D = cfg.feature_dim
         key = f"synthetic-vlm/{cfg.seed}"
-        groups = {c.group for c in CONCEPTS}
-        g = {name: _unit_from(f"{key}/group/{name}", D) for name in groups}
-        a = np.sqrt(cfg.group_weight)
-        b = np.sqrt(1.0 - cfg.group_weight)
-        self._concept_embeddings = _normalise(
-            np.stack([a * g[c.group] + b * _unit_from(f"{key}/concept/{c.name}", D) for c in CONCEPTS])
-        )
+        # The text side lives in the core (relidar.text.simulated) so a model bundle can carry it.
+        self.text_encoder = SimulatedTextEncoder.from_concepts(
+            [ConceptText(c.name, c.group, tuple(c.words)) for c in CONCEPTS], D, cfg.seed, cfg.group_weight,
+            cfg.text_jitter)
+        self._concept_embeddings = self.text_encoder.embeddings
         self._variation = np.stack([_unit_from(f"{key}/variation/{i}", D) for i in range(6)])
         protos, owner, lo, hi = [], [], [], []
         for k, c in enumerate(CONCEPTS):
@@ -112,9 +102,6 @@ class SimulatedTeacher:
         self._log_prior = np.log(np.array([c.prior for c in CONCEPTS]))
         self._shade_lo = np.array(lo)
         self._shade_hi = np.array(hi)
-        # Longest words first, so "person riding a bicycle" wins over "person".
-        vocab = [(w, k) for k, c in enumerate(CONCEPTS) for w in (c.name.replace("-", " "),) + c.words]
-        self._vocab = sorted(set(vocab), key=lambda wk: -len(wk[0]))
 
     @property
     def name(self) -> str:
@@ -190,24 +177,10 @@ class SimulatedTeacher:
         return _normalise(feats)
 
     def _concept_of(self, prompt: str) -> int | None:
-        text = " " + re.sub(r"[^a-z0-9 ]+", " ", prompt.lower().replace("-", " ").replace("_", " ")) + " "
-        text = re.sub(r"\s+", " ", text)
-        for word, k in self._vocab:
-            if f" {word} " in text:
-                return k
-        return None
+        return self.text_encoder.concept_of(prompt)
 
     def encode_text(self, prompts: Sequence[str]) -> np.ndarray:
-        cfg = self.config
-        key = f"synthetic-vlm/{cfg.seed}"
-        rows = []
-        for prompt in prompts:
-            k = self._concept_of(prompt)
-            if k is None:
-                rows.append(_unit_from(f"{key}/unknown/{prompt}", cfg.feature_dim))
-            else:
-                rows.append(self._concept_embeddings[k] + cfg.text_jitter * _unit_from(f"{key}/prompt/{prompt}", cfg.feature_dim))
-        return _normalise(np.stack(rows)) if rows else np.zeros((0, cfg.feature_dim), np.float32)
+        return self.text_encoder.encode_text(prompts)
 
 
 def class_text_embeddings(encoder: SimulatedTeacher, class_names: Sequence[str],

@@ -43,6 +43,9 @@ class OnnxRuntimeBackend:
         opts.log_severity_level = 3
         if threads:
             opts.intra_op_num_threads = int(threads)
+        # Idle pool threads sleep instead of spinning: on a vehicle computer (and on the shared 2-core
+        # dev box, where it measured faster) the cores are shared with the rest of the stack.
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self._session = ort.InferenceSession(str(onnx_path), sess_options=opts, providers=providers)
         except Exception as exc:  # onnxruntime raises its own untyped errors (Fail, InvalidGraph...)

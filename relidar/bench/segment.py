@@ -61,6 +61,7 @@ class SegmentBenchResult:
     spconv_voxelize_ms_p50: float | None = None
     spconv_network_ms_p50: float | None = None
     ratio: float | None = None
+    threads: int | None = None
     load_average: list[float] = field(default_factory=list)
     cpu_count: int = 0
     sweep: list[dict] = field(default_factory=list)
@@ -135,11 +136,12 @@ def time_spconv(bundle_dir: Path, points: np.ndarray, text: np.ndarray, logit_sc
 
 def run_segment_bench(bundle_dir: Path, points: np.ndarray, backend: str = "onnxruntime", device: str = "cpu",
                       repeat: int = 10, spconv: bool = True, sweep_sizes: Sequence[int] = (),
-                      sweep_repeat: int = 3, on_step: Callable[[str], None] | None = None) -> SegmentBenchResult:
+                      sweep_repeat: int = 3, threads: int | None = None,
+                      on_step: Callable[[str], None] | None = None) -> SegmentBenchResult:
     import os
 
     step = on_step or (lambda _msg: None)
-    seg = Segmenter(bundle_dir, backend=backend, device=device)
+    seg = Segmenter(bundle_dir, backend=backend, device=device, threads=threads)
     step(f"timing the segmenter ({seg.backend}) on {len(points)} points")
     runs = time_segmenter(seg, points, repeat)
     voxels = int(seg.preprocess(points)["features"].shape[0])
@@ -147,7 +149,7 @@ def run_segment_bench(bundle_dir: Path, points: np.ndarray, backend: str = "onnx
     result = SegmentBenchResult(
         points=int(len(points)), voxels=voxels, backend=seg.backend, profile=spec.profile, voxel_size=spec.voxel_size,
         repeat=repeat, **{f"{s}_ms_p{q}": _p(runs[s], q) for s in STAGES for q in (50, 90)},
-        peak_rss_mb=_peak_rss_mb(), load_average=[round(x, 2) for x in os.getloadavg()], cpu_count=os.cpu_count() or 0)
+        peak_rss_mb=_peak_rss_mb(), threads=threads, load_average=[round(x, 2) for x in os.getloadavg()], cpu_count=os.cpu_count() or 0)
     for n in sweep_sizes:
         step(f"sweep: {n} points")
         scan = resize_scan(points, int(n))

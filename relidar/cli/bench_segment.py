@@ -22,6 +22,8 @@ def bench_segment(
     scan: Path = typer.Option(..., "--scan", help="Scan to label (.bin/.npy/.pcd/.ply)."),
     backend: str = typer.Option("onnxruntime", "--backend", help="auto, onnxruntime, tensorrt or torch."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="ONNX Runtime intra-op threads "
+                                          "(default: one per physical core)."),
     repeat: int = typer.Option(10, "--repeat", min=1, help="Timed repetitions (after one warm-up)."),
     spconv: bool = typer.Option(True, "--spconv/--no-spconv", help="Also time the spconv reference (needs torch+spconv)."),
     sweep: bool = typer.Option(False, "--sweep", help="Also time 30k..250k-point versions of the scan "
@@ -49,7 +51,7 @@ def bench_segment(
         raise typer.Exit(1) from None
     try:
         points = read_scan(scan)
-        result = run_segment_bench(bundle, points, backend, device, repeat, spconv, sizes, sweep_repeat,
+        result = run_segment_bench(bundle, points, backend, device, repeat, spconv, sizes, sweep_repeat, threads,
                                    on_step=lambda msg: console.print(f"[dim]{msg}[/dim]"))
     except (BundleError, ScanFormatError, ValueError) as exc:
         console.print(f"[red]{exc}[/red]")

@@ -125,9 +125,9 @@ def write_bundle(out_dir: str | Path, student: Student, vocabulary: Vocabulary, 
     if vocabulary.feature_dim != cfg.out_dim:
         raise BundleError(f"vocabulary embeddings are {vocabulary.feature_dim}-d but the student's out_dim is "
                           f"{cfg.out_dim}; build the vocabulary with the student's teacher")
-    if text_encoder.feature_dim if isinstance(text_encoder, SimulatedTextEncoder) else False:
-        if text_encoder.feature_dim != cfg.out_dim:
-            raise BundleError(f"simulated text encoder is {text_encoder.feature_dim}-d, the student {cfg.out_dim}-d")
+    if isinstance(text_encoder, SimulatedTextEncoder) and text_encoder.feature_dim != cfg.out_dim:
+        raise BundleError(f"the simulated text encoder is {text_encoder.feature_dim}-d but the student's out_dim is "
+                          f"{cfg.out_dim}")
     out.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
     try:

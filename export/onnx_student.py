@@ -1,7 +1,7 @@
 """Student -> ONNX: the whole per-scan network in one graph, from voxel features and kernel maps to
 per-point labels and scores.
 
-Graph inputs (all dynamic along their first/last axis, see :func:`input_names`):
+Graph inputs (sizes symbolic; names and order in ``relidar.student_graph``):
   ``features`` [V, Cin] float32, ``point_to_voxel`` [N] int64 (-1 = outside the crop),
   ``text_embeddings`` [C, D] float32 (unit rows), then the kernel maps in
   ``KernelMaps.tensor_names`` order (``coords_l`` [V_l, 4] int64 -- only their lengths are read --
@@ -25,7 +25,6 @@ recorded in the bundle manifest (CLIP's learned value is 100, the default here).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch

@@ -46,7 +46,7 @@ def demo(
         )
     where = Table(title=f"relidar demo: {result.out_dir}")
     where.add_column("what")
-    where.add_column("where")
+    where.add_column("where", overflow="fold")
     labels = {
         "log": "synthetic log (SemanticKITTI layout)", "cache": "teacher feature cache", "vocabulary": "vocabulary",
         "run": "distillation run (config, CSV, TensorBoard, checkpoints)", "weights": "student weights",

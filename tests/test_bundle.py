@@ -142,3 +142,34 @@ def test_writer_refuses_mismatched_vocabulary(tmp_path) -> None:
 def test_copy_of_bundle_loads(tmp_path_factory, tmp_path) -> None:
     root = shutil.copytree(shared_bundle(tmp_path_factory), tmp_path / "moved")
     assert load_bundle(root).root == Path(root)
+
+
+def test_export_bundle_cli(tmp_path) -> None:
+    """`relidar export bundle` from a weights file and a vocabulary made by the simulated encoder."""
+    import torch
+    from typer.testing import CliRunner
+
+    from relidar.cli.app import build_app
+    from relidar.export.bundle import synthetic_text_encoder
+    from relidar.network import Student, StudentConfig
+    from relidar.segmenter import Segmenter
+    from relidar.vocabulary import embed_classes
+    from relidar.weights import save_student
+
+    torch.manual_seed(0)
+    save_student(Student(StudentConfig(profile="fast", out_dim=16, voxel_size=0.5)), tmp_path / "w.safetensors")
+    enc = synthetic_text_encoder(16, seed=0)
+    syn = (("car",), ("road",))
+    Vocabulary(("car", "road"), syn, np.array([[255, 0, 0], [90, 90, 90]], np.uint8),
+               embed_classes(syn, ("a photo of a {}.",), enc.encode_text), ("a photo of a {}.",),
+               "synthetic-vlm-d16-p16-s0").save(tmp_path / "vocab.json")
+    result = CliRunner().invoke(build_app(), ["export", "bundle", "--checkpoint", str(tmp_path / "w.safetensors"),
+                                              "--vocabulary", str(tmp_path / "vocab.json"), "--out", str(tmp_path / "b")])
+    assert result.exit_code == 0, result.output
+    seg = Segmenter(tmp_path / "b", backend="onnxruntime")
+    assert seg.bundle.manifest.student.voxel_size == 0.5 and seg.bundle.manifest.text_encoder.kind == "simulated"
+    seg.set_classes(["car", "road"])  # re-encoded by the bundled simulated encoder: same rows as the vocabulary
+    np.testing.assert_allclose(seg.vocabulary.embeddings, Vocabulary.load(tmp_path / "vocab.json").embeddings, atol=1e-6)
+    bad = CliRunner().invoke(build_app(), ["export", "bundle", "--checkpoint", str(tmp_path / "missing.safetensors"),
+                                           "--vocabulary", str(tmp_path / "vocab.json"), "--out", str(tmp_path / "c")])
+    assert bad.exit_code == 1 and "not found" in " ".join(bad.output.split())

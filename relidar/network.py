@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from relidar.config import StrictModel
 from relidar.kernel_maps import KernelMaps
 from relidar.sparse import functional as SF
-from relidar.sparse.modules import DownConv3d, PointConv, SubMConv3d, UpConv3d, _SparseConv
+from relidar.sparse.modules import DownConv3d, PointConv, SubMConv3d, UpConv3d, SparseConv
 from relidar.voxelize import INPUT_FEATURES, InputFeature, VoxelGrid
 
 
@@ -98,7 +98,7 @@ class StudentConfig(StrictModel):
 class ConvNorm(nn.Module):
     """Sparse conv + BatchNorm (+ ReLU). The unit BatchNorm folding works on."""
 
-    def __init__(self, conv: _SparseConv, relu: bool) -> None:
+    def __init__(self, conv: SparseConv, relu: bool) -> None:
         super().__init__()
         self.conv = conv
         self.norm: nn.Module = nn.BatchNorm1d(conv.out_channels)

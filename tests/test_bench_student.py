@@ -53,3 +53,25 @@ def test_synthetic_scan_is_deterministic_and_lidar_like() -> None:
     ground = np.abs(a[:, 2] + 1.73) < 0.05
     assert 0.3 < ground.mean() < 0.95  # mostly ground, plus walls and objects
     assert a[:, 2].max() > 0.5
+
+
+def test_bench_student_uses_the_weights_file_config(tmp_path) -> None:
+    import torch
+
+    from relidar.network import Student, StudentConfig
+    from relidar.weights import save_student
+
+    torch.manual_seed(0)
+    weights = save_student(Student(StudentConfig(profile="fast", voxel_size=0.5, out_dim=8)), tmp_path / "s.safetensors")
+    rng = np.random.default_rng(1)
+    scan = tmp_path / "small.npy"
+    np.save(scan, rng.uniform(-10, 10, (1500, 4)).astype(np.float32))
+    out_json = tmp_path / "result.json"
+    result = CliRunner().invoke(build_app(), [
+        "bench", "student", "--weights", str(weights), "--scan", str(scan), "--repeat", "1", "--warmup", "0",
+        "--threads", "1", "--json", str(out_json), "--out", str(tmp_path / "runs"),
+    ])
+    assert result.exit_code == 0, result.output
+    data = json.loads(out_json.read_text())
+    assert data["profile"] == "fast" and data["voxel_size"] == 0.5
+    assert data["max_abs_diff"] <= 1e-4

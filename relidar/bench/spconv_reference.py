@@ -9,6 +9,7 @@ a reshape and a transpose.
 from __future__ import annotations
 
 import contextlib
+import copy
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -54,7 +55,7 @@ def _convert_unit(unit: ConvNorm) -> nn.Module:
     layers: list[nn.Module] = [ref]
     if conv.bias is not None:
         layers.append(_AddBias(conv.bias))
-    layers.append(_copy_norm(unit.norm))
+    layers.append(copy.deepcopy(unit.norm))
     if unit.relu:
         layers.append(nn.ReLU())
     return sp.SparseSequential(*layers)
@@ -67,12 +68,6 @@ class _AddBias(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return x + self.bias
-
-
-def _copy_norm(norm: nn.Module) -> nn.Module:
-    import copy
-
-    return copy.deepcopy(norm)
 
 
 class _SpconvResidual(nn.Module):

@@ -22,7 +22,7 @@ def bench_student(
     warmup: int = typer.Option(2, "--warmup", min=0, help="Untimed repetitions first."),
     voxel_size: float = typer.Option(0.1, "--voxel-size", min=0.01, help="Voxel edge in metres."),
     out_dim: int = typer.Option(512, "--out-dim", min=1, help="Projection head output size (the teacher's embedding size)."),
-    weights: Optional[Path] = typer.Option(None, "--weights", help="Student safetensors (relidar.weights); default: random weights from --seed."),
+    weights: Optional[Path] = typer.Option(None, "--weights", help="Student safetensors (relidar.weights); its stored config replaces --profile/--voxel-size/--out-dim. Default: random weights from --seed."),
     seed: int = typer.Option(0, "--seed", help="Seed of the random weights."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="torch intra-op threads for the whole run (default: torch's own choice)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the results here (JSON)."),
@@ -39,7 +39,7 @@ def bench_student(
     from relidar.network import PROFILES, StudentConfig
     from relidar.rundir import make_run_dir
     from relidar.scan_io import ScanFormatError, read_scan
-    from relidar.weights import WeightsError
+    from relidar.weights import WeightsError, read_student_config
 
     console = Console()
     if profile not in PROFILES:
@@ -66,8 +66,10 @@ def bench_student(
 
     from relidar.bench.spconv_reference import torch_threads
 
-    config = StudentConfig(profile=profile, voxel_size=voxel_size, out_dim=out_dim)  # type: ignore[arg-type]
     try:
+        # a weights file carries its own config (profile, voxel size, ...): it wins over the options
+        config = (read_student_config(weights) if weights is not None
+                  else StudentConfig(profile=profile, voxel_size=voxel_size, out_dim=out_dim))  # type: ignore[arg-type]
         with torch_threads(threads) if threads is not None else contextlib.nullcontext(), \
                 Progress(console=console, transient=True) as progress:
             task = progress.add_task(f"bench student ({profile})", total=warmup + repeat)

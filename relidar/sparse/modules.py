@@ -12,7 +12,9 @@ from relidar.kernel_maps import KernelMaps
 from relidar.sparse import functional as F
 
 
-class _SparseConv(nn.Module):
+class SparseConv(nn.Module):
+    """Base of the sparse convolutions: a [K, Cin, Cout] weight, an optional bias, a level."""
+
     kernel_volume: int = 27
 
     def __init__(self, in_channels: int, out_channels: int, level: int, bias: bool = False) -> None:
@@ -30,7 +32,7 @@ class _SparseConv(nn.Module):
         return f"{self.in_channels}, {self.out_channels}, level={self.level}, bias={self.bias is not None}"
 
 
-class SubMConv3d(_SparseConv):
+class SubMConv3d(SparseConv):
     """Submanifold 3x3x3 convolution at one level."""
 
     kernel_volume = 27
@@ -39,7 +41,7 @@ class SubMConv3d(_SparseConv):
         return F.subm_conv3d(x, self.weight, maps.subm[self.level], self.bias)
 
 
-class DownConv3d(_SparseConv):
+class DownConv3d(SparseConv):
     """Kernel-2 stride-2 convolution from ``level`` to ``level + 1``."""
 
     kernel_volume = 8
@@ -48,7 +50,7 @@ class DownConv3d(_SparseConv):
         return F.down_conv3d(x, self.weight, maps.down[self.level], maps.coords[self.level + 1].shape[0], self.bias)
 
 
-class UpConv3d(_SparseConv):
+class UpConv3d(SparseConv):
     """Transposed kernel-2 stride-2 convolution from ``level + 1`` back to ``level``."""
 
     kernel_volume = 8
@@ -57,7 +59,7 @@ class UpConv3d(_SparseConv):
         return F.up_conv3d(x, self.weight, maps.down[self.level], maps.coords[self.level].shape[0], self.bias)
 
 
-class PointConv(_SparseConv):
+class PointConv(SparseConv):
     """1x1x1 convolution (the residual shortcut when widths change)."""
 
     kernel_volume = 1

@@ -102,7 +102,11 @@ class SpconvStudent(nn.Module):
         """Per-voxel embeddings in the order of ``coords`` ([V, 4] (batch, ix, iy, iz))."""
         import spconv.pytorch as sp
 
-        x = sp.SparseConvTensor(features, coords.to(torch.int32).contiguous(), list(grid_shape), batch_size)
+        # spconv floors odd sizes when striding (relidar keeps the last half cell): pad the grid to a
+        # multiple of the total stride so both see the same voxels at every level
+        stride = 2 ** len(self.enc_resample)
+        shape = [-(-int(s) // stride) * stride for s in grid_shape]
+        x = sp.SparseConvTensor(features, coords.to(torch.int32).contiguous(), shape, batch_size)
         for unit in self.stem:
             x = unit(x)
         skips = [x]

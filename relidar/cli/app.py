@@ -42,12 +42,14 @@ def build_app() -> typer.Typer:
         help="Distill a CLIP-family 2D model into a 3D sparse-conv lidar network; export it; label lidar scans.",
         no_args_is_help=True,
         pretty_exceptions_show_locals=False,
+        # Docstrings are wrapped at 100 columns in the source; markdown mode re-flows them to the terminal.
+        rich_markup_mode="markdown",
     )
     apps = Apps(
         root=root,
-        bench=typer.Typer(help="Benchmarks: timings and memory as JSON, side by side with a reference.", no_args_is_help=True),
-        render=typer.Typer(help="Pictures: camera overlays and bird's-eye views, to PNG.", no_args_is_help=True),
-        export=typer.Typer(help="Export the student to ONNX / TensorRT and write model bundles.", no_args_is_help=True),
+        bench=typer.Typer(help="Benchmarks: timings and memory as JSON, side by side with a reference.", no_args_is_help=True, rich_markup_mode="markdown"),
+        render=typer.Typer(help="Pictures: camera overlays and bird's-eye views, to PNG.", no_args_is_help=True, rich_markup_mode="markdown"),
+        export=typer.Typer(help="Export the student to ONNX / TensorRT and write model bundles.", no_args_is_help=True, rich_markup_mode="markdown"),
     )
     for module in COMMAND_MODULES:
         importlib.import_module(module).register(apps)

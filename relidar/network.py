@@ -24,12 +24,22 @@ from relidar.voxelize import INPUT_FEATURES, InputFeature, VoxelGrid
 @dataclass(frozen=True)
 class Architecture:
     """Widths and depths: ``encoder[s]`` is stage s's width after downsampling to level s+1, ``decoder[s]``
-    the width after upsampling from level L-s to L-s-1; ``blocks`` residual blocks per stage."""
+    the width after upsampling from level L-s to L-s-1; ``blocks`` residual blocks per stage, except the
+    last decoder stage (back at level 0), which has ``final_blocks`` (default ``blocks``): with 0 it is
+    upsample + concat with the stem's features, and the linear head acts as its 1x1 conv.
+    ``stem_convs`` 3x3x3 convs at level 0 before the first downsampling."""
 
     stem: int
     encoder: tuple[int, ...]
     decoder: tuple[int, ...]
     blocks: int
+    stem_convs: int = 2
+    final_blocks: int | None = None
+
+    def stage_blocks(self, decoder_stage: int) -> int:
+        if decoder_stage == len(self.decoder) - 1 and self.final_blocks is not None:
+            return self.final_blocks
+        return self.blocks
 
     @property
     def num_levels(self) -> int:
@@ -39,8 +49,11 @@ class Architecture:
 PROFILES: dict[str, Architecture] = {
     # MinkUNet18-like, the scale used in the distillation literature (SLidR, ScaLR, the seed paper).
     "base": Architecture(stem=32, encoder=(32, 64, 128, 256), decoder=(256, 128, 96, 96), blocks=2),
-    # Narrow and one block per stage: real time on a CPU.
-    "fast": Architecture(stem=16, encoder=(16, 32, 64, 96), decoder=(96, 64, 32, 32), blocks=1),
+    # Narrow, one block per stage and almost no work at full resolution (level 0 holds ~2x the voxels
+    # of all other levels together): one stem conv, and the last decoder stage is upsample + concat,
+    # the head being its 1x1 conv. Real time on a CPU.
+    "fast": Architecture(stem=16, encoder=(16, 32, 64, 96), decoder=(96, 64, 32, 32), blocks=1,
+                         stem_convs=1, final_blocks=0),
 }
 
 ProfileName = Literal["base", "fast"]
@@ -147,10 +160,10 @@ class MinkUNet(nn.Module):
         if len(arch.decoder) != len(arch.encoder):
             raise ValueError("an Architecture needs as many decoder stages as encoder stages")
         self.arch = arch
-        self.stem = nn.ModuleList([
-            ConvNorm(SubMConv3d(in_channels, arch.stem, 0), relu=True),
-            ConvNorm(SubMConv3d(arch.stem, arch.stem, 0), relu=True),
-        ])
+        if arch.stem_convs < 1:
+            raise ValueError("an Architecture needs at least one stem conv")
+        self.stem = nn.ModuleList([ConvNorm(SubMConv3d(in_channels if i == 0 else arch.stem, arch.stem, 0), relu=True)
+                                   for i in range(arch.stem_convs)])
         self.encoder = nn.ModuleList()
         cin = arch.stem
         skips = [arch.stem]
@@ -166,9 +179,10 @@ class MinkUNet(nn.Module):
             level = levels - 2 - s
             up = ConvNorm(UpConv3d(cin, width, level), relu=True)
             skip = skips[level]
-            blocks = [ResidualBlock(width + skip if b == 0 else width, width, level) for b in range(arch.blocks)]
+            n_blocks = arch.stage_blocks(s)
+            blocks = [ResidualBlock(width + skip if b == 0 else width, width, level) for b in range(n_blocks)]
             self.decoder.append(Stage(up, blocks))
-            cin = width
+            cin = width if n_blocks else width + skip
         self.out_channels = cin
 
     def forward(self, features: Tensor, maps: KernelMaps) -> Tensor:

@@ -61,6 +61,7 @@ def load_student(path: str | Path, map_location: str = "cpu") -> Student:
     if missing or unexpected:
         raise WeightsError(
             f"{p}: tensors do not match a {config.profile!r} student (missing {sorted(missing)[:5]}, "
-            f"unexpected {sorted(unexpected)[:5]}); was it saved from a BatchNorm-folded copy?"
+            f"unexpected {sorted(unexpected)[:5]}); was it saved from a BatchNorm-folded copy, or before the "
+            f"{config.profile!r} architecture (relidar.network.PROFILES) changed? Retrain or re-export it."
         )
     return model

@@ -304,7 +304,7 @@ def resolve_vocabulary(config: DistillConfig) -> Vocabulary:
     if config.data.synthetic is not None:
         return synthetic_vocabulary(config.data.synthetic)
     raise EvaluationError("eval.vocabulary: no vocabulary given; pass the Vocabulary JSON of the teacher's text "
-                          "encoder (eval.vocabulary=PATH)")
+                          "encoder (eval.vocabulary=PATH), made with `relidar vocabulary build --classes ... --teacher ...`")
 
 
 @dataclass

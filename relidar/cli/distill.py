@@ -27,7 +27,8 @@ def distill(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Distill the teacher's features into the student; writes config, CSV/TensorBoard logs, checkpoints
-    and the final weights into a timestamped run folder, and prints where they are."""
+    and the final weights into a timestamped run folder, and prints where they are. The config's
+    eval.vocabulary is a JSON made by `relidar vocabulary build` (synthetic data: built automatically)."""
     from rich.console import Console
 
     from relidar.config import ConfigError, load_config

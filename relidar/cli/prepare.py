@@ -46,7 +46,9 @@ def prepare(
     option: Optional[list[str]] = typer.Option(None, "--option", help="Reader option key=value (repeatable), e.g. sequences=[\"08\"] or lidar_topic=/points."),
 ) -> None:
     """Run the teacher once per frame and store points, labels, point-pixel pairs with fp16 teacher
-    features and superpixel ids, one checksummed file per frame; report what was done, skipped, failed."""
+    features and superpixel ids, one checksummed file per frame; report what was done, skipped, failed.
+    The class vocabulary for evaluation and export comes from the same teacher's text tower:
+    `relidar vocabulary build --teacher <same> --model <same> --pretrained <same>`."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 

@@ -37,8 +37,9 @@ def build(
     teacher: TeacherKind = typer.Option(TeacherKind.maskclip, "--teacher", help="Whose text tower embeds the prompts: "
                                         "maskclip (open_clip CLIP, as `relidar prepare --teacher maskclip`) or synthetic "
                                         "(the synthetic world's simulated teacher)."),
-    out: Path = typer.Option(..., "--out", "-o", help="Vocabulary JSON to write; <stem>.embeddings.npy goes beside it."),
-    model: str = typer.Option("ViT-B-16", "--model", help="open_clip model name (maskclip); use the teacher's of `relidar prepare`."),
+    out: Path = typer.Option(..., "--out", "-o", help="Vocabulary JSON to write; NAME.embeddings.npy goes beside NAME.json."),
+    model: str = typer.Option("ViT-B-16", "--model", help="open_clip model name (maskclip), the same as for `relidar prepare`; "
+                               "or local-dir:FOLDER for a folder with open_clip_config.json and weights."),
     pretrained: str = typer.Option("laion2b_s34b_b88k", "--pretrained", help="open_clip pretrained tag or checkpoint "
                                    "path (maskclip); 'none' for random weights (tests, benchmarks)."),
     device: str = typer.Option("auto", "--device", help="'auto' (cuda if available, else cpu), 'cpu', 'cuda:0'... (maskclip)."),

@@ -92,21 +92,15 @@ class Segmenter:
         except VocabularyError as exc:
             raise SegmenterError(f"set_classes: {exc}") from exc
 
-    def _any_inside(self, pts: np.ndarray) -> bool:
-        lo = np.asarray(self.grid.crop_min)
-        cell = np.floor((pts[:, :3] - lo) / self.grid.voxel_size)
-        return bool(np.any(np.all((cell >= 0) & (cell < np.asarray(self.grid.shape)), axis=1)))
-
     def preprocess(self, points: np.ndarray) -> dict[str, np.ndarray]:
         """The graph feed for one scan (numpy only)."""
         pts = np.asarray(points)
         if pts.ndim != 2 or pts.shape[1] < 3:
             raise SegmenterError(f"points must be [N, >=3] (x, y, z[, intensity]), got shape {pts.shape}")
-        if not self._any_inside(pts):
-            # Nothing to voxelize (relidar.voxelize needs at least one point inside the crop).
+        vox = voxelize(pts, self.grid, self._input_features)
+        if vox.num_voxels == 0:  # nothing inside the crop: no maps, no network call
             return {"features": np.zeros((0, len(self._input_features)), np.float32),
                     "point_to_voxel": np.full(len(pts), -1, np.int64)}
-        vox = voxelize(pts, self.grid, self._input_features)
         maps = build_kernel_maps_numpy(vox.coords, vox.grid_shape, self._num_levels)
         return graph_feed(vox.features, vox.point_to_voxel, self.vocabulary.embeddings, maps)
 

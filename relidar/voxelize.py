@@ -147,8 +147,7 @@ def voxelize(points: np.ndarray, grid: VoxelGrid, feature_names: Sequence[str] =
     counts = np.bincount(inverse, minlength=v).astype(np.float64)
     counts = np.maximum(counts, 1.0)
     # bincount accumulates in float64 whatever the weights' dtype: no float64 copy of the points
-    mean_xyz = np.stack([np.bincount(inverse, weights=pts[sel, j], minlength=v) for j in range(3)], axis=1)
-    mean_xyz /= counts[:, None]
+    mean_xyz = np.stack([np.bincount(inverse, weights=pts[sel, j], minlength=v) for j in range(3)], axis=1) / counts[:, None]
     mean_i = (np.bincount(inverse, weights=pts[sel, 3], minlength=v) if pts.shape[1] > 3 else np.zeros(v)) / counts
     point_to_voxel = np.full(n, -1, dtype=np.int64)
     point_to_voxel[sel] = inverse

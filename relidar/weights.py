@@ -57,7 +57,11 @@ def load_student(path: str | Path, map_location: str = "cpu") -> Student:
     config = read_student_config(p)
     model = Student(config)
     state = load_file(str(p), device=map_location)
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # same names, other shapes: torch raises even with strict=False
+        raise WeightsError(f"{p}: tensor shapes do not match a {config.profile!r} student; was it saved before "
+                           f"the {config.profile!r} architecture (relidar.network.PROFILES) changed? ({exc})") from exc
     if missing or unexpected:
         raise WeightsError(
             f"{p}: tensors do not match a {config.profile!r} student (missing {sorted(missing)[:5]}, "

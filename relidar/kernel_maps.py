@@ -24,7 +24,7 @@ from typing import Any, Generic, Sequence, TypeVar
 
 import numpy as np
 
-from relidar.voxelize import pack_keys, unpack_keys
+from relidar.voxelize import pack_keys, unique_inverse, unpack_keys
 
 A = TypeVar("A")  # np.ndarray or torch.Tensor
 
@@ -108,10 +108,7 @@ class _NumpyOps:
     def asarray(a: np.ndarray) -> np.ndarray:
         return np.asarray(a, dtype=np.int64)
 
-    @staticmethod
-    def unique_inverse(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        uniq, inv = np.unique(keys, return_inverse=True)
-        return uniq, inv.reshape(-1)
+    unique_inverse = staticmethod(unique_inverse)
 
     searchsorted = staticmethod(np.searchsorted)
     flatnonzero = staticmethod(np.flatnonzero)

@@ -92,6 +92,27 @@ def unpack_keys(keys: np.ndarray, grid_shape: Sequence[int]) -> np.ndarray:
     return np.stack([b, ix, iy, iz], axis=1)
 
 
+def unique_inverse(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(keys, return_inverse=True)`` for int64 keys, the inverse flat.
+
+    Keys in [0, 2**32) -- a scan's packed voxel keys -- are sorted by two stable 16-bit passes
+    (numpy's stable sort of uint16 is a radix sort): ~2x faster than np.unique's comparison sort.
+    """
+    n = keys.shape[0]
+    if n == 0 or int(keys.min()) < 0 or int(keys.max()) >= 1 << 32:
+        uniq, inverse = np.unique(keys, return_inverse=True)
+        return uniq, inverse.reshape(-1)
+    low_first = np.argsort((keys & 0xFFFF).astype(np.uint16), kind="stable")
+    order = low_first[np.argsort((keys[low_first] >> 16).astype(np.uint16), kind="stable")]
+    sorted_keys = keys[order]
+    first = np.empty(n, dtype=bool)
+    first[0] = True
+    np.not_equal(sorted_keys[1:], sorted_keys[:-1], out=first[1:])
+    inverse = np.empty(n, dtype=np.int64)
+    inverse[order] = np.cumsum(first) - 1
+    return sorted_keys[first], inverse
+
+
 def _feature_columns(names: Sequence[str], mean_xyz: np.ndarray, mean_i: np.ndarray,
                      coords: np.ndarray, grid: VoxelGrid) -> np.ndarray:
     centre = (coords[:, 1:4].astype(np.float64) + 0.5) * grid.voxel_size + np.asarray(grid.crop_min)
@@ -140,8 +161,7 @@ def voxelize(points: np.ndarray, grid: VoxelGrid, feature_names: Sequence[str] =
     cell_in = cell[sel].astype(np.int64)
     sx, sy, sz = (int(d) + 2 for d in shape)  # pack_keys inlined: no [P, 4] coords array
     point_keys = ((bidx[sel] * sx + (cell_in[:, 0] + 1)) * sy + (cell_in[:, 1] + 1)) * sz + (cell_in[:, 2] + 1)
-    keys, inverse = np.unique(point_keys, return_inverse=True)
-    inverse = inverse.reshape(-1)
+    keys, inverse = unique_inverse(point_keys)
     v = keys.shape[0]
     coords = unpack_keys(keys, shape)
     counts = np.bincount(inverse, minlength=v).astype(np.float64)

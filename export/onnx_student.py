@@ -13,7 +13,7 @@ Graph outputs:
 Why the graph ends at the backbone and classifies without materialising the D-dim embeddings:
 the head is linear, y = xW + b, so cos(y, t) = (x(W tᵀ) + b·t) / |y| with
 |y|² = x (W Wᵀ) xᵀ + 2 x·(W b) + b·b -- a [Cb, Cb] quadratic form instead of a [V, Cb] x [Cb, D]
-matmul (Cb = 48 vs D = 512 for the fast profile: ~10x fewer multiply-adds at the end of the
+matmul (Cb = 40 vs D = 512 for the fast profile: ~12x fewer multiply-adds at the end of the
 network, and no [N, D] tensor written per scan). ONNX Runtime runs every node whatever outputs are
 requested, so a D-dim output would be paid on every call; the runtime applies the head to
 ``voxel_features`` (numpy, ``head.npz`` in the bundle) only when features are asked for.

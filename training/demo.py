@@ -24,14 +24,14 @@ from relidar.config import StrictModel, save_config
 class DemoConfig(StrictModel):
     """The demo's budget; the defaults fit in about ten minutes on a 2-core CPU."""
 
-    frames: int = Field(20, ge=3, description="synthetic sweeps written to the log")
+    frames: int = Field(40, ge=3, description="synthetic sweeps written to the log")
     seed: int = Field(0, ge=0, description="world and training seed")
     beams: int = Field(32, ge=4, description="lidar beams")
     horizontal_resolution_deg: float = Field(0.4, gt=0.0, description="lidar azimuth step")
     camera_width: int = Field(480, ge=32)
     camera_height: int = Field(270, ge=32)
     feature_dim: int = Field(64, ge=8, description="teacher / text embedding size (the student's out_dim)")
-    steps: int = Field(160, ge=1, description="distillation optimizer steps")
+    steps: int = Field(800, ge=1, description="distillation optimizer steps (800: about 4 min on a 2-core CPU)")
     batch_size: int = Field(1, ge=1)
     pairs_per_scan: int = Field(2048, ge=8)
     lr: float = Field(3e-3, gt=0.0)

@@ -105,14 +105,15 @@ def segment_pictures(bundle: Path, points: np.ndarray, target: np.ndarray, class
     out.mkdir(parents=True, exist_ok=True)
     paths = {
         "segmented": render_bev(out / "segmented_bundle.png", points[:, :3], labels=result.labels, palette=voc.colors,
-                                class_names=voc.class_names, view=view,
+                                class_names=voc.class_names, view=view, ignore_label="outside the crop box",
                                 title=f"{frame_id}: labels from the bundle ({seg.backend})"),
     }
     index = {n: i for i, n in enumerate(voc.class_names)}
     lut = np.array([index.get(n, -1) for n in class_names])
     truth = np.where(target >= 0, lut[np.clip(target, 0, len(lut) - 1)], -1)
     paths["ground_truth"] = render_bev(out / "ground_truth.png", points[:, :3], labels=truth, palette=voc.colors,
-                                       class_names=voc.class_names, view=view, title=f"{frame_id}: ground truth")
+                                       class_names=voc.class_names, view=view, ignore_label="unlabelled",
+                                       title=f"{frame_id}: ground truth")
     grey = (np.clip(result.scores, 0, 1) * 255).astype(np.uint8)
     paths["scores"] = render_bev(out / "scores_bundle.png", points[:, :3], colours=np.stack([grey] * 3, axis=1),
                                  view=view, title=f"{frame_id}: label score (white = confident)")

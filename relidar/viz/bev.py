@@ -78,6 +78,7 @@ def render_bev(
     *,
     colours: np.ndarray | None = None,
     labels: np.ndarray | None = None,
+    ignore_label: str = "ignored / not classified",
     palette: np.ndarray | None = None,
     class_names: Sequence[str] = (),
     view: BevView = BevView(),
@@ -108,6 +109,9 @@ def render_bev(
         present = np.unique(labels[(labels >= 0) & (labels < len(palette))])
         names = class_names or [str(i) for i in range(len(palette))]
         handles = [Patch(color=np.asarray(palette[k]) / 255.0, label=names[k]) for k in present]
+        if ((labels < 0) | (labels >= len(palette))).any():
+            # Ignored / not classified (e.g. outside the student's crop box) must be told apart from a class.
+            handles.append(Patch(color=np.full(3, 90 / 255.0), label=ignore_label))
     image = rasterize_bev(xyz, colours, view)
     h, w = image.shape[:2]
     legend_w = 2.0 if handles else 0.0

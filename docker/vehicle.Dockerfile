@@ -29,7 +29,7 @@ COPY requirements.txt pyproject.toml README.md ./
 RUN python3 -m venv --system-site-packages /opt/venv \
     && /opt/venv/bin/pip install --no-cache-dir -c requirements.txt \
        numpy pyyaml pydantic typer rich safetensors pillow matplotlib rosbags onnx \
-    && /opt/venv/bin/pip install --no-cache-dir onnxruntime-gpu tensorrt-cu12
+    && /opt/venv/bin/pip install --no-cache-dir onnxruntime-gpu tensorrt-cu12 "cuda-python>=12.6,<13"
 COPY relidar/ relidar/
 COPY training/ training/
 COPY export/ export/

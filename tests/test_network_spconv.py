@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from student_support import randomise_batchnorm
+
 from relidar.bench.spconv_reference import SpconvStudent, coords_tensor, spconv_available, torch_threads
 from relidar.kernel_maps import KernelMaps, build_kernel_maps_numpy
 from relidar.network import Student, StudentConfig
@@ -15,21 +17,10 @@ from relidar.voxelize import voxelize
 pytestmark = pytest.mark.skipif(not spconv_available(), reason="spconv (the reference) is not installed")
 
 
-def _randomise_batchnorm(model: torch.nn.Module, seed: int) -> None:
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm1d):
-            m.running_mean.uniform_(-0.2, 0.2, generator=g)
-            m.running_var.uniform_(0.5, 2.0, generator=g)
-            with torch.no_grad():
-                m.weight.uniform_(0.5, 1.5, generator=g)
-                m.bias.uniform_(-0.2, 0.2, generator=g)
-
-
 def _compare(points: np.ndarray, config: StudentConfig, seed: int = 0) -> float:
     torch.manual_seed(seed)
     model = Student(config)
-    _randomise_batchnorm(model, seed)
+    randomise_batchnorm(model, seed)
     model.eval()
     reference = SpconvStudent(model).eval()
     vx = voxelize(points, config.grid(), config.input_features)
@@ -59,7 +50,7 @@ def test_equal_to_spconv_on_a_random_batch_of_two_scans() -> None:
     config = StudentConfig(profile="fast", voxel_size=0.3, out_dim=32, input_features=("x", "y", "z", "dx", "dy", "dz"))
     torch.manual_seed(1)
     model = Student(config)
-    _randomise_batchnorm(model, 1)
+    randomise_batchnorm(model, 1)
     model.eval()
     reference = SpconvStudent(model).eval()
     from relidar.voxelize import voxelize_scans
@@ -83,7 +74,7 @@ def test_batchnorm_folded_network_equals_spconv_twin_of_it() -> None:
     config = StudentConfig(profile="fast", voxel_size=0.3, out_dim=8)
     torch.manual_seed(2)
     model = Student(config)
-    _randomise_batchnorm(model, 2)
+    randomise_batchnorm(model, 2)
     folded = fold_batchnorm(model.eval())
     reference = SpconvStudent(folded).eval()
     vx = voxelize(pts.astype(np.float32), config.grid(), config.input_features)

@@ -7,6 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as TF
 
+from student_support import randomise_batchnorm
+
 from relidar.bench.spconv_reference import torch_threads
 from relidar.config import load_config, save_config
 from relidar.kernel_maps import KernelMaps, build_kernel_maps_numpy
@@ -82,22 +84,11 @@ def _cloud_maps(config: StudentConfig, seed: int = 0, n: int = 1500):
     return vx, tmaps
 
 
-def _randomise_batchnorm(model: torch.nn.Module, seed: int) -> None:
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm1d):
-            m.running_mean.uniform_(-0.2, 0.2, generator=g)
-            m.running_var.uniform_(0.5, 2.0, generator=g)
-            with torch.no_grad():
-                m.weight.uniform_(0.5, 1.5, generator=g)
-                m.bias.uniform_(-0.2, 0.2, generator=g)
-
-
 def test_folded_batchnorm_network_matches_eval_network() -> None:
     config = StudentConfig(profile="fast", voxel_size=0.25, out_dim=16)
     torch.manual_seed(0)
     model = Student(config)
-    _randomise_batchnorm(model, 1)
+    randomise_batchnorm(model, 1)
     model.eval()
     vx, maps = _cloud_maps(config)
     feats = torch.from_numpy(vx.features)
@@ -152,7 +143,7 @@ def test_weights_roundtrip_keeps_config_and_outputs(tmp_path) -> None:
     config = StudentConfig(profile="fast", voxel_size=0.25, out_dim=8)
     torch.manual_seed(0)
     model = Student(config)
-    _randomise_batchnorm(model, 2)
+    randomise_batchnorm(model, 2)
     model.eval()
     path = save_student(model, tmp_path / "student.safetensors")
     loaded = load_student(path).eval()
@@ -179,7 +170,7 @@ def test_traces_to_onnx_and_runs_other_voxel_counts(tmp_path) -> None:
     levels = 2
     torch.manual_seed(0)
     backbone = MinkUNet(Architecture(stem=8, encoder=(16,), decoder=(12,), blocks=1), config.in_channels)
-    _randomise_batchnorm(backbone, 3)
+    randomise_batchnorm(backbone, 3)
     folded = fold_batchnorm(backbone.eval())
 
     class Flat(torch.nn.Module):

@@ -291,13 +291,19 @@ def test_fuzzed_clouds_then_a_valid_one(node) -> None:
 
 
 def _set_classes(peer, classes: list[str]):
-    from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+    from rcl_interfaces.msg import ParameterType, ParameterValue
+
+    return _set_parameter(peer, "classes",
+                          ParameterValue(type=ParameterType.PARAMETER_STRING_ARRAY, string_array_value=classes))
+
+
+def _set_parameter(peer, name: str, value):
+    from rcl_interfaces.msg import Parameter
     from rcl_interfaces.srv import SetParameters
 
     client = peer.node.create_client(SetParameters, "/segmenter/set_parameters")
     assert client.wait_for_service(timeout_sec=10)
-    req = SetParameters.Request(parameters=[Parameter(
-        name="classes", value=ParameterValue(type=ParameterType.PARAMETER_STRING_ARRAY, string_array_value=classes))])
+    req = SetParameters.Request(parameters=[Parameter(name=name, value=value)])
     future = client.call_async(req)
     assert peer.wait_until(future.done, 30)
     peer.node.destroy_client(client)
@@ -359,3 +365,43 @@ def test_bench_node_reports_latency_and_memory(bundle_dir: Path, tmp_path: Path)
     assert 0 < result["latency_ms_p50"] <= result["latency_ms_p99"]
     assert result["rss_mb_start"] > 10 and result["rss_mb_end"] > 10
     assert result["points_labelled_per_scan"] == 5000
+
+
+@pytest.mark.slow
+def test_intensity_scale_brings_driver_intensity_to_training_range(node) -> None:
+    """A driver publishing 0..255 with intensity_scale 1/255 is labelled as the same scan in 0..1."""
+    from rcl_interfaces.msg import ParameterType, ParameterValue
+    from rclpy.qos import qos_profile_sensor_data
+    from relidar_ros.conversions import cloud_to_msg
+    from sensor_msgs.msg import PointCloud2
+    from std_msgs.msg import Header
+
+    peer, proc, seg = node
+    topic = "/segmenter/output/points"
+    scan = _synthetic_scan(11, 5000)
+    driver = scan.copy()
+    driver[:, 3] *= 255.0
+    expected = seg(scan).labels
+    if (seg(driver).labels == expected).mean() > 0.99:
+        pytest.skip("this bundle's labels do not depend on intensity: the test would prove nothing")
+    pub = peer.node.create_publisher(PointCloud2, INPUT_TOPIC, qos_profile_sensor_data)
+    assert peer.wait_until(lambda: pub.get_subscription_count() > 0, 10)
+    try:
+        ok = _set_parameter(peer, "intensity_scale", ParameterValue(type=ParameterType.PARAMETER_DOUBLE,
+                                                                     double_value=1.0 / 255.0))
+        assert ok.successful, ok.reason
+        before = len(peer.received[topic])
+        got = []
+        for _ in range(5):
+            pub.publish(cloud_to_msg(xyzi_cloud(driver), Header(frame_id="velodyne")))
+            got = peer.wait_for(topic, before + 1, timeout_s=10)[before:]
+            if got:
+                break
+        assert got, "no labelled cloud"
+        arr = _check_labelled(got[-1], driver, len(seg.vocabulary.class_names))
+        np.testing.assert_allclose(arr["intensity"], driver[:, 3])  # published as received
+        inside = expected >= 0
+        assert (arr["label"][inside] == expected[inside]).mean() > 0.99
+    finally:
+        _set_parameter(peer, "intensity_scale", ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=1.0))
+        peer.node.destroy_publisher(pub)

@@ -95,6 +95,10 @@ PARAMS: tuple[ParamSpec, ...] = (
               float_range=(0.0, 1000.0)),
     ParamSpec("max_range", 200.0, ParameterType.PARAMETER_DOUBLE,
               "Points farther than this (m) are not classified: label unknown.", float_range=(0.0, 1000.0)),
+    ParamSpec("intensity_scale", 1.0, ParameterType.PARAMETER_DOUBLE,
+              "Factor bringing the cloud's intensity to the 0..1 the student was trained on (relidar readers "
+              "scale to 0..1): 1.0 for KITTI-style reflectance, 1/255 = 0.00392 for drivers publishing 0..255. "
+              "The published cloud keeps the original intensity.", float_range=(0.0, 1.0e6)),
     ParamSpec("max_points", 2_000_000, ParameterType.PARAMETER_INTEGER,
               "Clouds with more points (width*height) are rejected.", int_range=(1, 100_000_000)),
 )
@@ -175,6 +179,7 @@ class SegmenterNode(Node):
         if self._policy.min_range >= self._policy.max_range:
             raise StartupError(f"min_range {self._policy.min_range} must be below max_range {self._policy.max_range}")
         self._max_points = int(p["max_points"])
+        self._intensity_scale = float(p["intensity_scale"])
 
         bundle_classes = [str(c) for c in self._segmenter.vocabulary.class_names]
         self.declare_parameter(
@@ -245,6 +250,7 @@ class SegmenterNode(Node):
             self.get_logger().info(f"vocabulary now: {', '.join(self._class_names())}")
         self._policy = LabelPolicy(float(by_name.get("score_threshold", self._policy.score_threshold)), lo, hi)
         self._max_points = int(by_name.get("max_points", self._max_points))
+        self._intensity_scale = float(by_name.get("intensity_scale", self._intensity_scale))
         return SetParametersResult(successful=True)
 
     # -- input ----------------------------------------------------------------------------------------
@@ -299,7 +305,10 @@ class SegmenterNode(Node):
             num_classes = len(vocabulary.class_names)
             palette = np.asarray(vocabulary.colors, dtype=np.uint8)
             if selected.any():
-                result = self._segmenter(points[selected])
+                net_points = points[selected]  # a copy (boolean index): the published intensity stays as received
+                if self._intensity_scale != 1.0:
+                    net_points[:, 3] *= np.float32(self._intensity_scale)
+                result = self._segmenter(net_points)
                 seg_labels, seg_scores = result.labels, result.scores
                 timings = dict(result.timings_ms)
             else:

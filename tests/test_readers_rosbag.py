@@ -186,6 +186,20 @@ def test_single_storage_file_and_tolerance(tmp_path: Path) -> None:
     clone.close()
 
 
+def test_intensity_scale_option(tmp_path: Path) -> None:
+    bag = write_bag(tmp_path / "bag", StoragePlugin.MCAP)
+    raw = open_dataset(bag)
+    scaled = open_dataset(bag, intensity_scale=1 / 255)
+    a, b = raw[0].points, scaled[0].points
+    assert (a[:, 3] != 0).any()
+    np.testing.assert_array_equal(a[:, :3], b[:, :3])
+    np.testing.assert_allclose(b[:, 3], a[:, 3] / 255, rtol=1e-6)
+    with pytest.raises(DatasetError, match="intensity_scale"):
+        open_dataset(bag, intensity_scale=0)
+    raw.close()
+    scaled.close()
+
+
 def test_lidar_topic_choice_and_missing_tf(tmp_path: Path) -> None:
     bag = write_bag(tmp_path / "two", StoragePlugin.SQLITE3, extra_cloud_topic=True)
     with pytest.raises(DatasetError, match="several PointCloud2 topics .*/lidar/other, /lidar/points.*lidar_topic="):

@@ -140,11 +140,14 @@ class RosbagReader(Reader):
         calibration: str | Path | None = None,
         cameras: list[str] | None = None,
         tolerance_s: float = 0.05,
+        intensity_scale: float = 1.0,
     ) -> None:
         """``lidar_topic``: the PointCloud2 topic (needed only if the bag has several).
         ``calibration``: a rig calibration YAML used instead of /tf_static and CameraInfo.
         ``cameras``: names of the cameras to keep (default: all). ``tolerance_s``: largest
-        |cloud stamp - image stamp| that still pairs."""
+        |cloud stamp - image stamp| that still pairs. ``intensity_scale``: brings the driver's
+        intensity to relidar's 0..1 (1/255 for drivers publishing 0..255; the node's parameter of
+        the same name must match)."""
         super().__init__(path)
         if not self.root.exists():
             raise DatasetError(f"{self.root} does not exist; expected a rosbag2 folder (metadata.yaml) or a .mcap/.db3 file")
@@ -153,6 +156,9 @@ class RosbagReader(Reader):
         if tolerance_s < 0:
             raise DatasetError(f"tolerance_s must be >= 0, got {tolerance_s}")
         self.tolerance_ns = int(round(tolerance_s * 1e9))
+        if not intensity_scale > 0:
+            raise DatasetError(f"intensity_scale must be > 0, got {intensity_scale}")
+        self.intensity_scale = float(intensity_scale)
         self._bag_reader: Any = None
         self._bag_pid = -1
         rig = load_rig_calibration(calibration) if calibration is not None else None
@@ -342,6 +348,8 @@ class RosbagReader(Reader):
             points = cloud_to_xyzi(msg).points
         except PointCloudError as exc:
             raise DatasetError(f"{self.root}: cloud {index} of {self.lidar_topic}: {exc}") from exc
+        if self.intensity_scale != 1.0:
+            points[:, 3] *= np.float32(self.intensity_scale)
         cams = []
         for j, src in enumerate(self._cameras):
             k = int(self._pairs[index, j])

@@ -20,6 +20,7 @@ from pydantic import Field
 
 from relidar.config import StrictModel
 from relidar.text.simulated import ConceptText, SimulatedTextEncoder
+from relidar.vocabulary import embed_classes
 from relidar.text.simulated import normalise as _normalise
 from relidar.text.simulated import unit_from as _unit_from
 from relidar.training.synthetic.classes import CLASSES, SKY_ALBEDOS
@@ -185,12 +186,9 @@ class SimulatedTeacher:
 
 def class_text_embeddings(encoder: SimulatedTeacher, class_names: Sequence[str],
                           templates: Sequence[str] = DEFAULT_TEMPLATES) -> np.ndarray:
-    """[C, D]: each class's prompts (templates x name) encoded and averaged, then L2-normalised."""
-    out = []
-    for name in class_names:
-        emb = encoder.encode_text([t.format(name.replace("-", " ")) for t in templates])
-        out.append(emb.mean(axis=0))
-    return _normalise(np.stack(out))
+    """[C, D]: each class's prompts (templates x name) encoded and averaged, then L2-normalised
+    (relidar.vocabulary.embed_classes, the one averaging rule, with the class name as its only word)."""
+    return embed_classes([(name.replace("-", " "),) for name in class_names], templates, encoder.encode_text)
 
 
 def zero_shot_pixels(teacher: SimulatedTeacher, image: np.ndarray, text: np.ndarray) -> np.ndarray:

@@ -237,14 +237,11 @@ def build_synthetic_cache(cache_dir: str | Path, source: SyntheticSource, on_fra
 
 def synthetic_vocabulary(source: SyntheticSource):
     """The synthetic world's classes embedded by its simulated teacher's text tower."""
-    from relidar.training.synthetic.classes import CLASSES
     from relidar.training.synthetic.teacher import DEFAULT_TEMPLATES, SimulatedTeacher, SimulatedTeacherConfig
-    from relidar.training.text_embeddings import build_vocabulary
-    from relidar.vocabulary import ClassSpec
+    from relidar.training.text_embeddings import build_vocabulary, synthetic_class_specs
 
     teacher = SimulatedTeacher(SimulatedTeacherConfig.model_validate(source.teacher))
-    specs = [ClassSpec(c.name, c.synonyms, c.colour) for c in CLASSES]
-    return build_vocabulary(specs, DEFAULT_TEMPLATES, teacher, teacher.name)
+    return build_vocabulary(synthetic_class_specs(), DEFAULT_TEMPLATES, teacher, teacher.name)
 
 
 def ensure_cache(config: DataConfig, on_frame=None) -> CacheReader:

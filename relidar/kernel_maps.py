@@ -24,7 +24,7 @@ from typing import Any, Generic, Sequence, TypeVar
 
 import numpy as np
 
-from relidar.voxelize import pack_keys, unique_inverse, unpack_keys
+from relidar.voxelize import key_digits, pack_coords, pack_keys, unique_inverse, unpack_keys
 
 A = TypeVar("A")  # np.ndarray or torch.Tensor
 
@@ -191,19 +191,10 @@ class _TorchOps:
     def stack2(self, a: Any, b: Any) -> Any:
         return self.torch.stack([a, b])
 
-    @staticmethod
-    def pack(coords: Any, shape: Sequence[int]) -> Any:
-        sx, sy, sz = (int(s) + 2 for s in shape)
-        return ((coords[:, 0] * sx + (coords[:, 1] + 1)) * sy + (coords[:, 2] + 1)) * sz + (coords[:, 3] + 1)
+    pack = staticmethod(pack_coords)
 
     def unpack(self, keys: Any, shape: Sequence[int]) -> Any:
-        sx, sy, sz = (int(s) + 2 for s in shape)
-        iz = keys % sz - 1
-        rest = keys // sz
-        iy = rest % sy - 1
-        rest = rest // sy
-        ix = rest % sx - 1
-        return self.torch.stack([rest // sx, ix, iy, iz], dim=1)
+        return self.torch.stack(key_digits(keys, shape), dim=1)
 
 
 def _level_shapes(grid_shape: Sequence[int], num_levels: int) -> list[tuple[int, int, int]]:

@@ -69,27 +69,36 @@ class Voxels:
         return int(self.coords.shape[0])
 
 
-def pack_keys(coords: np.ndarray, grid_shape: Sequence[int]) -> np.ndarray:
-    """(batch, ix, iy, iz) -> one int64 per voxel whose order is the lexicographic order of the coords.
-
-    Each spatial axis gets one spare slot on both sides so that neighbours just outside the grid
-    (-1 and the size) still pack to distinct keys; see ``relidar.kernel_maps``.
-    """
+def pack_coords(coords, grid_shape: Sequence[int]):  # noqa: ANN001, ANN201 - numpy or torch int64 [V, 4]
+    """The key arithmetic of :func:`pack_keys` on int64 numpy arrays or torch tensors alike."""
     sx, sy, sz = (int(s) + 2 for s in grid_shape)
-    c = coords.astype(np.int64, copy=False)
+    c = coords
     return ((c[:, 0] * sx + (c[:, 1] + 1)) * sy + (c[:, 2] + 1)) * sz + (c[:, 3] + 1)
 
 
-def unpack_keys(keys: np.ndarray, grid_shape: Sequence[int]) -> np.ndarray:
-    """Inverse of :func:`pack_keys`: [V] int64 -> [V, 4] int64."""
+def key_digits(keys, grid_shape: Sequence[int]) -> tuple:  # noqa: ANN001 - numpy or torch int64 [V]
+    """(batch, ix, iy, iz) of packed keys, on numpy arrays or torch tensors alike."""
     sx, sy, sz = (int(s) + 2 for s in grid_shape)
     iz = keys % sz - 1
     rest = keys // sz
     iy = rest % sy - 1
     rest = rest // sy
     ix = rest % sx - 1
-    b = rest // sx
-    return np.stack([b, ix, iy, iz], axis=1)
+    return rest // sx, ix, iy, iz
+
+
+def pack_keys(coords: np.ndarray, grid_shape: Sequence[int]) -> np.ndarray:
+    """(batch, ix, iy, iz) -> one int64 per voxel whose order is the lexicographic order of the coords.
+
+    Each spatial axis gets one spare slot on both sides so that neighbours just outside the grid
+    (-1 and the size) still pack to distinct keys; see ``relidar.kernel_maps``.
+    """
+    return pack_coords(coords.astype(np.int64, copy=False), grid_shape)
+
+
+def unpack_keys(keys: np.ndarray, grid_shape: Sequence[int]) -> np.ndarray:
+    """Inverse of :func:`pack_keys`: [V] int64 -> [V, 4] int64."""
+    return np.stack(key_digits(keys, grid_shape), axis=1)
 
 
 def unique_inverse(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Optional
 
 import typer
+
+from relidar.bench.output import write_bench_json
 
 from relidar.cli.app import Apps
 
@@ -60,11 +61,7 @@ def bench_node(
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from None
     result["scan"] = str(scan)
-    text = json.dumps(result, indent=2)
-    (run_dir / "bench_node.json").write_text(text)
-    if json_out is not None:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(text)
+    write_bench_json(result, run_dir / "bench_node.json", json_out)
     table = Table(title=f"segmenter node at {rate:g} Hz for {seconds:g} s")
     table.add_column("metric")
     table.add_column("value", justify="right")

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional
 
 import typer
+
+from relidar.bench.output import write_bench_json
 
 from relidar.cli.app import Apps
 
@@ -81,11 +82,7 @@ def bench_student(
     result.scan = scan_name
     run_dir = make_run_dir(out, "bench_student")
     save_config(config, run_dir / "student.yaml")
-    text = json.dumps(result.to_json(), indent=2)
-    (run_dir / "bench_student.json").write_text(text)
-    if json_out is not None:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(text)
+    write_bench_json(result.to_json(), run_dir / "bench_student.json", json_out)
     table = Table(title=f"student {result.profile} vs spconv: {result.points} points, {result.voxels} voxels, {result.threads} threads")
     table.add_column("metric")
     table.add_column("value", justify="right")

@@ -232,4 +232,4 @@ def test_prepare_cli_on_real_kitti_frame_resumes(tmp_path, kitti_frame_dir):
     assert report["done"] == [] and len(report["skipped_existing"]) == 1
 
     bad = CliRunner().invoke(app, [str(tmp_path), "--out", str(out), "--teacher", "synthetic"])
-    assert bad.exit_code == 1 and "not a dataset" in bad.output
+    assert bad.exit_code == 1 and "not a dataset" in " ".join(bad.output.split())

@@ -15,7 +15,5 @@ COPY requirements.txt ./
 RUN pip install -r requirements.txt
 COPY pyproject.toml README.md ./
 COPY relidar/ relidar/
-COPY training/ training/
-COPY export/ export/
 RUN pip install --no-deps .
 CMD ["relidar", "--help"]

@@ -31,8 +31,6 @@ RUN python3 -m venv --system-site-packages /opt/venv \
        numpy pyyaml pydantic typer rich safetensors pillow matplotlib rosbags onnx \
     && /opt/venv/bin/pip install --no-cache-dir onnxruntime-gpu tensorrt-cu12 "cuda-python>=12.6,<13"
 COPY relidar/ relidar/
-COPY training/ training/
-COPY export/ export/
 COPY launch/ launch/
 COPY ros2_ws/ ros2_ws/
 RUN /opt/venv/bin/pip install --no-cache-dir --no-deps . \

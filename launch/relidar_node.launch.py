@@ -7,11 +7,12 @@ model_file:=... / params_file:=...); ``bundle`` is given here. The Fast DDS prof
 shared-memory segment is used unless FASTDDS_DEFAULT_PROFILES_FILE is already set.
 """
 
-from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, SetEnvironmentVariable
 from launch.substitutions import EnvironmentVariable, LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
+
+from launch import LaunchDescription
 
 PACKAGE = "relidar_ros"
 

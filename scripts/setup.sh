@@ -22,9 +22,12 @@ if [ ! -f "$deps_stamp" ]; then
   rm -f .venv/.relidar-deps-*
   touch "$deps_stamp"
 fi
-pkg_stamp=".venv/.relidar-pkg-$(sha256sum pyproject.toml | cut -c1-16)"
+pkg_stamp=".venv/.relidar-pkg-$(cat pyproject.toml ros2_ws/src/relidar_ros/setup.py | sha256sum | cut -c1-16)"
 if [ ! -f "$pkg_stamp" ]; then
   pip_quiet install --quiet --no-deps --no-build-isolation -e .
+  # The ROS package beside the core, so `relidar replay`, `relidar bench node` and the tests import it
+  # (a ROS install builds it with colcon instead; see the README's ROS section).
+  pip_quiet install --quiet --no-deps --no-build-isolation -e ros2_ws/src/relidar_ros
   rm -f .venv/.relidar-pkg-*
   touch "$pkg_stamp"
 fi

@@ -13,7 +13,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from relidar.pointcloud2 import CloudData, build_cloud
+from relidar.core.pointcloud2 import CloudData, build_cloud
 
 _domain_counter = itertools.count()
 

@@ -10,10 +10,10 @@ from typer.testing import CliRunner
 
 pytest.importorskip("onnxruntime")
 
-from bundle_support import shared_bundle  # noqa: E402
+from bundle_support import shared_bundle
 
-from relidar.bench.segment import resize_scan  # noqa: E402
-from relidar.cli.app import build_app  # noqa: E402
+from relidar.bench.segment import resize_scan
+from relidar.cli.app import build_app
 
 
 def _scan_file(tmp_path, n: int = 4000):
@@ -57,7 +57,7 @@ def test_resize_scan_subsamples_and_duplicates() -> None:
 
 
 def test_segment_cli_writes_ply_and_bev(tmp_path_factory, tmp_path) -> None:
-    from relidar.scan_io import read_scan
+    from relidar.core.scan_io import read_scan
 
     scan, pts = _scan_file(tmp_path)
     out = tmp_path / "out"

@@ -58,8 +58,8 @@ def test_synthetic_scan_is_deterministic_and_lidar_like() -> None:
 def test_bench_student_uses_the_weights_file_config(tmp_path) -> None:
     import torch
 
-    from relidar.network import Student, StudentConfig
-    from relidar.weights import save_student
+    from relidar.model.network import Student, StudentConfig
+    from relidar.model.weights import save_student
 
     torch.manual_seed(0)
     weights = save_student(Student(StudentConfig(profile="fast", voxel_size=0.5, out_dim=8)), tmp_path / "s.safetensors")

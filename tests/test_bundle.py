@@ -13,10 +13,10 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
 
-from bundle_support import bundle_copy, shared_bundle  # noqa: E402
+from bundle_support import bundle_copy, shared_bundle
 
-from relidar.bundle import MANIFEST, BundleError, file_entry, load_bundle  # noqa: E402
-from relidar.vocabulary import Vocabulary  # noqa: E402
+from relidar.core.bundle import MANIFEST, BundleError, file_entry, load_bundle
+from relidar.core.vocabulary import Vocabulary
 
 
 def _rewrite_entry(root: Path, name: str) -> None:
@@ -122,9 +122,10 @@ def test_unlisted_file_in_manifest_reference(tmp_path_factory, tmp_path) -> None
 def test_writer_refuses_mismatched_vocabulary(tmp_path) -> None:
     import torch
 
-    from relidar.export.bundle import synthetic_text_encoder, write_bundle
-    from relidar.network import Student, StudentConfig
-    from relidar.vocabulary import embed_classes
+    from relidar.core.vocabulary import embed_classes
+    from relidar.export.bundle import write_bundle
+    from relidar.model.network import Student, StudentConfig
+    from relidar.training.synthetic.teacher import synthetic_text_encoder
 
     enc = synthetic_text_encoder(16)
     vocab = Vocabulary(("car",), (("car",),), np.zeros((1, 3), np.uint8),
@@ -150,11 +151,11 @@ def test_export_bundle_cli(tmp_path) -> None:
     from typer.testing import CliRunner
 
     from relidar.cli.app import build_app
-    from relidar.export.bundle import synthetic_text_encoder
-    from relidar.network import Student, StudentConfig
-    from relidar.segmenter import Segmenter
-    from relidar.vocabulary import embed_classes
-    from relidar.weights import save_student
+    from relidar.core.segmenter import Segmenter
+    from relidar.core.vocabulary import embed_classes
+    from relidar.model.network import Student, StudentConfig
+    from relidar.model.weights import save_student
+    from relidar.training.synthetic.teacher import synthetic_text_encoder
 
     torch.manual_seed(0)
     save_student(Student(StudentConfig(profile="fast", out_dim=16, voxel_size=0.5)), tmp_path / "w.safetensors")

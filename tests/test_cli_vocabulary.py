@@ -10,6 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from relidar.cli.app import build_app
+from relidar.core.vocabulary import ClassSpec, Vocabulary
 from relidar.training.config import SyntheticSource
 from relidar.training.data import synthetic_vocabulary
 from relidar.training.synthetic.classes import CLASSES
@@ -20,7 +21,6 @@ from relidar.training.text_embeddings import (
     confusable_pairs,
     load_class_list_file,
 )
-from relidar.vocabulary import ClassSpec, Vocabulary
 
 # Wide enough that rich does not fold the file names and messages the tests look for.
 RUNNER_ENV = {"COLUMNS": "250", "NO_COLOR": "1"}
@@ -93,7 +93,6 @@ def test_build_custom_yaml_and_templates(tmp_path: Path) -> None:
 def _save_tiny_clip_dir(folder: Path, seed: int) -> None:
     """The tiny random CLIP as an open_clip local-dir checkpoint (config JSON + safetensors weights)."""
     from safetensors.torch import save_file
-
     from tiny_clip import build_tiny_clip
 
     folder.mkdir()

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from relidar.training.demo import DemoConfig, run_demo
+from relidar.demo.pipeline import DemoConfig, run_demo
 
 
 def test_demo_tiny_budget(tmp_path: Path) -> None:

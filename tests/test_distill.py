@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from tiny_distill import tiny_config_tree, write_config
 
-from relidar.config import load_config
+from relidar.core.config import load_config
 from relidar.training.checkpoint import latest_checkpoint
 from relidar.training.config import DistillConfig
 from relidar.training.data import ensure_cache
 from relidar.training.distill import distill
-from tiny_distill import tiny_config_tree, write_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -105,8 +105,8 @@ def test_resume_after_sigkill_matches_uninterrupted(tiny_yaml: Path, tmp_path: P
 
 
 def test_cli_reports_config_errors(tmp_path: Path) -> None:
-    from typer.testing import CliRunner
     import typer
+    from typer.testing import CliRunner
 
     from relidar.cli.distill import distill as command
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from relidar.config import load_config
+from relidar.core.config import load_config
 from relidar.training.config import DistillConfig
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*_relational.yaml"))

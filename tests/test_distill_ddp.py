@@ -7,15 +7,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import torch
 from safetensors.torch import load_file
+from tiny_distill import tiny_config_tree, write_config
 
-from relidar.config import load_config
+from relidar.core.config import load_config
 from relidar.training.config import DistillConfig
 from relidar.training.data import ensure_cache
 from relidar.training.distill import distill
-from tiny_distill import tiny_config_tree, write_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -56,7 +55,7 @@ def test_two_processes_match_one(tmp_path: Path) -> None:
             assert torch.equal(got[k], ref[k]), k
     # the runs did move the weights (a vacuous match of two untrained students is no test)
     torch.manual_seed(cfg.train.seed)
-    from relidar.network import Student
+    from relidar.model.network import Student
 
     init = Student(cfg.student).state_dict()
     initial_gap = max(float((init[k] - ref[k]).abs().max()) for k in ref if ref[k].is_floating_point())

@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tiny_distill import tiny_config_tree, write_config
 
-from relidar.config import load_config
+from relidar.core.config import load_config
 from relidar.training.config import DistillConfig
 from relidar.training.evaluate import (
     ZeroShotAccumulator,
@@ -20,7 +21,6 @@ from relidar.training.evaluate import (
     train_linear_probe,
 )
 from relidar.training.losses import relational_terms
-from tiny_distill import tiny_config_tree, write_config
 
 
 def test_gap_by_hand_and_matches_loss_term() -> None:
@@ -60,7 +60,7 @@ def test_linear_probe_separates_blobs() -> None:
 
 
 def test_zero_shot_accumulator_and_label_mapping() -> None:
-    from relidar.vocabulary import Vocabulary
+    from relidar.core.vocabulary import Vocabulary
 
     voc = Vocabulary(class_names=("road", "car"), synonyms=(("road",), ("car",)),
                      colors=np.zeros((2, 3), np.uint8), embeddings=np.eye(2, dtype=np.float32),

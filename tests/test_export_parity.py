@@ -7,10 +7,10 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("onnxruntime")
 
-from bundle_support import shared_bundle  # noqa: E402
+from bundle_support import shared_bundle
 
-from relidar.export.parity import compare_backends  # noqa: E402
-from relidar.scan_io import read_scan  # noqa: E402
+from relidar.core.scan_io import read_scan
+from relidar.export.parity import compare_backends
 
 
 def test_onnxruntime_matches_pytorch_on_kitti(tmp_path_factory, kitti_scan_path) -> None:

@@ -10,10 +10,10 @@ torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
+from relidar.core.graph import OUTPUTS, input_names  # noqa: E402
+from relidar.core.kernel_maps import KernelMaps  # noqa: E402
 from relidar.export.onnx_student import example_feed, export_student_onnx  # noqa: E402
-from relidar.kernel_maps import KernelMaps  # noqa: E402
-from relidar.network import Student, StudentConfig  # noqa: E402
-from relidar.student_graph import OUTPUTS, input_names  # noqa: E402
+from relidar.model.network import Student, StudentConfig  # noqa: E402
 
 # Operators TensorRT 10's ONNX parser supports, from its operator support matrix
 # (onnx-tensorrt docs/operators.md, "Supported ONNX Operators", TensorRT 10.x), restricted to the

@@ -9,12 +9,12 @@ import pytest
 
 pytest.importorskip("onnxruntime")
 
-from bundle_support import bundle_copy, shared_bundle  # noqa: E402
+from bundle_support import bundle_copy, shared_bundle
 
-from relidar.bundle import load_bundle  # noqa: E402
-from relidar.export.tensorrt import profile_shapes  # noqa: E402
-from relidar.segmenter import Segmenter  # noqa: E402
-from relidar.student_graph import input_names  # noqa: E402
+from relidar.core.bundle import load_bundle
+from relidar.core.graph import input_names
+from relidar.core.segmenter import Segmenter
+from relidar.export.tensorrt import profile_shapes
 
 
 def _scan(n: int, seed: int = 0) -> np.ndarray:
@@ -45,7 +45,7 @@ def test_profile_covers_every_input_and_measured_scans(tmp_path_factory) -> None
 def _tensorrt_with_gpu() -> bool:
     if importlib.util.find_spec("tensorrt") is None:
         return False
-    from relidar.backends.trt import tensorrt_available
+    from relidar.core.backends.trt import tensorrt_available
 
     return tensorrt_available()
 

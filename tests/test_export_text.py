@@ -13,10 +13,10 @@ pytest.importorskip("onnxruntime")
 
 from tiny_clip import build_tiny_clip  # noqa: E402
 
+from relidar.core.text.clip_onnx import ClipOnnxTextEncoder  # noqa: E402
+from relidar.core.text.tokenizer import ClipTokenizer  # noqa: E402
+from relidar.core.vocabulary import embed_classes  # noqa: E402
 from relidar.export.onnx_text import export_text_onnx, run_torch_text  # noqa: E402
-from relidar.text.clip_onnx import ClipOnnxTextEncoder  # noqa: E402
-from relidar.text.tokenizer import ClipTokenizer  # noqa: E402
-from relidar.vocabulary import embed_classes  # noqa: E402
 
 PROMPTS = ["a photo of a car.", "a street scene with a pedestrian.", "traffic cone", "a dashcam photo of a bus.",
            "", "a photo of a " + "very " * 90 + "long truck."]
@@ -43,10 +43,10 @@ def test_clip_bundle_reencodes_classes(tiny, tmp_path) -> None:
     """A bundle with a CLIP text encoder: set_classes embeds prompts exactly as open_clip in PyTorch would."""
     import open_clip
 
+    from relidar.core.segmenter import Segmenter
+    from relidar.core.vocabulary import Vocabulary
     from relidar.export.bundle import ClipTextExport, write_bundle
-    from relidar.network import Student, StudentConfig
-    from relidar.segmenter import Segmenter
-    from relidar.vocabulary import Vocabulary
+    from relidar.model.network import Student, StudentConfig
 
     def torch_encode(prompts):
         tokens = open_clip.tokenizer.SimpleTokenizer()(list(prompts))
@@ -71,8 +71,7 @@ def test_clip_bundle_reencodes_classes(tiny, tmp_path) -> None:
 
 
 def test_simulated_encoder_equals_synthetic_teacher() -> None:
-    from relidar.export.bundle import synthetic_text_encoder
-    from relidar.training.synthetic.teacher import CONCEPTS, SimulatedTeacher, SimulatedTeacherConfig
+    from relidar.training.synthetic.teacher import CONCEPTS, SimulatedTeacher, SimulatedTeacherConfig, synthetic_text_encoder
 
     teacher = SimulatedTeacher(SimulatedTeacherConfig(feature_dim=48, seed=5))
     encoder = synthetic_text_encoder(48, seed=5)
@@ -82,8 +81,8 @@ def test_simulated_encoder_equals_synthetic_teacher() -> None:
 
 
 def test_simulated_encoder_round_trip(tmp_path) -> None:
-    from relidar.export.bundle import synthetic_text_encoder
-    from relidar.text.simulated import SimulatedEncoderError, SimulatedTextEncoder
+    from relidar.core.text.simulated import SimulatedEncoderError, SimulatedTextEncoder
+    from relidar.training.synthetic.teacher import synthetic_text_encoder
 
     encoder = synthetic_text_encoder(16, seed=1)
     json_path, _ = encoder.save(tmp_path / "sim.json")

@@ -11,18 +11,18 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("open_clip")
 
-from tiny_clip import build_tiny_teacher  # noqa: E402
+from tiny_clip import build_tiny_teacher
 
-from relidar.frame import Camera, Frame  # noqa: E402
-from relidar.training.feature_cache import (  # noqa: E402
+from relidar.core.frame import Camera, Frame
+from relidar.training.feature_cache import (
     CacheError,
     CacheReader,
     CacheSettings,
     prepare_cache,
     rank_frames,
 )
-from relidar.training.pairs import assign_cameras, build_pairs, superpixel_ids  # noqa: E402
-from relidar.training.readers.base import Reader  # noqa: E402
+from relidar.training.pairs import assign_cameras, build_pairs, superpixel_ids
+from relidar.training.readers.base import Reader
 
 R_CAM_FROM_LIDAR = np.array([[0.0, -1.0, 0.0, 0.0], [0.0, 0.0, -1.0, 0.0], [1.0, 0.0, 0.0, 0.0], [0, 0, 0, 1.0]])
 K = np.array([[60.0, 0.0, 48.0], [0.0, 60.0, 32.0], [0.0, 0.0, 1.0]])

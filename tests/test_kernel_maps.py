@@ -6,16 +6,16 @@ import numpy as np
 import pytest
 import torch
 
-from relidar.kernel_maps import (
-    KernelMaps,
+from relidar.core.kernel_maps import (
     KernelMapError,
+    KernelMaps,
     build_kernel_maps_numpy,
-    build_kernel_maps_torch,
     down_offsets,
     subm_offsets,
 )
-from relidar.scan_io import read_scan
-from relidar.voxelize import VoxelGrid, voxelize, voxelize_scans
+from relidar.core.scan_io import read_scan
+from relidar.core.voxelize import VoxelGrid, voxelize, voxelize_scans
+from relidar.model.kernel_maps_torch import build_kernel_maps_torch
 
 
 def _random_voxels(seed: int, n: int = 3000, batch: int = 2):

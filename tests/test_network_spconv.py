@@ -5,14 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from student_support import randomise_batchnorm
 
 from relidar.bench.spconv_reference import SpconvStudent, coords_tensor, spconv_available, torch_threads
-from relidar.kernel_maps import KernelMaps, build_kernel_maps_numpy
-from relidar.network import Student, StudentConfig
-from relidar.scan_io import read_scan
-from relidar.voxelize import voxelize
+from relidar.core.kernel_maps import KernelMaps, build_kernel_maps_numpy
+from relidar.core.scan_io import read_scan
+from relidar.core.voxelize import voxelize
+from relidar.model.network import Student, StudentConfig
 
 pytestmark = pytest.mark.skipif(not spconv_available(), reason="spconv (the reference) is not installed")
 
@@ -53,7 +52,7 @@ def test_equal_to_spconv_on_a_random_batch_of_two_scans() -> None:
     randomise_batchnorm(model, 1)
     model.eval()
     reference = SpconvStudent(model).eval()
-    from relidar.voxelize import voxelize_scans
+    from relidar.core.voxelize import voxelize_scans
 
     vx = voxelize_scans([pts[:n].astype(np.float32), pts[n:].astype(np.float32)], config.grid(), config.input_features)
     assert vx.batch_size == 2 and set(np.unique(vx.coords[:, 0])) == {0, 1}
@@ -67,7 +66,7 @@ def test_equal_to_spconv_on_a_random_batch_of_two_scans() -> None:
 
 
 def test_batchnorm_folded_network_equals_spconv_twin_of_it() -> None:
-    from relidar.network import fold_batchnorm
+    from relidar.model.network import fold_batchnorm
 
     rng = np.random.default_rng(7)
     pts = np.c_[rng.uniform(-20, 20, (4000, 2)), rng.uniform(-3, 1, (4000, 1)), rng.uniform(0, 1, (4000, 1))]

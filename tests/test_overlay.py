@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 
 from relidar.cli import render_overlay
 from relidar.cli.app import Apps
-from relidar.frame import Camera, Frame
-from relidar.viz.overlay import OverlayError, depth_colors, label_palette, overlay_frame, splat
+from relidar.core.frame import Camera, Frame
+from relidar.core.viz.overlay import OverlayError, depth_colors, label_palette, overlay_frame, splat
 
 K = np.array([[50.0, 0.0, 120.0], [0.0, 50.0, 100.0], [0.0, 0.0, 1.0]])
 T_CAM_FROM_LIDAR = np.array([[0.0, -1.0, 0.0, 0.0], [0.0, 0.0, -1.0, 0.0], [1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0]])

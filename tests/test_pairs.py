@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from relidar.frame import Camera, Frame
-from relidar.geometry import make_transform, rotation_z
+from relidar.core.frame import Camera, Frame
+from relidar.core.geometry import make_transform, rotation_z
 from relidar.training.pairs import assign_cameras, build_pairs, sample_bilinear, superpixel_ids
 
 # lidar (x forward, y left, z up) -> camera optical (x right, y down, z forward)

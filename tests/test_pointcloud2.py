@@ -1,4 +1,4 @@
-"""PointCloud2 <-> numpy in the core (relidar.pointcloud2): every layout a driver may publish, and
+"""PointCloud2 <-> numpy in the core (relidar.core.pointcloud2): every layout a driver may publish, and
 malformed ones failing with PointCloudError. Messages here are plain objects with the message's
 attributes; the reference is a numpy structured array written independently of the reader."""
 
@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytest
 
-from relidar.pointcloud2 import (
+from relidar.core.pointcloud2 import (
     DATATYPES,
     INTENSITY_NAMES,
     Field,

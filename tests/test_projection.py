@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from relidar.frame import Camera
-from relidar.geometry import make_transform
+from relidar.core.frame import Camera
+from relidar.core.geometry import make_transform
 from relidar.training.readers import open_dataset
 from relidar.training.readers.calibration import read_kitti_calib, split_projection
 

@@ -11,8 +11,8 @@ from PIL import Image
 
 pytest.importorskip("nuscenes", reason="nuscenes-devkit is not installed")
 
-from relidar.training.readers import DatasetError, open_dataset  # noqa: E402
-from relidar.training.readers.nuscenes import CLASS_NAMES  # noqa: E402
+from relidar.training.readers import DatasetError, open_dataset
+from relidar.training.readers.nuscenes import CLASS_NAMES
 
 VERSION = "v1.0-mini"
 # nuScenes-lidarseg's 32 general classes, in index order.

@@ -15,7 +15,7 @@ rosbags = pytest.importorskip("rosbags", reason="rosbags is not installed")
 from rosbags.rosbag2 import StoragePlugin, Writer  # noqa: E402
 from rosbags.typesys import Stores, get_typestore  # noqa: E402
 
-from relidar.pointcloud2 import build_cloud  # noqa: E402
+from relidar.core.pointcloud2 import build_cloud  # noqa: E402
 from relidar.training.readers import DatasetError, open_dataset  # noqa: E402
 from relidar.training.readers.rosbag import camera_name  # noqa: E402
 

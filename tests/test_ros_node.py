@@ -6,7 +6,6 @@ through the ``classes`` parameter changes the next scan's labels. Plus the node'
 from __future__ import annotations
 
 import array
-import importlib
 import subprocess
 import threading
 import time
@@ -17,9 +16,11 @@ import pytest
 
 pytest.importorskip("rclpy", reason="rclpy (ros-rclpy wheels) is not installed")
 
-from relidar.pointcloud2 import read_cloud, unpack_rgb  # noqa: E402
-from relidar.replay import replay_bag  # noqa: E402
-from relidar.ros_env import (  # noqa: E402
+from ros_support import RosPeer, fresh_domain_id, write_cloud_bag, xyzi_cloud
+
+from relidar.core.pointcloud2 import read_cloud, unpack_rgb
+from relidar.core.scan_io import read_scan
+from relidar_ros.environment import (
     PROFILE_ENV,
     default_fastdds_profile,
     ros_package_source,
@@ -28,8 +29,7 @@ from relidar.ros_env import (  # noqa: E402
     start_segmenter,
     stop_process,
 )
-from relidar.scan_io import read_scan  # noqa: E402
-from ros_support import RosPeer, fresh_domain_id, write_cloud_bag, xyzi_cloud  # noqa: E402
+from relidar_ros.replay import replay_bag
 
 pytestmark = pytest.mark.ros
 OUTPUT_FIELDS = ("x", "y", "z", "intensity", "label", "score", "rgb")
@@ -91,20 +91,10 @@ def test_node_start_fails_clearly_without_bundle(tmp_path: Path) -> None:
 
 # -- with a bundle, over DDS ------------------------------------------------------------------------------
 def _small_bundle(tmp: Path) -> Path:
-    """A small random-weight bundle from the project's own test-bundle writer; skip when the runtime
-    (relidar.segmenter) or the writer is not there yet."""
-    try:
-        importlib.import_module("relidar.segmenter")
-    except ImportError:
-        pytest.skip("Segmenter not available (relidar.segmenter is not in this checkout yet)")
-    for module_name, fn_name in (("relidar.export.bundle", "write_test_bundle"), ("relidar.bundle", "write_test_bundle"),
-                                 ("relidar.export.bundle", "write_random_bundle"), ("relidar.bundle", "write_random_bundle")):
-        try:
-            fn = getattr(importlib.import_module(module_name), fn_name)
-        except (ImportError, AttributeError):
-            continue
-        return Path(fn(tmp / "bundle"))
-    pytest.skip("Segmenter not available (no small test-bundle writer found)")
+    """A small random-weight bundle (tests/bundle_support.py)."""
+    from bundle_support import write_test_bundle
+
+    return Path(write_test_bundle(tmp / "bundle"))
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +107,7 @@ def node(bundle_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     """(peer, node process, segmenter) with the node listening on INPUT_TOPIC."""
     tmp = tmp_path_factory.mktemp("node")
     bundle = bundle_dir
-    from relidar.segmenter import Segmenter
+    from relidar.core.segmenter import Segmenter
 
     reference = Segmenter(bundle)
     domain = fresh_domain_id()
@@ -160,7 +150,7 @@ def _synthetic_scan(seed: int, n: int = 20_000) -> np.ndarray:
 
 def _synthetic_bag(path: Path) -> tuple[list[np.ndarray], Path, str]:
     """Two sweeps of the project's synthetic world (`relidar synth --format bag`'s writer, no cameras)."""
-    from relidar.config import load_config
+    from relidar.core.config import load_config
     from relidar.training.synthetic.world import SynthConfig, SyntheticWorld
     from relidar.training.synthetic.writers import LIDAR_FRAME, LIDAR_TOPIC, BagWriter
 
@@ -261,8 +251,9 @@ def test_fuzzed_clouds_then_a_valid_one(node) -> None:
     time.sleep(0.5)
     valid = _synthetic_scan(4, 3000)
     before = len(peer.received[topic])
-    from relidar_ros.conversions import cloud_to_msg
     from std_msgs.msg import Header
+
+    from relidar_ros.conversions import cloud_to_msg
 
     for _ in range(5):  # best effort: repeat until one arrives (the node keeps only the newest)
         pub.publish(cloud_to_msg(xyzi_cloud(valid), Header(frame_id="velodyne")))
@@ -313,9 +304,10 @@ def _set_parameter(peer, name: str, value):
 @pytest.mark.slow
 def test_classes_parameter_changes_next_scan(node) -> None:
     from rclpy.qos import qos_profile_sensor_data
-    from relidar_ros.conversions import cloud_to_msg
     from sensor_msgs.msg import PointCloud2
     from std_msgs.msg import Header
+
+    from relidar_ros.conversions import cloud_to_msg
 
     peer, proc, seg = node
     topic = "/segmenter/output/points"
@@ -354,7 +346,7 @@ def test_classes_parameter_changes_next_scan(node) -> None:
 
 @pytest.mark.slow
 def test_bench_node_reports_latency_and_memory(bundle_dir: Path, tmp_path: Path) -> None:
-    from relidar.bench.node import NodeBenchConfig, run_node_bench
+    from relidar_ros.bench import NodeBenchConfig, run_node_bench
 
     cfg = NodeBenchConfig(bundle=bundle_dir, scan=_synthetic_scan(6, 5000), rate_hz=5.0, seconds=2.0,
                           domain_id=fresh_domain_id(), log_path=tmp_path / "node.log")
@@ -372,9 +364,10 @@ def test_intensity_scale_brings_driver_intensity_to_training_range(node) -> None
     """A driver publishing 0..255 with intensity_scale 1/255 is labelled as the same scan in 0..1."""
     from rcl_interfaces.msg import ParameterType, ParameterValue
     from rclpy.qos import qos_profile_sensor_data
-    from relidar_ros.conversions import cloud_to_msg
     from sensor_msgs.msg import PointCloud2
     from std_msgs.msg import Header
+
+    from relidar_ros.conversions import cloud_to_msg
 
     peer, proc, seg = node
     topic = "/segmenter/output/points"

@@ -11,10 +11,11 @@ import pytest
 
 pytest.importorskip("rclpy", reason="rclpy (ros-rclpy wheels) is not installed")
 
-from relidar.pointcloud2 import cloud_to_xyzi, read_cloud  # noqa: E402
-from relidar.replay import ReplayError, bag_topics, message_class, replay_bag  # noqa: E402
-from relidar.ros_env import PROFILE_ENV, default_fastdds_profile  # noqa: E402
-from ros_support import RosPeer, fresh_domain_id, write_cloud_bag, xyzi_cloud  # noqa: E402
+from ros_support import RosPeer, fresh_domain_id, write_cloud_bag, xyzi_cloud
+
+from relidar.core.pointcloud2 import cloud_to_xyzi, read_cloud
+from relidar_ros.environment import PROFILE_ENV, default_fastdds_profile
+from relidar_ros.replay import ReplayError, bag_topics, message_class, replay_bag
 
 pytestmark = pytest.mark.ros
 
@@ -92,8 +93,8 @@ def test_replay_command_reports_missing_bag(tmp_path: Path) -> None:
     import typer
     from typer.testing import CliRunner
 
-    from relidar.cli.app import Apps
     from relidar.cli import replay as replay_cli
+    from relidar.cli.app import Apps
 
     root = typer.Typer()
     apps = Apps(root=root, bench=typer.Typer(), render=typer.Typer(), export=typer.Typer())

@@ -8,10 +8,10 @@ import pytest
 
 pytest.importorskip("onnxruntime")
 
-from bundle_support import shared_bundle  # noqa: E402
+from bundle_support import shared_bundle
 
-from relidar.bundle import BundleError  # noqa: E402
-from relidar.segmenter import Segmenter, SegmenterError  # noqa: E402
+from relidar.core.bundle import BundleError
+from relidar.core.segmenter import Segmenter, SegmenterError
 
 
 def _scan(n: int = 8000, seed: int = 0) -> np.ndarray:

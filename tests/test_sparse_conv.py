@@ -6,15 +6,14 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as TF
-
 from student_support import randomise_batchnorm
 
 from relidar.bench.spconv_reference import torch_threads
-from relidar.config import load_config, save_config
-from relidar.kernel_maps import KernelMaps, build_kernel_maps_numpy
-from relidar.network import StudentConfig, Student, count_parameters, fold_batchnorm
-from relidar.sparse import functional as SF
-from relidar.weights import WeightsError, load_student, save_student
+from relidar.core.config import load_config, save_config
+from relidar.core.kernel_maps import KernelMaps, build_kernel_maps_numpy
+from relidar.model.network import Student, StudentConfig, count_parameters, fold_batchnorm
+from relidar.model.sparse import functional as SF
+from relidar.model.weights import WeightsError, load_student, save_student
 
 GRID = (6, 7, 5)
 
@@ -74,7 +73,7 @@ def test_devoxelize_gathers_and_zeroes_cropped_points() -> None:
 
 
 def _cloud_maps(config: StudentConfig, seed: int = 0, n: int = 1500):
-    from relidar.voxelize import voxelize
+    from relidar.core.voxelize import voxelize
 
     rng = np.random.default_rng(seed)
     pts = np.c_[rng.uniform(-6, 6, (n, 2)), rng.uniform(-1.5, 1.0, (n, 1)), rng.uniform(0, 1, (n, 1))]
@@ -164,7 +163,7 @@ def test_traces_to_onnx_and_runs_other_voxel_counts(tmp_path) -> None:
     keeps the export quick; the profiles only repeat these layers.
     """
     ort = pytest.importorskip("onnxruntime")
-    from relidar.network import Architecture, MinkUNet
+    from relidar.model.network import Architecture, MinkUNet
 
     config = StudentConfig(profile="fast", voxel_size=0.3, out_dim=8)
     levels = 2
@@ -182,7 +181,7 @@ def test_traces_to_onnx_and_runs_other_voxel_counts(tmp_path) -> None:
             return self.inner(features, KernelMaps.from_tensors(list(maps), levels))
 
     def cloud(seed: int, n: int):
-        from relidar.voxelize import voxelize
+        from relidar.core.voxelize import voxelize
 
         rng = np.random.default_rng(seed)
         pts = np.c_[rng.uniform(-6, 6, (n, 2)), rng.uniform(-1.5, 1.0, (n, 1)), rng.uniform(0, 1, (n, 1))]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from relidar.geometry import make_transform, quaternion_to_rotation
-from relidar.pointcloud2 import cloud_to_xyzi, read_cloud
+from relidar.core.geometry import make_transform, quaternion_to_rotation
+from relidar.core.pointcloud2 import cloud_to_xyzi, read_cloud
 from relidar.training.synthetic.classes import from_kitti_ids
 from relidar.training.synthetic.world import SynthConfig, SyntheticWorld
 from relidar.training.synthetic.writers import BagWriter, SemanticKittiWriter, WriterError, rotation_to_quaternion

@@ -7,8 +7,8 @@ import gzip
 import numpy as np
 import pytest
 
-from relidar.text.tokenizer import ClipTokenizer, TokenizerError, split_words
-from relidar.vocabulary import DEFAULT_TEMPLATES, NUSCENES_CLASSES, SEMANTIC_KITTI_CLASSES, class_prompts
+from relidar.core.text.tokenizer import ClipTokenizer, TokenizerError, split_words
+from relidar.core.vocabulary import DEFAULT_TEMPLATES, NUSCENES_CLASSES, SEMANTIC_KITTI_CLASSES, class_prompts
 
 open_clip_tokenizer = pytest.importorskip("open_clip.tokenizer")
 

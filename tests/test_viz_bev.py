@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from relidar.viz.bev import BevError, BevView, label_colours, rasterize_bev, render_bev
+from relidar.core.viz.bev import BevError, BevView, label_colours, rasterize_bev, render_bev
 
 
 def test_points_land_where_computed_by_hand():

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from relidar.vocabulary import (
+from relidar.core.vocabulary import (
     DEFAULT_TEMPLATES,
     NUSCENES_CLASSES,
     SEMANTIC_KITTI_CLASSES,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from relidar.scan_io import read_scan
-from relidar.voxelize import VoxelGrid, VoxelizeError, pack_keys, unpack_keys, voxelize, voxelize_scans
+from relidar.core.scan_io import read_scan
+from relidar.core.voxelize import VoxelGrid, VoxelizeError, pack_keys, unpack_keys, voxelize, voxelize_scans
 
 GRID = VoxelGrid(voxel_size=1.0, crop_min=(0.0, 0.0, 0.0), crop_max=(4.0, 4.0, 2.0))
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from relidar.config import load_config
+from relidar.core.config import load_config
 from relidar.training.config import DistillConfig
 
 FEATURE_DIM = 16

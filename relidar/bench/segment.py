@@ -19,7 +19,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from relidar.segmenter import Segmenter
+from relidar.core.segmenter import Segmenter
 
 STAGES = ("preprocess", "network", "postprocess", "total")
 
@@ -90,11 +90,11 @@ def time_spconv(bundle_dir: Path, points: np.ndarray, text: np.ndarray, logit_sc
     """The spconv reference on the same scan (see the module docstring)."""
     import torch
 
-    from relidar.backends.torch_backend import load_student
     from relidar.bench.spconv_reference import SpconvStudent, coords_tensor
-    from relidar.bundle import load_bundle
-    from relidar.network import fold_batchnorm
-    from relidar.voxelize import voxelize
+    from relidar.core.bundle import load_bundle
+    from relidar.core.voxelize import voxelize
+    from relidar.model.network import fold_batchnorm
+    from relidar.model.torch_backend import load_student
 
     bundle = load_bundle(bundle_dir)
     weights = bundle.manifest.student.weights
@@ -176,7 +176,7 @@ def plot_sweep(result: SegmentBenchResult, path: Path) -> Path:
     matplotlib.use("Agg", force=False)
     from matplotlib.figure import Figure
 
-    from relidar.atomic import atomic_path
+    from relidar.core.atomic import atomic_path
 
     fig = Figure(figsize=(6.4, 4.0), dpi=100)
     ax = fig.add_subplot(1, 1, 1)

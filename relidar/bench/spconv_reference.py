@@ -16,8 +16,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from relidar.network import ConvNorm, MinkUNet, ResidualBlock, Student
-from relidar.sparse.modules import DownConv3d, PointConv, SubMConv3d, UpConv3d
+from relidar.model.network import ConvNorm, MinkUNet, ResidualBlock, Student
+from relidar.model.sparse.modules import DownConv3d, PointConv, SubMConv3d, UpConv3d
 
 
 def _spconv_weight(ours: Tensor, kernel: int) -> Tensor:
@@ -77,14 +77,14 @@ class _SpconvResidual(nn.Module):
         self.conv2 = _convert_unit(block.conv2)
         self.shortcut = _convert_unit(block.shortcut) if block.shortcut is not None else None
 
-    def forward(self, x):  # noqa: ANN001 - spconv.SparseConvTensor
+    def forward(self, x):
         out = self.conv2(self.conv1(x))
         skip = x if self.shortcut is None else self.shortcut(x)
         return out.replace_feature(torch.relu(out.features + skip.features))
 
 
 class SpconvStudent(nn.Module):
-    """spconv twin of a :class:`relidar.network.Student` (weights copied at construction)."""
+    """spconv twin of a :class:`relidar.model.network.Student` (weights copied at construction)."""
 
     def __init__(self, student: Student) -> None:
         super().__init__()

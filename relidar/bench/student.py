@@ -1,7 +1,7 @@
 """Student forward pass vs spconv on the same network, weights and scan, timed interleaved in one run.
 
 Both sides run the inference form of the network, BatchNorm folded into the convs
-(:func:`relidar.network.fold_batchnorm`; the spconv twin is built from the folded copy).
+(:func:`relidar.model.network.fold_batchnorm`; the spconv twin is built from the folded copy).
 What is timed, per repetition (warm-up excluded), at the caller's torch thread count:
 * ours:   numpy kernel maps from the voxel coords (what the node runs) + the student's forward
           (spconv's forward builds its own index pairs, so both sides go from (features, coords)
@@ -23,10 +23,11 @@ import numpy as np
 import torch
 
 from relidar.bench.spconv_reference import SpconvStudent, coords_tensor, torch_threads
-from relidar.kernel_maps import KernelMaps, build_kernel_maps_numpy, build_kernel_maps_torch
-from relidar.network import Student, StudentConfig, count_parameters, fold_batchnorm
-from relidar.voxelize import voxelize
-from relidar.weights import load_student
+from relidar.core.kernel_maps import KernelMaps, build_kernel_maps_numpy
+from relidar.core.voxelize import voxelize
+from relidar.model.kernel_maps_torch import build_kernel_maps_torch
+from relidar.model.network import Student, StudentConfig, count_parameters, fold_batchnorm
+from relidar.model.weights import load_student
 
 
 @dataclass

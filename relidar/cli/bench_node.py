@@ -9,7 +9,6 @@ from typing import Optional
 import typer
 
 from relidar.bench.output import write_bench_json
-
 from relidar.cli.app import Apps
 
 
@@ -33,9 +32,9 @@ def bench_node(
     from rich.console import Console
     from rich.table import Table
 
-    from relidar.bench.node import NodeBenchConfig, NodeBenchError, run_node_bench
-    from relidar.rundir import make_run_dir
-    from relidar.scan_io import read_scan
+    from relidar.core.rundir import make_run_dir
+    from relidar.core.scan_io import read_scan
+    from relidar_ros.bench import NodeBenchConfig, NodeBenchError, run_node_bench
 
     console = Console()
     if not bundle.is_dir():

@@ -40,8 +40,8 @@ def bench_segment(
     from rich.table import Table
 
     from relidar.bench.segment import plot_sweep, run_segment_bench
-    from relidar.bundle import BundleError
-    from relidar.scan_io import ScanFormatError, read_scan
+    from relidar.core.bundle import BundleError
+    from relidar.core.scan_io import ScanFormatError, read_scan
 
     console = Console()
     try:

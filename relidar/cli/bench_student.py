@@ -8,7 +8,6 @@ from typing import Optional
 import typer
 
 from relidar.bench.output import write_bench_json
-
 from relidar.cli.app import Apps
 
 
@@ -23,7 +22,7 @@ def bench_student(
     warmup: int = typer.Option(2, "--warmup", min=0, help="Untimed repetitions first."),
     voxel_size: float = typer.Option(0.1, "--voxel-size", min=0.01, help="Voxel edge in metres."),
     out_dim: int = typer.Option(512, "--out-dim", min=1, help="Projection head output size (the teacher's embedding size)."),
-    weights: Optional[Path] = typer.Option(None, "--weights", help="Student safetensors (relidar.weights); its stored config replaces --profile/--voxel-size/--out-dim. Default: random weights from --seed."),
+    weights: Optional[Path] = typer.Option(None, "--weights", help="Student safetensors (relidar.model.weights); its stored config replaces --profile/--voxel-size/--out-dim. Default: random weights from --seed."),
     seed: int = typer.Option(0, "--seed", help="Seed of the random weights."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="torch intra-op threads for the whole run (default: torch's own choice)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the results here (JSON)."),
@@ -36,11 +35,11 @@ def bench_student(
     from rich.table import Table
 
     from relidar.bench.spconv_reference import spconv_available
-    from relidar.config import save_config
-    from relidar.network import PROFILES, StudentConfig
-    from relidar.rundir import make_run_dir
-    from relidar.scan_io import ScanFormatError, read_scan
-    from relidar.weights import WeightsError, read_student_config
+    from relidar.core.config import save_config
+    from relidar.core.rundir import make_run_dir
+    from relidar.core.scan_io import ScanFormatError, read_scan
+    from relidar.model.network import PROFILES, StudentConfig
+    from relidar.model.weights import WeightsError, read_student_config
 
     console = Console()
     if profile not in PROFILES:
@@ -61,11 +60,10 @@ def bench_student(
             console.print(f"[red]--scan: {exc}[/red]")
             raise typer.Exit(1) from None
         scan_name = str(scan)
-    from relidar.bench.student import run_student_bench
-
     import contextlib
 
     from relidar.bench.spconv_reference import torch_threads
+    from relidar.bench.student import run_student_bench
 
     try:
         # a weights file carries its own config (profile, voxel size, ...): it wins over the options

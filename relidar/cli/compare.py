@@ -27,9 +27,10 @@ def compare(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
-    from relidar.config import ConfigError, load_config
-    from relidar.rundir import make_run_dir
-    from relidar.training.compare import COLUMNS, CompareError, compare as run_compare, parse_losses
+    from relidar.core.config import ConfigError, load_config
+    from relidar.core.rundir import make_run_dir
+    from relidar.training.compare import COLUMNS, CompareError, parse_losses
+    from relidar.training.compare import compare as run_compare
     from relidar.training.config import DistillConfig
     from relidar.training.data import DataError
     from relidar.training.distill import DistillError

@@ -15,7 +15,7 @@ def register(apps: Apps) -> None:
 
 
 def demo(
-    overrides: Optional[list[str]] = typer.Argument(None, help="Budget overrides key=value (e.g. frames=12 steps=80); see relidar.training.demo.DemoConfig."),
+    overrides: Optional[list[str]] = typer.Argument(None, help="Budget overrides key=value (e.g. frames=12 steps=80); see relidar.demo.pipeline.DemoConfig."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (default: a timestamped folder under runs/)."),
 ) -> None:
     """Generate a synthetic driving log, prepare teacher features, distill a 'fast' student with the
@@ -25,9 +25,9 @@ def demo(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
-    from relidar.config import ConfigError, load_config
-    from relidar.rundir import make_run_dir
-    from relidar.training.demo import DemoConfig, run_demo
+    from relidar.core.config import ConfigError, load_config
+    from relidar.core.rundir import make_run_dir
+    from relidar.demo.pipeline import DemoConfig, run_demo
 
     console = Console()
     try:

@@ -31,11 +31,11 @@ def distill(
     eval.vocabulary is a JSON made by `relidar vocabulary build` (synthetic data: built automatically)."""
     from rich.console import Console
 
-    from relidar.config import ConfigError, load_config
+    from relidar.core.config import ConfigError, load_config
     from relidar.training.checkpoint import CheckpointError
     from relidar.training.config import DistillConfig
     from relidar.training.data import DataError
-    from relidar.training.distill import CONFIG_NAME, DistillError, distill as run_distill
+    from relidar.training.distill import CONFIG_NAME, DistillError
     from relidar.training.distributed import init_from_env, shutdown
     from relidar.training.feature_cache import CacheError
 

@@ -26,16 +26,17 @@ def evaluate(
     from rich.console import Console
     from rich.table import Table
 
-    from relidar.config import ConfigError, load_config, save_config
-    from relidar.rundir import make_run_dir
+    from relidar.core.config import ConfigError, load_config, save_config
+    from relidar.core.rundir import make_run_dir
+    from relidar.core.vocabulary import VocabularyError
     from relidar.training.checkpoint import CheckpointError
     from relidar.training.config import DistillConfig
     from relidar.training.data import DataError
     from relidar.training.distill import load_student
-    from relidar.training.evaluate import EvaluationError, evaluate as run_evaluate
+    from relidar.training.evaluate import EvaluationError
+    from relidar.training.evaluate import evaluate as run_evaluate
     from relidar.training.feature_cache import CacheError
     from relidar.training.report import write_report
-    from relidar.vocabulary import VocabularyError
 
     console = Console()
     try:

@@ -17,7 +17,7 @@ def register(apps: Apps) -> None:
     apps.export.command("tensorrt")(export_tensorrt_command)
 
 
-def _fail(console, message: str) -> None:  # noqa: ANN001 - rich Console
+def _fail(console, message: str) -> None:
     console.print(f"[red]{message}[/red]")
     raise typer.Exit(1)
 
@@ -35,10 +35,10 @@ def export_onnx(
     import numpy as np
     from rich.console import Console
 
-    from relidar.bundle import BundleError
+    from relidar.core.bundle import BundleError
+    from relidar.core.scan_io import ScanFormatError, read_scan
     from relidar.export.bundle import example_points, load_checkpoint_student
     from relidar.export.onnx_student import example_feed, export_student_onnx
-    from relidar.scan_io import ScanFormatError, read_scan
 
     console = Console()
     try:
@@ -69,16 +69,17 @@ def export_bundle(
     from rich.console import Console
     from rich.table import Table
 
-    from relidar.bundle import BundleError, load_bundle
+    from relidar.core.bundle import BundleError, load_bundle
+    from relidar.core.scan_io import ScanFormatError, read_scan
+    from relidar.core.vocabulary import Vocabulary, VocabularyError
     from relidar.export.bundle import load_checkpoint_student, manifest_summary, text_encoder_for, write_bundle
-    from relidar.scan_io import ScanFormatError, read_scan
-    from relidar.vocabulary import Vocabulary, VocabularyError
+    from relidar.training.synthetic.teacher import synthetic_text_encoder
 
     console = Console()
     try:
         student = load_checkpoint_student(checkpoint)
         vocab = Vocabulary.load(vocabulary)
-        encoder = text_encoder_for(vocab, clip_model, clip_pretrained)
+        encoder = text_encoder_for(vocab, clip_model, clip_pretrained, simulated=synthetic_text_encoder)
         points = read_scan(scan) if scan is not None else None
         with console.status("exporting (tracing the student takes a while)"):
             root = write_bundle(out, student, vocab, encoder, logit_scale=logit_scale, trace_points=points,
@@ -107,9 +108,9 @@ def export_tensorrt_command(
     (engines/<gpu>_<trt>_<precision>.plan) and check parity against ONNX Runtime."""
     from rich.console import Console
 
-    from relidar.bundle import BundleError
+    from relidar.core.bundle import BundleError
+    from relidar.core.scan_io import ScanFormatError, read_scan
     from relidar.export.tensorrt import TensorRTError, export_tensorrt, tensorrt_parity
-    from relidar.scan_io import ScanFormatError, read_scan
 
     console = Console()
     try:

@@ -32,9 +32,9 @@ def render_bev_command(
     import numpy as np
     from rich.console import Console
 
-    from relidar.scan_io import ScanFormatError, read_scan
+    from relidar.core.scan_io import ScanFormatError, read_scan
+    from relidar.core.viz.bev import BevError, BevView, render_bev
     from relidar.training.synthetic.classes import CLASS_NAMES, PALETTE, from_kitti_ids
-    from relidar.viz.bev import BevError, BevView, render_bev
 
     console = Console()
     view = BevView((-extent, extent), (-extent, extent), resolution)

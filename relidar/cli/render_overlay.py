@@ -33,9 +33,9 @@ def render_overlay(
     from rich.console import Console
     from rich.table import Table
 
+    from relidar.core.viz.overlay import OverlayError, overlay_frame, save_png
     from relidar.training.readers import DatasetError, open_dataset
     from relidar.training.readers.base import parse_options
-    from relidar.viz.overlay import OverlayError, overlay_frame, save_png
 
     console = Console()
     if color not in ("depth", "label"):

@@ -32,8 +32,8 @@ def replay(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
-    from relidar.replay import ReplayError, bag_topics, replay_bag
-    from relidar.ros_env import use_default_fastdds_profile
+    from relidar_ros.environment import use_default_fastdds_profile
+    from relidar_ros.replay import ReplayError, bag_topics, replay_bag
 
     console = Console()
     use_default_fastdds_profile()

@@ -28,10 +28,10 @@ def segment(
     from rich.console import Console
     from rich.table import Table
 
-    from relidar.bundle import BundleError
-    from relidar.scan_io import ScanFormatError, read_scan, write_ply
-    from relidar.segmenter import Segmenter, SegmenterError
-    from relidar.viz.bev import BevView, label_colours, render_bev
+    from relidar.core.bundle import BundleError
+    from relidar.core.scan_io import ScanFormatError, read_scan, write_ply
+    from relidar.core.segmenter import Segmenter, SegmenterError
+    from relidar.core.viz.bev import BevView, label_colours, render_bev
 
     console = Console()
     try:

@@ -45,8 +45,8 @@ def synth(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
     from rich.table import Table
 
-    from relidar.config import ConfigError, load_config, save_config
-    from relidar.rundir import make_run_dir
+    from relidar.core.config import ConfigError, load_config, save_config
+    from relidar.core.rundir import make_run_dir
     from relidar.training.synthetic.cameras import MOUNTS
     from relidar.training.synthetic.world import SynthConfig, SyntheticWorld
     from relidar.training.synthetic.writers import BagWriter, SemanticKittiWriter, WriterError

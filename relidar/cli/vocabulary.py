@@ -15,6 +15,7 @@ import typer
 
 from relidar.cli.app import Apps
 
+
 class TeacherKind(str, Enum):
     maskclip = "maskclip"
     synthetic = "synthetic"
@@ -55,7 +56,8 @@ def build(
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from relidar.config import ConfigError, parse_overrides
+    from relidar.core.config import ConfigError, parse_overrides
+    from relidar.core.vocabulary import VocabularyError
     from relidar.training.teachers.base import TeacherError
     from relidar.training.text_embeddings import (
         ClassListError,
@@ -65,7 +67,6 @@ def build(
         load_templates_file,
         resolve_class_list,
     )
-    from relidar.vocabulary import VocabularyError
 
     console = Console()
     if out.suffix.lower() != ".json":
@@ -102,7 +103,7 @@ def show(
     text embeddings are closest (cosine): the classes a zero-shot segmenter will confuse most."""
     from rich.console import Console
 
-    from relidar.vocabulary import Vocabulary, VocabularyError
+    from relidar.core.vocabulary import Vocabulary, VocabularyError
 
     console = Console()
     try:

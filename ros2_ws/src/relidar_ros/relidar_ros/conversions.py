@@ -1,12 +1,13 @@
-"""rclpy PointCloud2 messages <-> relidar.pointcloud2 (the parsing itself lives in the core)."""
+"""rclpy PointCloud2 messages <-> relidar.core.pointcloud2 (the parsing itself lives in the core)."""
 
 from __future__ import annotations
 
 import array
 
-from relidar.pointcloud2 import CloudData
 from sensor_msgs.msg import PointCloud2, PointField
 from std_msgs.msg import Header
+
+from relidar.core.pointcloud2 import CloudData
 
 
 def cloud_to_msg(cloud: CloudData, header: Header) -> PointCloud2:

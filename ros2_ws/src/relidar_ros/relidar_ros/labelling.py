@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from relidar.pointcloud2 import CloudData, build_cloud, pack_rgb
+from relidar.core.pointcloud2 import CloudData, build_cloud, pack_rgb
 
 UNKNOWN_RGB = np.array([128, 128, 128], dtype=np.uint8)
 

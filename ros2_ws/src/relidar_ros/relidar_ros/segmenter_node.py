@@ -42,10 +42,10 @@ from sensor_msgs.msg import PointCloud2
 from std_msgs.msg import Float64
 from visualization_msgs.msg import Marker, MarkerArray
 
-from relidar.pointcloud2 import PointCloudError, cloud_to_xyzi
-from relidar.ros_env import use_default_fastdds_profile
+from relidar.core.pointcloud2 import PointCloudError, cloud_to_xyzi
 from relidar_ros import qos
 from relidar_ros.conversions import cloud_to_msg, num_points
+from relidar_ros.environment import use_default_fastdds_profile
 from relidar_ros.labelling import LabelPolicy, final_labels, labelled_cloud, range_mask
 
 NODE_NAME = "segmenter"
@@ -156,8 +156,8 @@ def load_segmenter(bundle: str, backend: str, device: str) -> Any:
     if not Path(bundle).is_dir():
         raise StartupError(f"bundle folder {bundle!r} does not exist (parameter 'bundle')")
     try:
-        from relidar.bundle import BundleError
-        from relidar.segmenter import Segmenter
+        from relidar.core.bundle import BundleError
+        from relidar.core.segmenter import Segmenter
     except ImportError as exc:
         raise StartupError(f"the relidar runtime is not installed in this Python ({exc}); "
                            "pip install relidar into the environment the node runs in") from None

@@ -1,0 +1,89 @@
+"""Inference backends behind one interface (:class:`relidar.core.backends.base.Backend`):
+``onnxruntime`` (CPU / CUDA), ``tensorrt`` (where importable with a GPU), ``torch``.
+
+:func:`make_backend` picks one for a bundle; ``auto`` prefers TensorRT (an engine for this GPU must be
+in the bundle), then ONNX Runtime, then PyTorch.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from relidar.core.backends.base import Backend, BackendError
+
+if TYPE_CHECKING:
+    from relidar.core.bundle import Bundle
+
+BACKENDS = ("auto", "tensorrt", "onnxruntime", "torch")
+ENTRY_POINT_GROUP = "relidar.backends"
+
+__all__ = ["BACKENDS", "Backend", "BackendError", "make_backend"]
+
+
+def _importable(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+def _tensorrt_engine(bundle: "Bundle", device: str, precision: str | None = None):
+    import tensorrt as trt
+
+    from relidar.core.backends.trt import TensorRTBackend, gpu_name
+
+    index = int(device.split(":")[1]) if ":" in device else 0
+    gpu = gpu_name(index)
+    for wanted in ((precision,) if precision else ("fp16", "fp32")):
+        path = bundle.engine_for(gpu, trt.__version__, wanted)
+        if path is not None:
+            return TensorRTBackend(path, index)
+    raise BackendError(f"{bundle.root}: no {precision or ''} TensorRT engine for GPU {gpu!r} and TensorRT {trt.__version__}; build "
+                       f"one with `relidar export tensorrt --bundle {bundle.root}`")
+
+
+def make_backend(bundle: "Bundle", backend: str = "auto", device: str = "cpu", threads: int | None = None,
+                 precision: str | None = None) -> Backend:
+    """The named backend for ``bundle``; ``auto`` = tensorrt (GPU device, engine present) > onnxruntime > torch.
+    ``precision`` ("fp16"/"fp32") picks a TensorRT engine; by default fp16 where built, else fp32."""
+    if backend not in BACKENDS:
+        raise BackendError(f"backend {backend!r}: choose one of {BACKENDS}")
+    if backend == "auto":
+        if device.startswith("cuda") and _importable("tensorrt"):
+            from relidar.core.backends.trt import tensorrt_available
+
+            if tensorrt_available():
+                try:
+                    return _tensorrt_engine(bundle, device, precision)
+                except BackendError:
+                    pass  # no engine for this GPU yet: ONNX Runtime runs the same graph
+        if _importable("onnxruntime"):
+            backend = "onnxruntime"
+        elif _importable("torch"):
+            backend = "torch"
+        else:
+            raise BackendError("no inference runtime here: install onnxruntime (or tensorrt / torch)")
+    if backend == "tensorrt":
+        if not _importable("tensorrt"):
+            raise BackendError("backend 'tensorrt': the tensorrt package is not installed (pip install tensorrt-cu12)")
+        return _tensorrt_engine(bundle, device if device.startswith("cuda") else "cuda:0", precision)
+    if backend == "onnxruntime":
+        from relidar.core.backends.ort import OnnxRuntimeBackend
+
+        return OnnxRuntimeBackend(bundle.student_onnx, device, threads)
+    return _plugin_backend(backend, bundle, device)
+
+
+def _plugin_backend(name: str, bundle: "Bundle", device: str) -> Backend:
+    """A backend that lives above the core (``torch`` in relidar.model), found through the
+    ``relidar.backends`` entry-point group so that the core never imports the layers above it."""
+    from importlib.metadata import entry_points
+
+    found = [ep for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name == name]
+    if not found:
+        raise BackendError(f"backend {name!r} is not installed here (it comes with relidar's model layer and "
+                           "PyTorch); use backend 'onnxruntime'")
+    try:
+        factory = found[0].load()
+    except ImportError as exc:
+        raise BackendError(f"backend {name!r} cannot be loaded here ({exc}); use backend 'onnxruntime'") from exc
+    return factory.from_bundle(bundle, device)

@@ -1,0 +1,22 @@
+"""The one interface every inference backend implements, and its error."""
+
+from __future__ import annotations
+
+from typing import Mapping, Protocol
+
+import numpy as np
+
+
+class BackendError(RuntimeError):
+    """A backend that cannot be built or run here; the message says what is missing and the fix."""
+
+
+class Backend(Protocol):
+    """Runs the student graph (its contract: relidar.core.graph) on a named numpy feed.
+
+    ``run`` returns ``labels`` [N] int32, ``scores`` [N] float32 and ``voxel_features`` [V, Cb] float32.
+    """
+
+    name: str
+
+    def run(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]: ...

@@ -1,0 +1,258 @@
+"""The model bundle: one self-describing folder the node, the CLI and the benchmarks run from.
+
+Layout (file names are fixed; the manifest lists each with its sha256 and size)::
+
+    DIR/manifest.json            this file's schema: :class:`Manifest`
+    DIR/student.onnx             the student graph (see relidar.export.onnx_student)
+    DIR/head.npz                 the projection head (weight [Cb, D], bias [D]) for per-point features
+    DIR/vocabulary.json          classes, prompts, colours (relidar.core.vocabulary) ...
+    DIR/vocabulary.embeddings.npy   ... and their text embeddings [C, D]
+    DIR/text/...                 the text encoder: CLIP (text_encoder.onnx + bpe_simple_vocab_16e6.txt.gz)
+                                 or simulated (simulated.json + simulated.npy)
+    DIR/student.safetensors      (optional) BN-folded weights, for the torch backend
+    DIR/engines/<gpu>_<trt>_<precision>.plan   TensorRT engines, added by ``relidar export tensorrt``
+
+Loading (:func:`load_bundle`) checks the format version, that every listed file exists with the
+listed size and sha256, and that the parts fit together (vocabulary dim = student out_dim = text
+encoder dim, head shape); any failure is a :class:`BundleError` naming the file and what to do.
+numpy only: no PyTorch, no onnx package.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import Field, ValidationError
+
+from relidar.core.config import StrictModel
+
+BUNDLE_FORMAT = "relidar-bundle"
+BUNDLE_FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+STUDENT_ONNX = "student.onnx"
+HEAD = "head.npz"
+VOCABULARY = "vocabulary.json"
+STUDENT_WEIGHTS = "student.safetensors"
+ENGINES_DIR = "engines"
+
+
+class BundleError(RuntimeError):
+    """A bundle that is missing, corrupt or inconsistent; the message names the file and the fix."""
+
+
+class FileEntry(StrictModel):
+    sha256: str = Field(min_length=64, max_length=64)
+    size: int = Field(ge=0)
+
+
+class StudentSpec(StrictModel):
+    """What the student graph expects and produces; everything preprocessing needs."""
+
+    profile: str
+    voxel_size: float = Field(gt=0)
+    crop_min: tuple[float, float, float]
+    crop_max: tuple[float, float, float]
+    input_features: tuple[str, ...]
+    num_levels: int = Field(ge=1)
+    backbone_dim: int = Field(ge=1, description="Cb: width of the graph's voxel_features output")
+    out_dim: int = Field(ge=1, description="D: the embedding size the head maps into")
+    onnx: str = STUDENT_ONNX
+    head: str = HEAD
+    weights: str | None = Field(None, description="BN-folded safetensors for the torch backend, if shipped")
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    opset: int
+
+
+class TextEncoderSpec(StrictModel):
+    kind: Literal["clip", "simulated"]
+    feature_dim: int = Field(ge=1)
+    name: str = Field("", description="which text tower made it, e.g. the teacher's name")
+    # clip
+    onnx: str | None = None
+    bpe: str | None = None
+    context_length: int | None = None
+    # simulated
+    table: str | None = None
+
+
+class EngineSpec(StrictModel):
+    file: str
+    gpu: str
+    tensorrt: str
+    precision: Literal["fp32", "fp16"]
+
+
+class Manifest(StrictModel):
+    format: Literal["relidar-bundle"] = BUNDLE_FORMAT
+    format_version: int
+    relidar_version: str
+    created: str
+    student: StudentSpec
+    logit_scale: float = Field(gt=0, description="softmax(logit_scale * cosine); CLIP uses 100")
+    text_encoder: TextEncoderSpec
+    vocabulary: str = VOCABULARY
+    versions: dict[str, str] = Field(default_factory=dict, description="torch, onnx, onnxruntime... used to export")
+    engines: list[EngineSpec] = Field(default_factory=list)
+    files: dict[str, FileEntry]
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def file_entry(path: Path) -> FileEntry:
+    return FileEntry(sha256=sha256_file(path), size=path.stat().st_size)
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A loaded, verified bundle: its folder and manifest; paths resolved."""
+
+    root: Path
+    manifest: Manifest
+
+    def path(self, name: str) -> Path:
+        return self.root / name
+
+    @property
+    def student_onnx(self) -> Path:
+        return self.path(self.manifest.student.onnx)
+
+    def head(self) -> tuple[np.ndarray, np.ndarray]:
+        """(weight [Cb, D], bias [D]) float32."""
+        with np.load(self.path(self.manifest.student.head), allow_pickle=False) as data:
+            return data["weight"].astype(np.float32), data["bias"].astype(np.float32)
+
+    def vocabulary(self):
+        from relidar.core.vocabulary import Vocabulary, VocabularyError
+
+        path = self.path(self.manifest.vocabulary)
+        try:
+            return Vocabulary.load(path)
+        except VocabularyError as exc:
+            raise BundleError(f"{path}: {exc}") from exc
+
+    def text_encoder(self):
+        """The bundle's text encoder (CLIP through ONNX Runtime, or the simulated one)."""
+        spec = self.manifest.text_encoder
+        if spec.kind == "clip":
+            from relidar.core.text.clip_onnx import ClipOnnxTextEncoder
+            from relidar.core.text.tokenizer import TokenizerError
+
+            try:
+                return ClipOnnxTextEncoder(self.path(spec.onnx or ""), self.path(spec.bpe or ""),
+                                           int(spec.context_length or 77), spec.feature_dim)
+            except TokenizerError as exc:
+                raise BundleError(str(exc)) from exc
+        from relidar.core.text.simulated import SimulatedEncoderError, SimulatedTextEncoder
+
+        try:
+            return SimulatedTextEncoder.load(self.path(spec.table or ""))
+        except SimulatedEncoderError as exc:
+            raise BundleError(str(exc)) from exc
+
+    def engine_for(self, gpu: str, tensorrt: str, precision: str) -> Path | None:
+        for e in self.manifest.engines:
+            if e.gpu == gpu and e.tensorrt == tensorrt and e.precision == precision:
+                return self.path(e.file)
+        return None
+
+
+def read_manifest(root: Path) -> Manifest:
+    path = root / MANIFEST
+    if not root.is_dir():
+        raise BundleError(f"{root}: bundle folder not found (write one with `relidar export bundle`)")
+    try:
+        raw = json.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise BundleError(f"{path}: manifest not found; {root} is not a model bundle "
+                          "(write one with `relidar export bundle`)") from exc
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BundleError(f"{path}: not valid JSON ({exc}); the manifest is corrupt, re-export the bundle") from exc
+    if not isinstance(raw, dict):
+        raise BundleError(f"{path}: top level must be a JSON object")
+    if raw.get("format") != BUNDLE_FORMAT:
+        raise BundleError(f"{path}: field 'format' is {raw.get('format')!r}, expected {BUNDLE_FORMAT!r}")
+    if raw.get("format_version") != BUNDLE_FORMAT_VERSION:
+        raise BundleError(f"{path}: field 'format_version' is {raw.get('format_version')!r}; this relidar reads "
+                          f"version {BUNDLE_FORMAT_VERSION}: re-export the bundle with this relidar")
+    try:
+        return Manifest.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"])
+        raise BundleError(f"{path}: field {field!r}: {first['msg']}") from exc
+
+
+def verify_files(root: Path, manifest: Manifest) -> None:
+    """Every listed file exists with its size and sha256; every file the manifest names is listed."""
+    named = [manifest.student.onnx, manifest.student.head, manifest.vocabulary]
+    spec = manifest.text_encoder
+    named += [n for n in (spec.onnx, spec.bpe, spec.table, manifest.student.weights) if n]
+    named += [e.file for e in manifest.engines]
+    for name in named:
+        if name not in manifest.files:
+            raise BundleError(f"{root / MANIFEST}: {name} is used but not listed in field 'files' (no checksum)")
+    for name, entry in manifest.files.items():
+        path = root / name
+        if not path.is_file():
+            raise BundleError(f"{path}: listed in the manifest but missing; copy the whole bundle folder")
+        size = path.stat().st_size
+        if size != entry.size:
+            what = "truncated" if size < entry.size else "larger than exported"
+            raise BundleError(f"{path}: {size} bytes, the manifest says {entry.size} ({what}); re-copy or re-export "
+                              "the bundle")
+        if sha256_file(path) != entry.sha256:
+            raise BundleError(f"{path}: contents differ from the manifest's sha256 (file altered); re-copy or "
+                              "re-export the bundle")
+
+
+def check_consistency(bundle: Bundle) -> None:
+    """The parts fit: dims agree across head, vocabulary and text encoder; the vocabulary loads."""
+    m = bundle.manifest
+    d = m.student.out_dim
+    if m.text_encoder.feature_dim != d:
+        raise BundleError(f"{bundle.root / MANIFEST}: text_encoder.feature_dim {m.text_encoder.feature_dim} != "
+                          f"student.out_dim {d}; the text encoder is not the teacher the student was distilled from")
+    head_path = bundle.path(m.student.head)
+    try:
+        w, b = bundle.head()
+    except (OSError, ValueError, KeyError) as exc:
+        raise BundleError(f"{head_path}: not a head file with 'weight' and 'bias' ({exc})") from exc
+    if w.shape != (m.student.backbone_dim, d) or b.shape != (d,):
+        raise BundleError(f"{head_path}: weight {w.shape} / bias {b.shape}, expected ({m.student.backbone_dim}, {d}) "
+                          f"/ ({d},) from the manifest")
+    vocab = bundle.vocabulary()
+    if vocab.feature_dim != d:
+        raise BundleError(f"{bundle.path(m.vocabulary)}: embeddings are {vocab.feature_dim}-d but the student's "
+                          f"out_dim is {d}; build the vocabulary with the student's teacher")
+
+
+def load_bundle(root: str | Path, verify: bool = True) -> Bundle:
+    """Read and (by default) verify the bundle at ``root``; raises :class:`BundleError`."""
+    root = Path(root)
+    manifest = read_manifest(root)
+    bundle = Bundle(root=root, manifest=manifest)
+    if verify:
+        verify_files(root, manifest)
+        check_consistency(bundle)
+    return bundle
+
+
+def write_manifest(root: Path, manifest: Manifest) -> Path:
+    """Write ``manifest.json`` atomically (the files' entries must already be in ``manifest.files``)."""
+    from relidar.core.atomic import atomic_write_bytes
+
+    path = root / MANIFEST
+    atomic_write_bytes(path, (manifest.model_dump_json(indent=2) + "\n").encode())
+    return path

@@ -1,0 +1,196 @@
+"""Points -> sparse voxels: integer coordinates, the point->voxel index and mean per-voxel input features.
+
+numpy only (the ROS node runs it with no PyTorch). Voxels come out sorted lexicographically by
+(batch, ix, iy, iz) -- the order of a packed integer key -- so the numpy and torch kernel-map builders
+agree exactly on every index.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Sequence
+
+import numpy as np
+
+# Per-voxel input features the student may be given; each is the mean over the voxel's points.
+#   x, y, z:     point coordinates in metres (lidar frame)
+#   intensity:   the point's 4th column (0 where the scan has none)
+#   dx, dy, dz:  offset of the mean point from the voxel centre, in voxel units (-0.5 .. 0.5)
+#   range:       distance of the mean point from the sensor, in metres
+InputFeature = Literal["x", "y", "z", "intensity", "dx", "dy", "dz", "range"]
+INPUT_FEATURES: tuple[str, ...] = ("x", "y", "z", "intensity", "dx", "dy", "dz", "range")
+
+
+class VoxelizeError(ValueError):
+    """Points or a voxel grid that cannot be voxelized; the message says which argument and why."""
+
+
+@dataclass(frozen=True)
+class VoxelGrid:
+    """A regular grid: voxel edge ``voxel_size`` (metres) over the box ``[crop_min, crop_max)``."""
+
+    voxel_size: float
+    crop_min: tuple[float, float, float]
+    crop_max: tuple[float, float, float]
+
+    def __post_init__(self) -> None:
+        if not self.voxel_size > 0:
+            raise VoxelizeError(f"voxel_size must be > 0, got {self.voxel_size}")
+        if any(hi <= lo for lo, hi in zip(self.crop_min, self.crop_max)):
+            raise VoxelizeError(f"crop_max {self.crop_max} must exceed crop_min {self.crop_min} on every axis")
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """Voxels along x, y, z."""
+        lo = np.asarray(self.crop_min, dtype=np.float64)
+        hi = np.asarray(self.crop_max, dtype=np.float64)
+        dims = np.ceil((hi - lo) / self.voxel_size - 1e-9).astype(np.int64)
+        return int(dims[0]), int(dims[1]), int(dims[2])
+
+
+@dataclass(frozen=True)
+class Voxels:
+    """Sparse voxels of one batch of scans.
+
+    coords:          [V, 4] int64 (batch, ix, iy, iz), unique, sorted lexicographically
+    features:        [V, C] float32, C = len(feature_names)
+    point_to_voxel:  [N] int64, the voxel of each input point, -1 for points outside the crop
+    """
+
+    coords: np.ndarray
+    features: np.ndarray
+    point_to_voxel: np.ndarray
+    batch_size: int
+    grid_shape: tuple[int, int, int]
+    feature_names: tuple[str, ...]
+
+    @property
+    def num_voxels(self) -> int:
+        return int(self.coords.shape[0])
+
+
+def pack_coords(coords, grid_shape: Sequence[int]):
+    """The key arithmetic of :func:`pack_keys` on int64 numpy arrays or torch tensors alike."""
+    sx, sy, sz = (int(s) + 2 for s in grid_shape)
+    c = coords
+    return ((c[:, 0] * sx + (c[:, 1] + 1)) * sy + (c[:, 2] + 1)) * sz + (c[:, 3] + 1)
+
+
+def key_digits(keys, grid_shape: Sequence[int]) -> tuple:
+    """(batch, ix, iy, iz) of packed keys, on numpy arrays or torch tensors alike."""
+    sx, sy, sz = (int(s) + 2 for s in grid_shape)
+    iz = keys % sz - 1
+    rest = keys // sz
+    iy = rest % sy - 1
+    rest = rest // sy
+    ix = rest % sx - 1
+    return rest // sx, ix, iy, iz
+
+
+def pack_keys(coords: np.ndarray, grid_shape: Sequence[int]) -> np.ndarray:
+    """(batch, ix, iy, iz) -> one int64 per voxel whose order is the lexicographic order of the coords.
+
+    Each spatial axis gets one spare slot on both sides so that neighbours just outside the grid
+    (-1 and the size) still pack to distinct keys; see ``relidar.core.kernel_maps``.
+    """
+    return pack_coords(coords.astype(np.int64, copy=False), grid_shape)
+
+
+def unpack_keys(keys: np.ndarray, grid_shape: Sequence[int]) -> np.ndarray:
+    """Inverse of :func:`pack_keys`: [V] int64 -> [V, 4] int64."""
+    return np.stack(key_digits(keys, grid_shape), axis=1)
+
+
+def unique_inverse(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(keys, return_inverse=True)`` for int64 keys, the inverse flat.
+
+    Keys in [0, 2**32) -- a scan's packed voxel keys -- are sorted by two stable 16-bit passes
+    (numpy's stable sort of uint16 is a radix sort): ~2x faster than np.unique's comparison sort.
+    """
+    n = keys.shape[0]
+    if n == 0 or int(keys.min()) < 0 or int(keys.max()) >= 1 << 32:
+        uniq, inverse = np.unique(keys, return_inverse=True)
+        return uniq, inverse.reshape(-1)
+    low_first = np.argsort((keys & 0xFFFF).astype(np.uint16), kind="stable")
+    order = low_first[np.argsort((keys[low_first] >> 16).astype(np.uint16), kind="stable")]
+    sorted_keys = keys[order]
+    first = np.empty(n, dtype=bool)
+    first[0] = True
+    np.not_equal(sorted_keys[1:], sorted_keys[:-1], out=first[1:])
+    inverse = np.empty(n, dtype=np.int64)
+    inverse[order] = np.cumsum(first) - 1
+    return sorted_keys[first], inverse
+
+
+def _feature_columns(names: Sequence[str], mean_xyz: np.ndarray, mean_i: np.ndarray,
+                     coords: np.ndarray, grid: VoxelGrid) -> np.ndarray:
+    centre = (coords[:, 1:4].astype(np.float64) + 0.5) * grid.voxel_size + np.asarray(grid.crop_min)
+    columns = {
+        "x": lambda: mean_xyz[:, 0],
+        "y": lambda: mean_xyz[:, 1],
+        "z": lambda: mean_xyz[:, 2],
+        "intensity": lambda: mean_i,
+        "dx": lambda: (mean_xyz[:, 0] - centre[:, 0]) / grid.voxel_size,
+        "dy": lambda: (mean_xyz[:, 1] - centre[:, 1]) / grid.voxel_size,
+        "dz": lambda: (mean_xyz[:, 2] - centre[:, 2]) / grid.voxel_size,
+        "range": lambda: np.linalg.norm(mean_xyz, axis=1),
+    }
+    for name in names:
+        if name not in columns:
+            raise VoxelizeError(f"unknown input feature {name!r}; choose from {INPUT_FEATURES}")
+    return np.stack([columns[n]() for n in names], axis=1).astype(np.float32)
+
+
+def voxelize(points: np.ndarray, grid: VoxelGrid, feature_names: Sequence[str] = ("x", "y", "z", "intensity"),
+             batch_index: np.ndarray | None = None, batch_size: int | None = None) -> Voxels:
+    """Voxelize points [N, >=3] (x, y, z[, intensity, ...]); ``batch_index`` [N] says which scan each belongs to."""
+    pts = np.asarray(points)
+    if pts.ndim != 2 or pts.shape[1] < 3:
+        raise VoxelizeError(f"points must be [N, >=3], got shape {pts.shape}")
+    n = pts.shape[0]
+    if batch_index is None:
+        bidx = np.zeros(n, dtype=np.int64)
+    else:
+        bidx = np.asarray(batch_index, dtype=np.int64)
+        if bidx.shape != (n,):
+            raise VoxelizeError(f"batch_index must be [N]={n}, got shape {bidx.shape}")
+        if n and bidx.min() < 0:
+            raise VoxelizeError("batch_index must be >= 0")
+    nb = int(batch_size) if batch_size is not None else (int(bidx.max()) + 1 if n else 1)
+    shape = grid.shape
+    # float64 cell arithmetic, in place; per-column bound tests (NaN and +-inf fail them, so
+    # non-finite points fall outside with no separate test): ~2x faster than the [N, 3] forms
+    cell = pts[:, :3] - np.asarray(grid.crop_min, dtype=np.float64)
+    cell /= grid.voxel_size
+    np.floor(cell, out=cell)
+    inside = (cell[:, 0] >= 0) & (cell[:, 1] >= 0) & (cell[:, 2] >= 0)
+    for axis in range(3):
+        inside &= cell[:, axis] < shape[axis]
+    sel = np.flatnonzero(inside)
+    cell_in = cell[sel].astype(np.int64)
+    sx, sy, sz = (int(d) + 2 for d in shape)  # pack_keys inlined: no [P, 4] coords array
+    point_keys = ((bidx[sel] * sx + (cell_in[:, 0] + 1)) * sy + (cell_in[:, 1] + 1)) * sz + (cell_in[:, 2] + 1)
+    keys, inverse = unique_inverse(point_keys)
+    v = keys.shape[0]
+    coords = unpack_keys(keys, shape)
+    counts = np.bincount(inverse, minlength=v).astype(np.float64)
+    counts = np.maximum(counts, 1.0)
+    # bincount accumulates in float64 whatever the weights' dtype: no float64 copy of the points
+    mean_xyz = np.stack([np.bincount(inverse, weights=pts[sel, j], minlength=v) for j in range(3)], axis=1) / counts[:, None]
+    mean_i = (np.bincount(inverse, weights=pts[sel, 3], minlength=v) if pts.shape[1] > 3 else np.zeros(v)) / counts
+    point_to_voxel = np.full(n, -1, dtype=np.int64)
+    point_to_voxel[sel] = inverse
+    features = _feature_columns(feature_names, mean_xyz, mean_i, coords, grid)
+    return Voxels(coords=coords, features=features, point_to_voxel=point_to_voxel, batch_size=nb,
+                  grid_shape=shape, feature_names=tuple(feature_names))
+
+
+def voxelize_scans(scans: Sequence[np.ndarray], grid: VoxelGrid,
+                   feature_names: Sequence[str] = ("x", "y", "z", "intensity")) -> Voxels:
+    """Voxelize several scans as one batch; ``point_to_voxel`` follows the scans' concatenation order."""
+    if not scans:
+        raise VoxelizeError("voxelize_scans needs at least one scan")
+    width = min(s.shape[1] for s in scans)
+    points = np.concatenate([np.asarray(s)[:, :width] for s in scans], axis=0)
+    bidx = np.concatenate([np.full(s.shape[0], b, dtype=np.int64) for b, s in enumerate(scans)])
+    return voxelize(points, grid, feature_names, batch_index=bidx, batch_size=len(scans))

@@ -1,0 +1,99 @@
+"""Student -> ONNX: the deployed graph (relidar.model.deployed.StudentGraph, from voxel features and
+kernel maps to per-point labels and scores) traced into one ONNX graph, with the row-scatter lowerings
+that keep it small and TensorRT-parsable.
+
+Graph inputs and outputs: see ``relidar.core.graph`` (the contract) and ``relidar.model.deployed``
+(why the graph ends at the backbone and classifies without materialising the D-dim embeddings).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from relidar.core.graph import OUTPUTS, dynamic_axes, graph_feed, input_names
+from relidar.model.deployed import DEFAULT_LOGIT_SCALE, StudentGraph
+from relidar.model.network import Student
+
+DEFAULT_OPSET = 17
+
+
+def _row_index(g, index):
+    return g.op("Unsqueeze", index, g.op("Constant", value_t=torch.tensor([1], dtype=torch.int64)))
+
+
+def _check_dim0(dim, op: str) -> None:
+    from torch.onnx import symbolic_helper
+
+    if symbolic_helper._maybe_get_const(dim, "i") != 0:
+        raise ValueError(f"{op}: only dim=0 (rows of a [V, C] feature matrix) is exported")
+
+
+def _index_add_symbolic(g, self, dim, index, source, alpha=None):
+    # Rows of one index_add_ call are distinct (one kernel offset: each voxel has at most one
+    # neighbour there), so gather + add + ScatterND(reduction none) is exact. TensorRT's ONNX parser
+    # rejects ScatterND reductions other than "none", and torch's stock lowering (zeros + scatter +
+    # add over the whole [V, C] matrix) is several times more nodes and memory traffic.
+    _check_dim0(dim, "index_add")
+    rows = _row_index(g, index)
+    current = g.op("Gather", self, index, axis_i=0)
+    return g.op("ScatterND", self, rows, g.op("Add", current, source))
+
+
+def _index_copy_symbolic(g, self, dim, index, source):
+    _check_dim0(dim, "index_copy")
+    return g.op("ScatterND", self, _row_index(g, index), source)
+
+
+class _SparseSymbolics:
+    """Registers the row-scatter lowerings for the duration of one export, then removes them."""
+
+    _OPS = {"aten::index_add": _index_add_symbolic, "aten::index_copy": _index_copy_symbolic}
+
+    def __init__(self, opset: int) -> None:
+        self.opset = opset
+
+    def __enter__(self) -> "_SparseSymbolics":
+        for name, fn in self._OPS.items():
+            torch.onnx.register_custom_op_symbolic(name, fn, self.opset)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for name in self._OPS:
+            torch.onnx.unregister_custom_op_symbolic(name, self.opset)
+
+
+def export_student_onnx(student: Student, path: str | Path, example: dict[str, np.ndarray],
+                        logit_scale: float = DEFAULT_LOGIT_SCALE, opset: int = DEFAULT_OPSET) -> Path:
+    """Trace ``StudentGraph(student)`` on ``example`` (a ``relidar.core.graph.graph_feed``) and write ONNX to ``path``.
+
+    The example should have every pair list non-empty where possible; sizes are symbolic anyway.
+    Uses the TorchScript exporter (``dynamo=False``): its ``dynamic_axes`` give symbolic dims for
+    gathers/scatters over value-sized tensors with no guards to satisfy.
+    """
+    import warnings
+
+    path = Path(path)
+    graph = StudentGraph(student, logit_scale).eval()
+    names = input_names(graph.num_levels)
+    args = tuple(torch.from_numpy(example[n]) for n in names)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with torch.no_grad(), warnings.catch_warnings(), _SparseSymbolics(opset):
+        warnings.simplefilter("ignore", category=DeprecationWarning)
+        torch.onnx.export(graph, args, str(path), input_names=names, output_names=list(OUTPUTS),
+                          dynamic_axes=dynamic_axes(graph.num_levels), opset_version=opset,
+                          do_constant_folding=True, dynamo=False)
+    return path
+
+
+def example_feed(student: Student, points: np.ndarray, text_embeddings: np.ndarray) -> dict[str, np.ndarray]:
+    """Voxelize ``points`` with the student's grid and build its kernel maps: a complete numpy feed."""
+    from relidar.core.kernel_maps import build_kernel_maps_numpy
+    from relidar.core.voxelize import voxelize
+
+    cfg = student.config
+    vox = voxelize(points, cfg.grid(), cfg.input_features)
+    maps = build_kernel_maps_numpy(vox.coords, vox.grid_shape, cfg.num_levels)
+    return graph_feed(vox.features, vox.point_to_voxel, text_embeddings, maps)

@@ -1,0 +1,65 @@
+"""The kernel maps of relidar.core.kernel_maps computed with torch, on the voxel coords' device.
+
+Same algorithm (:func:`relidar.core.kernel_maps.build_with`), same integers as the numpy builder
+(tested); for building maps where the batch already lives on a GPU.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+
+from relidar.core.kernel_maps import KernelMaps, build_with
+from relidar.core.voxelize import key_digits, pack_coords
+
+
+class _TorchOps:
+    def __init__(self, device: Any) -> None:
+        self.torch = torch
+        self.device = device
+
+    def asarray(self, a: Any) -> Any:
+        return self.torch.as_tensor(a, dtype=self.torch.int64, device=self.device)
+
+    def unique_inverse(self, keys: Any) -> tuple[Any, Any]:
+        return self.torch.unique(keys, sorted=True, return_inverse=True)
+
+    def searchsorted(self, sorted_keys: Any, query: Any) -> Any:
+        return self.torch.searchsorted(sorted_keys, query)
+
+    def flatnonzero(self, mask: Any) -> Any:
+        return self.torch.nonzero(mask).reshape(-1)
+
+    def stable_argsort_small(self, a: Any) -> Any:
+        return self.torch.sort(a, stable=True).indices
+
+    def bincount(self, a: Any, n: int) -> Any:
+        return self.torch.bincount(a, minlength=n)
+
+    def cumsum(self, a: Any) -> Any:
+        return self.torch.cumsum(a, 0).cpu()  # the group bounds are read as Python ints
+
+    def clamp_max(self, a: Any, hi: int) -> Any:
+        return a.clamp(max=hi)
+
+    def clamp_min(self, a: Any, lo: int) -> Any:
+        return a.clamp(min=lo)
+
+    def arange(self, n: int) -> Any:
+        return self.torch.arange(n, dtype=self.torch.int64, device=self.device)
+
+    def stack2(self, a: Any, b: Any) -> Any:
+        return self.torch.stack([a, b])
+
+    pack = staticmethod(pack_coords)
+
+    def unpack(self, keys: Any, shape: Sequence[int]) -> Any:
+        return self.torch.stack(key_digits(keys, shape), dim=1)
+
+
+
+def build_kernel_maps_torch(coords: Any, grid_shape: Sequence[int], num_levels: int) -> KernelMaps:
+    """Same maps as :func:`relidar.core.kernel_maps.build_kernel_maps_numpy`, computed with torch on the coords' device."""
+    c = torch.as_tensor(coords, dtype=torch.int64)
+    return build_with(_TorchOps(c.device), c, grid_shape, num_levels)

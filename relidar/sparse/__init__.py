@@ -1,5 +1,0 @@
-"""Sparse 3D convolution in plain PyTorch ops (gather, matmul, index-add), exportable to ONNX.
-
-``relidar.sparse.functional`` holds the stateless operations on (features, pair arrays);
-``relidar.sparse.modules`` the thin nn.Modules that own the weights and know their resolution level.
-"""

@@ -1,0 +1,256 @@
+"""Training data over a teacher feature cache: per-scan samples and sparse batches of several scans.
+
+Randomness is stateless: the frame order of epoch e comes from ``(seed, e)`` and the augmentation
+and pair draws of frame i in epoch e from ``(seed, e, i)``. A resumed run therefore reproduces
+every later batch from the step counter alone, and data-parallel ranks agree on the global batch
+without talking to each other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from relidar.core.kernel_maps import KernelMaps, build_kernel_maps_numpy
+from relidar.core.voxelize import voxelize_scans
+from relidar.model.network import StudentConfig
+from relidar.training.augment import AugmentConfig, augment_points
+from relidar.training.config import DataConfig, SyntheticSource
+from relidar.training.feature_cache import CachedFrame, CacheReader
+from relidar.training.sampling import SamplingConfig, kmeans, sample_pairs
+
+_ORDER_TAG = 0x0D15
+_SAMPLE_TAG = 0x5A4E
+_CLUSTER_TAG = 0xC1A5
+
+
+class DataError(ValueError):
+    """Data that cannot feed a run (too few frames, mismatched dims); names the setting to change."""
+
+
+@dataclass(frozen=True)
+class Split:
+    """Cache frame indices used for training and held out for evaluation."""
+
+    train: tuple[int, ...]
+    val: tuple[int, ...]
+
+
+def split_frames(num_frames: int, config: DataConfig) -> Split:
+    """The last ``val_fraction`` of the frames are held out: consecutive sweeps look alike, so a
+    contiguous tail keeps near-duplicates out of the held-out set."""
+    n = min(num_frames, config.max_frames) if config.max_frames else num_frames
+    n_val = int(round(n * config.val_fraction))
+    if config.val_fraction > 0 and n_val == 0 and n >= 2:
+        n_val = 1
+    if n - n_val < 1:
+        raise DataError(f"data: {n} frames leave none to train on with val_fraction={config.val_fraction}")
+    return Split(train=tuple(range(n - n_val)), val=tuple(range(n - n_val, n)))
+
+
+@dataclass(frozen=True)
+class ScanSample:
+    """One scan as a training step sees it: augmented points and the drawn pairs."""
+
+    frame_index: int
+    points: np.ndarray  # [n, 4] float32, augmented
+    labels: np.ndarray | None  # [n] int64
+    pair_point: np.ndarray  # [m] int64 into points
+    pair_features: np.ndarray  # [m, D] float32
+    pair_superpixel: np.ndarray  # [m] int64
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Several scans as one sparse batch; the voxel coords carry the scan index in column 0."""
+
+    voxel_features: Tensor  # [V, C] float32
+    maps: KernelMaps  # torch
+    point_to_voxel: Tensor  # [P] int64 over the scans' concatenated points (-1 outside the crop)
+    point_scan: Tensor  # [P] int64
+    labels: Tensor | None  # [P] int64
+    pair_voxel: Tensor  # [M] int64 voxel of each pair's point
+    pair_point: Tensor  # [M] int64 into the concatenated points
+    pair_features: Tensor  # [M, D] float32
+    pair_scan: Tensor  # [M] int64
+    pair_superpixel: Tensor  # [M] int64
+    num_scans: int
+
+    def to(self, device: torch.device | str) -> "Batch":
+        def move(t: Tensor | None) -> Tensor | None:
+            return None if t is None else t.to(device, non_blocking=True)
+
+        return replace(
+            self,
+            voxel_features=move(self.voxel_features),
+            maps=self.maps.to(device),
+            point_to_voxel=move(self.point_to_voxel),
+            point_scan=move(self.point_scan),
+            labels=move(self.labels),
+            pair_voxel=move(self.pair_voxel),
+            pair_point=move(self.pair_point),
+            pair_features=move(self.pair_features),
+            pair_scan=move(self.pair_scan),
+            pair_superpixel=move(self.pair_superpixel),
+        )
+
+
+def collate(samples: Sequence[ScanSample], student: StudentConfig) -> Batch:
+    """Voxelize the scans together, build kernel maps, keep the pairs whose point lies in the crop."""
+    vox = voxelize_scans([s.points for s in samples], student.grid(), student.input_features)
+    maps = build_kernel_maps_numpy(vox.coords, vox.grid_shape, student.num_levels)
+    offsets = np.cumsum([0] + [len(s.points) for s in samples])
+    pair_point = np.concatenate([s.pair_point + offsets[b] for b, s in enumerate(samples)])
+    pair_scan = np.concatenate([np.full(len(s.pair_point), b, dtype=np.int64) for b, s in enumerate(samples)])
+    pair_voxel = vox.point_to_voxel[pair_point]
+    keep = pair_voxel >= 0
+    labels = None
+    if all(s.labels is not None for s in samples):
+        labels = torch.from_numpy(np.concatenate([s.labels for s in samples]).astype(np.int64))
+    dim = samples[0].pair_features.shape[1]
+    features = np.concatenate([s.pair_features for s in samples]) if pair_point.size else np.zeros((0, dim), np.float32)
+    return Batch(
+        voxel_features=torch.from_numpy(vox.features),
+        maps=KernelMaps.from_tensors([torch.from_numpy(np.ascontiguousarray(a)) for a in maps.to_tensors()],
+                                     maps.num_levels),
+        point_to_voxel=torch.from_numpy(vox.point_to_voxel),
+        point_scan=torch.from_numpy(np.repeat(np.arange(len(samples)), np.diff(offsets))),
+        labels=labels,
+        pair_voxel=torch.from_numpy(pair_voxel[keep]),
+        pair_point=torch.from_numpy(pair_point[keep]),
+        pair_features=torch.from_numpy(features[keep].astype(np.float32)),
+        pair_scan=torch.from_numpy(pair_scan[keep]),
+        pair_superpixel=torch.from_numpy(np.concatenate([s.pair_superpixel for s in samples])[keep].astype(np.int64)),
+        num_scans=len(samples),
+    )
+
+
+class DistillDataset:
+    """Scans of a feature cache turned into training samples (augmented, pairs drawn)."""
+
+    def __init__(self, cache: CacheReader, frames: Sequence[int], sampling: SamplingConfig,
+                 augment: AugmentConfig, seed: int) -> None:
+        if not frames:
+            raise DataError(f"{cache.root}: no frames to train on")
+        self.cache = cache
+        self.frames = tuple(frames)
+        self.sampling = sampling
+        self.augment = augment
+        self.seed = seed
+        self._clusters: dict[int, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def epoch_order(self, epoch: int) -> np.ndarray:
+        """Positions (into ``frames``) in the order epoch ``epoch`` visits them."""
+        rng = np.random.default_rng(np.random.SeedSequence([self.seed, epoch, _ORDER_TAG]))
+        return rng.permutation(len(self.frames))
+
+    def clusters(self, frame: int, cached: CachedFrame) -> np.ndarray:
+        """Teacher-feature cluster of each pair of ``frame`` (computed once; depends on the seed only)."""
+        if frame not in self._clusters:
+            rng = np.random.default_rng(np.random.SeedSequence([self.seed, frame, _CLUSTER_TAG]))
+            self._clusters[frame] = kmeans(cached.pair_features.astype(np.float32), self.sampling.clusters,
+                                           self.sampling.kmeans_iterations, rng)
+        return self._clusters[frame]
+
+    def sample(self, position: int, epoch: int) -> ScanSample:
+        frame = self.frames[position]
+        cached = self.cache[frame]
+        rng = np.random.default_rng(np.random.SeedSequence([self.seed, epoch, frame, _SAMPLE_TAG]))
+        clusters = self.clusters(frame, cached) if self.sampling.mode == "balanced" else None
+        chosen = sample_pairs(cached.num_pairs, self.sampling, rng, clusters)
+        points = augment_points(cached.points, self.augment, rng)
+        return ScanSample(
+            frame_index=frame,
+            points=points,
+            labels=None if cached.labels is None else cached.labels.astype(np.int64),
+            pair_point=cached.pair_point[chosen].astype(np.int64),
+            pair_features=cached.pair_features[chosen].astype(np.float32),
+            pair_superpixel=cached.superpixels[cached.pair_point[chosen]].astype(np.int64),
+        )
+
+
+def steps_per_epoch(num_frames: int, batch_size: int) -> int:
+    """Full global batches per epoch (a partial last batch is dropped, so every step has the same size)."""
+    return num_frames // batch_size
+
+
+def global_batch_positions(dataset: DistillDataset, epoch: int, step_in_epoch: int, batch_size: int) -> np.ndarray:
+    order = dataset.epoch_order(epoch)
+    return order[step_in_epoch * batch_size:(step_in_epoch + 1) * batch_size]
+
+
+def rank_share(positions: np.ndarray, rank: int, world_size: int) -> np.ndarray:
+    """This rank's scans of a global batch: every world_size-th, starting at ``rank``."""
+    return positions[rank::world_size]
+
+
+def open_cache(path: str | Path) -> CacheReader:
+    return CacheReader(path)
+
+
+def build_synthetic_cache(cache_dir: str | Path, source: SyntheticSource, on_frame=None) -> Path:
+    """Generate the synthetic world's sweeps and prepare their teacher features into ``cache_dir``.
+
+    Re-running into the same folder only computes what is missing (the cache's own resume).
+    """
+    from relidar.training.feature_cache import prepare_cache
+    from relidar.training.readers.base import Reader
+    from relidar.training.synthetic.teacher import SimulatedTeacher, SimulatedTeacherConfig
+    from relidar.training.synthetic.world import SynthConfig, SyntheticWorld
+
+    world = SyntheticWorld(SynthConfig.model_validate(source.world))
+
+    class SyntheticWorldReader(Reader):
+        """The world's first ``frames`` steps as a dataset (nothing written but the cache)."""
+
+        name = "synthetic"
+
+        def __init__(self) -> None:
+            super().__init__(Path(cache_dir))
+            from relidar.training.synthetic.classes import CLASS_NAMES, IGNORE_INDEX
+
+            self._names = CLASS_NAMES
+            self.ignore_index = IGNORE_INDEX
+            self._frame_ids = [f"synth_{world.config.seed:04d}_{i:06d}" for i in range(source.frames)]
+
+        @property
+        def class_names(self) -> tuple[str, ...]:
+            return self._names
+
+        def _load(self, index: int):
+            return world.sample(index).frame
+
+    teacher = SimulatedTeacher(SimulatedTeacherConfig.model_validate(source.teacher))
+    report = prepare_cache(SyntheticWorldReader(), cache_dir, teacher, on_frame=on_frame)
+    if report.failed:
+        raise DataError(f"{cache_dir}: synthetic frames failed to prepare: {report.failed[:3]}")
+    return Path(cache_dir)
+
+
+def synthetic_vocabulary(source: SyntheticSource):
+    """The synthetic world's classes embedded by its simulated teacher's text tower."""
+    from relidar.training.synthetic.teacher import DEFAULT_TEMPLATES, SimulatedTeacher, SimulatedTeacherConfig
+    from relidar.training.text_embeddings import build_vocabulary, synthetic_class_specs
+
+    teacher = SimulatedTeacher(SimulatedTeacherConfig.model_validate(source.teacher))
+    return build_vocabulary(synthetic_class_specs(), DEFAULT_TEMPLATES, teacher, teacher.name)
+
+
+def ensure_cache(config: DataConfig, on_frame=None) -> CacheReader:
+    """The cache ``config`` names, built first from the synthetic world when it says so and it is absent."""
+    from relidar.training.feature_cache import MANIFEST_NAME
+
+    path = Path(config.cache)
+    if config.synthetic is not None:
+        complete = (path / MANIFEST_NAME).is_file() and len(CacheReader(path)) >= config.synthetic.frames
+        if not complete:
+            build_synthetic_cache(path, config.synthetic, on_frame)
+    return CacheReader(path)

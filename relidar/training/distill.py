@@ -1,0 +1,310 @@
+"""The distillation loop: student features at paired points are pulled towards the teacher's.
+
+One process or several under ``torchrun`` (see ``relidar.training.distributed``). Outputs in the run
+folder: ``config.yaml`` (effective config), ``metrics.csv`` (losses and learning rate per logged
+step), ``tensorboard/``, ``checkpoints/`` (see ``relidar.training.checkpoint``), ``student.safetensors``
+(final weights, config in its metadata) and ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import random
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from relidar.core.config import save_config
+from relidar.core.rundir import make_run_dir
+from relidar.model.network import Student
+from relidar.training.checkpoint import (
+    TrainPosition,
+    final_weights_path,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+    save_weights,
+)
+from relidar.training.config import DistillConfig
+from relidar.training.data import (
+    Batch,
+    DistillDataset,
+    collate,
+    ensure_cache,
+    global_batch_positions,
+    rank_share,
+    split_frames,
+    steps_per_epoch,
+)
+from relidar.training.distributed import DistContext, all_reduce_mean, barrier, broadcast_object, globalise_batchnorm
+from relidar.training.losses import batch_loss
+
+CONFIG_NAME = "config.yaml"
+METRICS_CSV = "metrics.csv"
+
+
+class DistillError(RuntimeError):
+    """A run that cannot start or continue; the message names the setting or file to fix."""
+
+
+@dataclass(frozen=True)
+class DistillResult:
+    run_dir: Path
+    weights: Path
+    steps: int
+    final_loss: float
+    seconds: float
+
+
+def pick_device(config: DistillConfig, ctx: DistContext) -> torch.device:
+    want = config.train.device
+    if want == "cuda" or (want == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise DistillError("train.device is 'cuda' but CUDA is not available; set train.device=cpu")
+        return torch.device("cuda", ctx.local_rank)
+    return torch.device("cpu")
+
+
+def build_optimizer(model: nn.Module, config: DistillConfig) -> torch.optim.Optimizer:
+    opt = config.optimizer
+    if opt.name == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=opt.lr, momentum=opt.momentum, weight_decay=opt.weight_decay)
+    return torch.optim.AdamW(model.parameters(), lr=opt.lr, weight_decay=opt.weight_decay)
+
+
+def lr_factor(step: int, total: int, config: DistillConfig) -> float:
+    """Multiplier of the peak lr after ``step`` steps: linear warm-up, then constant or cosine decay."""
+    sched = config.schedule
+    if sched.warmup_steps and step < sched.warmup_steps:
+        return (step + 1) / sched.warmup_steps
+    if sched.name == "constant":
+        return 1.0
+    span = max(1, total - sched.warmup_steps)
+    t = min(1.0, (step - sched.warmup_steps) / span)
+    return sched.min_lr_ratio + (1 - sched.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t))
+
+
+def autocast_context(config: DistillConfig, device: torch.device):
+    if device.type != "cuda" or config.train.amp == "off":
+        return nullcontext()
+    dtype = torch.bfloat16 if config.train.amp == "bf16" else torch.float16
+    return torch.autocast("cuda", dtype=dtype)
+
+
+def pair_features(model: nn.Module, batch: Batch) -> torch.Tensor:
+    """Student embeddings [M, D] at the batch's paired points."""
+    voxel_out = model(batch.voxel_features, batch.maps)
+    return voxel_out.index_select(0, batch.pair_voxel)
+
+
+def total_steps(config: DistillConfig, num_train: int) -> int:
+    spe = steps_per_epoch(num_train, config.train.batch_size)
+    if spe == 0:
+        raise DistillError(f"train.batch_size={config.train.batch_size} exceeds the {num_train} training frames; "
+                           "lower train.batch_size or add frames")
+    steps = config.train.epochs * spe
+    return min(steps, config.train.max_steps) if config.train.max_steps else steps
+
+
+class _Logger:
+    """CSV rows and TensorBoard scalars (rank 0 only)."""
+
+    def __init__(self, run_dir: Path, config: DistillConfig, start_step: int, enabled: bool) -> None:
+        self.enabled = enabled
+        self.path = run_dir / METRICS_CSV
+        self.writer = None
+        self.fields: list[str] | None = None
+        if not enabled:
+            return
+        if self.path.exists():
+            # Resuming: drop rows logged after the checkpoint (they will be logged again).
+            with open(self.path, newline="") as fh:
+                rows = [r for r in csv.DictReader(fh) if int(r["step"]) <= start_step]
+            if rows:
+                self.fields = list(rows[0].keys())
+                with open(self.path, "w", newline="") as fh:
+                    w = csv.DictWriter(fh, fieldnames=self.fields)
+                    w.writeheader()
+                    w.writerows(rows)
+            else:
+                self.path.unlink()
+        if config.logging.tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=start_step + 1)
+
+    def log(self, step: int, values: dict[str, float]) -> None:
+        if not self.enabled:
+            return
+        row = {"step": step, **values}
+        new = self.fields is None
+        if new:
+            self.fields = list(row.keys())
+        with open(self.path, "a", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=self.fields)
+            if new:
+                w.writeheader()
+            w.writerow(row)
+        if self.writer is not None:
+            for k, v in values.items():
+                self.writer.add_scalar(f"train/{k}", v, step)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def prepare_run_dir(config: DistillConfig, out: Path, resume: Path | None, ctx: DistContext, name: str) -> Path:
+    if resume is not None:
+        if not (Path(resume) / CONFIG_NAME).is_file():
+            raise DistillError(f"{resume}: not a distillation run folder ({CONFIG_NAME} missing)")
+        return Path(resume)
+    run_dir = make_run_dir(out, name) if ctx.is_main else None
+    run_dir = Path(str(broadcast_object(ctx, str(run_dir) if run_dir else None)))
+    if ctx.is_main:
+        save_config(config, run_dir / CONFIG_NAME)
+    return run_dir
+
+
+def distill(
+    config: DistillConfig,
+    out: Path | str = "runs",
+    resume: Path | str | None = None,
+    ctx: DistContext = DistContext(),
+    on_step: Callable[[int, int, dict[str, float]], None] | None = None,
+    run_name: str | None = None,
+) -> DistillResult:
+    """Train the student on ``config`` (a resumed run passes the run folder as ``resume`` and the config
+    saved in it). ``on_step(step, total, losses)`` is called on rank 0 after every step (progress bars)."""
+    threads_before = torch.get_num_threads()
+    if config.train.threads:
+        torch.set_num_threads(config.train.threads)
+    try:
+        return _distill(config, Path(out), Path(resume) if resume else None, ctx, on_step, run_name)
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def _distill(config: DistillConfig, out: Path, resume: Path | None, ctx: DistContext,
+             on_step: Callable[[int, int, dict[str, float]], None] | None, run_name: str | None) -> DistillResult:
+    start_time = time.perf_counter()
+    device = pick_device(config, ctx)
+    if config.train.batch_size % ctx.world_size:
+        raise DistillError(f"train.batch_size={config.train.batch_size} must be a multiple of the "
+                           f"{ctx.world_size} data-parallel processes")
+
+    if ctx.is_main:
+        cache = ensure_cache(config.data)
+    barrier(ctx)
+    if not ctx.is_main:
+        cache = ensure_cache(config.data)
+    if cache.feature_dim != config.student.out_dim:
+        raise DistillError(f"student.out_dim={config.student.out_dim} but the teacher features in {config.data.cache} "
+                           f"are {cache.feature_dim}-d; set student.out_dim={cache.feature_dim}")
+    split = split_frames(len(cache), config.data)
+    dataset = DistillDataset(cache, split.train, config.sampling, config.augment, config.train.seed)
+    spe = steps_per_epoch(len(dataset), config.train.batch_size)
+    n_steps = total_steps(config, len(dataset))
+
+    # Same initial weights on every rank (DDP also broadcasts them); RNG streams seeded before anything draws.
+    torch.manual_seed(config.train.seed)
+    random.seed(config.train.seed)
+    np.random.seed(config.train.seed % (2**32))
+    model = Student(config.student).to(device)
+    if ctx.enabled:
+        globalise_batchnorm(model)
+    optimizer = build_optimizer(model, config)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, n_steps, config))
+
+    name = run_name or f"distill_{config.loss.type}"
+    run_dir = prepare_run_dir(config, out, resume, ctx, name)
+    position = TrainPosition(0, 0, 0)
+    if resume is not None and latest_checkpoint(run_dir) is not None:
+        position = load_checkpoint(run_dir, model, optimizer, scheduler)
+    train_model: nn.Module = model
+    if ctx.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        train_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    scaler = torch.amp.GradScaler("cuda") if device.type == "cuda" and config.train.amp == "fp16" else None
+    logger = _Logger(run_dir, config, position.step, ctx.is_main)
+    config_json = config.model_dump_json()
+    last: dict[str, float] = {}
+    step = position.step
+    try:
+        model.train()
+        while step < n_steps:
+            epoch, in_epoch = divmod(step, spe)
+            positions = rank_share(global_batch_positions(dataset, epoch, in_epoch, config.train.batch_size),
+                                   ctx.rank, ctx.world_size)
+            batch = collate([dataset.sample(int(p), epoch) for p in positions], config.student).to(device)
+            with autocast_context(config, device):
+                k = pair_features(train_model, batch)
+            losses = batch_loss(config.loss, k.float(), batch.pair_features, batch.pair_scan, batch.num_scans,
+                                batch.pair_superpixel)
+            optimizer.zero_grad(set_to_none=True)
+            if scaler is not None:
+                scaler.scale(losses["total"]).backward()
+                scaler.unscale_(optimizer)
+            else:
+                losses["total"].backward()
+            if config.train.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), config.train.grad_clip)
+            if scaler is not None:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
+            lr = optimizer.param_groups[0]["lr"]
+            scheduler.step()
+            step += 1
+            if step % config.logging.every_steps == 0 or step == n_steps:
+                last = {f"loss_{k_}": float(all_reduce_mean(ctx, v.detach())) for k_, v in losses.items()}
+                last["lr"] = lr
+                last["epoch"] = epoch
+                logger.log(step, last)
+            if on_step is not None and ctx.is_main:
+                on_step(step, n_steps, last)
+            epoch_next, in_next = divmod(step, spe)
+            if ctx.is_main and (step % config.logging.checkpoint_every == 0 or step == n_steps):
+                save_checkpoint(run_dir, model, optimizer, scheduler, TrainPosition(step, epoch_next, in_next),
+                                config_json, config.logging.keep_checkpoints)
+        weights = final_weights_path(run_dir)
+        if ctx.is_main:
+            save_weights(weights, model, {"config": config_json, "step": str(step), "format": "relidar-student-1"})
+            summary = {"steps": step, "steps_per_epoch": spe, "train_frames": len(split.train),
+                       "val_frames": len(split.val), "final": last, "seconds": time.perf_counter() - start_time,
+                       "world_size": ctx.world_size, "device": str(device)}
+            (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        barrier(ctx)
+    finally:
+        logger.close()
+    return DistillResult(run_dir=run_dir, weights=final_weights_path(run_dir), steps=step,
+                         final_loss=last.get("loss_total", float("nan")), seconds=time.perf_counter() - start_time)
+
+
+def load_student(weights: Path | str, device: str | torch.device = "cpu") -> tuple[Student, DistillConfig]:
+    """A student and the run config from a weights file written by :func:`distill` (final or checkpoint)."""
+    from relidar.training.checkpoint import CheckpointError, load_weights, read_metadata
+
+    if not Path(weights).is_file():
+        raise CheckpointError(f"{weights}: student weights not found")
+    meta = read_metadata(weights)
+    if "config" not in meta:
+        raise CheckpointError(f"{weights}: no run config in its metadata; was it written by `relidar distill`?")
+    config = DistillConfig.model_validate_json(meta["config"])
+    model = Student(config.student)
+    load_weights(weights, model)
+    return model.to(device).eval(), config
+
+
+__all__ = ["DistillError", "DistillResult", "distill", "load_student"]

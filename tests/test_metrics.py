@@ -13,7 +13,8 @@ def test_confusion_and_iou_by_hand() -> None:
     pred = np.array([0, 0, 1, 1, 2, 2, 0, 2])
     cm = confusion_matrix(target, pred, 4)
     expected = np.zeros((4, 4), int)
-    expected[0, 0] = 2; expected[0, 1] = 1; expected[1, 1] = 1; expected[1, 2] = 1; expected[2, 2] = 1
+    for (i, j), count in {(0, 0): 2, (0, 1): 1, (1, 1): 1, (1, 2): 1, (2, 2): 1}.items():
+        expected[i, j] = count
     np.testing.assert_array_equal(cm, expected)
     s = scores_from_confusion(cm)
     # class 0: 2/(3+2-2)=2/3 ; class 1: 1/(2+2-1)=1/3 ; class 2: 1/(1+2-1)=1/2 ; class 3 absent -> NaN

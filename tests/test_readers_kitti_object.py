@@ -46,7 +46,8 @@ def test_folder_layout_and_missing_parts(kitti_frame_dir: Path, tmp_path: Path) 
     with pytest.raises(DatasetError, match=r"000007\.txt missing"):
         open_dataset(root)
     shutil.rmtree(root / "calib")
-    with pytest.raises(DatasetError, match=r"no calib/ folder in .*training; expected a KITTI object folder with velodyne/, image_2/, calib/"):
+    with pytest.raises(DatasetError, match=r"no calib/ folder in .*training; expected a KITTI object folder with velodyne/, "
+                                           r"image_2/, calib/"):
         open_dataset(root)
 
 

@@ -54,7 +54,7 @@ def test_bag_round_trip(tmp_path, samples, storage):
                 assert np.allclose(np.asarray(msg.k).reshape(3, 3), samples[0].frame.cameras[0].K)
             elif conn.topic == "/tf_static":
                 statics = {t.child_frame_id: (t.header.frame_id, _tf(t)) for t in msg.transforms}
-    for (stamp, msg), s in zip(clouds, samples):
+    for (_stamp, msg), s in zip(clouds, samples):
         pts = cloud_to_xyzi(msg)
         np.testing.assert_array_equal(pts.points, s.frame.points)
         assert np.array_equal(read_cloud(msg)["ring"], s.ring)

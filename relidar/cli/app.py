@@ -48,9 +48,12 @@ def build_app() -> typer.Typer:
     )
     apps = Apps(
         root=root,
-        bench=typer.Typer(help="Benchmarks: timings and memory as JSON, side by side with a reference.", no_args_is_help=True, rich_markup_mode="markdown"),
-        render=typer.Typer(help="Pictures: camera overlays and bird's-eye views, to PNG.", no_args_is_help=True, rich_markup_mode="markdown"),
-        export=typer.Typer(help="Export the student to ONNX / TensorRT and write model bundles.", no_args_is_help=True, rich_markup_mode="markdown"),
+        bench=typer.Typer(help="Benchmarks: timings and memory as JSON, side by side with a reference.",
+                          no_args_is_help=True, rich_markup_mode="markdown"),
+        render=typer.Typer(help="Pictures: camera overlays and bird's-eye views, to PNG.",
+                           no_args_is_help=True, rich_markup_mode="markdown"),
+        export=typer.Typer(help="Export the student to ONNX / TensorRT and write model bundles.",
+                           no_args_is_help=True, rich_markup_mode="markdown"),
     )
     for module in COMMAND_MODULES:
         importlib.import_module(module).register(apps)

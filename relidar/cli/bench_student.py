@@ -17,14 +17,18 @@ def register(apps: Apps) -> None:
 
 def bench_student(
     profile: str = typer.Option("base", "--profile", help="Student profile: base (MinkUNet18-like) or fast (narrow, CPU real time)."),
-    scan: Optional[Path] = typer.Option(None, "--scan", help="Lidar scan (.bin KITTI or .npy [N,>=3]); default: a built-in synthetic 64-beam scan."),
+    scan: Optional[Path] = typer.Option(None, "--scan", help="Lidar scan (.bin KITTI or .npy [N,>=3]); default: a built-in "
+                                                             "synthetic 64-beam scan."),
     repeat: int = typer.Option(10, "--repeat", min=1, help="Timed repetitions (each runs ours then spconv)."),
     warmup: int = typer.Option(2, "--warmup", min=0, help="Untimed repetitions first."),
     voxel_size: float = typer.Option(0.1, "--voxel-size", min=0.01, help="Voxel edge in metres."),
     out_dim: int = typer.Option(512, "--out-dim", min=1, help="Projection head output size (the teacher's embedding size)."),
-    weights: Optional[Path] = typer.Option(None, "--weights", help="Student safetensors (relidar.model.weights); its stored config replaces --profile/--voxel-size/--out-dim. Default: random weights from --seed."),
+    weights: Optional[Path] = typer.Option(None, "--weights", help="Student safetensors (relidar.model.weights); its stored config "
+                                                                   "replaces --profile/--voxel-size/--out-dim. Default: random "
+                                                                   "weights from --seed."),
     seed: int = typer.Option(0, "--seed", help="Seed of the random weights."),
-    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="torch intra-op threads for the whole run (default: torch's own choice)."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="torch intra-op threads for the whole run (default: "
+                                                                         "torch's own choice)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the results here (JSON)."),
     out: Path = typer.Option(Path("runs"), "--out", help="Folder for the timestamped run folder (results, effective config)."),
 ) -> None:

@@ -15,7 +15,8 @@ def register(apps: Apps) -> None:
 
 
 def demo(
-    overrides: Optional[list[str]] = typer.Argument(None, help="Budget overrides key=value (e.g. frames=12 steps=80); see relidar.demo.pipeline.DemoConfig."),
+    overrides: Optional[list[str]] = typer.Argument(None, help="Budget overrides key=value (e.g. frames=12 steps=80); see "
+                                                               "relidar.demo.pipeline.DemoConfig."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (default: a timestamped folder under runs/)."),
 ) -> None:
     """Generate a synthetic driving log, prepare teacher features, distill a 'fast' student with the

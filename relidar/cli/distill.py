@@ -20,9 +20,11 @@ def register(apps: Apps) -> None:
 
 
 def distill(
-    overrides: Optional[list[str]] = typer.Argument(None, help="Config overrides, section.key=value (e.g. loss.type=similarity train.epochs=3)."),
+    overrides: Optional[list[str]] = typer.Argument(None, help="Config overrides, section.key=value (e.g. loss.type=similarity "
+                                                               "train.epochs=3)."),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="Distillation config YAML (see configs/)."),
-    resume: Optional[Path] = typer.Option(None, "--resume", help="Run folder to continue from its latest checkpoint (uses the config saved there)."),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="Run folder to continue from its latest checkpoint (uses the "
+                                                                 "config saved there)."),
     out: Path = typer.Option(Path("runs"), "--out", "-o", help="Parent folder of the timestamped run folder."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:

@@ -15,9 +15,12 @@ def register(apps: Apps) -> None:
 
 
 def evaluate(
-    checkpoint: Path = typer.Option(..., "--checkpoint", help="Student weights (.safetensors) written by `relidar distill` (final or a checkpoint)."),
-    overrides: Optional[list[str]] = typer.Argument(None, help="Overrides of the run's config, e.g. eval.few_shot.scans=8 eval.vocabulary=V.json (from `relidar vocabulary build`)."),
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="Config YAML to use instead of the one stored in the weights (its data and eval sections)."),
+    checkpoint: Path = typer.Option(..., "--checkpoint", help="Student weights (.safetensors) written by `relidar distill` (final "
+                                                              "or a checkpoint)."),
+    overrides: Optional[list[str]] = typer.Argument(None, help="Overrides of the run's config, e.g. eval.few_shot.scans=8 "
+                                                               "eval.vocabulary=V.json (from `relidar vocabulary build`)."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="Config YAML to use instead of the one stored in the "
+                                                                       "weights (its data and eval sections)."),
     out: Path = typer.Option(Path("runs"), "--out", "-o", help="Parent folder of the timestamped report folder."),
     device: str = typer.Option("cpu", "--device", help="'cpu' or 'cuda'."),
 ) -> None:

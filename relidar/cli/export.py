@@ -54,7 +54,8 @@ def export_onnx(
 
 def export_bundle(
     checkpoint: Path = typer.Option(..., "--checkpoint", help="Student weights (.safetensors from `relidar distill`)."),
-    vocabulary: Path = typer.Option(..., "--vocabulary", help="Vocabulary JSON (classes, prompts, colours, embeddings) from `relidar vocabulary build`, made with the distilled teacher."),
+    vocabulary: Path = typer.Option(..., "--vocabulary", help="Vocabulary JSON (classes, prompts, colours, embeddings) from "
+                                                              "`relidar vocabulary build`, made with the distilled teacher."),
     out: Path = typer.Option(..., "--out", help="Bundle folder to write (replaced if it already holds a bundle)."),
     clip_model: Optional[str] = typer.Option(None, "--clip-model", help="open_clip model of the text tower (default: "
                                              "read from the vocabulary's encoder field)."),

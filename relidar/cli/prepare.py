@@ -32,18 +32,25 @@ def register(apps: Apps) -> None:
 
 
 def prepare(
-    dataset: Path = typer.Argument(..., help="Dataset path (nuScenes root, SemanticKITTI, KITTI object folder or frame, rosbag2); the format is detected."),
+    dataset: Path = typer.Argument(..., help="Dataset path (nuScenes root, SemanticKITTI, KITTI object folder or frame, rosbag2); "
+                                             "the format is detected."),
     out: Path = typer.Option(..., "--out", "-o", help="Cache folder; re-running into it resumes (verified frames are skipped)."),
-    teacher: TeacherKind = typer.Option(TeacherKind.maskclip, "--teacher", help="maskclip: open_clip ViT with MaskCLIP dense features; synthetic: the synthetic world's simulated teacher."),
+    teacher: TeacherKind = typer.Option(TeacherKind.maskclip, "--teacher", help="maskclip: open_clip ViT with MaskCLIP dense "
+                                                                                "features; synthetic: the synthetic world's "
+                                                                                "simulated teacher."),
     model: str = typer.Option("ViT-B-16", "--model", help="open_clip model name (maskclip teacher)."),
-    pretrained: str = typer.Option("laion2b_s34b_b88k", "--pretrained", help="open_clip pretrained tag or checkpoint path; 'none' for random weights (benchmarks)."),
+    pretrained: str = typer.Option("laion2b_s34b_b88k", "--pretrained", help="open_clip pretrained tag or checkpoint path; 'none' "
+                                                                             "for random weights (benchmarks)."),
     image_size: int = typer.Option(448, "--image-size", help="Shorter image side in pixels fed to the ViT; the patch grid follows."),
     device: str = typer.Option("auto", "--device", help="'auto' (cuda:LOCAL_RANK if CUDA is available, else cpu), 'cpu', 'cuda:0'..."),
-    rank: Optional[int] = typer.Option(None, "--rank", help="This process's share: frames i with i % world_size == rank (default: $RANK or 0)."),
-    world_size: Optional[int] = typer.Option(None, "--world-size", help="Number of processes sharing the dataset (default: $WORLD_SIZE or 1)."),
+    rank: Optional[int] = typer.Option(None, "--rank", help="This process's share: frames i with i % world_size == rank (default: "
+                                                            "$RANK or 0)."),
+    world_size: Optional[int] = typer.Option(None, "--world-size", help="Number of processes sharing the dataset (default: "
+                                                                        "$WORLD_SIZE or 1)."),
     limit: Optional[int] = typer.Option(None, "--limit", help="Only the first N frames of the dataset."),
     superpixels: int = typer.Option(150, "--superpixels", help="SLIC segments per camera image (contrastive pooling)."),
-    option: Optional[list[str]] = typer.Option(None, "--option", help="Reader option key=value (repeatable), e.g. sequences=[\"08\"] or lidar_topic=/points."),
+    option: Optional[list[str]] = typer.Option(None, "--option", help="Reader option key=value (repeatable), e.g. "
+                                                                      "sequences=[\"08\"] or lidar_topic=/points."),
 ) -> None:
     """Run the teacher once per frame and store points, labels, point-pixel pairs with fp16 teacher
     features and superpixel ids, one checksummed file per frame; report what was done, skipped, failed.

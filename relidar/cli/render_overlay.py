@@ -22,7 +22,8 @@ def render_overlay(
     frame: int = typer.Option(0, "--frame", "-f", help="Frame index (negative counts from the end)."),
     camera: Optional[str] = typer.Option(None, "--camera", "-c", help="Camera name (default: the frame's first camera)."),
     color: str = typer.Option("depth", "--color", help="Colour points by 'depth' (camera z) or 'label' (the dataset's classes)."),
-    max_depth: Optional[float] = typer.Option(None, "--max-depth", help="Depth (m) at the far end of the colour map; default the 95th percentile."),
+    max_depth: Optional[float] = typer.Option(None, "--max-depth", help="Depth (m) at the far end of the colour map; default the "
+                                                                        "95th percentile."),
     radius: Optional[int] = typer.Option(None, "--radius", help="Point square half-size in pixels (default: by image size)."),
     max_width: Optional[int] = typer.Option(None, "--max-width", help="Downscale the PNG to at most this many pixels wide."),
     option: Optional[list[str]] = typer.Option(

@@ -20,7 +20,8 @@ def replay(
     loop: bool = typer.Option(False, "--loop", "-l", help="Start over at the end, until Ctrl-C."),
     topics: Optional[list[str]] = typer.Option(None, "--topics", "-t", help="Only these topics (repeatable); default all."),
     delay: float = typer.Option(0.5, "--delay", help="Seconds between creating the publishers and the first message (discovery)."),
-    wait_for_subscribers: float = typer.Option(0.0, "--wait-for-subscribers", help="Wait up to this many seconds for every topic to have a subscriber."),
+    wait_for_subscribers: float = typer.Option(0.0, "--wait-for-subscribers", help="Wait up to this many seconds for every topic "
+                                                                                   "to have a subscriber."),
     domain_id: Optional[int] = typer.Option(None, "--domain-id", help="ROS domain id (default: ROS_DOMAIN_ID or 0)."),
 ) -> None:
     """Publish a rosbag2 on ROS 2 with its recorded timing (serialized, never deserialised).

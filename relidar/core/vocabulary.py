@@ -243,7 +243,8 @@ class Vocabulary:
         except ValueError as exc:
             raise VocabularyError(f"{emb_path}: not a valid .npy array ({exc})") from exc
         if list(embeddings.shape) != list(meta["embeddings_shape"]):
-            raise VocabularyError(f"{emb_path}: shape {embeddings.shape} differs from field 'embeddings_shape' {meta['embeddings_shape']} in {path}")
+            raise VocabularyError(f"{emb_path}: shape {embeddings.shape} differs from field 'embeddings_shape' "
+                                  f"{meta['embeddings_shape']} in {path}")
         try:
             colors = np.asarray(meta["colors"], dtype=np.int64)
         except (TypeError, ValueError) as exc:

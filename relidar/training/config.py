@@ -76,7 +76,8 @@ class FewShotConfig(StrictModel):
 
 
 class EvalConfig(StrictModel):
-    vocabulary: str | None = Field(None, description="Vocabulary JSON (`relidar vocabulary build`); default: the synthetic teacher's, when data.synthetic is set")
+    vocabulary: str | None = Field(None, description="Vocabulary JSON (`relidar vocabulary build`); default: the synthetic "
+                                                     "teacher's, when data.synthetic is set")
     max_scans: int | None = Field(None, ge=1, description="evaluate at most this many held-out scans")
     few_shot: FewShotConfig = FewShotConfig()
     gap_pairs: int = Field(1024, ge=4, description="held-out pairs per scan for the structural gap")

@@ -221,7 +221,8 @@ def _write_or_check_manifest(cache_dir: Path, manifest: CacheManifest) -> CacheM
                 )
         n = min(len(old.frame_ids), len(manifest.frame_ids))
         if old.frame_ids[:n] != manifest.frame_ids[:n]:
-            raise CacheError(f"{path}: field 'frame_ids' lists other frames than dataset {manifest.dataset_path}; write to another --out folder")
+            raise CacheError(f"{path}: field 'frame_ids' lists other frames than dataset {manifest.dataset_path}; write to another "
+                             f"--out folder")
         if len(old.frame_ids) >= len(manifest.frame_ids):
             return old
     atomic_write_bytes(path, (manifest.model_dump_json(indent=2) + "\n").encode())
@@ -365,7 +366,8 @@ def _prepare_one(
         return "failed"
     phases["read"] += time.perf_counter() - t0
     if frame.frame_id != frame_id:
-        report.failed.append((frame_id, f"reader returned frame {frame.frame_id!r} at index {index}: the dataset changed since the manifest"))
+        report.failed.append((frame_id, f"reader returned frame {frame.frame_id!r} at index {index}: "
+                                        "the dataset changed since the manifest"))
         return "failed"
     try:
         cached = compute_cached_frame(frame, teacher, manifest.settings, phases)
@@ -374,7 +376,8 @@ def _prepare_one(
         return "failed"
     t2 = time.perf_counter()
     if cached.pair_features.shape[1] != manifest.feature_dim:
-        raise TeacherError(f"teacher {teacher.name} returned {cached.pair_features.shape[1]}-d features but declares {manifest.feature_dim}")
+        raise TeacherError(f"teacher {teacher.name} returned {cached.pair_features.shape[1]}-d features "
+                           f"but declares {manifest.feature_dim}")
     report.bytes_written += write_cached_frame(path, cached, teacher.name)
     report.done.append(frame_id)
     report.pairs_written += cached.num_pairs

@@ -32,7 +32,8 @@ def build_vocabulary(
     encoder_name: str = "",
 ) -> Vocabulary:
     """Average each class's prompt embeddings (synonyms x templates), normalise, and bundle with names
-    and colours (``relidar.core.vocabulary.DEFAULT_TEMPLATES`` is a good ``templates``). ``encoder_name`` records which text tower made the embeddings (a Teacher's ``name``)."""
+    and colours (``relidar.core.vocabulary.DEFAULT_TEMPLATES`` is a good ``templates``). ``encoder_name`` records
+    which text tower made the embeddings (a Teacher's ``name``)."""
     synonyms = [spec.synonyms or (spec.name,) for spec in class_specs]
     embeddings = embed_classes(synonyms, templates, encoder.encode_text)
     if embeddings.shape[1] != encoder.feature_dim:

@@ -147,7 +147,8 @@ def overlay_labels(
     return Overlay(_legend(image, legend), camera.name, len(points), int(m.sum()))
 
 
-def overlay_frame(frame: Frame, camera: str | None = None, color: str = "depth", max_depth: float | None = None, radius: int | None = None) -> Overlay:
+def overlay_frame(frame: Frame, camera: str | None = None, color: str = "depth", max_depth: float | None = None,
+                  radius: int | None = None) -> Overlay:
     """The overlay of one of a frame's cameras, by ``color`` = ``depth`` or ``label``."""
     cam = find_camera(frame, camera)
     if color == "depth":

@@ -83,7 +83,9 @@ class NuScenesReader(Reader):
         if version is None:
             if len(versions) != 1:
                 raise DatasetError(
-                    f"{self.root}: " + (f"several table folders ({', '.join(versions)}); pass version=" if versions else f"no v1.0-*/ table folder; expected {LAYOUT}")
+                    f"{self.root}: " + (
+                        f"several table folders ({', '.join(versions)}); pass version=" if versions
+                        else f"no v1.0-*/ table folder; expected {LAYOUT}")
                 )
             version = versions[0]
         table_dir = self.root / version

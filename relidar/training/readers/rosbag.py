@@ -237,7 +237,7 @@ class RosbagReader(Reader):
 
     def _decode(self, topic: str, m: _Msg) -> Any:
         bag = self._bag()
-        for conn, t, raw in bag.messages(connections=self._connections(topic), start=m.log_ns, stop=m.log_ns + 1):
+        for conn, _, raw in bag.messages(connections=self._connections(topic), start=m.log_ns, stop=m.log_ns + 1):
             if header_stamp_ns(raw, bag.is2) == m.stamp_ns:
                 return bag.deserialize(raw, conn.msgtype)
         raise DatasetError(f"{self.root}: message of {topic} at {m.log_ns} ns vanished (was the bag modified?)")

@@ -142,7 +142,8 @@ class BagWriter:
             header=self._header(stamp, LIDAR_FRAME),
             height=cloud.height,
             width=cloud.width,
-            fields=[T["sensor_msgs/msg/PointField"](name=f.name, offset=f.offset, datatype=f.datatype, count=f.count) for f in cloud.fields],
+            fields=[T["sensor_msgs/msg/PointField"](name=f.name, offset=f.offset, datatype=f.datatype, count=f.count)
+                    for f in cloud.fields],
             is_bigendian=cloud.is_bigendian,
             point_step=cloud.point_step,
             row_step=cloud.row_step,

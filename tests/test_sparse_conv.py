@@ -66,6 +66,45 @@ def test_down_and_up_conv_equal_dense_strided_convs() -> None:
     torch.testing.assert_close(up, dense_up[:, coords[:, 1], coords[:, 2], coords[:, 3]].T, rtol=0, atol=1e-10)
 
 
+def test_subm_conv_under_bf16_autocast_sums_in_float32() -> None:
+    """A full 3x3x3 block: the middle voxel's centre term is 256 and each of its 26 neighbours adds 1.
+    Every term is exact in bf16, but 256 + 1 is not (8-bit mantissa): summed in a bf16 buffer the
+    neighbours vanish (256), summed in float32 they all count (282)."""
+    cells = np.argwhere(np.ones((3, 3, 3), bool))
+    coords = np.c_[np.zeros(27, np.int64), cells]
+    maps = build_kernel_maps_numpy(coords, (3, 3, 3), 1)
+    pairs = [torch.from_numpy(p) for p in maps.subm[0]]
+    w = torch.ones(27, 1, 1)
+    w[13] = 256.0
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = SF.subm_conv3d(torch.ones(27, 1), w, pairs)
+    middle = int(np.flatnonzero((cells == 1).all(axis=1))[0])
+    assert float(out[middle, 0]) == 282.0
+
+
+@pytest.mark.parametrize("op", ["subm", "down"])
+def test_sparse_conv_under_bf16_autocast_within_product_rounding(op: str) -> None:
+    """Against a float64 reference on the same bf16-rounded operands: the only error left is each
+    product's rounding to bf16 (2^-9 relative) -- none from summing the terms."""
+    coords, maps = _small_maps(2, density=0.6)
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(len(coords), 16, generator=g).bfloat16().float()
+    w = torch.randn(27 if op == "subm" else 8, 16, 8, generator=g).bfloat16().float()
+
+    def run(xx: torch.Tensor, ww: torch.Tensor) -> torch.Tensor:
+        if op == "subm":
+            return SF.subm_conv3d(xx, ww, maps.subm[0])
+        return SF.down_conv3d(xx, ww, maps.down[0], maps.coords[1].shape[0])
+
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = run(x, w)
+    assert got.dtype == torch.float32
+    ref = run(x.double(), w.double())
+    # |error| <= sum over terms of |term| * 2^-9 <= (|x| conv |w|) * 2^-9, per output element
+    bound = run(x.double().abs(), w.double().abs()) * 2.0 ** -9
+    assert bool(((got.double() - ref).abs() <= bound + 1e-12).all())
+
+
 def test_devoxelize_gathers_and_zeroes_cropped_points() -> None:
     v = torch.arange(6.0).reshape(3, 2)
     out = SF.devoxelize(v, torch.tensor([2, -1, 0, 2]))

@@ -55,9 +55,13 @@ def distill(
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from None
 
-    import torch
+    from relidar.training.distributed import PlacementError
 
-    ctx = init_from_env("cuda" if cfg.train.device != "cpu" and torch.cuda.is_available() else "cpu")
+    try:
+        ctx = init_from_env(cfg.train.device)
+    except PlacementError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
     try:
         result = _run(console, cfg, out, resume, ctx, progress and cfg.logging.progress)
     except (DistillError, DataError, CheckpointError, CacheError, ConfigError) as exc:

@@ -37,7 +37,7 @@ class ClassifierHead(nn.Module):
     def __init__(self, head: nn.Linear, logit_scale: float) -> None:
         super().__init__()
         w = head.weight.detach().t().contiguous()          # [Cb, D]
-        b = head.bias.detach().clone() if head.bias is not None else torch.zeros(w.shape[1])
+        b = head.bias.detach().clone() if head.bias is not None else w.new_zeros(w.shape[1])
         self.register_buffer("weight", w)
         self.register_buffer("bias", b)
         self.register_buffer("gram", w @ w.t())             # [Cb, Cb]
@@ -74,11 +74,12 @@ class StudentGraph(nn.Module):
         maps = KernelMaps.from_tensors(list(maps_flat), self.num_levels)
         x = self.backbone(features, maps)
         label, score = self.classifier(x, text_embeddings)
-        # One padding row for points outside the crop (index -1): label -1, score 0.
+        # One padding row for points outside the crop (index -1): label -1, score 0. Every tensor made here
+        # is made on the inputs' device (``new_*``): a constant left on the CPU breaks the graph on CUDA.
         v = x.shape[0]
         index = torch.where(point_to_voxel < 0, torch.full_like(point_to_voxel, v), point_to_voxel)
-        label_pad = torch.cat([label.to(torch.int32), torch.full((1,), -1, dtype=torch.int32)])
-        score_pad = torch.cat([score, torch.zeros(1, dtype=score.dtype)])
+        label_pad = torch.cat([label.to(torch.int32), label.new_full((1,), -1, dtype=torch.int32)])
+        score_pad = torch.cat([score, score.new_zeros(1)])
         return label_pad.index_select(0, index), score_pad.index_select(0, index), x
 
 

@@ -44,7 +44,15 @@ from relidar.training.data import (
     split_frames,
     steps_per_epoch,
 )
-from relidar.training.distributed import DistContext, all_reduce_mean, barrier, broadcast_object, globalise_batchnorm
+from relidar.training.distributed import (
+    DistContext,
+    PlacementError,
+    all_reduce_mean,
+    barrier,
+    broadcast_object,
+    globalise_batchnorm,
+    place_rank,
+)
 from relidar.training.losses import batch_loss
 
 CONFIG_NAME = "config.yaml"
@@ -65,12 +73,14 @@ class DistillResult:
 
 
 def pick_device(config: DistillConfig, ctx: DistContext) -> torch.device:
-    want = config.train.device
-    if want == "cuda" or (want == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise DistillError("train.device is 'cuda' but CUDA is not available; set train.device=cpu")
-        return torch.device("cuda", ctx.local_rank)
-    return torch.device("cpu")
+    """A rank of a process group trains where :func:`~relidar.training.distributed.init_from_env` placed it
+    (its group is bound to that device); a single process places itself the same way."""
+    if ctx.enabled:
+        return torch.device(ctx.device)
+    try:
+        return torch.device(place_rank(config.train.device, 0, 1, torch.cuda.device_count()).device)
+    except PlacementError as exc:
+        raise DistillError(str(exc)) from exc
 
 
 def build_optimizer(model: nn.Module, config: DistillConfig) -> torch.optim.Optimizer:
@@ -283,7 +293,7 @@ def _distill(config: DistillConfig, out: Path, resume: Path | None, ctx: DistCon
             save_weights(weights, model, {"config": config_json, "step": str(step), "format": "relidar-student-1"})
             summary = {"steps": step, "steps_per_epoch": spe, "train_frames": len(split.train),
                        "val_frames": len(split.val), "final": last, "seconds": time.perf_counter() - start_time,
-                       "world_size": ctx.world_size, "device": str(device)}
+                       "world_size": ctx.world_size, "device": str(device), "backend": ctx.backend or None}
             (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         barrier(ctx)
     finally:

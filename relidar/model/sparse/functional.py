@@ -14,6 +14,12 @@ Tables measured no better in ONNX Runtime either, even where they look cheap (KI
 the Cin=4 stem conv as a [V*27] neighbour-table gather + one GEMM took 38 ms vs 21 ms as pairs (ORT's
 Gather and ScatterND cost ~10-25 ns per row, so 1.3 M narrow rows lose), and the kernel-2 down/up
 convs as child tables + one GEMM each took the same 23 ms in total as pairs.
+
+Precision: under autocast (bf16/fp16 training) the products run in the autocast dtype (tensor cores)
+but are summed in float32: the 27 per-offset terms of a 3x3x3 conv added into a bf16 buffer (8-bit
+mantissa) lose every term smaller than half a unit in the last place of the running sum. The
+operands are cast once per call, not once per offset. Outside autocast nothing is cast, so the
+exported graph has no Cast nodes.
 """
 
 from __future__ import annotations
@@ -26,17 +32,35 @@ from torch import Tensor
 from relidar.core.kernel_maps import CENTRE_OFFSET, NUM_HALF_OFFSETS
 
 
+def _operands(x: Tensor, weight: Tensor) -> tuple[Tensor, Tensor, torch.dtype]:
+    """(x, weight) in the dtype the products are computed in, and the dtype they are summed in."""
+    device = x.device.type
+    autocast = torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device)
+    compute = torch.get_autocast_dtype(device) if autocast else x.dtype
+    accumulate = torch.float32 if compute in (torch.float16, torch.bfloat16) else compute
+    if x.dtype != compute:
+        x = x.to(compute)
+    if weight.dtype != compute:
+        weight = weight.to(compute)
+    return x, weight, accumulate
+
+
+def _acc(t: Tensor, dtype: torch.dtype) -> Tensor:
+    return t if t.dtype == dtype else t.to(dtype)
+
+
 def subm_conv3d(x: Tensor, weight: Tensor, pairs: Sequence[Tensor], bias: Tensor | None = None) -> Tensor:
     """Submanifold 3x3x3 convolution: outputs at the input voxels.
 
     ``pairs`` are the 13 half-offset (out, in) arrays of one level (KernelMaps.subm[level]); the
     mirrored offset 26-k uses the same pairs swapped and the centre is the identity.
     """
-    out = torch.mm(x, weight[CENTRE_OFFSET])
+    x, weight, acc = _operands(x, weight)
+    out = _acc(torch.mm(x, weight[CENTRE_OFFSET]), acc)
     for k in range(NUM_HALF_OFFSETS):
         dst, src = pairs[k][0], pairs[k][1]
-        out.index_add_(0, dst, torch.mm(x.index_select(0, src), weight[k]))
-        out.index_add_(0, src, torch.mm(x.index_select(0, dst), weight[26 - k]))
+        out.index_add_(0, dst, _acc(torch.mm(x.index_select(0, src), weight[k]), acc))
+        out.index_add_(0, src, _acc(torch.mm(x.index_select(0, dst), weight[26 - k]), acc))
     if bias is not None:
         out.add_(bias)  # in place: ``out`` is this op's own fresh tensor (saves a [V, C] allocation)
     return out
@@ -49,10 +73,11 @@ def down_conv3d(x: Tensor, weight: Tensor, pairs: Sequence[Tensor], num_out: Ten
     ``num_out`` is the number of level l+1 voxels; pass ``coords[l+1].shape[0]`` so a traced graph
     reads it from a tensor shape.
     """
-    out = x.new_zeros((num_out, weight.shape[2]))
+    x, weight, acc = _operands(x, weight)
+    out = x.new_zeros((num_out, weight.shape[2]), dtype=acc)
     for o in range(8):
         parent, child = pairs[o][0], pairs[o][1]
-        out.index_add_(0, parent, torch.mm(x.index_select(0, child), weight[o]))
+        out.index_add_(0, parent, _acc(torch.mm(x.index_select(0, child), weight[o]), acc))
     if bias is not None:
         out.add_(bias)
     return out
@@ -64,10 +89,11 @@ def up_conv3d(x: Tensor, weight: Tensor, pairs: Sequence[Tensor], num_out: Tenso
 
     Reuses the down pairs; every child has exactly one parent, so each output row is written once.
     """
-    out = x.new_zeros((num_out, weight.shape[2]))
+    x, weight, acc = _operands(x, weight)
+    out = x.new_zeros((num_out, weight.shape[2]), dtype=acc)
     for o in range(8):
         parent, child = pairs[o][0], pairs[o][1]
-        out.index_copy_(0, child, torch.mm(x.index_select(0, parent), weight[o]))
+        out.index_copy_(0, child, _acc(torch.mm(x.index_select(0, parent), weight[o]), acc))
     if bias is not None:
         out.add_(bias)
     return out
@@ -75,7 +101,8 @@ def up_conv3d(x: Tensor, weight: Tensor, pairs: Sequence[Tensor], num_out: Tenso
 
 def point_conv(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """1x1x1 convolution (a per-voxel linear map); ``weight`` is [1, Cin, Cout] like the others."""
-    out = torch.mm(x, weight[0])
+    x, weight, acc = _operands(x, weight)
+    out = _acc(torch.mm(x, weight[0]), acc)
     if bias is not None:
         out.add_(bias)
     return out

@@ -104,6 +104,24 @@ def test_resume_after_sigkill_matches_uninterrupted(tiny_yaml: Path, tmp_path: P
     assert steps == list(range(1, 10))
 
 
+def test_neighbour_table_training_matches_pair_lists(tiny_yaml: Path, tmp_path: Path) -> None:
+    """The formulation GPUs train with (train.sparse_maps=table) takes the same steps as the CPU's pair lists."""
+    overrides = ["train.epochs=1", "optimizer.name=sgd", "optimizer.lr=0.05"]
+    runs = {form: distill(load_config(tiny_yaml, DistillConfig, overrides + [f"train.sparse_maps={form}"]),
+                          out=tmp_path / form) for form in ("pairs", "table")}
+    assert json.loads((runs["table"].run_dir / "summary.json").read_text())["sparse_maps"] == "table"
+    pairs, table = _weights(runs["pairs"].weights), _weights(runs["table"].weights)
+    for k in pairs:
+        if pairs[k].is_floating_point():
+            torch.testing.assert_close(table[k], pairs[k], rtol=1e-4, atol=1e-5, msg=lambda m, k=k: f"{k}: {m}")
+    torch.manual_seed(load_config(tiny_yaml, DistillConfig).train.seed)
+    from relidar.model.network import Student
+
+    init = Student(load_config(tiny_yaml, DistillConfig).student).state_dict()
+    moved = max(float((init[k] - pairs[k]).abs().max()) for k in pairs if pairs[k].is_floating_point())
+    assert moved > 1e-3
+
+
 def test_cli_reports_config_errors(tmp_path: Path) -> None:
     import typer
     from typer.testing import CliRunner

@@ -19,7 +19,7 @@ import numpy as np
 from relidar.core.backends import BackendError, make_backend
 from relidar.core.bundle import BundleError, load_bundle
 from relidar.core.graph import graph_feed
-from relidar.core.kernel_maps import build_kernel_maps_numpy
+from relidar.core.kernel_maps import build_kernel_maps_numpy, build_neighbour_tables_numpy
 from relidar.core.vocabulary import Vocabulary, VocabularyError, embed_classes
 from relidar.core.voxelize import VoxelGrid, voxelize
 
@@ -50,17 +50,18 @@ class Segmenter:
     """Labels lidar points with a model bundle. See the module docstring."""
 
     def __init__(self, bundle: str | Path, backend: str = "auto", device: str = "cpu",
-                 threads: int | None = None, precision: str | None = None) -> None:
+                 threads: int | None = None, precision: str | None = None, formulation: str | None = None) -> None:
         self.bundle = load_bundle(bundle)
         spec = self.bundle.manifest.student
         self.grid = VoxelGrid(spec.voxel_size, spec.crop_min, spec.crop_max)
         self._input_features = tuple(spec.input_features)
         self._num_levels = spec.num_levels
         try:
-            self._backend = make_backend(self.bundle, backend, device, threads, precision)
+            self._backend = make_backend(self.bundle, backend, device, threads, precision, formulation)
         except BackendError as exc:
             raise BundleError(f"{self.bundle.root}: {exc}") from exc
         self.backend: str = self._backend.name
+        self.formulation: str = self._backend.formulation  # which kernel maps the feed carries
         self.device = device
         self.vocabulary: Vocabulary = self.bundle.vocabulary()
         self._text_encoder = None  # built on first set_classes: the CLIP tower costs a second to load
@@ -102,6 +103,9 @@ class Segmenter:
             return {"features": np.zeros((0, len(self._input_features)), np.float32),
                     "point_to_voxel": np.full(len(pts), -1, np.int64)}
         maps = build_kernel_maps_numpy(vox.coords, vox.grid_shape, self._num_levels)
+        if self.formulation == "table":
+            return graph_feed(vox.features, vox.point_to_voxel, self.vocabulary.embeddings,
+                              build_neighbour_tables_numpy(maps))
         return graph_feed(vox.features, vox.point_to_voxel, self.vocabulary.embeddings, maps)
 
     def _point_features(self, voxel_features: np.ndarray, point_to_voxel: np.ndarray) -> np.ndarray:

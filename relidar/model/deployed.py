@@ -3,8 +3,10 @@
 What ``relidar export`` traces to ONNX and what the torch backend runs, so both compute the same function.
 Inputs and outputs follow the contract in ``relidar.core.graph``:
   ``features`` [V, Cin] float32, ``point_to_voxel`` [N] int64 (-1 = outside the crop),
-  ``text_embeddings`` [C, D] float32 (unit rows), then the kernel maps in ``KernelMaps.tensor_names``
-  order; out: ``labels`` [N] int32 (-1 outside the crop), ``scores`` [N] float32 (softmax probability
+  ``text_embeddings`` [C, D] float32 (unit rows), then the kernel maps in the graph's formulation
+  (pair lists, ``KernelMaps.tensor_names`` order, or neighbour tables, ``NeighbourTables.tensor_names``
+  order: the same network either way, see relidar.model.sparse.functional);
+  out: ``labels`` [N] int32 (-1 outside the crop), ``scores`` [N] float32 (softmax probability
   of the label, 0 outside the crop), ``voxel_features`` [V, Cb] float32 (the backbone's features).
 
 Why the graph ends at the backbone and classifies without materialising the D-dim embeddings:
@@ -25,7 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from relidar.core.kernel_maps import KernelMaps
+from relidar.core.graph import Formulation, maps_type
 from relidar.model.network import Student, fold_batchnorm
 
 DEFAULT_LOGIT_SCALE = 100.0
@@ -62,16 +64,19 @@ class ClassifierHead(nn.Module):
 class StudentGraph(nn.Module):
     """What is exported: BN-folded backbone + cosine classifier + devoxelization to points."""
 
-    def __init__(self, student: Student, logit_scale: float = DEFAULT_LOGIT_SCALE) -> None:
+    def __init__(self, student: Student, logit_scale: float = DEFAULT_LOGIT_SCALE,
+                 formulation: Formulation = "pairs") -> None:
         super().__init__()
         folded = fold_batchnorm(student)
         self.backbone = folded.backbone
         self.classifier = ClassifierHead(folded.head, logit_scale)
         self.num_levels = student.config.num_levels
+        self.formulation = formulation
+        self._maps_type = maps_type(formulation)
 
     def forward(self, features: Tensor, point_to_voxel: Tensor, text_embeddings: Tensor,
                 *maps_flat: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        maps = KernelMaps.from_tensors(list(maps_flat), self.num_levels)
+        maps = self._maps_type.from_tensors(list(maps_flat), self.num_levels)
         x = self.backbone(features, maps)
         label, score = self.classifier(x, text_embeddings)
         # One padding row for points outside the crop (index -1): label -1, score 0. Every tensor made here

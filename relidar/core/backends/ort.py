@@ -34,7 +34,9 @@ def require_active_provider(session: Any, device: str) -> tuple[str, ...]:
 class OnnxRuntimeBackend:
     name = "onnxruntime"
 
-    def __init__(self, onnx_path: str | Path, device: str = "cpu", threads: int | None = None) -> None:
+    def __init__(self, onnx_path: str | Path, device: str = "cpu", threads: int | None = None,
+                 formulation: str = "pairs") -> None:
+        self.formulation = formulation
         try:
             import onnxruntime as ort
         except ImportError as exc:

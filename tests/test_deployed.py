@@ -46,3 +46,28 @@ def test_graph_creates_nothing_off_its_inputs_device() -> None:
     assert labels.device.type == scores.device.type == voxel_features.device.type == "meta"
     assert labels.shape == (n_points,) and labels.dtype == torch.int32
     assert scores.shape == (n_points,) and voxel_features.shape[0] == n_voxels
+
+
+def test_classifier_scores_survive_half_precision() -> None:
+    """Backbone features large enough that |y|² overflows float16 (as in an fp16 TensorRT engine): the
+    classifier's scores still match a float64 evaluation of the same head, instead of all being 1/C."""
+    from relidar.model.deployed import ClassifierHead
+
+    g = torch.Generator().manual_seed(0)
+    head = torch.nn.Linear(40, 512)
+    with torch.no_grad():
+        head.weight.normal_(0, 0.1, generator=g)
+        head.bias.normal_(0, 0.5, generator=g)
+    x = torch.rand(300, 40, generator=g) * 60
+    text = torch.nn.functional.normalize(torch.randn(6, 512, generator=g), dim=1)
+    y = x.double() @ head.weight.double().t() + head.bias.double()
+    assert float((y ** 2).sum(dim=1).max()) > 65504, "the case must overflow float16 without the guard"
+    cos = torch.nn.functional.normalize(y, dim=1) @ text.double().t()
+    ref_score, ref_label = torch.softmax(100.0 * cos, dim=1).max(dim=1)
+    label, score = ClassifierHead(head, 100.0).half()(x.half(), text.half())
+    assert bool(torch.isfinite(score).all())
+    assert (label == ref_label).double().mean() >= 0.95
+    torch.testing.assert_close(score.double(), ref_score, rtol=0, atol=0.05)
+    label32, score32 = ClassifierHead(head, 100.0)(x, text)
+    assert bool((label32 == ref_label).all())
+    torch.testing.assert_close(score32.double(), ref_score, rtol=0, atol=1e-4)

@@ -21,7 +21,7 @@ from relidar.model.network import Student, StudentConfig  # noqa: E402
 # ones a sparse-conv student plausibly lowers to. ScatterND is listed with the restriction
 # "`reduction` other than `none` is not supported", checked separately below.
 TENSORRT_ONNX_OPS = {
-    "Add", "ArgMax", "Cast", "Clip", "Concat", "Constant", "ConstantOfShape", "Div", "Equal", "Expand", "Gather",
+    "Abs", "Add", "ArgMax", "Cast", "Clip", "Concat", "Constant", "ConstantOfShape", "Div", "Equal", "Expand", "Gather",
     "GatherElements", "GatherND", "Gemm", "Greater", "Identity", "Less", "MatMul", "Max", "Min", "Mul", "Neg",
     "ReduceMax", "ReduceSum", "Relu", "Reshape", "ScatterElements", "ScatterND", "Shape", "Slice", "Softmax",
     "Sqrt", "Squeeze", "Sub", "Transpose", "Unsqueeze", "Where", "Reciprocal",

@@ -10,8 +10,8 @@ Inputs and outputs follow the contract in ``relidar.core.graph``:
   of the label, 0 outside the crop), ``voxel_features`` [V, Cb] float32 (the backbone's features).
 
 Why the graph ends at the backbone and classifies without materialising the D-dim embeddings:
-the head is linear, y = xW + b, so cos(y, t) = (x(W tᵀ) + b·t) / |y| with
-|y|² = x (W Wᵀ) xᵀ + 2 x·(W b) + b·b -- a [Cb, Cb] quadratic form instead of a [V, Cb] x [Cb, D]
+the head is linear, y = xW + b = [x, 1] W' with W' = [W; b], so cos(y, t) = [x, 1] W' tᵀ / |y| with
+|y|² = [x, 1] (W' W'ᵀ) [x, 1]ᵀ -- a [Cb+1, Cb+1] quadratic form instead of a [V, Cb] x [Cb, D]
 matmul (Cb = 40 vs D = 512 for the fast profile: ~12x fewer multiply-adds at the end of the
 network, and no [N, D] tensor written per scan). ONNX Runtime runs every node whatever outputs are
 requested, so a D-dim output would be paid on every call; the runtime applies the head to
@@ -38,22 +38,23 @@ class ClassifierHead(nn.Module):
 
     def __init__(self, head: nn.Linear, logit_scale: float) -> None:
         super().__init__()
-        w = head.weight.detach().t().contiguous()          # [Cb, D]
-        b = head.bias.detach().clone() if head.bias is not None else w.new_zeros(w.shape[1])
-        self.register_buffer("weight", w)
-        self.register_buffer("bias", b)
-        self.register_buffer("gram", w @ w.t())             # [Cb, Cb]
-        self.register_buffer("wb2", 2.0 * (w @ b))         # [Cb]
-        self.register_buffer("bb", (b @ b).reshape(1))     # [1]
+        w = head.weight.detach().t()                                     # [Cb, D]
+        b = head.bias.detach() if head.bias is not None else w.new_zeros(w.shape[1])
+        augmented = torch.cat([w, b.unsqueeze(0)]).contiguous()          # [Cb + 1, D]: y = [x, 1] W'
+        self.register_buffer("weight", augmented)
+        self.register_buffer("gram", augmented @ augmented.t())         # [Cb + 1, Cb + 1]
         self.logit_scale = float(logit_scale)
 
     def forward(self, x: Tensor, text: Tensor) -> tuple[Tensor, Tensor]:
         """Per-voxel (label int64 [V], score [V]) for backbone features x [V, Cb] and unit text rows [C, D]."""
-        dots = x @ (self.weight @ text.t()) + (text @ self.bias)        # [V, C] = y·t
-        # |y|² = x·(G x + 2Wb) + b·b; the 2Wb term rides along the G x product's bias add because a
-        # separate [V, Cb] @ [Cb] product is a matrix-vector MatMul that ONNX Runtime runs ~10x slower
-        # than its GEMMs (13 ms of a 150 ms network on the KITTI scan)
-        sq = ((x @ self.gram + self.wb2) * x).sum(dim=1) + self.bb    # [V] = |y|²
+        # Homogeneous coordinates [x, 1] / s with s = max(1, max |x_i|): cos(y, t) = cos(y / s, t), and
+        # every entry is at most 1, so |y / s|² stays finite in an fp16 engine (|y|² of raw backbone
+        # features passes fp16's 65,504 easily, and inf there makes every score 1/C). s >= 1 keeps the
+        # bias term 1/s from growing where x is small. One [Cb+1, Cb+1] product serves |y|² and the bias.
+        scale = torch.clamp(x.abs().amax(dim=1, keepdim=True), min=1.0)   # [V, 1]
+        xa = torch.cat([x, torch.ones_like(scale)], dim=1) / scale        # [V, Cb + 1]
+        dots = xa @ (self.weight @ text.t())                              # [V, C] = (y / s)·t
+        sq = ((xa @ self.gram) * xa).sum(dim=1)                           # [V] = |y / s|²
         inv_norm = torch.rsqrt(torch.clamp(sq, min=1e-12))
         logits = dots * (inv_norm * self.logit_scale).unsqueeze(1)
         prob = torch.softmax(logits, dim=1)

@@ -98,8 +98,14 @@ def test_resume_after_sigkill_matches_uninterrupted(tiny_yaml: Path, tmp_path: P
     assert resumed.run_dir == run and resumed.steps == 9
     ref, got = _weights(reference.weights), _weights(resumed.weights)
     assert ref.keys() == got.keys()
+    on_cuda = json.loads((reference.run_dir / "summary.json").read_text())["device"].startswith("cuda")
     for k in ref:
-        assert torch.equal(ref[k], got[k]), f"{k} differs after resuming from step {killed_at}"
+        if on_cuda and ref[k].is_floating_point():
+            # CUDA sums the backward of row gathers with atomics, in no fixed order: bit-exact cannot hold there
+            torch.testing.assert_close(got[k], ref[k], rtol=1e-4, atol=1e-5,
+                                       msg=lambda m, k=k: f"{k} after resuming from step {killed_at}: {m}")
+        else:
+            assert torch.equal(ref[k], got[k]), f"{k} differs after resuming from step {killed_at}"
     steps = [int(r["step"]) for r in csv.DictReader(open(run / "metrics.csv"))]
     assert steps == list(range(1, 10))
 

@@ -246,16 +246,16 @@ def _distill(config: DistillConfig, out: Path, resume: Path | None, ctx: DistCon
 
     name = run_name or f"distill_{config.loss.type}"
     run_dir = prepare_run_dir(config, out, resume, ctx, name)
+    scaler = torch.amp.GradScaler("cuda") if device.type == "cuda" and config.train.amp == "fp16" else None
     position = TrainPosition(0, 0, 0)
     if resume is not None and latest_checkpoint(run_dir) is not None:
-        position = load_checkpoint(run_dir, model, optimizer, scheduler)
+        position = load_checkpoint(run_dir, model, optimizer, scheduler, scaler, device)
     train_model: nn.Module = model
     if ctx.enabled:
         from torch.nn.parallel import DistributedDataParallel
 
         train_model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
-    scaler = torch.amp.GradScaler("cuda") if device.type == "cuda" and config.train.amp == "fp16" else None
     formulation = sparse_formulation(config, device)
     logger = _Logger(run_dir, config, position.step, ctx.is_main)
     config_json = config.model_dump_json()
@@ -298,7 +298,7 @@ def _distill(config: DistillConfig, out: Path, resume: Path | None, ctx: DistCon
             epoch_next, in_next = divmod(step, spe)
             if ctx.is_main and (step % config.logging.checkpoint_every == 0 or step == n_steps):
                 save_checkpoint(run_dir, model, optimizer, scheduler, TrainPosition(step, epoch_next, in_next),
-                                config_json, config.logging.keep_checkpoints)
+                                config_json, config.logging.keep_checkpoints, scaler, device)
         weights = final_weights_path(run_dir)
         if ctx.is_main:
             save_weights(weights, model, {"config": config_json, "step": str(step), "format": "relidar-student-1"})

@@ -533,25 +533,31 @@ def backend_checks(work: Path, scan: np.ndarray, max_points: int, repeat: int, d
     return result
 
 
-def maskclip_check(repeat: int) -> list[dict[str, Any]]:
-    """MaskCLIP ViT-B/16 with random weights on camera-size images: time per image and peak memory."""
+def maskclip_check(repeat: int, device: str = "cuda:0",
+                   image_sizes: tuple[int | None, ...] | None = None) -> list[dict[str, Any]]:
+    """MaskCLIP ViT-B/16 with random weights on camera-size images: time per image and peak memory, with the
+    shorter side fed at its native size (``None``) and at the teacher's default (448 px)."""
     import torch
 
     from relidar.training.teachers.maskclip import DEFAULT_IMAGE_SIZE, MaskCLIPTeacher
 
+    cuda = device.startswith("cuda")
     rows = []
     for name, (height, width) in (("kitti", KITTI_IMAGE), ("nuscenes", NUSCENES_IMAGE)):
-        for image_size in (DEFAULT_IMAGE_SIZE, height):
-            teacher = MaskCLIPTeacher("ViT-B-16", "none", "cuda:0", image_size)
+        for size in image_sizes or (None, DEFAULT_IMAGE_SIZE):
+            image_size = size or min(height, width)
+            teacher = MaskCLIPTeacher("ViT-B-16", "none", device, image_size)
             image = np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8)
-            torch.cuda.reset_peak_memory_stats()
+            if cuda:
+                torch.cuda.reset_peak_memory_stats()
             grid = teacher.encode_image(image).shape[:2]
+            ms = _median_ms(lambda t=teacher, i=image: t.encode_image(i), repeat, warmup=1, cuda=cuda)
             rows.append({"image": name, "height": height, "width": width, "image_size": image_size,
-                         "patch_grid": list(grid), "ms_per_image": _median_ms(lambda t=teacher, i=image: t.encode_image(i),
-                                                                              repeat, warmup=1),
-                         "peak_memory_mib": round(torch.cuda.max_memory_allocated() / 2**20, 1)})
+                         "patch_grid": list(grid), "ms_per_image": ms,
+                         "peak_memory_mib": round(torch.cuda.max_memory_allocated() / 2**20, 1) if cuda else None})
             del teacher
-            torch.cuda.empty_cache()
+            if cuda:
+                torch.cuda.empty_cache()
     return rows
 
 

@@ -368,14 +368,15 @@ def _max_weight_diff(a: Path, b: Path) -> float:
     return max(float((wa[k].double() - wb[k].double()).abs().max()) for k in wa if wa[k].is_floating_point())
 
 
-def ddp_check(work: Path) -> dict[str, Any]:
-    """Two ranks under torchrun (bf16) vs one process on the same global batch."""
+def ddp_check(work: Path, device: str = "cuda") -> dict[str, Any]:
+    """Two ranks under torchrun (bf16 on CUDA) vs one process on the same global batch."""
     import torch
 
     from relidar.training.distill import distill
+    from relidar.training.distributed import place_rank
 
     config_path = work / "ddp.yaml"
-    config = _write_config(config_path, _tiny_distill_tree(work / "cache", amp="bf16"))
+    config = _write_config(config_path, _tiny_distill_tree(work / "cache", amp="bf16", device=device))
     single = distill(config, out=work / "single")
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
     env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[2]), env.get("PYTHONPATH", "")])
@@ -386,7 +387,7 @@ def ddp_check(work: Path) -> dict[str, Any]:
                            "--no-progress"], capture_output=True, text=True, env=env, timeout=1800)
     result: dict[str, Any] = {"returncode": proc.returncode, "seconds": round(time.perf_counter() - t0, 1),
                               "gpus": torch.cuda.device_count(),
-                              "expected_backend": "nccl" if torch.cuda.device_count() >= 2 else "gloo"}
+                              "expected_backend": place_rank(device, 0, 2, torch.cuda.device_count()).backend}
     if proc.returncode != 0:
         result["output_tail"] = (proc.stdout + proc.stderr)[-4000:]
         return result

@@ -1,30 +1,35 @@
-"""ament_python build of the relidar ROS 2 package (the node is a thin wrapper over the relidar core)."""
+"""ament_python build of relidar_ros: the segmenter node over the relidar core, its launch files,
+parameter schema, parameter files, RViz config and Fast DDS profile."""
 
 from glob import glob
 
 from setuptools import setup
 
-PACKAGE = "relidar_ros"
+PACKAGE = 'relidar_ros'
 
 setup(
     name=PACKAGE,
-    version="0.1.0",
+    version='0.1.0',
     packages=[PACKAGE],
     data_files=[
-        ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
-        (f"share/{PACKAGE}", ["package.xml"]),
-        (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.xml")),
-        (f"share/{PACKAGE}/rviz", glob("rviz/*.rviz")),
+        ('share/ament_index/resource_index/packages', [f'resource/{PACKAGE}']),
+        (f'share/{PACKAGE}', ['package.xml']),
+        (f'share/{PACKAGE}/launch', glob('launch/*.launch.py')),
+        (f'share/{PACKAGE}/config', glob('config/*.yaml') + glob('config/*.xml')),
+        (f'share/{PACKAGE}/schema', glob('schema/*.json')),
+        (f'share/{PACKAGE}/rviz', glob('rviz/*.rviz')),
     ],
-    install_requires=["setuptools"],
+    install_requires=['setuptools'],
     zip_safe=True,
-    maintainer="relidar maintainers",
-    maintainer_email="relidar@example.org",
-    description="ROS 2 node labelling every lidar point with an open-vocabulary class from a relidar model bundle.",
-    license="Apache-2.0",
+    maintainer='relidar maintainers',
+    maintainer_email='relidar@example.org',
+    description='ROS 2 node labelling every lidar point with an open-vocabulary class from a '
+                'relidar model bundle.',
+    license='Apache-2.0',
+    tests_require=['pytest'],
     entry_points={
-        "console_scripts": [
-            f"segmenter = {PACKAGE}.segmenter_node:main",
+        'console_scripts': [
+            f'segmenter = {PACKAGE}.segmenter_node:main',
         ],
     },
 )

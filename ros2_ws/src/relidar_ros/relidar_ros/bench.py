@@ -14,6 +14,7 @@ from typing import Callable
 
 import numpy as np
 
+from relidar.core.errors import RelidarError
 from relidar_ros.environment import (
     process_rss_mb,
     start_segmenter,
@@ -25,7 +26,7 @@ INPUT_TOPIC = "/relidar_bench/points"
 OUTPUT_TOPIC = "/segmenter/output/points"
 
 
-class NodeBenchError(RuntimeError):
+class NodeBenchError(RelidarError):
     """The node could not be started or never answered; the message carries the end of its log."""
 
 

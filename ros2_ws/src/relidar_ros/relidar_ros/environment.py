@@ -20,9 +20,9 @@ def ros_package_source() -> Path:
     return Path(__file__).resolve().parents[1]
 
 
-def default_fastdds_profile() -> Path | None:
-    """The shipped Fast DDS profile (32 MB shared-memory segment for 1-4 MB clouds): from an installed
-    relidar_ros (ament index) or the source tree; None when neither is there."""
+def package_file(relative: str) -> Path | None:
+    """A file of the package (``config/...``, ``schema/...``): from the installed relidar_ros share
+    (ament index) when there is one, else from the source tree; None when neither has it."""
     try:
         from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
     except ImportError:
@@ -32,10 +32,15 @@ def default_fastdds_profile() -> Path | None:
             share = Path(get_package_share_directory("relidar_ros"))
         except (PackageNotFoundError, OSError):  # OSError: AMENT_PREFIX_PATH unset (nothing sourced)
             share = None
-    for candidate in ([share / "config"] if share else []) + [ros_package_source() / "config"]:
-        if (candidate / "fastdds_shm.xml").is_file():
-            return candidate / "fastdds_shm.xml"
+    for root in ([share] if share else []) + [ros_package_source()]:
+        if (root / relative).is_file():
+            return root / relative
     return None
+
+
+def default_fastdds_profile() -> Path | None:
+    """The shipped Fast DDS profile (32 MB shared-memory segment for 1-4 MB clouds)."""
+    return package_file("config/fastdds_shm.xml")
 
 
 def use_default_fastdds_profile() -> None:

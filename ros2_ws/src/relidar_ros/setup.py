@@ -1,5 +1,23 @@
-"""ament_python build of relidar_ros: the segmenter node over the relidar core, its launch files,
-parameter schema, parameter files, RViz config and Fast DDS profile."""
+# Copyright 2026 relidar maintainers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""
+Build relidar_ros with ament_python.
+
+The package holds the segmenter node over the relidar core, its launch files, parameter schema,
+parameter files, RViz config and Fast DDS profile.
+"""
 
 from glob import glob
 

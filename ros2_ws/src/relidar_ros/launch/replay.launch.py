@@ -1,3 +1,17 @@
+# Copyright 2026 relidar maintainers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 """
 Replay a rosbag2 into the segmenter node and show the labels in RViz.
 
@@ -60,8 +74,8 @@ def _player(context):
     else:
         relidar = shutil.which('relidar')
         if relidar is None:
-            raise RuntimeError('neither `ros2 bag` nor `relidar` is on PATH: install ros-$ROS_DISTRO-'
-                               'ros2bag, or activate the virtual environment that has relidar')
+            raise RuntimeError('neither `ros2 bag` nor `relidar` is on PATH: install '
+                               'ros-$ROS_DISTRO-ros2bag, or activate the environment with relidar')
         cmd = [relidar, 'replay', bag, '--rate', rate]
     if _true(context, 'loop'):
         cmd.append('--loop')

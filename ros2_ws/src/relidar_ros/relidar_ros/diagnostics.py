@@ -1,3 +1,17 @@
+# Copyright 2026 relidar maintainers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 """
 What the node reports about itself: counters, the 1 Hz diagnostics status and the class legend.
 
@@ -13,9 +27,8 @@ from typing import Sequence
 
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 import numpy as np
-from visualization_msgs.msg import Marker, MarkerArray
-
 from relidar_ros.labelling import UNKNOWN_RGB
+from visualization_msgs.msg import Marker, MarkerArray
 
 LEGEND_NS = 'relidar_legend'
 

@@ -1,3 +1,17 @@
+# Copyright 2026 relidar maintainers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 """
 The segmenter node's parameters, read from the one schema file ``schema/segmenter.schema.json``.
 
@@ -15,9 +29,9 @@ takes, before rclpy sees it.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 import difflib
 import json
-from dataclasses import dataclass
 from pathlib import Path
 import sys
 from typing import Any, Iterable, Mapping
@@ -29,7 +43,6 @@ from rcl_interfaces.msg import (
     ParameterDescriptor,
     ParameterType,
 )
-
 from relidar.core.errors import RelidarError
 from relidar_ros.environment import package_file
 
@@ -185,7 +198,7 @@ def load_specs(path: Path | None = None) -> dict[str, ParameterSpec]:
 
 
 def unknown_parameters(given: Iterable[str], specs: Mapping[str, ParameterSpec]) -> list[str]:
-    """Return a warning for each given name the node does not know (a typo is otherwise ignored)."""
+    """Return a warning for each given name the node does not know (else a typo goes unseen)."""
     warnings = []
     for name in sorted(given):
         if name in specs or name in ROS_OWN_PARAMETERS or name.startswith(ROS_OWN_PREFIXES):

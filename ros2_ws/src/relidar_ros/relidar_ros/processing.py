@@ -1,3 +1,17 @@
+# Copyright 2026 relidar maintainers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 """
 Labelling one scan: a PointCloud2 in, the labelled cloud out, as a thin layer over the core.
 
@@ -17,11 +31,10 @@ import time
 from typing import Any, Mapping, Sequence
 
 import numpy as np
-
 from relidar.core.errors import RelidarError
-from relidar.core.pointcloud2 import CloudData, cloud_to_xyzi, PointCloud2Like, PointCloudError
+from relidar.core.pointcloud2 import cloud_to_xyzi, CloudData, PointCloud2Like, PointCloudError
 from relidar.core.segmenter import Segmenter
-from relidar_ros.labelling import final_labels, LabelPolicy, labelled_cloud, range_mask
+from relidar_ros.labelling import final_labels, labelled_cloud, LabelPolicy, range_mask
 from relidar_ros.parameters import ParameterError
 
 

@@ -1,3 +1,17 @@
+# Copyright 2026 relidar maintainers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 """
 Publish a rosbag2 (sqlite3 or MCAP) on ROS 2 with its recorded timing, optionally its clock.
 
@@ -13,11 +27,11 @@ false``), and the bag time stands still while it is paused.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 import importlib
+from pathlib import Path
 import threading
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from relidar.core.errors import RelidarError
@@ -88,7 +102,7 @@ def bag_topics(path: str | Path) -> list[BagTopic]:
 
 
 def message_class(msgtype: str) -> type:
-    """Return the rclpy message class of a ROS type name such as ``sensor_msgs/msg/PointCloud2``."""
+    """Return the rclpy message class of a ROS type name (``sensor_msgs/msg/PointCloud2``)."""
     parts = msgtype.split('/')
     if len(parts) == 2:  # ROS 1 style "pkg/Type"
         parts = [parts[0], 'msg', parts[1]]
@@ -222,7 +236,8 @@ def replay_bag(
     context = rclpy.Context()
     # No rclpy signal handlers: Ctrl-C stays a KeyboardInterrupt for the caller, and replay also
     # runs from worker threads (tests), where handlers cannot be installed.
-    rclpy.init(context=context, domain_id=domain_id, signal_handler_options=SignalHandlerOptions.NO)
+    rclpy.init(context=context, domain_id=domain_id,
+               signal_handler_options=SignalHandlerOptions.NO)
     threads: list[threading.Thread] = []
     try:
         node = rclpy.create_node(node_name, context=context)
@@ -280,7 +295,8 @@ def _publishers(node: Any, available: list[BagTopic], classes: dict[str, type]) 
             history=HistoryPolicy.KEEP_LAST,
             depth=100 if t.latched else 10,
             reliability=ReliabilityPolicy.RELIABLE,
-            durability=DurabilityPolicy.TRANSIENT_LOCAL if t.latched else DurabilityPolicy.VOLATILE,
+            durability=(DurabilityPolicy.TRANSIENT_LOCAL if t.latched
+                        else DurabilityPolicy.VOLATILE),
         )
         publishers[t.name] = node.create_publisher(classes[t.name], t.name, qos)
     return publishers

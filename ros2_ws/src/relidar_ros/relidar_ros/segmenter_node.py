@@ -1,3 +1,17 @@
+# Copyright 2026 relidar maintainers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 """
 The ``segmenter`` node: lidar PointCloud2 in, every finite point labelled by a relidar bundle out.
 
@@ -16,7 +30,7 @@ Label ``C`` (the number of classes) means *unknown*: out of ``[min_range, max_ra
 the bundle's crop, or scored below ``score_threshold``; it is drawn grey.
 
 The jobs live apart: parameters (``parameters``, from the schema file), the newest-scan mailbox
-(``mailbox``), labelling (``processing``, over the core's Segmenter), counters, diagnostics and
+(``latest_scan``), labelling (``processing``, over the core's Segmenter), counters, diagnostics and
 the legend (``diagnostics``). This module wires them to ROS: publishers, the subscription, the
 worker thread, parameter changes, and the entry point that turns start-up errors into one
 [FATAL] line and exit code 1.
@@ -30,23 +44,19 @@ import time
 from typing import Any
 
 from diagnostic_msgs.msg import DiagnosticArray
-import rclpy
 from rcl_interfaces.msg import SetParametersResult
+import rclpy
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.impl.implementation_singleton import rclpy_implementation
 from rclpy.logging import get_logger
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from sensor_msgs.msg import PointCloud2
-from std_msgs.msg import Float64
-from visualization_msgs.msg import MarkerArray
-
 from relidar.core.errors import RelidarError
 from relidar_ros import qos
 from relidar_ros.conversions import cloud_to_msg
 from relidar_ros.diagnostics import Counters, DiagnosticsReporter, legend_markers
 from relidar_ros.environment import use_default_fastdds_profile
-from relidar_ros.mailbox import LatestScan
+from relidar_ros.latest_scan import LatestScan
 from relidar_ros.parameters import (
     check_overrides,
     check_ranges,
@@ -56,6 +66,9 @@ from relidar_ros.parameters import (
     usage,
 )
 from relidar_ros.processing import load_segmenter, ScanProcessor, ScanRejected, Settings
+from sensor_msgs.msg import PointCloud2
+from std_msgs.msg import Float64
+from visualization_msgs.msg import MarkerArray
 
 NODE_NAME = 'segmenter'
 DEBUG_TOPICS = ('preprocess_ms', 'network_ms', 'postprocess_ms', 'total_ms', 'convert_ms',
@@ -168,7 +181,8 @@ class SegmenterNode(Node):
         now_ns = self.get_clock().now().nanoseconds
         stamp_ns = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
         # No latency while the clock has not started (use_sim_time before the first /clock).
-        pipeline_latency = (now_ns - stamp_ns) / 1e6 if now_ns > 0 and stamp_ns > 0 else float('nan')
+        pipeline_latency = ((now_ns - stamp_ns) / 1e6 if now_ns > 0 and stamp_ns > 0
+                            else float('nan'))
         timings = {**scan.timings_ms, 'node_latency_ms': node_latency,
                    'pipeline_latency_ms': pipeline_latency}
         for name, pub in self._pub_debug.items():

@@ -44,7 +44,7 @@ setup(
     description='ROS 2 node labelling every lidar point with an open-vocabulary class from a '
                 'relidar model bundle.',
     license='Apache-2.0',
-    tests_require=['pytest'],
+    extras_require={'test': ['pytest']},
     entry_points={
         'console_scripts': [
             f'segmenter = {PACKAGE}.segmenter_node:main',

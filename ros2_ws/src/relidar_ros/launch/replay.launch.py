@@ -56,8 +56,8 @@ def _has_ros2_bag():
     return True
 
 
-def _true(context, name):
-    return LaunchConfiguration(name).perform(context).strip().lower() in ('true', '1', 'yes')
+def _true(context, argument):
+    return argument.perform(context).strip().lower() in ('true', '1', 'yes')
 
 
 def _player(context):
@@ -77,11 +77,11 @@ def _player(context):
             raise RuntimeError('neither `ros2 bag` nor `relidar` is on PATH: install '
                                'ros-$ROS_DISTRO-ros2bag, or activate the environment with relidar')
         cmd = [relidar, 'replay', bag, '--rate', rate]
-    if _true(context, 'loop'):
+    if _true(context, LaunchConfiguration('loop')):
         cmd.append('--loop')
-    if _true(context, 'clock'):
+    if _true(context, LaunchConfiguration('clock')):
         cmd.append('--clock')
-    if _true(context, 'start_paused'):
+    if _true(context, LaunchConfiguration('start_paused')):
         cmd.append('--start-paused')
     return [ExecuteProcess(cmd=cmd, name='player', output='screen')]
 

@@ -46,7 +46,7 @@ def replay(
     try:
         listing = bag_topics(bag)
     except ReplayError as exc:
-        console.print(f"[red]{exc}[/red]")
+        console.print(str(exc), style="red", markup=False, highlight=False)
         raise typer.Exit(1) from None
     table = Table(title=f"{bag}")
     for col in ("topic", "type", "messages", "latched"):
@@ -69,7 +69,7 @@ def replay(
                                wait_for_subscribers_s=wait_for_subscribers, on_progress=on_progress,
                                domain_id=domain_id, clock_hz=clock_hz if clock else 0.0, start_paused=start_paused)
         except ReplayError as exc:
-            console.print(f"[red]{exc}[/red]")
+            console.print(str(exc), style="red", markup=False, highlight=False)
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
             console.print("stopped")

@@ -251,8 +251,9 @@ def markdown_table(specs: Mapping[str, ParameterSpec]) -> str:
             '| --- | --- | --- | --- | --- | --- |']
     for spec in specs.values():
         default = f'`{json.dumps(spec.default)}`' if spec.has_default else "the bundle's"
-        rows.append(f'| `{spec.name}` | {spec.json_type} | {default} | {spec.valid_values()} | '
-                    f'{"no" if spec.read_only else "yes"} | {spec.description} |')
+        cells = [f'`{spec.name}`', spec.json_type, default, spec.valid_values(),
+                 'no' if spec.read_only else 'yes', spec.description]
+        rows.append('| ' + ' | '.join(c.replace('|', '\\|') for c in cells) + ' |')
     return '\n'.join(rows)
 
 

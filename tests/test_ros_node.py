@@ -417,3 +417,34 @@ def test_pipeline_latency_on_the_bag_clock_with_use_sim_time(bundle_dir: Path, t
     assert clock == sorted(clock)
     values = {kv.key: kv.value for kv in diags[-1].status[0].values}
     assert "/clock" in values["pipeline_latency_clock"]
+
+
+def test_processor_labels_as_the_segmenter_and_rejects_what_it_cannot_use(bundle_dir: Path, tmp_path: Path) -> None:
+    from relidar.core.errors import RelidarError
+    from relidar_ros.labelling import LabelPolicy
+    from relidar_ros.parameters import ParameterError
+    from relidar_ros.processing import ScanProcessor, ScanRejected, Settings, StartupError, load_segmenter
+
+    segmenter = load_segmenter(str(bundle_dir), "auto", "cpu")
+    processor = ScanProcessor(segmenter)
+    scan = _synthetic_scan(7, 2000)
+    settings = Settings(LabelPolicy(0.0, 0.0, 200.0), max_points=10_000, intensity_scale=1.0)
+    out = processor.label(xyzi_cloud(scan), settings)
+    arr = read_cloud(out.cloud)
+    reference = segmenter(scan).labels
+    num_classes = len(out.class_names)
+    np.testing.assert_array_equal(arr["label"], np.where(reference < 0, num_classes, reference))
+    assert {"preprocess_ms", "network_ms", "total_ms", "convert_ms"} <= set(out.timings_ms)
+    too_small = Settings(settings.policy, max_points=100, intensity_scale=1.0)
+    nan_scan = np.full((50, 4), np.nan, np.float32)
+    for cloud, s in ((xyzi_cloud(scan), too_small), (xyzi_cloud(nan_scan), settings)):
+        with pytest.raises(ScanRejected):
+            processor.label(cloud, s)
+    with pytest.raises(ParameterError) as refused:
+        processor.set_classes([" "])
+    assert refused.value.field == "classes" and processor.class_names() == list(out.class_names)
+    for bundle, words in (("", "empty"), (str(tmp_path / "missing"), "does not exist"), (str(tmp_path), "cannot load")):
+        with pytest.raises(StartupError) as failed:
+            load_segmenter(bundle, "auto", "cpu")
+        assert isinstance(failed.value, RelidarError) and failed.value.field == "bundle"
+        assert words in failed.value.message

@@ -31,6 +31,7 @@ import time
 from typing import Any, Mapping, Sequence
 
 import numpy as np
+from relidar.core.bundle import BundleError
 from relidar.core.errors import RelidarError
 from relidar.core.pointcloud2 import cloud_to_xyzi, CloudData, PointCloud2Like, PointCloudError
 from relidar.core.segmenter import Segmenter
@@ -82,7 +83,7 @@ def load_segmenter(bundle: str, backend: str, device: str) -> Segmenter:
                            hint='pass the folder written by `relidar export bundle`')
     try:
         return Segmenter(bundle, backend=backend, device=device)
-    except (RelidarError, ValueError, KeyError, OSError) as exc:  # ValueError: VocabularyError
+    except (BundleError, RelidarError, ValueError, KeyError, OSError) as exc:
         raise StartupError(f'cannot load the bundle: {exc}', path=bundle, field='bundle') from None
 
 

@@ -3,6 +3,7 @@ and an in-process subscriber receives the clouds byte for byte."""
 
 from __future__ import annotations
 
+import re
 import threading
 from pathlib import Path
 
@@ -103,6 +104,13 @@ def test_replay_command_reports_missing_bag(tmp_path: Path) -> None:
     result = CliRunner().invoke(root, ["replay", str(tmp_path / "missing")])
     assert result.exit_code == 1
     assert "does not exist" in " ".join(result.output.split()) and "Traceback" not in result.output
+    # A bag played with its clock: the summary counts the /clock messages.
+    bag = write_cloud_bag(tmp_path / "bag", [xyzi_cloud(p) for p in _clouds(3, 10)], period_s=0.2)
+    result = CliRunner().invoke(root, ["replay", str(bag), "--clock", "--clock-hz", "20", "--delay", "0",
+                                       "--domain-id", str(fresh_domain_id())])
+    assert result.exit_code == 0, result.output
+    clock = re.search(r"/clock (\d+)", result.output)
+    assert "published 3 messages" in result.output and clock and int(clock.group(1)) >= 3
 
 
 def test_replay_publishes_the_bag_clock(tmp_path: Path) -> None:

@@ -173,3 +173,23 @@ def test_table_graph_is_one_gather_and_one_gemm_per_convolution(exported) -> Non
     assert ops.count("Gemm") + ops.count("MatMul") <= len(convs) + classifier_matmuls
     # one row gather per conv (up convs read their product back with one more), plus devoxelization
     assert ops.count("Gather") <= 2 * len(gathered) + 3
+
+
+def test_export_onnx_cli_writes_either_formulation(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from relidar.cli.app import build_app
+    from relidar.model.weights import save_student
+
+    torch.manual_seed(0)
+    weights = save_student(Student(StudentConfig(profile="fast", out_dim=8)).eval(), tmp_path / "student.safetensors")
+    app = build_app()
+    for formulation in ("pairs", "table"):
+        out = tmp_path / f"{formulation}.onnx"
+        result = CliRunner().invoke(app, ["export", "onnx", "--checkpoint", str(weights), "--out", str(out),
+                                          "--formulation", formulation])
+        assert result.exit_code == 0, result.output
+        names = [i.name for i in onnx.load(str(out)).graph.input]
+        assert names == input_names(5, formulation)
+    result = CliRunner().invoke(app, ["export", "onnx", "--checkpoint", str(weights), "--formulation", "dense"])
+    assert result.exit_code == 1

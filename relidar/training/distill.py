@@ -104,6 +104,8 @@ def lr_factor(step: int, total: int, config: DistillConfig) -> float:
 
 
 def autocast_context(config: DistillConfig, device: torch.device):
+    """Mixed precision on CUDA only. Its numerics (fp32 sums in the sparse convs and the all-reduce
+    BatchNorm) are tested under CPU autocast; the CUDA kernels themselves only on a GPU (gpu_check)."""
     if device.type != "cuda" or config.train.amp == "off":
         return nullcontext()
     dtype = torch.bfloat16 if config.train.amp == "bf16" else torch.float16

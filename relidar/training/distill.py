@@ -114,7 +114,7 @@ def autocast_context(config: DistillConfig, device: torch.device):
 
 def sparse_formulation(config: DistillConfig, device: torch.device) -> str:
     """``train.sparse_maps``; auto = neighbour tables on CUDA (a few large kernels per convolution instead of
-    ~80 small ones), pair lists on the CPU, where tables measured 1.2-11x slower per training step (README)."""
+    ~80 small ones), pair lists on the CPU, where tables measured 1.6-1.7x slower per training step (README)."""
     if config.train.sparse_maps != "auto":
         return config.train.sparse_maps
     return "table" if device.type == "cuda" else "pairs"

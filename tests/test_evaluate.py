@@ -60,11 +60,12 @@ def test_linear_probe_separates_blobs() -> None:
 
 
 def test_zero_shot_accumulator_and_label_mapping() -> None:
+    from relidar.core.text.spec import NamedTextSpec
     from relidar.core.vocabulary import Vocabulary
 
     voc = Vocabulary(class_names=("road", "car"), synonyms=(("road",), ("car",)),
                      colors=np.zeros((2, 3), np.uint8), embeddings=np.eye(2, dtype=np.float32),
-                     templates=("a {}",), encoder="test")
+                     templates=("a {}",), encoder=NamedTextSpec(name="test", feature_dim=2))
     lut = label_map(("car", "sky", "road"), voc)
     np.testing.assert_array_equal(lut, [1, -1, 0])
     np.testing.assert_array_equal(to_vocabulary_labels(np.array([0, 1, 2, -1]), lut), [1, -1, 0, -1])

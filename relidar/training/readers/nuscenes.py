@@ -15,14 +15,12 @@ import numpy as np
 
 from relidar.core.frame import Camera, Frame
 from relidar.core.geometry import invert_transform, make_transform, quaternion_to_rotation
+from relidar.core.vocabulary import NUSCENES_CLASSES
 from relidar.training.readers.base import DatasetError, Reader
 from relidar.training.readers.kitti_object import read_rgb
 
-CLASS_NAMES: tuple[str, ...] = (
-    "barrier", "bicycle", "bus", "car", "construction_vehicle", "motorcycle", "pedestrian",
-    "traffic_cone", "trailer", "truck", "driveable_surface", "other_flat", "sidewalk", "terrain",
-    "manmade", "vegetation",
-)  # fmt: skip
+# The lidarseg benchmark's 16 evaluation classes, in its order: the one list in relidar.core.vocabulary.
+CLASS_NAMES: tuple[str, ...] = tuple(c.name for c in NUSCENES_CLASSES)
 
 # nuScenes-lidarseg general class name -> evaluation class; names not listed are ignored
 # (noise, animal, personal mobility, stroller, wheelchair, debris, pushable_pullable, bicycle_rack,

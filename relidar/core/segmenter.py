@@ -20,7 +20,7 @@ from relidar.core.backends import BackendError, make_backend
 from relidar.core.bundle import BundleError, load_bundle
 from relidar.core.errors import RelidarError
 from relidar.core.preprocess import Preprocessor, StudentInputs
-from relidar.core.vocabulary import Vocabulary, VocabularyError, check_class_names, embed_classes
+from relidar.core.vocabulary import Vocabulary, VocabularyError, check_class_names, class_colour, embed_classes
 
 __all__ = ["Segmentation", "Segmenter", "SegmenterError", "BundleError"]
 
@@ -35,14 +35,6 @@ class Segmentation:
     scores: np.ndarray            # [N] float32 softmax probability of the label (0 where label is -1)
     features: np.ndarray | None   # [N, D] float32 unit rows when requested (zeros where label is -1)
     timings_ms: dict[str, float]  # "preprocess", "network", "postprocess", "total"
-
-
-def _colour_for(name: str) -> tuple[int, int, int]:
-    """A stable, fairly saturated colour for a class the vocabulary had none for."""
-    import hashlib
-
-    h = hashlib.blake2b(name.encode(), digest_size=3).digest()
-    return tuple(int(60 + (b * 195) // 255) for b in h)  # type: ignore[return-value]
 
 
 class Segmenter:
@@ -79,7 +71,7 @@ class Segmenter:
         known = {n: i for i, n in enumerate(base.class_names)}
         synonyms = tuple(base.synonyms[known[n]] if n in known else (n.replace("_", " ").replace("-", " "),)
                          for n in names)
-        colours = np.array([base.colors[known[n]] if n in known else _colour_for(n) for n in names], dtype=np.uint8)
+        colours = np.array([base.colors[known[n]] if n in known else class_colour(n) for n in names], dtype=np.uint8)
         try:
             embeddings = embed_classes(synonyms, base.templates, self.text_encoder.encode_text)
             self.vocabulary = Vocabulary(class_names=tuple(names), synonyms=synonyms, colors=colours,

@@ -10,6 +10,7 @@ valid class names (:func:`check_class_names`).
 
 from __future__ import annotations
 
+import hashlib
 import io
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,6 +119,12 @@ SEMANTIC_KITTI_CLASSES: tuple[ClassSpec, ...] = (
     ClassSpec("pole", ("pole", "street light", "lamp post"), (255, 240, 150)),
     ClassSpec("traffic-sign", ("traffic sign", "road sign", "street sign"), (255, 0, 0)),
 )
+
+def class_colour(name: str) -> tuple[int, int, int]:
+    """A stable, fairly saturated display colour for a class no list gives one (hashed from its name)."""
+    digest = hashlib.blake2b(name.encode(), digest_size=3).digest()
+    return tuple(int(60 + (b * 195) // 255) for b in digest)  # type: ignore[return-value]
+
 
 def class_prompts(synonyms: Sequence[str], templates: Sequence[str]) -> list[str]:
     """Every template filled with every synonym (synonym-major order)."""

@@ -162,10 +162,10 @@ class NuScenesReader(Reader):
         lidar_sd = nusc.get("sample_data", sample["data"][LIDAR])
         lidar_path = self.root / lidar_sd["filename"]
         if not lidar_path.is_file():
-            raise DatasetError(f"{lidar_path}: lidar sweep of sample {token} not found")
+            raise DatasetError(f"lidar sweep of sample {token} not found", path=lidar_path)
         raw = np.fromfile(lidar_path, dtype=np.float32)
         if raw.size % 5:
-            raise DatasetError(f"{lidar_path}: {raw.size} floats is not a whole number of 5-column points (x,y,z,intensity,ring)")
+            raise DatasetError(f"{raw.size} floats is not a whole number of 5-column points (x,y,z,intensity,ring)", path=lidar_path)
         points = raw.reshape(-1, 5)[:, :4].copy()
         # nuScenes stores intensity as 0..255; relidar frames carry it in 0..1 like KITTI's reflectance.
         points[:, 3] /= 255.0

@@ -135,7 +135,7 @@ class SemanticKittiReader(Reader):
                 raise DatasetError(f"{label_path} missing for scan {scan.stem} of sequence {scan.sequence}")
             raw = np.fromfile(label_path, dtype=np.uint32)
             if raw.shape[0] != points.shape[0]:
-                raise DatasetError(f"{label_path}: {raw.shape[0]} labels for {points.shape[0]} points")
+                raise DatasetError(f"{raw.shape[0]} labels for {points.shape[0]} points", path=label_path)
             labels = self._lut[raw & 0xFFFF]
         cameras = []
         if self._with_images:

@@ -95,4 +95,4 @@ def test_foreign_files_are_refused_naming_the_file(tmp_path: Path, case: str) ->
         load_student(path)
     assert err.value.path == path and err.value.hint
     if case == "bad_config":
-        assert err.value.field == f"{CONFIG_KEY}.profile"
+        assert err.value.field == "profile"

@@ -27,8 +27,9 @@ def _identity_onnx(path: Path) -> Path:
 def test_cuda_request_checked_against_the_sessions_active_providers(tmp_path: Path) -> None:
     session = ort.InferenceSession(str(_identity_onnx(tmp_path / "id.onnx")), providers=["CPUExecutionProvider"])
     assert require_active_provider(session, "cpu") == ("CPUExecutionProvider",)
-    with pytest.raises(BackendError):
+    with pytest.raises(BackendError) as info:
         require_active_provider(session, "cuda:0")
+    assert info.value.field == "device"
 
 
 def test_backend_refuses_cuda_it_cannot_activate(tmp_path: Path) -> None:

@@ -79,7 +79,6 @@ def test_neighbour_table_graph_agrees_with_pair_lists(tmp_path_factory, segmente
     assert segmenter.formulation == "pairs"  # the CPU default
     tables = Segmenter(root, backend=backend, formulation="table")
     assert tables.formulation == "table"
-    assert "subm_table_0" in tables.preprocess(_scan(seed=3)) and "subm_0_0" not in tables.preprocess(_scan(seed=3))
     pts = _scan(seed=3)
     a, b = segmenter(pts, return_features=True), tables(pts, return_features=True)
     np.testing.assert_array_equal(a.labels, b.labels)
@@ -101,10 +100,11 @@ def test_set_classes_changes_vocabulary_not_network(tmp_path_factory) -> None:
     # The same classes through the bundle's own vocabulary rows give the same embeddings.
     full = seg.bundle.vocabulary()
     np.testing.assert_allclose(seg.vocabulary.embeddings[1], full.embeddings[full.class_names.index("road")], atol=1e-6)
-    with pytest.raises(SegmenterError, match="duplicates"):
-        seg.set_classes(["car", "car"])
-    with pytest.raises(SegmenterError, match="non-empty"):
-        seg.set_classes([])
+    for bad in (["car", "car"], [], ["car", " "]):
+        with pytest.raises(SegmenterError) as err:
+            seg.set_classes(bad)
+        assert err.value.field == "classes"
+    assert seg.vocabulary.class_names == ("car", "road"), "a refused class list leaves the classes as they were"
 
 
 def test_edge_inputs(segmenter: Segmenter) -> None:
@@ -114,12 +114,15 @@ def test_edge_inputs(segmenter: Segmenter) -> None:
     assert np.all(outside.labels == -1) and np.all(outside.scores == 0)
     xyz_only = segmenter(_scan(500)[:, :3])
     assert xyz_only.labels.shape == (500,)
-    with pytest.raises(SegmenterError, match=r"\[N, >=3\]"):
+    with pytest.raises(SegmenterError) as err:
         segmenter(np.zeros((10, 2), np.float32))
+    assert err.value.field == "points"
 
 
 def test_bad_bundle_and_backend(tmp_path, tmp_path_factory) -> None:
-    with pytest.raises(BundleError, match="not found"):
+    with pytest.raises(BundleError) as err:
         Segmenter(tmp_path / "missing")
-    with pytest.raises(BundleError, match="backend 'nope'"):
+    assert err.value.path == tmp_path / "missing"
+    with pytest.raises(BundleError) as err:
         Segmenter(shared_bundle(tmp_path_factory), backend="nope")
+    assert err.value.path == shared_bundle(tmp_path_factory) and "'nope'" in err.value.message

@@ -34,13 +34,14 @@ from typing import Mapping
 import numpy as np
 
 from relidar.core.bundle import ENGINES_DIR, Bundle, EngineSpec, file_entry, load_bundle, write_manifest
+from relidar.core.errors import RelidarError
 from relidar.core.graph import Formulation, input_names
 from relidar.core.kernel_maps import NUM_HALF_OFFSETS
 
 Shape = tuple[int, ...]
 
 
-class TensorRTError(RuntimeError):
+class TensorRTError(RelidarError, RuntimeError):
     """TensorRT is missing, or could not parse/build; the message carries the parser/builder errors."""
 
 
@@ -126,8 +127,9 @@ def build_engine(onnx_path: Path, shapes: ProfileShapes, fp16: bool, workspace_b
     if fp16:
         if tensorrt_major(trt.__version__) >= 11:
             raise TensorRTError(f"TensorRT {trt.__version__} builds strongly typed networks only (BuilderFlag.FP16 was "
-                                "removed in 11.0): build fp32, or use TensorRT 10 for fp16 (pip install "
-                                "'tensorrt-cu12>=10.12,<11'; docker/vehicle.Dockerfile pins it)")
+                                "removed in 11.0)", field="fp16",
+                                hint="build fp32, or use TensorRT 10 for fp16: pip install 'tensorrt-cu12>=10.12,<11' "
+                                     "(docker/vehicle.Dockerfile pins it)")
         config.set_flag(trt.BuilderFlag.FP16)
     profile = builder.create_optimization_profile()
     for i in range(network.num_inputs):
@@ -169,9 +171,9 @@ def export_tensorrt(bundle_dir: str | Path, fp16: bool = False, max_points: int 
         return bundle.path(existing.file), False
     feed = None
     if sample_points is not None:
-        from relidar.core.segmenter import Segmenter
+        from relidar.core.preprocess import Preprocessor
 
-        feed = Segmenter(bundle.root, backend="onnxruntime", formulation="pairs").preprocess(sample_points)
+        feed = Preprocessor.of(bundle.manifest.student)(sample_points).feed(bundle.vocabulary().embeddings)
     shapes = profile_shapes(bundle, max_points, opt_points, feed, formulation=formulation)
     plan = build_engine(bundle.student_onnx_for(formulation), shapes, fp16)
     name = engine_name(gpu, trt.__version__, precision, formulation, max_points, opt_points)

@@ -14,8 +14,8 @@ from typing import Any, Mapping
 import numpy as np
 
 from relidar.core.backends.base import BackendError
+from relidar.core.graph import OUTPUTS
 
-OUTPUTS = ("labels", "scores", "voxel_features")
 CUDA_PROVIDER = "CUDAExecutionProvider"
 
 
@@ -25,9 +25,10 @@ def require_active_provider(session: Any, device: str) -> tuple[str, ...]:
 
     active = tuple(session.get_providers())
     if device.startswith("cuda") and CUDA_PROVIDER not in active:
-        raise BackendError(f"device {device!r}: ONNX Runtime runs this graph on {list(active)}, not on CUDA "
-                           f"(providers compiled in: {ort.get_available_providers()}); install the onnxruntime-gpu "
-                           "built for this machine's CUDA and cuDNN (docker/vehicle.Dockerfile pins one), or use cpu")
+        raise BackendError(f"{device!r}: ONNX Runtime runs this graph on {list(active)}, not on CUDA (providers "
+                           f"compiled in: {ort.get_available_providers()})", field="device",
+                           hint="install the onnxruntime-gpu built for this machine's CUDA and cuDNN "
+                                "(docker/vehicle.Dockerfile pins one), or use device cpu")
     return active
 
 

@@ -11,7 +11,7 @@ Layout (file names are fixed; the manifest lists each with its sha256 and size):
     DIR/text/...                 the text encoder: CLIP (text_encoder.onnx + bpe_simple_vocab_16e6.txt.gz)
                                  or simulated (simulated.json + simulated.npy)
     DIR/student.safetensors      (optional) BN-folded weights, for the torch backend
-    DIR/engines/<gpu>_<trt>_<precision>_<formulation>_<max points>.plan   TensorRT engines, added by
+    DIR/engines/<gpu>_<trt>_<precision>_<formulation>_<max>-<opt points>.plan   TensorRT engines, added by
                                  ``relidar export tensorrt``
 
 Loading (:func:`load_bundle`) checks the format version, that every listed file exists with the

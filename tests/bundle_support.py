@@ -57,5 +57,5 @@ def write_test_bundle(out_dir: str | Path, profile: str = "fast", classes: Seque
     vocab = Vocabulary(class_names=tuple(classes), synonyms=synonyms,
                        colors=np.array([_colour_for(c) for c in classes], dtype=np.uint8),
                        embeddings=embed_classes(synonyms, templates, encoder.encode_text), templates=templates,
-                       encoder=encoder.key)
+                       encoder=encoder.spec)
     return write_bundle(out_dir, student, vocab, encoder, include_weights=include_weights)

@@ -13,7 +13,7 @@ from bundle_support import bundle_copy, shared_bundle
 
 from relidar.core.bundle import load_bundle
 from relidar.core.graph import input_names
-from relidar.core.segmenter import Segmenter
+from relidar.core.preprocess import Preprocessor
 from relidar.export.tensorrt import profile_shapes
 
 
@@ -27,7 +27,7 @@ def _scan(n: int, seed: int = 0) -> np.ndarray:
 def test_profile_covers_every_input_and_measured_scans(tmp_path_factory) -> None:
     root = shared_bundle(tmp_path_factory)
     bundle = load_bundle(root)
-    feed = Segmenter(root, backend="onnxruntime").preprocess(_scan(20000))
+    feed = Preprocessor.of(bundle.manifest.student)(_scan(20000)).feed(bundle.vocabulary().embeddings)
     prof = profile_shapes(bundle, max_points=60000, opt_points=20000, sample_feed=feed).shapes
     assert set(prof) == set(input_names(bundle.manifest.student.num_levels))
     for name, (lo, opt, hi) in prof.items():

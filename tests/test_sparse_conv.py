@@ -9,7 +9,7 @@ import torch.nn.functional as TF
 from student_support import randomise_batchnorm
 
 from relidar.bench.spconv_reference import torch_threads
-from relidar.core.config import load_config, save_config
+from relidar.core.config import ConfigError, load_config, save_config
 from relidar.core.kernel_maps import KernelMaps, build_kernel_maps_numpy
 from relidar.model.network import Student, StudentConfig, count_parameters, fold_batchnorm
 from relidar.model.sparse import functional as SF
@@ -134,8 +134,13 @@ def test_config_yaml_roundtrip(tmp_path) -> None:
     config = StudentConfig(profile="fast", voxel_size=0.2, out_dim=768, input_features=("x", "y", "z", "range"))
     path = save_config(config, tmp_path / "student.yaml")
     assert load_config(path, StudentConfig) == config
-    with pytest.raises(Exception, match="profile"):
+    with pytest.raises(ConfigError) as err:
         load_config(None, StudentConfig, ["profile=huge"])
+    assert err.value.field == "profile"
+    path.write_text(path.read_text().replace("voxel_size: 0.2", "voxel_size: -1"))
+    with pytest.raises(ConfigError) as err:
+        load_config(path, StudentConfig)
+    assert (err.value.path, err.value.field) == (path, "voxel_size")
 
 
 def test_weights_roundtrip_keeps_config_and_outputs(tmp_path) -> None:
@@ -152,8 +157,9 @@ def test_weights_roundtrip_keeps_config_and_outputs(tmp_path) -> None:
     with torch.no_grad():
         torch.testing.assert_close(loaded(feats, maps), model(feats, maps), rtol=0, atol=0)
     (tmp_path / "bad.safetensors").write_bytes(b"not a file")
-    with pytest.raises(WeightsError, match="bad.safetensors"):
+    with pytest.raises(WeightsError) as err:
         load_student(tmp_path / "bad.safetensors")
+    assert err.value.path == tmp_path / "bad.safetensors" and err.value.hint
 
 
 def test_traces_to_onnx_and_runs_other_voxel_counts(tmp_path) -> None:

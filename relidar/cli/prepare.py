@@ -19,7 +19,7 @@ from typing import Optional
 
 import typer
 
-from relidar.cli.app import Apps
+from relidar.cli.app import Apps, single_command_app
 
 
 class TeacherKind(str, Enum):
@@ -59,34 +59,29 @@ def prepare(
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    from relidar.training.feature_cache import CacheError, CacheSettings, prepare_cache
-    from relidar.training.readers.base import DatasetError, open_dataset, parse_options
-    from relidar.training.teachers.base import TeacherError
+    from relidar.core.errors import RelidarError
+    from relidar.training.feature_cache import CacheSettings, prepare_cache
+    from relidar.training.readers.base import open_dataset, parse_options
 
     console = Console()
     rank = rank if rank is not None else int(os.environ.get("RANK", "0"))
     world_size = world_size if world_size is not None else int(os.environ.get("WORLD_SIZE", "1"))
     if not 0 <= rank < max(world_size, 1):
-        console.print(f"[red]--rank {rank} must be in 0..{world_size - 1} (--world-size {world_size})[/red]")
-        raise typer.Exit(1)
-    try:
-        reader = open_dataset(dataset, **parse_options(option or []))
-        teacher_obj = _build_teacher(teacher, model, pretrained, image_size, device)
-        console.print(f"rank {rank}/{world_size}: {reader!r} -> {out} with teacher {teacher_obj.name} (dim {teacher_obj.feature_dim})")
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      TimeRemainingColumn(), console=console) as progress:
-            task = progress.add_task(f"rank {rank} preparing", total=None)
+        raise RelidarError(f"{rank} must be in 0..{world_size - 1} (--world-size {world_size})", field="--rank")
+    reader = open_dataset(dataset, **parse_options(option or []))
+    teacher_obj = _build_teacher(teacher, model, pretrained, image_size, device)
+    console.print(f"rank {rank}/{world_size}: {reader!r} -> {out} with teacher {teacher_obj.name} (dim {teacher_obj.feature_dim})")
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TimeRemainingColumn(), console=console) as progress:
+        task = progress.add_task(f"rank {rank} preparing", total=None)
 
-            def on_frame(done: int, total: int, status: str) -> None:
-                progress.update(task, completed=done, total=total, description=f"rank {rank} preparing ({status})")
+        def on_frame(done: int, total: int, status: str) -> None:
+            progress.update(task, completed=done, total=total, description=f"rank {rank} preparing ({status})")
 
-            report = prepare_cache(
-                reader, out, teacher_obj, settings=CacheSettings(superpixel_segments=superpixels),
-                rank=rank, world_size=world_size, limit=limit, on_frame=on_frame,
-            )
-    except (DatasetError, TeacherError, CacheError) as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1) from None
+        report = prepare_cache(
+            reader, out, teacher_obj, settings=CacheSettings(superpixel_segments=superpixels),
+            rank=rank, world_size=world_size, limit=limit, on_frame=on_frame,
+        )
     _print_report(console, report)
 
 
@@ -138,9 +133,7 @@ def _print_report(console, report) -> None:
 
 def main() -> None:
     """Entry point for ``python -m relidar.cli.prepare`` (torchrun -m)."""
-    app = typer.Typer(add_completion=False)
-    app.command()(prepare)
-    app()
+    single_command_app(prepare)()
 
 
 if __name__ == "__main__":

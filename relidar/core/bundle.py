@@ -15,24 +15,27 @@ Layout (file names are fixed; the manifest lists each with its sha256 and size):
 Loading (:func:`load_bundle`) checks the format version, that every listed file exists with the
 listed size and sha256, and that the parts fit together (vocabulary dim = student out_dim = text
 encoder dim, head shape); any failure is a :class:`BundleError` naming the file and what to do.
-numpy only: no PyTorch, no onnx package.
+numpy only: no PyTorch, no onnx package. The writer is ``relidar.export.bundle``; checksums, the
+version check and the manifest I/O are ``relidar.core.artifact``'s.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal, Union
 
 import numpy as np
-from pydantic import Field, ValidationError
+from pydantic import Field
 
+from relidar.core import artifact
+from relidar.core.artifact import FileEntry, file_entry
 from relidar.core.config import StrictModel
+from relidar.core.errors import RelidarError
+from relidar.core.text.spec import ClipTextSpec, SimulatedTextSpec
 
 BUNDLE_FORMAT = "relidar-bundle"
-BUNDLE_FORMAT_VERSION = 1
+BUNDLE_FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
 STUDENT_ONNX = "student.onnx"
 HEAD = "head.npz"
@@ -40,14 +43,14 @@ VOCABULARY = "vocabulary.json"
 STUDENT_WEIGHTS = "student.safetensors"
 ENGINES_DIR = "engines"
 
+REEXPORT = "re-export it with `relidar export bundle`"
+RECOPY = "re-copy or re-export the bundle"
 
-class BundleError(RuntimeError):
-    """A bundle that is missing, corrupt or inconsistent; the message names the file and the fix."""
+__all__ = ["Bundle", "BundleError", "FileEntry", "Manifest", "file_entry", "load_bundle", "write_manifest"]
 
 
-class FileEntry(StrictModel):
-    sha256: str = Field(min_length=64, max_length=64)
-    size: int = Field(ge=0)
+class BundleError(RelidarError, RuntimeError):
+    """A bundle that is missing, corrupt or inconsistent; ``path`` the file at fault, ``hint`` the fix."""
 
 
 class StudentSpec(StrictModel):
@@ -69,16 +72,24 @@ class StudentSpec(StrictModel):
     opset: int
 
 
-class TextEncoderSpec(StrictModel):
-    kind: Literal["clip", "simulated"]
-    feature_dim: int = Field(ge=1)
-    name: str = Field("", description="which text tower made it, e.g. the teacher's name")
+class BundleTextEncoder(StrictModel):
+    """The text encoder a bundle ships: which one (``spec``) and its files."""
+
+    spec: Annotated[Union[ClipTextSpec, SimulatedTextSpec], Field(discriminator="kind")]
     # clip
     onnx: str | None = None
     bpe: str | None = None
     context_length: int | None = None
     # simulated
     table: str | None = None
+
+    @property
+    def kind(self) -> str:
+        return self.spec.kind
+
+    @property
+    def feature_dim(self) -> int:
+        return self.spec.feature_dim
 
 
 class EngineSpec(StrictModel):
@@ -95,23 +106,11 @@ class Manifest(StrictModel):
     created: str
     student: StudentSpec
     logit_scale: float = Field(gt=0, description="softmax(logit_scale * cosine); CLIP uses 100")
-    text_encoder: TextEncoderSpec
+    text_encoder: BundleTextEncoder
     vocabulary: str = VOCABULARY
     versions: dict[str, str] = Field(default_factory=dict, description="torch, onnx, onnxruntime... used to export")
     engines: list[EngineSpec] = Field(default_factory=list)
     files: dict[str, FileEntry]
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def file_entry(path: Path) -> FileEntry:
-    return FileEntry(sha256=sha256_file(path), size=path.stat().st_size)
 
 
 @dataclass(frozen=True)
@@ -140,7 +139,7 @@ class Bundle:
         try:
             return Vocabulary.load(path)
         except VocabularyError as exc:
-            raise BundleError(f"{path}: {exc}") from exc
+            raise BundleError(exc.message, path=exc.path or path, field=exc.field, hint=RECOPY) from exc
 
     def text_encoder(self):
         """The bundle's text encoder (CLIP through ONNX Runtime, or the simulated one)."""
@@ -153,13 +152,13 @@ class Bundle:
                 return ClipOnnxTextEncoder(self.path(spec.onnx or ""), self.path(spec.bpe or ""),
                                            int(spec.context_length or 77), spec.feature_dim)
             except TokenizerError as exc:
-                raise BundleError(str(exc)) from exc
+                raise BundleError(exc.message, path=exc.path, field=exc.field, hint=RECOPY) from exc
         from relidar.core.text.simulated import SimulatedEncoderError, SimulatedTextEncoder
 
         try:
             return SimulatedTextEncoder.load(self.path(spec.table or ""))
         except SimulatedEncoderError as exc:
-            raise BundleError(str(exc)) from exc
+            raise BundleError(exc.message, path=exc.path, field=exc.field, hint=RECOPY) from exc
 
     def engine_for(self, gpu: str, tensorrt: str, precision: str) -> Path | None:
         for e in self.manifest.engines:
@@ -169,29 +168,12 @@ class Bundle:
 
 
 def read_manifest(root: Path) -> Manifest:
-    path = root / MANIFEST
     if not root.is_dir():
-        raise BundleError(f"{root}: bundle folder not found (write one with `relidar export bundle`)")
-    try:
-        raw = json.loads(path.read_text())
-    except FileNotFoundError as exc:
-        raise BundleError(f"{path}: manifest not found; {root} is not a model bundle "
-                          "(write one with `relidar export bundle`)") from exc
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BundleError(f"{path}: not valid JSON ({exc}); the manifest is corrupt, re-export the bundle") from exc
-    if not isinstance(raw, dict):
-        raise BundleError(f"{path}: top level must be a JSON object")
-    if raw.get("format") != BUNDLE_FORMAT:
-        raise BundleError(f"{path}: field 'format' is {raw.get('format')!r}, expected {BUNDLE_FORMAT!r}")
-    if raw.get("format_version") != BUNDLE_FORMAT_VERSION:
-        raise BundleError(f"{path}: field 'format_version' is {raw.get('format_version')!r}; this relidar reads "
-                          f"version {BUNDLE_FORMAT_VERSION}: re-export the bundle with this relidar")
-    try:
-        return Manifest.model_validate(raw)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(p) for p in first["loc"])
-        raise BundleError(f"{path}: field {field!r}: {first['msg']}") from exc
+        raise BundleError("bundle folder not found", path=root, hint="write one with `relidar export bundle`")
+    return artifact.read_manifest(root / MANIFEST, Manifest, BundleError, version=BUNDLE_FORMAT_VERSION,
+                                  format_name=BUNDLE_FORMAT, what="model bundle manifest",
+                                  missing_hint=f"{root} is not a model bundle; write one with `relidar export bundle`",
+                                  hint=REEXPORT, version_hint=f"written by another relidar version; {REEXPORT}")
 
 
 def verify_files(root: Path, manifest: Manifest) -> None:
@@ -202,19 +184,10 @@ def verify_files(root: Path, manifest: Manifest) -> None:
     named += [e.file for e in manifest.engines]
     for name in named:
         if name not in manifest.files:
-            raise BundleError(f"{root / MANIFEST}: {name} is used but not listed in field 'files' (no checksum)")
+            raise BundleError(f"{name} is used but not listed (no checksum)", path=root / MANIFEST, field="files",
+                              hint=REEXPORT)
     for name, entry in manifest.files.items():
-        path = root / name
-        if not path.is_file():
-            raise BundleError(f"{path}: listed in the manifest but missing; copy the whole bundle folder")
-        size = path.stat().st_size
-        if size != entry.size:
-            what = "truncated" if size < entry.size else "larger than exported"
-            raise BundleError(f"{path}: {size} bytes, the manifest says {entry.size} ({what}); re-copy or re-export "
-                              "the bundle")
-        if sha256_file(path) != entry.sha256:
-            raise BundleError(f"{path}: contents differ from the manifest's sha256 (file altered); re-copy or "
-                              "re-export the bundle")
+        artifact.verify_file(root / name, entry, BundleError, hint=RECOPY)
 
 
 def check_consistency(bundle: Bundle) -> None:
@@ -222,20 +195,21 @@ def check_consistency(bundle: Bundle) -> None:
     m = bundle.manifest
     d = m.student.out_dim
     if m.text_encoder.feature_dim != d:
-        raise BundleError(f"{bundle.root / MANIFEST}: text_encoder.feature_dim {m.text_encoder.feature_dim} != "
-                          f"student.out_dim {d}; the text encoder is not the teacher the student was distilled from")
+        raise BundleError(f"{m.text_encoder.feature_dim} != student.out_dim {d}: the text encoder is not the teacher "
+                          "the student was distilled from", path=bundle.root / MANIFEST,
+                          field="text_encoder.spec.feature_dim", hint=REEXPORT)
     head_path = bundle.path(m.student.head)
     try:
         w, b = bundle.head()
     except (OSError, ValueError, KeyError) as exc:
-        raise BundleError(f"{head_path}: not a head file with 'weight' and 'bias' ({exc})") from exc
+        raise BundleError(f"not a head file with 'weight' and 'bias' ({exc})", path=head_path, hint=RECOPY) from exc
     if w.shape != (m.student.backbone_dim, d) or b.shape != (d,):
-        raise BundleError(f"{head_path}: weight {w.shape} / bias {b.shape}, expected ({m.student.backbone_dim}, {d}) "
-                          f"/ ({d},) from the manifest")
+        raise BundleError(f"weight {w.shape} / bias {b.shape}, expected ({m.student.backbone_dim}, {d}) / ({d},) "
+                          "from the manifest", path=head_path, hint=REEXPORT)
     vocab = bundle.vocabulary()
     if vocab.feature_dim != d:
-        raise BundleError(f"{bundle.path(m.vocabulary)}: embeddings are {vocab.feature_dim}-d but the student's "
-                          f"out_dim is {d}; build the vocabulary with the student's teacher")
+        raise BundleError(f"embeddings are {vocab.feature_dim}-d but the student's out_dim is {d}",
+                          path=bundle.path(m.vocabulary), hint="build the vocabulary with the student's teacher")
 
 
 def load_bundle(root: str | Path, verify: bool = True) -> Bundle:
@@ -251,8 +225,4 @@ def load_bundle(root: str | Path, verify: bool = True) -> Bundle:
 
 def write_manifest(root: Path, manifest: Manifest) -> Path:
     """Write ``manifest.json`` atomically (the files' entries must already be in ``manifest.files``)."""
-    from relidar.core.atomic import atomic_write_bytes
-
-    path = root / MANIFEST
-    atomic_write_bytes(path, (manifest.model_dump_json(indent=2) + "\n").encode())
-    return path
+    return artifact.write_json(root / MANIFEST, manifest)

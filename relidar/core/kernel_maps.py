@@ -25,6 +25,7 @@ from typing import Any, Generic, Sequence, TypeVar
 
 import numpy as np
 
+from relidar.core.errors import RelidarError
 from relidar.core.voxelize import pack_keys, unique_inverse, unpack_keys
 
 A = TypeVar("A")  # np.ndarray, or torch.Tensor for maps built or moved by the model layer
@@ -45,7 +46,7 @@ def down_offsets() -> np.ndarray:
     return np.stack(np.meshgrid(r, r, r, indexing="ij"), axis=-1).reshape(8, 3)
 
 
-class KernelMapError(ValueError):
+class KernelMapError(RelidarError, ValueError):
     """Voxel coordinates or flat map tensors that cannot describe kernel maps."""
 
 

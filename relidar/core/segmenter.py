@@ -18,15 +18,14 @@ import numpy as np
 
 from relidar.core.backends import BackendError, make_backend
 from relidar.core.bundle import BundleError, load_bundle
-from relidar.core.graph import graph_feed
-from relidar.core.kernel_maps import build_kernel_maps_numpy
-from relidar.core.vocabulary import Vocabulary, VocabularyError, embed_classes
-from relidar.core.voxelize import VoxelGrid, voxelize
+from relidar.core.errors import RelidarError
+from relidar.core.preprocess import Preprocessor, StudentInputs
+from relidar.core.vocabulary import Vocabulary, VocabularyError, check_class_names, embed_classes
 
 __all__ = ["Segmentation", "Segmenter", "SegmenterError", "BundleError"]
 
 
-class SegmenterError(ValueError):
+class SegmenterError(RelidarError, ValueError):
     """Input the segmenter cannot label (wrong points shape) or classes it cannot encode."""
 
 
@@ -52,14 +51,11 @@ class Segmenter:
     def __init__(self, bundle: str | Path, backend: str = "auto", device: str = "cpu",
                  threads: int | None = None, precision: str | None = None) -> None:
         self.bundle = load_bundle(bundle)
-        spec = self.bundle.manifest.student
-        self.grid = VoxelGrid(spec.voxel_size, spec.crop_min, spec.crop_max)
-        self._input_features = tuple(spec.input_features)
-        self._num_levels = spec.num_levels
+        self.preprocessor = Preprocessor.of(self.bundle.manifest.student)
         try:
             self._backend = make_backend(self.bundle, backend, device, threads, precision)
         except BackendError as exc:
-            raise BundleError(f"{self.bundle.root}: {exc}") from exc
+            raise BundleError(exc.message, path=exc.path or self.bundle.root, field=exc.field, hint=exc.hint) from exc
         self.backend: str = self._backend.name
         self.device = device
         self.vocabulary: Vocabulary = self.bundle.vocabulary()
@@ -75,11 +71,10 @@ class Segmenter:
     def set_classes(self, classes: Sequence[str]) -> None:
         """Use these classes from the next call on. Names already in the bundle's vocabulary keep their
         synonyms and colour; new names are their own single synonym. Prompts are the vocabulary's templates."""
-        names = [str(c).strip() for c in classes]
-        if not names or any(not n for n in names):
-            raise SegmenterError(f"classes must be a non-empty list of non-empty names, got {list(classes)}")
-        if len(set(names)) != len(names):
-            raise SegmenterError(f"classes has duplicates: {names}")
+        try:
+            names = check_class_names(classes)
+        except VocabularyError as exc:
+            raise SegmenterError(exc.message, field="classes") from exc
         base = self.bundle.vocabulary()
         known = {n: i for i, n in enumerate(base.class_names)}
         synonyms = tuple(base.synonyms[known[n]] if n in known else (n.replace("_", " ").replace("-", " "),)
@@ -90,19 +85,14 @@ class Segmenter:
             self.vocabulary = Vocabulary(class_names=tuple(names), synonyms=synonyms, colors=colours,
                                          embeddings=embeddings, templates=base.templates, encoder=base.encoder)
         except VocabularyError as exc:
-            raise SegmenterError(f"set_classes: {exc}") from exc
+            raise SegmenterError(exc.message, field=exc.field or "classes") from exc
 
-    def preprocess(self, points: np.ndarray) -> dict[str, np.ndarray]:
-        """The graph feed for one scan (numpy only)."""
+    def preprocess(self, points: np.ndarray) -> StudentInputs:
+        """Voxels and kernel maps of one scan (numpy only); ``.feed(embeddings)`` is the graph's input."""
         pts = np.asarray(points)
         if pts.ndim != 2 or pts.shape[1] < 3:
-            raise SegmenterError(f"points must be [N, >=3] (x, y, z[, intensity]), got shape {pts.shape}")
-        vox = voxelize(pts, self.grid, self._input_features)
-        if vox.num_voxels == 0:  # nothing inside the crop: no maps, no network call
-            return {"features": np.zeros((0, len(self._input_features)), np.float32),
-                    "point_to_voxel": np.full(len(pts), -1, np.int64)}
-        maps = build_kernel_maps_numpy(vox.coords, vox.grid_shape, self._num_levels)
-        return graph_feed(vox.features, vox.point_to_voxel, self.vocabulary.embeddings, maps)
+            raise SegmenterError(f"must be [N, >=3] (x, y, z[, intensity]), got shape {pts.shape}", field="points")
+        return self.preprocessor(pts)
 
     def _point_features(self, voxel_features: np.ndarray, point_to_voxel: np.ndarray) -> np.ndarray:
         if self._head is None:
@@ -117,10 +107,11 @@ class Segmenter:
 
     def __call__(self, points: np.ndarray, return_features: bool = False) -> Segmentation:
         t0 = time.perf_counter()
-        n = int(np.asarray(points).shape[0]) if np.ndim(points) == 2 else -1
-        feed = self.preprocess(points)
+        inputs = self.preprocess(points)
+        n = inputs.num_points
+        feed = inputs.feed(self.vocabulary.embeddings) if inputs.num_voxels else None
         t1 = time.perf_counter()
-        if feed["features"].shape[0] == 0:  # nothing inside the crop: no network call
+        if feed is None:  # nothing inside the crop: no network call
             labels = np.full(n, -1, dtype=np.int32)
             scores = np.zeros(n, dtype=np.float32)
             voxel_features = np.zeros((0, 1), np.float32)
@@ -132,10 +123,10 @@ class Segmenter:
         scores = np.asarray(scores, dtype=np.float32).reshape(-1)
         features = None
         if return_features:
-            if feed["features"].shape[0] == 0:
+            if feed is None:
                 features = np.zeros((n, self.bundle.manifest.student.out_dim), np.float32)
             else:
-                features = self._point_features(voxel_features, feed["point_to_voxel"])
+                features = self._point_features(voxel_features, inputs.point_to_voxel)
         t3 = time.perf_counter()
         timings = {"preprocess": (t1 - t0) * 1e3, "network": (t2 - t1) * 1e3, "postprocess": (t3 - t2) * 1e3,
                    "total": (t3 - t0) * 1e3}

@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from relidar.core.graph import OUTPUTS, dynamic_axes, graph_feed, input_names
+from relidar.core.graph import OUTPUTS, dynamic_axes, input_names
+from relidar.core.preprocess import Preprocessor
 from relidar.model.deployed import DEFAULT_LOGIT_SCALE, StudentGraph
 from relidar.model.network import Student
 
@@ -89,11 +90,5 @@ def export_student_onnx(student: Student, path: str | Path, example: dict[str, n
 
 
 def example_feed(student: Student, points: np.ndarray, text_embeddings: np.ndarray) -> dict[str, np.ndarray]:
-    """Voxelize ``points`` with the student's grid and build its kernel maps: a complete numpy feed."""
-    from relidar.core.kernel_maps import build_kernel_maps_numpy
-    from relidar.core.voxelize import voxelize
-
-    cfg = student.config
-    vox = voxelize(points, cfg.grid(), cfg.input_features)
-    maps = build_kernel_maps_numpy(vox.coords, vox.grid_shape, cfg.num_levels)
-    return graph_feed(vox.features, vox.point_to_voxel, text_embeddings, maps)
+    """A complete numpy feed for tracing: ``points`` preprocessed for ``student`` (its grid, features, levels)."""
+    return Preprocessor.of(student.config)(points).feed(text_embeddings)

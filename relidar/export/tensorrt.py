@@ -21,13 +21,14 @@ from typing import Mapping
 import numpy as np
 
 from relidar.core.bundle import ENGINES_DIR, Bundle, EngineSpec, file_entry, load_bundle, write_manifest
+from relidar.core.errors import RelidarError
 from relidar.core.graph import input_names
 from relidar.core.kernel_maps import NUM_HALF_OFFSETS
 
 Shape = tuple[int, ...]
 
 
-class TensorRTError(RuntimeError):
+class TensorRTError(RelidarError, RuntimeError):
     """TensorRT is missing, or could not parse/build; the message carries the parser/builder errors."""
 
 
@@ -138,9 +139,9 @@ def export_tensorrt(bundle_dir: str | Path, fp16: bool = False, max_points: int 
         return existing, False
     feed = None
     if sample_points is not None:
-        from relidar.core.segmenter import Segmenter
+        from relidar.core.preprocess import Preprocessor
 
-        feed = Segmenter(bundle.root, backend="onnxruntime").preprocess(sample_points)
+        feed = Preprocessor.of(bundle.manifest.student)(sample_points).feed(bundle.vocabulary().embeddings)
     shapes = profile_shapes(bundle, max_points, opt_points, feed)
     plan = build_engine(bundle.student_onnx, shapes, fp16)
     name = engine_name(gpu, trt.__version__, precision)

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from relidar.core.config import save_config
+from relidar.core.errors import RelidarError
 from relidar.core.rundir import make_run_dir
 from relidar.model.network import Student
 from relidar.training.checkpoint import (
@@ -31,7 +32,7 @@ from relidar.training.checkpoint import (
     latest_checkpoint,
     load_checkpoint,
     save_checkpoint,
-    save_weights,
+    save_run_student,
 )
 from relidar.training.config import DistillConfig
 from relidar.training.data import (
@@ -51,7 +52,7 @@ CONFIG_NAME = "config.yaml"
 METRICS_CSV = "metrics.csv"
 
 
-class DistillError(RuntimeError):
+class DistillError(RelidarError, RuntimeError):
     """A run that cannot start or continue; the message names the setting or file to fix."""
 
 
@@ -68,7 +69,7 @@ def pick_device(config: DistillConfig, ctx: DistContext) -> torch.device:
     want = config.train.device
     if want == "cuda" or (want == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
-            raise DistillError("train.device is 'cuda' but CUDA is not available; set train.device=cpu")
+            raise DistillError("is 'cuda' but CUDA is not available", field="train.device", hint="set train.device=cpu")
         return torch.device("cuda", ctx.local_rank)
     return torch.device("cpu")
 
@@ -101,15 +102,15 @@ def autocast_context(config: DistillConfig, device: torch.device):
 
 def pair_features(model: nn.Module, batch: Batch) -> torch.Tensor:
     """Student embeddings [M, D] at the batch's paired points."""
-    voxel_out = model(batch.voxel_features, batch.maps)
+    voxel_out = model(batch.inputs.features, batch.inputs.maps)
     return voxel_out.index_select(0, batch.pair_voxel)
 
 
 def total_steps(config: DistillConfig, num_train: int) -> int:
     spe = steps_per_epoch(num_train, config.train.batch_size)
     if spe == 0:
-        raise DistillError(f"train.batch_size={config.train.batch_size} exceeds the {num_train} training frames; "
-                           "lower train.batch_size or add frames")
+        raise DistillError(f"{config.train.batch_size} exceeds the {num_train} training frames", field="train.batch_size",
+                           hint="lower train.batch_size or add frames")
     steps = config.train.epochs * spe
     return min(steps, config.train.max_steps) if config.train.max_steps else steps
 
@@ -165,7 +166,8 @@ class _Logger:
 def prepare_run_dir(config: DistillConfig, out: Path, resume: Path | None, ctx: DistContext, name: str) -> Path:
     if resume is not None:
         if not (Path(resume) / CONFIG_NAME).is_file():
-            raise DistillError(f"{resume}: not a distillation run folder ({CONFIG_NAME} missing)")
+            raise DistillError(f"not a distillation run folder ({CONFIG_NAME} missing)", path=resume,
+                               hint="pass the run folder `relidar distill` wrote")
         return Path(resume)
     run_dir = make_run_dir(out, name) if ctx.is_main else None
     run_dir = Path(str(broadcast_object(ctx, str(run_dir) if run_dir else None)))
@@ -198,8 +200,8 @@ def _distill(config: DistillConfig, out: Path, resume: Path | None, ctx: DistCon
     start_time = time.perf_counter()
     device = pick_device(config, ctx)
     if config.train.batch_size % ctx.world_size:
-        raise DistillError(f"train.batch_size={config.train.batch_size} must be a multiple of the "
-                           f"{ctx.world_size} data-parallel processes")
+        raise DistillError(f"{config.train.batch_size} must be a multiple of the {ctx.world_size} data-parallel "
+                           "processes", field="train.batch_size")
 
     if ctx.is_main:
         cache = ensure_cache(config.data)
@@ -207,8 +209,8 @@ def _distill(config: DistillConfig, out: Path, resume: Path | None, ctx: DistCon
     if not ctx.is_main:
         cache = ensure_cache(config.data)
     if cache.feature_dim != config.student.out_dim:
-        raise DistillError(f"student.out_dim={config.student.out_dim} but the teacher features in {config.data.cache} "
-                           f"are {cache.feature_dim}-d; set student.out_dim={cache.feature_dim}")
+        raise DistillError(f"{config.student.out_dim} but the teacher features in {config.data.cache} are "
+                           f"{cache.feature_dim}-d", field="student.out_dim", hint=f"set student.out_dim={cache.feature_dim}")
     split = split_frames(len(cache), config.data)
     dataset = DistillDataset(cache, split.train, config.sampling, config.augment, config.train.seed)
     spe = steps_per_epoch(len(dataset), config.train.batch_size)
@@ -237,7 +239,6 @@ def _distill(config: DistillConfig, out: Path, resume: Path | None, ctx: DistCon
 
     scaler = torch.amp.GradScaler("cuda") if device.type == "cuda" and config.train.amp == "fp16" else None
     logger = _Logger(run_dir, config, position.step, ctx.is_main)
-    config_json = config.model_dump_json()
     last: dict[str, float] = {}
     step = position.step
     try:
@@ -277,10 +278,10 @@ def _distill(config: DistillConfig, out: Path, resume: Path | None, ctx: DistCon
             epoch_next, in_next = divmod(step, spe)
             if ctx.is_main and (step % config.logging.checkpoint_every == 0 or step == n_steps):
                 save_checkpoint(run_dir, model, optimizer, scheduler, TrainPosition(step, epoch_next, in_next),
-                                config_json, config.logging.keep_checkpoints)
+                                config, config.logging.keep_checkpoints)
         weights = final_weights_path(run_dir)
         if ctx.is_main:
-            save_weights(weights, model, {"config": config_json, "step": str(step), "format": "relidar-student-1"})
+            save_run_student(weights, model, config, step)
             summary = {"steps": step, "steps_per_epoch": spe, "train_frames": len(split.train),
                        "val_frames": len(split.val), "final": last, "seconds": time.perf_counter() - start_time,
                        "world_size": ctx.world_size, "device": str(device)}
@@ -292,19 +293,4 @@ def _distill(config: DistillConfig, out: Path, resume: Path | None, ctx: DistCon
                          final_loss=last.get("loss_total", float("nan")), seconds=time.perf_counter() - start_time)
 
 
-def load_student(weights: Path | str, device: str | torch.device = "cpu") -> tuple[Student, DistillConfig]:
-    """A student and the run config from a weights file written by :func:`distill` (final or checkpoint)."""
-    from relidar.training.checkpoint import CheckpointError, load_weights, read_metadata
-
-    if not Path(weights).is_file():
-        raise CheckpointError(f"{weights}: student weights not found")
-    meta = read_metadata(weights)
-    if "config" not in meta:
-        raise CheckpointError(f"{weights}: no run config in its metadata; was it written by `relidar distill`?")
-    config = DistillConfig.model_validate_json(meta["config"])
-    model = Student(config.student)
-    load_weights(weights, model)
-    return model.to(device).eval(), config
-
-
-__all__ = ["DistillError", "DistillResult", "distill", "load_student"]
+__all__ = ["DistillError", "DistillResult", "distill"]

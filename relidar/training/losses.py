@@ -25,12 +25,13 @@ from pydantic import Field, model_validator
 from torch import Tensor
 
 from relidar.core.config import StrictModel
+from relidar.core.errors import RelidarError
 
 LossName = Literal["contrastive", "similarity", "relational"]
 LOSS_NAMES: tuple[str, ...] = ("contrastive", "similarity", "relational")
 
 
-class LossError(ValueError):
+class LossError(RelidarError, ValueError):
     """Inputs a loss cannot take; the message names the argument."""
 
 

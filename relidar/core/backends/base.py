@@ -6,8 +6,10 @@ from typing import Mapping, Protocol
 
 import numpy as np
 
+from relidar.core.errors import RelidarError
 
-class BackendError(RuntimeError):
+
+class BackendError(RelidarError, RuntimeError):
     """A backend that cannot be built or run here; the message says what is missing and the fix."""
 
 

@@ -8,8 +8,7 @@ from typing import Mapping
 import numpy as np
 
 from relidar.core.backends.base import BackendError
-
-OUTPUTS = ("labels", "scores", "voxel_features")
+from relidar.core.graph import OUTPUTS
 
 
 def cuda_available() -> bool:

@@ -14,8 +14,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from relidar.core.backends.base import BackendError
-
-OUTPUTS = ("labels", "scores", "voxel_features")
+from relidar.core.graph import OUTPUTS
 
 
 def tensorrt_available() -> bool:

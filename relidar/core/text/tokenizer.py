@@ -23,6 +23,8 @@ from typing import Sequence
 
 import numpy as np
 
+from relidar.core.errors import RelidarError
+
 SOT = "<start_of_text>"
 EOT = "<end_of_text>"
 DEFAULT_CONTEXT_LENGTH = 77
@@ -31,7 +33,7 @@ CONTRACTIONS = ("'s", "'t", "'re", "'ve", "'m", "'ll", "'d")
 BPE_FILE_NAME = "bpe_simple_vocab_16e6.txt.gz"
 
 
-class TokenizerError(ValueError):
+class TokenizerError(RelidarError, ValueError):
     """A BPE vocabulary file that cannot be read; the message names the file."""
 
 

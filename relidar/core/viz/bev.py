@@ -15,10 +15,11 @@ from typing import Sequence
 import numpy as np
 
 from relidar.core.atomic import atomic_path
+from relidar.core.errors import RelidarError
 from relidar.core.viz.palette import BEV_BACKGROUND
 
 
-class BevError(ValueError):
+class BevError(RelidarError, ValueError):
     """Inputs that cannot form a bird's-eye view; the message names the argument."""
 
 

@@ -13,11 +13,16 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
+from relidar.core.errors import RelidarError
 from relidar.core.frame import Frame
 
 
-class DatasetError(ValueError):
+class DatasetError(RelidarError, ValueError):
     """A dataset path or option that cannot be read; the message names the path, what is missing and the fix."""
+
+
+class FrameIndexError(DatasetError, IndexError):
+    """A frame index outside the dataset (an IndexError too, for code that indexes readers like sequences)."""
 
 
 class Reader(ABC):
@@ -54,7 +59,8 @@ class Reader(ABC):
             raise TypeError(f"{type(self).__name__} indices must be int, got {type(index).__name__}")
         i = index + n if index < 0 else index
         if not 0 <= i < n:
-            raise IndexError(f"frame {index} out of range: {self.root} has {n} frames")
+            raise FrameIndexError(f"frame {index} out of range: the dataset has {n} frames", path=self.root,
+                                  field="frame", hint=f"pick a frame in {-n}..{n - 1}" if n else None)
         return self._load(i)
 
     def __iter__(self) -> Iterator[Frame]:
@@ -72,12 +78,6 @@ class Reader(ABC):
 def require_dir(path: Path, expected: str) -> Path:
     if not path.is_dir():
         raise DatasetError(f"no {path.name}/ folder in {path.parent}; expected {expected}")
-    return path
-
-
-def require_file(path: Path, expected: str) -> Path:
-    if not path.is_file():
-        raise DatasetError(f"no {path.name} in {path.parent}; expected {expected}")
     return path
 
 

@@ -8,7 +8,6 @@ import shutil
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 import torch
 
 from relidar.core.viz.palette import palette_for

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from relidar.core.text.spec import NamedTextSpec
 from relidar.core.vocabulary import (
     DEFAULT_TEMPLATES,
     NUSCENES_CLASSES,
@@ -18,7 +19,6 @@ from relidar.core.vocabulary import (
     class_prompts,
     embed_classes,
 )
-from relidar.core.text.spec import NamedTextSpec
 from relidar.training.text_embeddings import build_vocabulary
 
 HASH = NamedTextSpec(name="hash", feature_dim=8)

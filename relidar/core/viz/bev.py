@@ -159,7 +159,7 @@ def render_bev(
         bar.ax.tick_params(labelsize=7)
     out = Path(path)
     with atomic_path(out) as tmp:
-        fig.savefig(tmp, format="png", dpi=dpi, facecolor="white")
+        fig.savefig(tmp, format="png", dpi=dpi, facecolor="white", bbox_inches="tight", pad_inches=0.1)
     return out
 
 

@@ -186,7 +186,8 @@ def distill(
 ) -> DistillResult:
     """Train the student on ``config`` into the run folder ``out`` (exactly that folder, new or empty;
     default ``runs/<run_name>_<stamp>``, ``run_name`` defaulting to ``distill_<loss>``). A resumed run passes
-    the run folder as ``resume`` and the config saved in it. ``on_step(step, total, losses)`` is called on rank 0 after every step (progress bars)."""
+    the run folder as ``resume`` and the config saved in it. ``on_step(step, total, losses)`` is called on
+    rank 0 after every step (progress bars)."""
     threads_before = torch.get_num_threads()
     if config.train.threads:
         torch.set_num_threads(config.train.threads)

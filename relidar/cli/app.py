@@ -46,6 +46,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "relidar.cli.segment",
     "relidar.cli.bench_segment",
     "relidar.cli.vocabulary",
+    "relidar.cli.view",
 )
 
 

@@ -231,4 +231,5 @@ def semantic_kitti_label_config(class_names: Sequence[str], colours: np.ndarray)
     ids = semantic_kitti_ids(class_names)
     labels = {UNLABELED_RAW_ID: "unlabeled", **{int(i): str(n) for i, n in zip(ids, class_names)}}
     bgr = {UNLABELED_RAW_ID: [0, 0, 0], **{int(i): [int(c[2]), int(c[1]), int(c[0])] for i, c in zip(ids, colours)}}
-    return {"labels": labels, "color_map": bgr}
+    # ``classes``: the vocabulary's names in index order (what PLY/bag ``label`` values index); relidar's own key
+    return {"labels": labels, "color_map": bgr, "classes": [str(n) for n in class_names]}

@@ -73,6 +73,77 @@ def write_labels_yaml(path: str | Path, class_names: Sequence[str], palette: np.
     return Path(path)
 
 
+def read_labels_yaml(path: str | Path) -> tuple[tuple[str, ...], np.ndarray]:
+    """(class names in index order, [C,3] uint8 RGB colours) of a ``labels.yaml`` written by :func:`write_labels_yaml`."""
+    from relidar.core.scan_io import semantic_kitti_ids
+
+    p = Path(path)
+    try:
+        config = yaml.safe_load(p.read_text())
+        names = tuple(str(n) for n in config["classes"])
+        bgr = [config["color_map"][int(i)] for i in semantic_kitti_ids(names)]
+    except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError) as exc:
+        raise LabelledOutputError(f"not a labels.yaml written by `relidar segment` ({type(exc).__name__}: {exc})",
+                                  path=p) from exc
+    return names, np.array([c[::-1] for c in bgr], dtype=np.uint8).reshape(-1, 3)
+
+
+def read_labelled_ply(path: str | Path) -> LabelledScan:
+    """A labelled PLY (:func:`write_labelled_ply`, or any PLY with x, y, z and optional intensity, label, score)."""
+    import plyfile
+
+    from relidar.core.scan_io import read_scan
+
+    p = Path(path)
+    points = read_scan(p)  # the strict reader: errors name the file
+    rows = plyfile.PlyData.read(str(p))["vertex"].data
+    names = rows.dtype.names or ()
+    labels = np.asarray(rows["label"], dtype=np.int64) if "label" in names else np.full(len(points), -1)
+    scores = np.asarray(rows["score"], dtype=np.float32) if "score" in names else np.zeros(len(points), np.float32)
+    return LabelledScan(p.stem, points, labels, scores)
+
+
+def read_labelled_bag(path: str | Path, topic: str = POINTS_TOPIC) -> tuple[tuple[str, ...], np.ndarray, list[LabelledScan]]:
+    """(class names, [C,3] colours, scans) of a labelled bag: the clouds of ``topic`` (label ``C`` = unknown
+    becomes -1) and the legend's class names and colours."""
+    from rosbags.highlevel import AnyReader, AnyReaderError
+
+    from relidar.core.pointcloud2 import PointCloudError, read_cloud
+
+    p = Path(path)
+    try:
+        with AnyReader([p]) as reader:
+            conns = {c.topic: c for c in reader.connections}
+            if topic not in conns:
+                raise LabelledOutputError(f"has no {topic} topic (topics: {', '.join(sorted(conns)) or 'none'})", path=p,
+                                          hint="give a bag written by `relidar segment` or recorded from the node")
+            names: tuple[str, ...] = ()
+            colours = np.zeros((0, 3), np.uint8)
+            if LEGEND_TOPIC in conns:
+                for c, _, raw in reader.messages([conns[LEGEND_TOPIC]]):
+                    markers = [m for m in reader.deserialize(raw, c.msgtype).markers if m.text]
+                    names = tuple(m.text for m in markers if m.text != UNKNOWN_NAME)
+                    colours = np.array([[m.color.r, m.color.g, m.color.b] for m in markers[: len(names)]]).reshape(-1, 3)
+                    colours = np.rint(colours * 255).astype(np.uint8)
+            scans = []
+            for k, (c, stamp, raw) in enumerate(reader.messages([conns[topic]])):
+                msg = reader.deserialize(raw, c.msgtype)
+                cloud = read_cloud(msg)
+                cols = cloud.dtype.names or ()
+                pts = np.zeros((len(cloud), 4), np.float32)
+                for j, axis in enumerate(("x", "y", "z", "intensity")):
+                    if axis in cols:
+                        pts[:, j] = cloud[axis]
+                labels = np.asarray(cloud["label"], np.int64) if "label" in cols else np.full(len(cloud), -1)
+                if names:  # the node's unknown label is C, the number of classes
+                    labels[(labels < 0) | (labels >= len(names))] = -1
+                scores = np.asarray(cloud["score"], np.float32) if "score" in cols else np.zeros(len(cloud), np.float32)
+                scans.append(LabelledScan(f"{k:06d}", pts, labels, scores, int(stamp), msg.header.frame_id))
+    except (AnyReaderError, PointCloudError) as exc:
+        raise LabelledOutputError(f"cannot be read as a rosbag2 ({exc})", path=p) from exc
+    return names, colours, scans
+
+
 def write_scan_labels(path: str | Path, scan: LabelledScan, class_names: Sequence[str]) -> Path:
     return write_label_file(path, labels_to_raw_ids(scan.labels, class_names))
 

@@ -23,12 +23,14 @@ RUN apt-get update && apt-get install -y --no-install-recommends curl ca-certifi
        ros-${ROS_DISTRO}-tf2-msgs python3-colcon-common-extensions \
     && rm -rf /var/lib/apt/lists/*
 
-# A venv that sees the apt-installed rclpy; versions pinned by the repo's requirements.txt (constraints).
+# A venv that sees the apt-installed rclpy; versions pinned by the repo's requirements files, flattened
+# into one constraints file (pip would install, not just constrain, what a nested -r line names).
 WORKDIR /opt/relidar
-COPY requirements.txt pyproject.toml README.md ./
+COPY requirements.txt requirements-runtime.txt pyproject.toml README.md ./
 RUN python3 -m venv --system-site-packages /opt/venv \
-    && /opt/venv/bin/pip install --no-cache-dir -c requirements.txt \
-       numpy pyyaml pydantic typer rich safetensors pillow matplotlib rosbags onnx \
+    && grep -hv '^-r' requirements-runtime.txt requirements.txt > /tmp/pins.txt \
+    && /opt/venv/bin/pip install --no-cache-dir -c /tmp/pins.txt \
+       numpy pyyaml pydantic typer rich safetensors pillow matplotlib ftfy rosbags onnx \
     && /opt/venv/bin/pip install --no-cache-dir onnxruntime-gpu tensorrt-cu12 "cuda-python>=12.6,<13"
 COPY relidar/ relidar/
 COPY launch/ launch/

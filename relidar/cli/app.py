@@ -56,8 +56,10 @@ def _one_line_errors() -> Iterator[None]:
     try:
         yield
     except RelidarError as exc:
-        click.secho(f"error: {exc.one_line()}", err=True, fg="red")
-        raise click.exceptions.Exit(1) from None
+        typer.secho(f"error: {exc.one_line()}", err=True, fg="red")
+        # typer vendors its own click: only its Exit ends the command quietly (click.exceptions.Exit printed
+        # a traceback outside CliRunner)
+        raise typer.Exit(1) from None
 
 
 class RelidarGroup(TyperGroup):

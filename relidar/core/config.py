@@ -33,21 +33,19 @@ def field_path(loc: Sequence[Any]) -> str:
     return "".join(f"[{x}]" if isinstance(x, int) else f".{x}" for x in loc).lstrip(".")
 
 
-def describe_validation_error(exc: ValidationError, drop: int = 0) -> tuple[str, str]:
-    """(the first failing field, every failure as ``field: message`` joined by '; ').
-
-    ``drop`` leading location parts are left out (a wrapper model's own field name)."""
-    issues = [(field_path(err["loc"][drop:]) or "(top level)", err["msg"]) for err in exc.errors()]
+def describe_validation_error(exc: ValidationError) -> tuple[str, str]:
+    """(the first failing field, every failure as ``field: message`` joined by '; ')."""
+    issues = [(field_path(err["loc"]) or "(top level)", err["msg"]) for err in exc.errors()]
     return issues[0][0], "; ".join(f"{where}: {msg}" for where, msg in issues)
 
 
 def validate(model: type[M], data: Any, *, error: type[RelidarError] = ConfigError, path: str | Path | None = None,
-             hint: str | None = None, what: str | None = None, drop: int = 0) -> M:
+             hint: str | None = None, what: str | None = None) -> M:
     """``model.model_validate(data)``; a failure raises ``error`` naming ``path`` and the first failing field."""
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        field, issues = describe_validation_error(exc, drop)
+        field, issues = describe_validation_error(exc)
         raise error(f"invalid {what or model.__name__}: {issues}", path=path, field=field, hint=hint) from exc
 
 

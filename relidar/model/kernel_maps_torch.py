@@ -1,7 +1,14 @@
 """The kernel maps of relidar.core.kernel_maps computed with torch, on the voxel coords' device.
 
 Same algorithm (:func:`relidar.core.kernel_maps.build_with`), same integers as the numpy builder
-(tested); for building maps where the batch already lives on a GPU.
+(tested); for building maps where the batch already lives on a GPU. ``relidar bench student`` times
+it next to the numpy builder (``kernel_maps_torch_ms``).
+
+Training builds its maps with numpy (``relidar.core.preprocess``): on CPU this builder is slower.
+Measured on the 2-core dev box (1 torch thread, heavily loaded, medians of 12 batches of two rotated
+copies of the KITTI scan, base profile, 5 levels): the maps alone took 98 ms (numpy) vs 172 ms (torch)
+at 0.1 m voxels (95k voxels), 191 ms vs 356 ms at 0.05 m (159k voxels). Whether a GPU run gains from
+building maps on the device is not measured yet (no GPU here).
 """
 
 from __future__ import annotations

@@ -17,10 +17,8 @@ import json
 from pathlib import Path
 from typing import Mapping
 
-from pydantic import ValidationError
-
 from relidar.core.atomic import atomic_path
-from relidar.core.config import describe_validation_error
+from relidar.core.config import validate
 from relidar.core.errors import RelidarError
 from relidar.model.network import Student, StudentConfig
 
@@ -79,13 +77,11 @@ def read_student_config(path: str | Path) -> StudentConfig:
     p = Path(path)
     meta = read_metadata(p)
     try:
-        return StudentConfig.model_validate(json.loads(meta[CONFIG_KEY]))
+        stored = json.loads(meta[CONFIG_KEY])
     except json.JSONDecodeError as exc:
         raise WeightsError(f"stored student config is not JSON ({exc})", path=p, field=CONFIG_KEY) from exc
-    except ValidationError as exc:
-        field, issues = describe_validation_error(exc)
-        raise WeightsError(f"stored student config is invalid: {issues}", path=p, field=f"{CONFIG_KEY}.{field}",
-                           hint="it was written by another relidar version; retrain or re-export it") from exc
+    return validate(StudentConfig, stored, error=WeightsError, path=p, what="stored student config",
+                    hint="it was written by another relidar version; retrain or re-export it")
 
 
 def load_student(path: str | Path, map_location: str = "cpu") -> Student:

@@ -129,7 +129,7 @@ class DistillDataset:
     def __init__(self, cache: CacheReader, frames: Sequence[int], sampling: SamplingConfig,
                  augment: AugmentConfig, seed: int) -> None:
         if not frames:
-            raise DataError(f"{cache.root}: no frames to train on")
+            raise DataError("no frames to train on", path=cache.root)
         self.cache = cache
         self.frames = tuple(frames)
         self.sampling = sampling
@@ -220,7 +220,7 @@ def build_synthetic_cache(cache_dir: str | Path, source: SyntheticSource, on_fra
     teacher = SimulatedTeacher(SimulatedTeacherConfig.model_validate(source.teacher))
     report = prepare_cache(SyntheticWorldReader(), cache_dir, teacher, on_frame=on_frame)
     if report.failed:
-        raise DataError(f"{cache_dir}: synthetic frames failed to prepare: {report.failed[:3]}")
+        raise DataError(f"synthetic frames failed to prepare: {report.failed[:3]}", path=cache_dir)
     return Path(cache_dir)
 
 

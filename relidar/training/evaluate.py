@@ -167,7 +167,7 @@ class LabelledSet:
 
     def labels(self, cached: CachedFrame) -> np.ndarray:
         if cached.labels is None:
-            raise EvaluationError(f"{self.cache.root}: frame {cached.frame_id} has no labels; evaluation needs labelled data")
+            raise EvaluationError(f"frame {cached.frame_id} has no labels; evaluation needs labelled data", path=self.cache.root)
         return to_vocabulary_labels(cached.labels.astype(np.int64), self.lut)
 
 
@@ -175,7 +175,7 @@ def labelled_set(name: str, data: DataConfig, vocabulary: Vocabulary, max_scans:
     cache = ensure_cache(data)
     split = split_frames(len(cache), data)
     if not split.val:
-        raise EvaluationError(f"{data.cache}: no held-out frames; set data.val_fraction > 0")
+        raise EvaluationError("no held-out frames; set data.val_fraction > 0", path=data.cache)
     lut = label_map(cache.class_names, vocabulary)
     if (lut < 0).all():
         raise EvaluationError(f"{data.cache}: none of its classes {list(cache.class_names)} is in the vocabulary "

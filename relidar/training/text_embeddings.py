@@ -122,7 +122,7 @@ def load_class_list_file(path: str | Path) -> tuple[ClassSpec, ...]:
         raise ClassListError(f"the top level must be a list of classes, got {type(loaded).__name__}", path=path,
                              hint=CLASS_LIST_HINT)
     parsed = validate(ClassListFile, {"classes": loaded}, error=ClassListError, path=path, what="class list",
-                      hint=CLASS_LIST_HINT, drop=1)
+                      hint=CLASS_LIST_HINT)
     return tuple(ClassSpec(e.name, tuple(e.synonyms) or (e.name,), tuple(e.color)) for e in parsed.classes)
 
 

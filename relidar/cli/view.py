@@ -19,7 +19,7 @@ def view(
                                  "(`relidar segment`'s OUT/bag, or one recorded from the node)."),
     port: int = typer.Option(8080, "--port", min=1, max=65535, help="Port of the web viewer."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to serve on (0.0.0.0: reachable from other machines)."),
-    point_size: float = typer.Option(0.08, "--point-size", min=0.001, help="Point size in metres."),
+    point_size: float = typer.Option(0.1, "--point-size", min=0.001, help="Point size in metres."),
     seconds: Optional[float] = typer.Option(None, "--seconds", min=0.0, help="Stop after this many seconds "
                                             "(default: until Ctrl-C)."),
 ) -> None:

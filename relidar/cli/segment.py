@@ -18,6 +18,7 @@ the Segmenter (``relidar.core.segmenter``).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -121,6 +122,9 @@ def segment(
                            hint=f"choose from {', '.join(OUTPUT_KINDS)}")
     class_list = parse_classes(classes)
     what, scans = _scans(input, lidar_topic, intensity_scale)
+    if input.is_file() and not _is_bag(input):
+        first = scans[0].read()  # one scan file: a bad file is the command's one error, before anything is written
+        scans = [dataclasses.replace(scans[0], read=lambda: first)]
     seg = Segmenter(bundle, backend=backend, device=device)
     if class_list is not None:
         seg.set_classes(class_list)

@@ -86,8 +86,10 @@ def prepare(
     console.print(f"wrote {out} (feature cache; per-rank report in {out / 'reports'})", highlight=False, soft_wrap=True)
     if report.failed:
         # The summary above lists them; a non-zero exit lets scripts and CI notice (rerunning resumes).
-        raise RelidarError(f"{len(report.failed)} of {report.assigned} frame(s) failed (listed above); the cache "
-                           "holds the others", path=out, hint="fix the listed files and rerun: done frames are skipped")
+        fid, why = report.failed[0]
+        raise RelidarError(f"{len(report.failed)} of {report.assigned} frame(s) failed (listed above; the cache {out} "
+                           f"holds the others); frame {fid}: {why}",
+                           hint="fix the listed files and rerun: done frames are skipped")
 
 
 def _build_teacher(kind: TeacherKind, model: str, pretrained: str, image_size: int, device: str):

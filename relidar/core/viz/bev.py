@@ -54,9 +54,11 @@ def rasterize_bev(xyz: np.ndarray, colours: np.ndarray, view: BevView = BevView(
     img[:] = np.asarray(background, dtype=np.uint8)
     finite = np.isfinite(xyz[:, : min(3, xyz.shape[1])]).all(axis=1)  # non-finite points have no place
     xyz, colours = xyz[finite], colours[finite]
-    row = ((view.x_range[1] - xyz[:, 0]) / view.resolution).astype(np.int64)
-    col = ((view.y_range[1] - xyz[:, 1]) / view.resolution).astype(np.int64)
-    inside = (row >= 0) & (row < h) & (col >= 0) & (col < w)
+    row_f = (view.x_range[1] - xyz[:, 0].astype(np.float64)) / view.resolution
+    col_f = (view.y_range[1] - xyz[:, 1].astype(np.float64)) / view.resolution
+    inside = (row_f >= 0) & (row_f < h) & (col_f >= 0) & (col_f < w)  # before the cast: no overflow
+    row, col = np.zeros(len(xyz), np.int64), np.zeros(len(xyz), np.int64)
+    row[inside], col[inside] = row_f[inside].astype(np.int64), col_f[inside].astype(np.int64)
     z = xyz[:, 2] if xyz.shape[1] > 2 else np.zeros(len(xyz))
     order = np.argsort(z[inside], kind="stable")  # later writes win: the highest point is drawn last
     r, c, col_rgb = row[inside][order], col[inside][order], colours[inside][order]
@@ -129,7 +131,8 @@ def render_bev(
         if values.shape != (len(xyz),):
             raise BevError(f"values must be [N]={len(xyz)}, got {values.shape}")
         norm = Normalize(*value_range)
-        colours = (matplotlib.colormaps[cmap](norm(np.nan_to_num(values)).clip(0, 1))[:, :3] * 255).astype(np.uint8)
+        clipped = np.clip(np.nan_to_num(values, nan=value_range[0]), *value_range)  # inf and huge values too
+        colours = (matplotlib.colormaps[cmap](norm(clipped))[:, :3] * 255).astype(np.uint8)
     image = rasterize_bev(xyz, colours, view)
     h, w = image.shape[:2]
     side = 2.2 if handles else 1.2 if norm is not None else 0.0

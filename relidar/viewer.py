@@ -155,7 +155,7 @@ def serve(data: ViewerData, host: str = "127.0.0.1", port: int = 8080, point_siz
     def _(_event: Any) -> None:
         show()
 
-    @server.scene.on_pointer_event(event_type="click")
+    @server.scene.on_click()
     def _(event: Any) -> None:
         k = nearest_to_ray(state["xyz"], event.ray_origin, event.ray_direction)
         if k is None:

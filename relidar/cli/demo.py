@@ -50,7 +50,8 @@ def demo(
         "run": "distillation run (config, CSV, TensorBoard, checkpoints)", "weights": "student weights",
         "report": "evaluation report (+ JSON, PNGs beside)", "bundle": "model bundle",
         "picture_segmented": "segmented scan (bundle)", "picture_ground_truth": "ground truth",
-        "picture_scores": "label scores", "summary": "demo summary (JSON)",
+        "picture_scores": "label scores", "picture_labelled_ply": "labelled scan (PLY; `relidar view` opens it)",
+        "summary": "demo summary (JSON)",
     }
     for key, label in labels.items():
         if key in result.paths:

@@ -123,6 +123,12 @@ def segment_pictures(bundle: Path, points: np.ndarray, target: np.ndarray, class
         "frame_id": frame_id, "points": int(len(points)), "backend": seg.backend,
         "accuracy_vs_truth": agreement, "timings_ms": result.timings_ms}, indent=2) + "\n")
     paths["segmentation_json"] = out / "segmentation.json"
+    # The labelled scan as `relidar segment` writes it, so `relidar view OUT/pictures` opens it in a browser.
+    from relidar.export.labelled import LABELS_YAML, LabelledScan, write_labelled_ply, write_labels_yaml
+
+    scan = LabelledScan(frame_id, points, result.labels, result.scores)
+    paths["labelled_ply"] = write_labelled_ply(out / "segmented.ply", scan, voc.colors)
+    write_labels_yaml(out / LABELS_YAML, voc.class_names, voc.colors)
     return paths
 
 

@@ -113,6 +113,10 @@ def test_semantickitti_sequence_and_bag_from_synth(bundle: Path, tmp_path: Path)
     result, _ = _run("synth", "--frames", "2", "--format", "semantickitti", "--width", "32", "--height", "32",
                      "--cameras", "front", "--out", log)
     assert result.exit_code == 0, result.output
+    # the README's `relidar synth ... --out log && relidar prepare log`: --out is exactly the log
+    result, text = _run("prepare", log, "--out", tmp_path / "cache", "--teacher", "synthetic", "--superpixels", "20")
+    assert result.exit_code == 0, result.output
+    assert f"wrote {tmp_path / 'cache'}" in text and (tmp_path / "cache" / "manifest.json").is_file()
     out = tmp_path / "seg_kitti"
     result, text = _run("segment", log, "--bundle", bundle, "--out", out, "--write", "label,ply", "--pictures", "0")
     assert result.exit_code == 0, result.output

@@ -55,7 +55,7 @@ def test_one_scan_every_output_read_back(bundle: Path, tmp_path: Path) -> None:
     names, colours = seg.vocabulary.class_names, seg.vocabulary.colors
     for name in ("scan.ply", "scan.label", "labels.yaml", "scan_bev.png", "bag"):
         assert f"wrote {out / name}" in text, name
-    assert "5 with NaN/inf intensity" in text
+    assert "repaired: 5 point(s) with NaN/inf intensity" in text
     # PLY: intensity kept (NaN as given), labels and scores as the Segmenter's
     rows = plyfile.PlyData.read(str(out / "scan.ply"))["vertex"].data
     np.testing.assert_array_equal(rows["intensity"][5:], pts[5:, 3])

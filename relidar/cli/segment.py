@@ -236,9 +236,11 @@ def _summary(console, outputs: _Outputs, seg) -> None:
             table.add_row(name, str(int(outputs.counts[k])), f"{outputs.score_sums[k] / outputs.counts[k]:.2f}")
     table.add_row("unknown (outside the crop box, non-finite)", str(int(outputs.counts[-1])), "-")
     console.print(table)
-    if outputs.non_finite_xyz or outputs.non_finite_intensity:
-        console.print(f"[yellow]repaired: {outputs.non_finite_xyz} point(s) with a NaN/inf coordinate left unknown, "
-                      f"{outputs.non_finite_intensity} with NaN/inf intensity labelled by their voxel[/yellow]",
-                      highlight=False)
+    repaired = [f"{n} {what}" for n, what in (
+        (outputs.non_finite_xyz, "point(s) with a NaN/inf coordinate left unknown"),
+        (outputs.non_finite_intensity, "point(s) with NaN/inf intensity kept out of the features, labelled by their voxel"),
+    ) if n]
+    if repaired:
+        console.print(f"[yellow]repaired: {'; '.join(repaired)}[/yellow]", highlight=False)
     for text in outputs.warnings:
         console.print(f"[yellow]warning: {text}[/yellow]", highlight=False)

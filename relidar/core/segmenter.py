@@ -8,7 +8,8 @@ intensities NaN, 98 % of the points came out "car") and takes the label of its v
 points fill that voxel, else -1. The network therefore sees exactly the scan without the bad points:
 the labels of every finite point equal those of that clean scan. :class:`Segmentation` counts both.
 
-points [N, >=3] -> numpy voxelization + kernel maps (no PyTorch) -> the bundle's student graph on a
+points [N, >=3] -> numpy voxelization + kernel maps (``relidar.core.preprocess``, the same object
+training and export use; no PyTorch) -> the bundle's student graph on a
 backend -> per-point label and score (and, on request, the D-dim per-point feature: the bundle's
 linear head applied to the voxel's backbone feature, unit-normalised). The classes are data: the
 text embeddings are a graph input, so :meth:`Segmenter.set_classes` re-encodes prompts with the

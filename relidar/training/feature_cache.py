@@ -173,6 +173,8 @@ def read_cached_frame(path: Path) -> tuple[CachedFrame, dict[str, Any]]:
     if stored is None or str(stored) != artifact.sha256_arrays(arrays):
         raise CacheError("checksum does not verify (partial or altered file)", path=path, hint=fix)
     meta = json.loads(str(arrays.pop(_META_KEY)))
+    artifact.check_format_version(meta.get("format_version"), CACHE_FORMAT_VERSION, path=path, error=CacheError,
+                                  what="cache frame", hint=fix)
     cached = CachedFrame(
         frame_id=meta["frame_id"],
         points=arrays["points"],

@@ -35,5 +35,9 @@ def test_demo_tiny_budget(tmp_path: Path) -> None:
         assert img.ndim == 3 and img.shape[0] > 100 and img.std() > 0, name
     seg = json.loads((out / "pictures" / "segmentation.json").read_text())
     assert seg["points"] > 0 and 0.0 <= seg["accuracy_vs_truth"] <= 1.0
+    from relidar.viewer import load_view_data  # what `relidar view OUT/pictures` opens
+
+    view = load_view_data(out / "pictures")
+    assert len(view.scans[0].points) == seg["points"] and view.class_names
     summary = json.loads((out / "demo_summary.json").read_text())
     assert set(summary["seconds"]) >= {"log", "prepare", "distill", "evaluate", "export", "segment", "total"}

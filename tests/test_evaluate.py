@@ -96,7 +96,7 @@ def test_evaluate_cli_writes_report(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["--checkpoint", str(run.weights), "--out", str(tmp_path / "eval"),
                                       "eval.few_shot.scans=1"])
     assert result.exit_code == 0, result.output
-    folder = next((tmp_path / "eval").glob("evaluate_*"))
+    folder = tmp_path / "eval"  # --out is exactly the report folder
     report = json.loads((folder / "report.json").read_text())
     assert report["linear_probe"]["k_scans"] == 1
     assert set(report["summary"]) >= {"zero_shot_miou", "zero_shot_miou_visible", "teacher_miou_visible",

@@ -19,7 +19,8 @@ def compare(
     config: Path = typer.Option(..., "--config", "-c", help="Distillation config YAML; its loss section is replaced per run."),
     losses: str = typer.Option("contrastive,similarity,relational", "--losses", help="Comma-separated losses to compare."),
     seeds: int = typer.Option(3, "--seeds", help="Runs per loss (seeds train.seed, train.seed+1, ...)."),
-    out: Path = typer.Option(Path("runs"), "--out", "-o", help="Parent folder of the timestamped comparison folder."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Comparison folder to write (new or empty); default "
+                                       "runs/compare_<YYYYmmdd-HHMMSS>."),
 ) -> None:
     """Distill and evaluate one student per (loss, seed) on the same data; write compare.md/json (zero-shot
     mIoU, few-shot mIoU, structural gap, mean ± std over seeds) and gap_vs_miou.png."""
@@ -27,8 +28,9 @@ def compare(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
+    from relidar.cli.common import print_written
     from relidar.core.config import load_config
-    from relidar.core.rundir import make_run_dir
+    from relidar.core.rundir import run_dir
     from relidar.training.compare import COLUMNS, parse_losses
     from relidar.training.compare import compare as run_compare
     from relidar.training.config import DistillConfig
@@ -36,7 +38,7 @@ def compare(
     console = Console()
     names = parse_losses(losses)
     cfg = load_config(config, DistillConfig, overrides or [])
-    out_dir = make_run_dir(out, "compare")
+    out_dir = run_dir(out, "compare")
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console) as bar:
         task = bar.add_task("compare", total=None)
@@ -61,7 +63,8 @@ def compare(
                 cells.append(f"{row[k][0]:.3f} ± {row[k][1]:.3f}")
         table.add_row(loss, *cells)
     console.print(table)
-    console.print(f"table: {result.markdown}\nscatter: {result.scatter}\nruns: {result.out_dir / 'runs'}")
+    print_written(console, [result.markdown, result.scatter, *sorted(result.out_dir.glob("*.json")),
+                            *sorted((result.out_dir / "runs").iterdir())])
 
 
 def main() -> None:

@@ -84,6 +84,13 @@ def prepare(
             rank=rank, world_size=world_size, limit=limit, on_frame=on_frame,
         )
     _print_report(console, report)
+    console.print(f"wrote {out} (feature cache; per-rank report in {out / 'reports'})", highlight=False, soft_wrap=True)
+    if report.failed:
+        # The summary above lists them; a non-zero exit lets scripts and CI notice (rerunning resumes).
+        fid, why = report.failed[0]
+        raise RelidarError(f"{len(report.failed)} of {report.assigned} frame(s) failed (listed above; the cache {out} "
+                           f"holds the others); frame {fid}: {why}",
+                           hint="fix the listed files and rerun: done frames are skipped")
 
 
 def _build_teacher(kind: TeacherKind, model: str, pretrained: str, image_size: int, device: str, rank: int = 0,

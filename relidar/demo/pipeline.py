@@ -114,15 +114,21 @@ def segment_pictures(bundle: Path, points: np.ndarray, target: np.ndarray, class
     paths["ground_truth"] = render_bev(out / "ground_truth.png", points[:, :3], labels=truth, palette=voc.colors,
                                        class_names=voc.class_names, view=view, ignore_label="unlabelled",
                                        title=f"{frame_id}: ground truth")
-    grey = (np.clip(result.scores, 0, 1) * 255).astype(np.uint8)
-    paths["scores"] = render_bev(out / "scores_bundle.png", points[:, :3], colours=np.stack([grey] * 3, axis=1),
-                                 view=view, title=f"{frame_id}: label score (white = confident)")
+    paths["scores"] = render_bev(out / "scores_bundle.png", points[:, :3], values=result.scores,
+                                 value_label="score of the label (softmax)", view=view,
+                                 title=f"{frame_id}: label scores")
     ok = (truth >= 0) & (result.labels >= 0)
     agreement = float((result.labels[ok] == truth[ok]).mean()) if ok.any() else float("nan")
     (out / "segmentation.json").write_text(json.dumps({
         "frame_id": frame_id, "points": int(len(points)), "backend": seg.backend,
         "accuracy_vs_truth": agreement, "timings_ms": result.timings_ms}, indent=2) + "\n")
     paths["segmentation_json"] = out / "segmentation.json"
+    # The labelled scan as `relidar segment` writes it, so `relidar view OUT/pictures` opens it in a browser.
+    from relidar.export.labelled import LABELS_YAML, LabelledScan, write_labelled_ply, write_labels_yaml
+
+    scan = LabelledScan(frame_id, points, result.labels, result.scores)
+    paths["labelled_ply"] = write_labelled_ply(out / "segmented.ply", scan, voc.colors)
+    write_labels_yaml(out / LABELS_YAML, voc.class_names, voc.colors)
     return paths
 
 
@@ -185,7 +191,7 @@ def _run_demo(out: Path, config: DemoConfig, on_stage: Callable[[str], None] | N
 
     stage("distilling with the relational loss (student 'fast', voxels %.2f m)" % config.voxel_size)
     dcfg = distill_config(config, out / "cache", res.paths["vocabulary"])
-    run = distill(dcfg, out=out / "runs", run_name="distill_relational",
+    run = distill(dcfg, out=out / "distill",
                   on_step=(lambda s, n, _l: on_progress(s, n)) if on_progress else None)
     res.paths["run"] = run.run_dir
     res.paths["weights"] = run.weights

@@ -135,7 +135,7 @@ def compare(config: DistillConfig, losses: Sequence[str], seeds: int, out_dir: P
         for s in range(seeds):
             cfg = variant(config, loss, s)
             event(f"{loss}, seed {cfg.train.seed}: distilling")
-            result = distill(cfg, out=out_dir / "runs", run_name=f"{loss}_seed{cfg.train.seed}", on_step=on_step)
+            result = distill(cfg, out=out_dir / "runs" / f"{loss}_seed{cfg.train.seed}", on_step=on_step)
             event(f"{loss}, seed {cfg.train.seed}: evaluating")
             model = load_student(result.weights).eval()
             summary = evaluate(model, cfg, vocabulary=vocabulary).summary()

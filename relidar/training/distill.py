@@ -24,7 +24,7 @@ from torch import nn
 
 from relidar.core.config import save_config
 from relidar.core.errors import RelidarError
-from relidar.core.rundir import make_run_dir
+from relidar.core.rundir import run_dir as new_run_dir
 from relidar.model.kernel_maps_torch import build_neighbour_tables_torch
 from relidar.model.network import Student
 from relidar.training.checkpoint import (
@@ -185,13 +185,13 @@ class _Logger:
             self.writer.close()
 
 
-def prepare_run_dir(config: DistillConfig, out: Path, resume: Path | None, ctx: DistContext, name: str) -> Path:
+def prepare_run_dir(config: DistillConfig, out: Path | None, resume: Path | None, ctx: DistContext, name: str) -> Path:
     if resume is not None:
         if not (Path(resume) / CONFIG_NAME).is_file():
             raise DistillError(f"not a distillation run folder ({CONFIG_NAME} missing)", path=resume,
                                hint="pass the run folder `relidar distill` wrote")
         return Path(resume)
-    run_dir = make_run_dir(out, name) if ctx.is_main else None
+    run_dir = new_run_dir(out, name) if ctx.is_main else None
     run_dir = Path(str(broadcast_object(ctx, str(run_dir) if run_dir else None)))
     if ctx.is_main:
         save_config(config, run_dir / CONFIG_NAME)
@@ -200,24 +200,27 @@ def prepare_run_dir(config: DistillConfig, out: Path, resume: Path | None, ctx: 
 
 def distill(
     config: DistillConfig,
-    out: Path | str = "runs",
+    out: Path | str | None = None,
     resume: Path | str | None = None,
     ctx: DistContext = DistContext(),
     on_step: Callable[[int, int, dict[str, float]], None] | None = None,
     run_name: str | None = None,
 ) -> DistillResult:
-    """Train the student on ``config`` (a resumed run passes the run folder as ``resume`` and the config
-    saved in it). ``on_step(step, total, losses)`` is called on rank 0 after every step (progress bars)."""
+    """Train the student on ``config`` into the run folder ``out`` (exactly that folder, new or empty;
+    default ``runs/<run_name>_<stamp>``, ``run_name`` defaulting to ``distill_<loss>``). A resumed run passes
+    the run folder as ``resume`` and the config saved in it. ``on_step(step, total, losses)`` is called on
+    rank 0 after every step (progress bars)."""
     threads_before = torch.get_num_threads()
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
     try:
-        return _distill(config, Path(out), Path(resume) if resume else None, ctx, on_step, run_name)
+        return _distill(config, Path(out) if out is not None else None, Path(resume) if resume else None, ctx, on_step,
+                        run_name)
     finally:
         torch.set_num_threads(threads_before)
 
 
-def _distill(config: DistillConfig, out: Path, resume: Path | None, ctx: DistContext,
+def _distill(config: DistillConfig, out: Path | None, resume: Path | None, ctx: DistContext,
              on_step: Callable[[int, int, dict[str, float]], None] | None, run_name: str | None) -> DistillResult:
     start_time = time.perf_counter()
     device = pick_device(config, ctx)

@@ -48,7 +48,8 @@ def plot_iou_bars(path: Path, series: dict[str, SegmentationScores], class_names
     ax.set_xticks(x, list(class_names), rotation=45, ha="right")
     ax.set_ylabel("IoU (%)")
     ax.set_ylim(0, 100)
-    ax.legend(fontsize=8)
+    # Below the axes, never over the bars.
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.32), ncol=min(len(series), 2), frameon=False)
     ax.set_title("per-class IoU")
     return _save(fig, path)
 
@@ -128,11 +129,12 @@ def write_report(out_dir: Path | str, result: EvaluationResult, title: str = "re
     md = [f"# {title}", ""]
     if extra:
         md += [f"- {k}: `{v}`" for k, v in extra.items()] + [""]
-    md += ["## Summary", "", "| metric | value |", "|---|---|"]
+    md += ["## Summary", "", "mIoU values in %; the structural gap and CKA as plain numbers.", "",
+           "| metric | value |", "|---|---|"]
     for k, v in summary.items():
-        md.append(f"| {k} | {v:.4f} |")
-    md += ["", "mIoU in %, per class IoU (– where a class is absent from truth and prediction).", "",
-           "## Per-class IoU", "", scores_table(rows, names), "",
+        md.append(f"| {k} | {_fmt(v)} % |" if "miou" in k else f"| {k} | {v:.4f} |")
+    md += ["", "## Per-class IoU", "", "IoU and mIoU in % (– where a class is absent from truth and prediction).", "",
+           scores_table(rows, names), "",
            f"Zero-shot is scored on points inside the student's crop ({100 * result.zero_shot['inside_fraction']:.1f}% "
            "of the points) of the held-out scans.", "",
            "## Structural gap (held-out pairs)", "",

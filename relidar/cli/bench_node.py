@@ -34,19 +34,16 @@ def bench_node(
     from rich.table import Table
 
     from relidar.cli.common import print_written
+    from relidar.core.errors import RelidarError
     from relidar.core.rundir import run_dir as new_run_dir
     from relidar.core.scan_io import read_scan
-    from relidar_ros.bench import NodeBenchConfig, NodeBenchError, run_node_bench
+    from relidar_ros.bench import NodeBenchConfig, run_node_bench
 
     console = Console()
+    # errors below are RelidarErrors: the relidar group prints each in one line and exits 1
     if not bundle.is_dir():
-        console.print(f"[red]--bundle {bundle}: no such folder (write one with `relidar export bundle`)[/red]")
-        raise typer.Exit(1)
-    try:
-        points = read_scan(scan)
-    except (OSError, ValueError) as exc:
-        console.print(f"[red]--scan {scan}: {exc}[/red]")
-        raise typer.Exit(1) from None
+        raise RelidarError("no such folder", path=bundle, field="--bundle", hint="write one with `relidar export bundle`")
+    points = read_scan(scan)
     run_dir = new_run_dir(out, "bench_node")
     cfg = NodeBenchConfig(bundle=bundle, scan=points[:, :4].astype("float32"), rate_hz=rate, seconds=seconds,
                           backend=backend, device=device,
@@ -56,11 +53,7 @@ def bench_node(
     def tick(elapsed: float, published: int, labelled: int) -> None:
         console.print(f"{elapsed:5.1f} s  published {published}  labelled {labelled}", highlight=False)
 
-    try:
-        result = run_node_bench(cfg, on_tick=tick)
-    except NodeBenchError as exc:
-        console.print(str(exc), style="red", markup=False, highlight=False)
-        raise typer.Exit(1) from None
+    result = run_node_bench(cfg, on_tick=tick)
     result["scan"] = str(scan)
     write_bench_json(result, run_dir / "bench_node.json", json_out)
     table = Table(title=f"segmenter node at {rate:g} Hz for {seconds:g} s")

@@ -28,7 +28,7 @@ WORKDIR /opt/relidar
 COPY requirements.txt pyproject.toml README.md ./
 RUN python3 -m venv --system-site-packages /opt/venv \
     && /opt/venv/bin/pip install --no-cache-dir -c requirements.txt \
-       numpy pyyaml pydantic typer rich safetensors pillow matplotlib rosbags onnx \
+       numpy numba pyyaml pydantic typer rich safetensors pillow matplotlib rosbags onnx \
     && /opt/venv/bin/pip install --no-cache-dir onnxruntime-gpu tensorrt-cu12 "cuda-python>=12.6,<13"
 COPY relidar/ relidar/
 COPY launch/ launch/
@@ -37,7 +37,9 @@ RUN /opt/venv/bin/pip install --no-cache-dir --no-deps . \
     && . /opt/ros/${ROS_DISTRO}/setup.sh \
     && colcon --log-base /tmp/colcon-log build --base-paths ros2_ws/src --build-base /tmp/colcon-build \
        --install-base /opt/relidar_ws/install --merge-install \
-    && rm -rf /tmp/colcon-build /tmp/colcon-log
+    && rm -rf /tmp/colcon-build /tmp/colcon-log \
+    && /opt/venv/bin/python -c "from relidar.core import compiled; compiled.warm_up()"
+# ^ compiles the voxelization loops into numba's on-disk cache now, not on the vehicle's first scan
 
 ENV PATH=/opt/venv/bin:${PATH} \
     RMW_IMPLEMENTATION=rmw_fastrtps_cpp \

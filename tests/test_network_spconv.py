@@ -36,7 +36,7 @@ def _compare(points: np.ndarray, config: StudentConfig, seed: int = 0) -> float:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("profile", ["fast", "base"])
+@pytest.mark.parametrize("profile", ["fast", "realtime", "base"])
 def test_equal_to_spconv_on_real_kitti_scan(kitti_scan_path, profile: str) -> None:
     points = read_scan(kitti_scan_path)
     assert _compare(points, StudentConfig(profile=profile, voxel_size=0.1, out_dim=64)) <= 1e-4

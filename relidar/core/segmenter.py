@@ -122,6 +122,15 @@ class Segmenter:
         t0 = time.perf_counter()
         n = int(np.asarray(points).shape[0]) if np.ndim(points) == 2 else -1
         feed = self.preprocess(points)
+        return self.label(feed, n, return_features, preprocess_ms=(time.perf_counter() - t0) * 1e3)
+
+    def label(self, feed: dict[str, np.ndarray], num_points: int, return_features: bool = False,
+              preprocess_ms: float = 0.0) -> Segmentation:
+        """The network and per-point outputs for a feed from :meth:`preprocess` of ``num_points`` points.
+
+        Split from :meth:`preprocess` so that a caller can preprocess the next scan while this one runs:
+        both release the GIL (numba's compiled loops, ONNX Runtime)."""
+        n = num_points
         t1 = time.perf_counter()
         if feed["features"].shape[0] == 0:  # nothing inside the crop: no network call
             labels = np.full(n, -1, dtype=np.int32)
@@ -140,6 +149,6 @@ class Segmenter:
             else:
                 features = self._point_features(voxel_features, feed["point_to_voxel"])
         t3 = time.perf_counter()
-        timings = {"preprocess": (t1 - t0) * 1e3, "network": (t2 - t1) * 1e3, "postprocess": (t3 - t2) * 1e3,
-                   "total": (t3 - t0) * 1e3}
+        timings = {"preprocess": preprocess_ms, "network": (t2 - t1) * 1e3, "postprocess": (t3 - t2) * 1e3,
+                   "total": preprocess_ms + (t3 - t1) * 1e3}
         return Segmentation(labels=labels, scores=scores, features=features, timings_ms=timings)

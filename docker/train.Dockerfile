@@ -11,7 +11,7 @@ RUN apt-get update && apt-get install -y --no-install-recommends libgl1 libglib2
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /opt/relidar
 # The same pinned requirements CI installs from.
-COPY requirements.txt ./
+COPY requirements.txt requirements-runtime.txt ./
 RUN pip install -r requirements.txt
 COPY pyproject.toml README.md ./
 COPY relidar/ relidar/

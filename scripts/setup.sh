@@ -14,7 +14,7 @@ pip_quiet() {
   # about each of them, which is noise here.
   .venv/bin/python -m pip "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
 }
-deps_stamp=".venv/.relidar-deps-$(sha256sum requirements.txt | cut -c1-16)"
+deps_stamp=".venv/.relidar-deps-$(cat requirements.txt requirements-runtime.txt | sha256sum | cut -c1-16)"
 if [ ! -f "$deps_stamp" ]; then
   echo "relidar setup: installing requirements.txt into .venv (several GB the first time)"
   pip_quiet install --quiet --upgrade pip

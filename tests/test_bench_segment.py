@@ -77,4 +77,5 @@ def test_segment_cli_reports_bad_bundle(tmp_path) -> None:
     scan, _ = _scan_file(tmp_path, 100)
     result = CliRunner().invoke(build_app(), ["segment", str(scan), "--bundle", str(tmp_path / "nope"),
                                               "--out", str(tmp_path / "o")])
-    assert result.exit_code == 1 and "folder not found" in " ".join(result.output.split())
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.output == f"error: {tmp_path / 'nope'}: bundle folder not found (write one with `relidar export bundle`)\n"

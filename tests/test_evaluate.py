@@ -60,11 +60,12 @@ def test_linear_probe_separates_blobs() -> None:
 
 
 def test_zero_shot_accumulator_and_label_mapping() -> None:
+    from relidar.core.text.spec import NamedTextSpec
     from relidar.core.vocabulary import Vocabulary
 
     voc = Vocabulary(class_names=("road", "car"), synonyms=(("road",), ("car",)),
                      colors=np.zeros((2, 3), np.uint8), embeddings=np.eye(2, dtype=np.float32),
-                     templates=("a {}",), encoder="test")
+                     templates=("a {}",), encoder=NamedTextSpec(name="test", feature_dim=2))
     lut = label_map(("car", "sky", "road"), voc)
     np.testing.assert_array_equal(lut, [1, -1, 0])
     np.testing.assert_array_equal(to_vocabulary_labels(np.array([0, 1, 2, -1]), lut), [1, -1, 0, -1])
@@ -78,9 +79,9 @@ def test_zero_shot_accumulator_and_label_mapping() -> None:
 
 
 def test_evaluate_cli_writes_report(tmp_path: Path) -> None:
-    import typer
     from typer.testing import CliRunner
 
+    from relidar.cli.app import single_command_app
     from relidar.cli.evaluate import evaluate as command
     from relidar.training.distill import distill
 
@@ -91,8 +92,7 @@ def test_evaluate_cli_writes_report(tmp_path: Path) -> None:
                                         "world": {**tree["data"]["synthetic"]["world"], "seed": 5}}
     cfg = load_config(write_config(tmp_path / "c.yaml", tree), DistillConfig)
     run = distill(cfg, out=tmp_path / "runs")
-    app = typer.Typer()
-    app.command()(command)
+    app = single_command_app(command)
     result = CliRunner().invoke(app, ["--checkpoint", str(run.weights), "--out", str(tmp_path / "eval"),
                                       "eval.few_shot.scans=1"])
     assert result.exit_code == 0, result.output
@@ -107,4 +107,4 @@ def test_evaluate_cli_writes_report(tmp_path: Path) -> None:
         assert (folder / png).stat().st_size > 1000, png
     assert "Per-class IoU" in (folder / "report.md").read_text()
     bad = CliRunner().invoke(app, ["--checkpoint", str(tmp_path / "missing.safetensors")])
-    assert bad.exit_code == 1 and "not found" in " ".join(bad.output.split())
+    assert bad.exit_code == 1 and str(tmp_path / "missing.safetensors") in bad.output and "Traceback" not in bad.output

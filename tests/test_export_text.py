@@ -44,6 +44,7 @@ def test_clip_bundle_reencodes_classes(tiny, tmp_path) -> None:
     import open_clip
 
     from relidar.core.segmenter import Segmenter
+    from relidar.core.text.spec import ClipTextSpec, NamedTextSpec
     from relidar.core.vocabulary import Vocabulary
     from relidar.export.bundle import ClipTextExport, write_bundle
     from relidar.model.network import Student, StudentConfig
@@ -56,12 +57,14 @@ def test_clip_bundle_reencodes_classes(tiny, tmp_path) -> None:
     templates = ("a photo of a {}.", "a {} on the road.")
     synonyms = (("car",), ("road", "street"))
     vocab = Vocabulary(("car", "road"), synonyms, np.array([[255, 0, 0], [0, 0, 255]], np.uint8),
-                       embed_classes(synonyms, templates, torch_encode), templates, "maskclip/tiny/random/64")
+                       embed_classes(synonyms, templates, torch_encode), templates,
+                       NamedTextSpec(name="maskclip/tiny", feature_dim=32))
     torch.manual_seed(0)
     student = Student(StudentConfig(profile="fast", out_dim=32, voxel_size=0.4))
-    root = write_bundle(tmp_path / "clip_bundle", student, vocab, ClipTextExport(tiny, name="tiny"))
+    spec = ClipTextSpec(model="tiny", pretrained="none", feature_dim=32)
+    root = write_bundle(tmp_path / "clip_bundle", student, vocab, ClipTextExport(tiny, spec))
     seg = Segmenter(root, backend="onnxruntime")
-    assert seg.bundle.manifest.text_encoder.kind == "clip"
+    assert seg.bundle.manifest.text_encoder.spec == spec
     assert (root / "text" / "bpe_simple_vocab_16e6.txt.gz").is_file()
     seg.set_classes(["road", "bus"])
     want = embed_classes((("road", "street"), ("bus",)), templates, torch_encode)
@@ -87,7 +90,31 @@ def test_simulated_encoder_round_trip(tmp_path) -> None:
     encoder = synthetic_text_encoder(16, seed=1)
     json_path, _ = encoder.save(tmp_path / "sim.json")
     loaded = SimulatedTextEncoder.load(json_path)
+    assert loaded.spec == encoder.spec
     np.testing.assert_array_equal(loaded.encode_text(["a car", "xyz"]), encoder.encode_text(["a car", "xyz"]))
     (tmp_path / "sim.npy").unlink()
-    with pytest.raises(SimulatedEncoderError, match="sim.json"):
+    with pytest.raises(SimulatedEncoderError) as err:
         SimulatedTextEncoder.load(json_path)
+    assert err.value.path == tmp_path / "sim.npy"
+
+
+def test_text_encoder_for_rebuilds_from_the_typed_spec() -> None:
+    """The vocabulary's spec, not a name, says which encoder a bundle ships; an encoder relidar cannot
+    rebuild is refused unless a CLIP model is named."""
+    from relidar.core.text.spec import NamedTextSpec
+    from relidar.core.vocabulary import Vocabulary
+    from relidar.export.bundle import BundleError, text_encoder_for
+    from relidar.training.synthetic.teacher import SimulatedTeacher, SimulatedTeacherConfig
+    from relidar.training.text_embeddings import build_vocabulary, simulated_text_encoder, synthetic_class_specs
+
+    teacher = SimulatedTeacher(SimulatedTeacherConfig(feature_dim=24, seed=7, group_weight=0.3, text_jitter=0.0))
+    vocab = build_vocabulary(synthetic_class_specs(), ("a {}.",), teacher, teacher.text_spec)
+    rebuilt = text_encoder_for(vocab, simulated=simulated_text_encoder)
+    assert rebuilt.spec == teacher.text_spec
+    prompts = ["a photo of a car.", "a tree", "a banana"]
+    np.testing.assert_array_equal(rebuilt.encode_text(prompts), teacher.encode_text(prompts))
+    named = Vocabulary(vocab.class_names, vocab.synonyms, vocab.colors, vocab.embeddings, vocab.templates,
+                       NamedTextSpec(name="my-encoder", feature_dim=24))
+    with pytest.raises(BundleError) as err:
+        text_encoder_for(named, simulated=simulated_text_encoder)
+    assert err.value.field == "encoder" and "--clip-model" in err.value.hint

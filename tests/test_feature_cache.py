@@ -111,10 +111,11 @@ def test_resume_recomputes_only_damaged_frames(tmp_path, teacher, reader):
     partial.write_bytes(files[3].read_bytes()[:-50])             # a killed writer's temp file...
     files[3].unlink()                                            # ...that never got renamed
 
-    with pytest.raises(CacheError, match=r"000002\.npz.*partial or corrupt"):
-        damaged = CacheReader(out)
-        assert damaged.missing_frame_ids == ["seq/001", "seq/003"]  # the .partial is not a frame file
+    damaged = CacheReader(out)
+    assert damaged.missing_frame_ids == ["seq/001", "seq/003"]  # the .partial is not a frame file
+    with pytest.raises(CacheError) as err:
         damaged[damaged.frame_ids.index("seq/002")]
+    assert err.value.path == files[2] and "relidar prepare" in err.value.hint
 
     report = prepare_cache(reader, out, teacher, settings=SETTINGS)
     assert report.done == ["seq/001", "seq/002", "seq/003"]
@@ -191,28 +192,35 @@ def test_corrupt_files_and_conflicts_raise_clear_errors(tmp_path, teacher, reade
     data[len(data) // 2] ^= 0xFF  # one flipped byte inside the feature array
     path.write_bytes(bytes(data))
     cache = CacheReader(out)
-    with pytest.raises(CacheError, match=r"000001\.npz"):
+    with pytest.raises(CacheError) as err:
         cache[1]
+    assert err.value.path == path
     cache[0]  # the intact frame still reads
 
-    with pytest.raises(CacheError, match=r"field 'teacher'"):
+    with pytest.raises(CacheError) as err:
         prepare_cache(reader, out, build_tiny_teacher(seed=3, image_size=32), settings=SETTINGS)
-    with pytest.raises(CacheError, match="manifest.json"):
+    assert (err.value.path, err.value.field) == (out / "manifest.json", "teacher")
+    with pytest.raises(CacheError) as err:
         CacheReader(tmp_path / "nothing")
-    (out / "manifest.json").write_text('{"teacher": 3}')
-    with pytest.raises(CacheError, match=r"manifest\.json: field"):
+    assert err.value.path == tmp_path / "nothing" / "manifest.json"
+    (out / "manifest.json").write_text('{"format_version": 1, "teacher": 3}')
+    with pytest.raises(CacheError) as err:
         CacheReader(out)
+    assert (err.value.path, err.value.field) == (out / "manifest.json", "teacher")
+    (out / "manifest.json").write_text('{"format_version": 7}')
+    with pytest.raises(CacheError) as err:
+        CacheReader(out)
+    assert err.value.field == "format_version"
 
 
 def test_prepare_cli_on_real_kitti_frame_resumes(tmp_path, kitti_frame_dir):
     pytest.importorskip("relidar.training.synthetic.teacher")
-    import typer
     from typer.testing import CliRunner
 
+    from relidar.cli.app import single_command_app
     from relidar.cli.prepare import prepare
 
-    app = typer.Typer()
-    app.command()(prepare)
+    app = single_command_app(prepare)  # what `torchrun -m relidar.cli.prepare` runs
     out = tmp_path / "cache"
     args = [str(kitti_frame_dir), "--out", str(out), "--teacher", "synthetic", "--superpixels", "50"]
     first = CliRunner().invoke(app, args, env={"COLUMNS": "200"})
@@ -232,4 +240,5 @@ def test_prepare_cli_on_real_kitti_frame_resumes(tmp_path, kitti_frame_dir):
     assert report["done"] == [] and len(report["skipped_existing"]) == 1
 
     bad = CliRunner().invoke(app, [str(tmp_path), "--out", str(out), "--teacher", "synthetic"])
-    assert bad.exit_code == 1 and "not a dataset" in " ".join(bad.output.split())
+    assert bad.exit_code == 1 and "Traceback" not in bad.output
+    assert bad.output.count("\n") == 1 and f"error: {tmp_path}: not a dataset" in bad.output

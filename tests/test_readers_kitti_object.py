@@ -39,16 +39,17 @@ def test_folder_layout_and_missing_parts(kitti_frame_dir: Path, tmp_path: Path) 
     assert len(reader.objects(0)) == 1 and reader.objects(1) == []  # no label file: no boxes
     np.testing.assert_array_equal(reader[-1].points, open_dataset(kitti_frame_dir)[0].points)
     assert [f.frame_id for f in reader] == ["000000", "000007"]
-    with pytest.raises(IndexError, match="frame 2 out of range"):
+    with pytest.raises(IndexError) as err:  # an IndexError, and a DatasetError naming the dataset and the field
         reader[2]
+    assert isinstance(err.value, DatasetError) and (err.value.path, err.value.field) == (root, "frame")
 
     (root / "calib" / "000007.txt").unlink()
     with pytest.raises(DatasetError, match=r"000007\.txt missing"):
         open_dataset(root)
     shutil.rmtree(root / "calib")
-    with pytest.raises(DatasetError, match=r"no calib/ folder in .*training; expected a KITTI object folder with velodyne/, "
-                                           r"image_2/, calib/"):
+    with pytest.raises(DatasetError) as err:
         open_dataset(root)
+    assert err.value.path == root / "calib" and "velodyne/, image_2/, calib/" in err.value.hint
 
 
 def test_box_containment_follows_rotation() -> None:
@@ -59,14 +60,17 @@ def test_box_containment_follows_rotation() -> None:
 
 
 def test_detection_and_wrong_paths(tmp_path: Path) -> None:
-    with pytest.raises(DatasetError, match=r"does not exist; expected a nuScenes root"):
-        open_dataset(tmp_path / "missing")
+    def refused(path: Path) -> DatasetError:
+        with pytest.raises(DatasetError) as err:
+            open_dataset(path)
+        assert err.value.path == path and "nuScenes root" in err.value.hint
+        return err.value
+
+    refused(tmp_path / "missing")
     (tmp_path / "notes.txt").write_text("x")
-    with pytest.raises(DatasetError, match=r"unknown kind '\.txt'"):
-        open_dataset(tmp_path / "notes.txt")
+    assert "'.txt'" in refused(tmp_path / "notes.txt").message
     (tmp_path / "images").mkdir()
-    with pytest.raises(DatasetError, match=r"not a dataset relidar can read \(it holds: images/, notes\.txt\)"):
-        open_dataset(tmp_path)
+    assert "images/, notes.txt" in refused(tmp_path).message
     flat = tmp_path / "flat"
     flat.mkdir()
     np.zeros((3, 4), np.float32).tofile(flat / "velodyne.bin")
@@ -82,5 +86,6 @@ def test_detection_and_wrong_paths(tmp_path: Path) -> None:
     assert detect_format(tmp_path / "sk") == "semantickitti"
     (tmp_path / "ns" / "v1.0-trainval").mkdir(parents=True)
     assert detect_format(tmp_path / "ns") == "nuscenes"
-    with pytest.raises(DatasetError, match="unknown dataset format 'kitty'"):
+    with pytest.raises(DatasetError) as err:
         open_dataset(flat, fmt="kitty")
+    assert err.value.field == "format" and "kitti_object" in err.value.hint

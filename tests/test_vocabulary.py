@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from relidar.core.text.spec import NamedTextSpec
 from relidar.core.vocabulary import (
     DEFAULT_TEMPLATES,
     NUSCENES_CLASSES,
@@ -14,10 +15,13 @@ from relidar.core.vocabulary import (
     ClassSpec,
     Vocabulary,
     VocabularyError,
+    check_class_names,
     class_prompts,
     embed_classes,
 )
 from relidar.training.text_embeddings import build_vocabulary
+
+HASH = NamedTextSpec(name="hash", feature_dim=8)
 
 
 class HashEncoder:
@@ -53,7 +57,7 @@ def test_build_vocabulary_averages_synonyms_times_templates():
     specs = (ClassSpec("car", ("car", "sedan"), (1, 2, 3)), ClassSpec("tree", ("tree",), (4, 5, 6)))
     templates = ("a photo of a {}.", "a {} on the road.")
     enc = HashEncoder()
-    vocab = build_vocabulary(specs, templates, enc, encoder_name="hash")
+    vocab = build_vocabulary(specs, templates, enc, HASH)
     assert sorted(enc.seen) == sorted(
         ["a photo of a car.", "a car on the road.", "a photo of a sedan.", "a sedan on the road.",
          "a photo of a tree.", "a tree on the road."]
@@ -64,7 +68,7 @@ def test_build_vocabulary_averages_synonyms_times_templates():
     np.testing.assert_allclose(vocab.embeddings, expected, atol=1e-6)
     assert vocab.class_names == ("car", "tree")
     assert vocab.colors.tolist() == [[1, 2, 3], [4, 5, 6]]
-    assert vocab.encoder == "hash"
+    assert vocab.encoder == HASH
 
 
 def test_embed_classes_normalises_unnormalised_encoder_rows():
@@ -77,12 +81,13 @@ def test_embed_classes_normalises_unnormalised_encoder_rows():
 
 
 def test_bad_template_is_rejected():
-    with pytest.raises(VocabularyError, match="templates"):
+    with pytest.raises(VocabularyError) as err:
         embed_classes([("car",)], ("a photo of a car",), HashEncoder().encode_text)
+    assert err.value.field == "templates"
 
 
 def _vocab() -> Vocabulary:
-    return build_vocabulary(NUSCENES_CLASSES, DEFAULT_TEMPLATES[:3], HashEncoder(), encoder_name="hash")
+    return build_vocabulary(NUSCENES_CLASSES, DEFAULT_TEMPLATES[:3], HashEncoder(), HASH)
 
 
 def test_save_load_roundtrip(tmp_path):
@@ -93,37 +98,75 @@ def test_save_load_roundtrip(tmp_path):
     assert loaded.class_names == vocab.class_names
     assert loaded.synonyms == vocab.synonyms
     assert loaded.templates == vocab.templates
-    assert loaded.encoder == "hash"
+    assert loaded.encoder == HASH
     np.testing.assert_array_equal(loaded.colors, vocab.colors)
     np.testing.assert_array_equal(loaded.embeddings, vocab.embeddings)
     sub = loaded.subset(["car", "pedestrian"])
     np.testing.assert_array_equal(sub.embeddings[1], vocab.embeddings[vocab.class_names.index("pedestrian")])
 
 
+def _load_error(path) -> VocabularyError:
+    with pytest.raises(VocabularyError) as err:
+        Vocabulary.load(path)
+    return err.value
+
+
 def test_load_errors_name_file_and_field(tmp_path):
     path = _vocab().save(tmp_path / "vocabulary.json")
     meta = json.loads(path.read_text())
 
-    del meta["colors"]
-    path.write_text(json.dumps(meta))
-    with pytest.raises(VocabularyError, match=r"vocabulary\.json.*'colors'"):
-        Vocabulary.load(path)
+    path.write_text(json.dumps({k: v for k, v in meta.items() if k != "colors"}))
+    err = _load_error(path)
+    assert (err.path, err.field) == (path, "colors")
 
-    meta = json.loads(path.read_text()) | {"colors": [[0, 0, 0]] * 16}
-    meta["class_names"] = meta["class_names"][:15]
-    path.write_text(json.dumps(meta))
-    with pytest.raises(VocabularyError, match=r"vocabulary\.json.*synonyms has 16 entries for 15"):
-        Vocabulary.load(path)
+    path.write_text(json.dumps(meta | {"colors": [[0, 0, 0]] * 16, "class_names": meta["class_names"][:15]}))
+    err = _load_error(path)
+    assert (err.path, err.field) == (path, "synonyms")
 
+    path.write_text(json.dumps(meta | {"colors": [[0, 0, 300]] + meta["colors"][1:]}))
+    assert (_load_error(path).path, _load_error(path).field) == (path, "colors")
+
+    path.write_text(json.dumps(meta | {"encoder": {"kind": "clip", "model": "ViT-B-16", "feature_dim": 8}}))
+    assert _load_error(path).field == "encoder.clip.pretrained"
+
+    path.write_text(json.dumps(meta))
     npy = tmp_path / "vocabulary.embeddings.npy"
     npy.write_bytes(npy.read_bytes()[:-8])
-    with pytest.raises(VocabularyError, match=r"embeddings\.npy.*embeddings_sha256"):
-        Vocabulary.load(path)
+    err = _load_error(path)
+    assert err.path == npy and "embeddings_sha256" in err.message
 
-    with pytest.raises(VocabularyError, match="not found"):
-        Vocabulary.load(tmp_path / "absent.json")
+    err = _load_error(tmp_path / "absent.json")
+    assert err.path == tmp_path / "absent.json" and err.hint
+
+
+def test_vocabulary_of_an_earlier_format_is_refused_with_the_fix(tmp_path):
+    # format 1 recorded the encoder as a name ("synthetic-vlm-d64-p16-s0"), parsed back by a regex
+    path = _vocab().save(tmp_path / "vocabulary.json")
+    meta = json.loads(path.read_text())
+    path.write_text(json.dumps(meta | {"format_version": 1, "encoder": "synthetic-vlm-d64-p16-s0"}))
+    err = _load_error(path)
+    assert (err.path, err.field) == (path, "format_version")
+    assert "relidar vocabulary build" in err.hint
+
+
+def test_class_names_rule():
+    assert check_class_names([" car", "road "]) == ("car", "road")
+    for bad in ([], ["car", " "], ["car", "road", "car"], "car"):
+        with pytest.raises(VocabularyError) as err:
+            check_class_names(bad)
+        assert err.value.field == "class_names"
 
 
 def test_constructor_validates():
-    with pytest.raises(VocabularyError, match="unit-norm"):
-        Vocabulary(("a",), (("a",),), np.zeros((1, 3), np.uint8), np.ones((1, 4), np.float32), ("{}",), "x")
+    with pytest.raises(VocabularyError) as err:
+        Vocabulary(("a",), (("a",),), np.zeros((1, 3), np.uint8), np.ones((1, 4), np.float32), ("{}",),
+                   NamedTextSpec(name="x", feature_dim=4))
+    assert err.value.field == "embeddings"
+    unit = np.eye(1, 4, dtype=np.float32)
+    with pytest.raises(VocabularyError) as err:
+        Vocabulary(("a",), (("a",),), np.zeros((1, 3), np.uint8), unit, ("{}",), NamedTextSpec(name="x", feature_dim=5))
+    assert err.value.field == "encoder.feature_dim"
+    with pytest.raises(VocabularyError) as err:
+        Vocabulary(("a", "a"), (("a",), ("a",)), np.zeros((2, 3), np.uint8), np.eye(2, 4, dtype=np.float32), ("{}",),
+                   NamedTextSpec(name="x", feature_dim=4))
+    assert err.value.field == "class_names"

@@ -91,24 +91,24 @@ def time_spconv(bundle_dir: Path, points: np.ndarray, text: np.ndarray, logit_sc
     import torch
 
     from relidar.bench.spconv_reference import SpconvStudent, coords_tensor
-    from relidar.core.bundle import load_bundle
-    from relidar.core.voxelize import voxelize
+    from relidar.core.bundle import BundleError, load_bundle
+    from relidar.core.preprocess import Preprocessor
     from relidar.model.network import fold_batchnorm
-    from relidar.model.torch_backend import load_student
+    from relidar.model.weights import load_student
 
     bundle = load_bundle(bundle_dir)
     weights = bundle.manifest.student.weights
     if not weights:
-        raise ValueError(f"{bundle_dir}: the spconv reference needs student weights in the bundle")
-    student = load_student(bundle.path(weights))
+        raise BundleError("the spconv reference needs student weights in the bundle", path=bundle_dir,
+                          hint="re-export it without --no-weights, or pass --no-spconv")
+    student = load_student(bundle.path(weights)).eval()
     twin = SpconvStudent(fold_batchnorm(student)).eval()
-    cfg = student.config
-    grid = cfg.grid()
+    preprocessor = Preprocessor.of(student.config)
     text_t = torch.from_numpy(text)
 
     def once() -> tuple[float, float]:
         t0 = time.perf_counter()
-        vox = voxelize(points, grid, cfg.input_features)
+        vox = preprocessor.voxelize(points)
         t1 = time.perf_counter()
         with torch.inference_mode():
             emb = twin(torch.from_numpy(vox.features), coords_tensor(vox.coords), vox.grid_shape, vox.batch_size)
@@ -144,7 +144,7 @@ def run_segment_bench(bundle_dir: Path, points: np.ndarray, backend: str = "onnx
     seg = Segmenter(bundle_dir, backend=backend, device=device, threads=threads)
     step(f"timing the segmenter ({seg.backend}) on {len(points)} points")
     runs = time_segmenter(seg, points, repeat)
-    voxels = int(seg.preprocess(points)["features"].shape[0])
+    voxels = seg.preprocess(points).num_voxels
     spec = seg.bundle.manifest.student
     result = SegmentBenchResult(
         points=int(len(points)), voxels=voxels, backend=seg.backend, profile=spec.profile, voxel_size=spec.voxel_size,
@@ -154,7 +154,7 @@ def run_segment_bench(bundle_dir: Path, points: np.ndarray, backend: str = "onnx
         step(f"sweep: {n} points")
         scan = resize_scan(points, int(n))
         r = time_segmenter(seg, scan, sweep_repeat)
-        result.sweep.append({"points": int(n), "voxels": int(seg.preprocess(scan)["features"].shape[0]),
+        result.sweep.append({"points": int(n), "voxels": seg.preprocess(scan).num_voxels,
                              **{f"{s}_ms_p50": _p(r[s], 50) for s in STAGES}})
     if spconv:
         from relidar.bench.spconv_reference import spconv_available

@@ -23,8 +23,8 @@ import numpy as np
 import torch
 
 from relidar.bench.spconv_reference import SpconvStudent, coords_tensor, torch_threads
-from relidar.core.kernel_maps import KernelMaps, build_kernel_maps_numpy
-from relidar.core.voxelize import voxelize
+from relidar.core.preprocess import Preprocessor
+from relidar.model.batch import to_torch
 from relidar.model.kernel_maps_torch import build_kernel_maps_torch
 from relidar.model.network import Student, StudentConfig, count_parameters, fold_batchnorm
 from relidar.model.weights import load_student
@@ -91,11 +91,12 @@ def run_student_bench(config: StudentConfig, points: np.ndarray, repeat: int = 1
     exact_reference = SpconvStudent(original).eval()
     model = fold_batchnorm(original)
     reference = SpconvStudent(model).eval()
-    vx = voxelize(points, config.grid(), config.input_features)
-    voxelize_ms = _median_ms(lambda: voxelize(points, config.grid(), config.input_features), 3)
+    pre = Preprocessor.of(config)
+    vx = pre.voxelize(points)
+    voxelize_ms = _median_ms(lambda: pre.voxelize(points), 3)
     levels = config.num_levels
-    maps_np = build_kernel_maps_numpy(vx.coords, vx.grid_shape, levels)
-    maps_numpy_ms = _median_ms(lambda: build_kernel_maps_numpy(vx.coords, vx.grid_shape, levels), 3)
+    maps_np = pre.with_maps(vx).maps
+    maps_numpy_ms = _median_ms(lambda: pre.with_maps(vx), 3)
     coords_t = torch.from_numpy(vx.coords)
     maps_torch_ms = _median_ms(lambda: build_kernel_maps_torch(coords_t, vx.grid_shape, levels), 3)
     maps = build_kernel_maps_torch(coords_t, vx.grid_shape, levels)
@@ -103,8 +104,8 @@ def run_student_bench(config: StudentConfig, points: np.ndarray, repeat: int = 1
     coords_i32 = coords_tensor(vx.coords)
 
     def ours_full() -> torch.Tensor:
-        full = build_kernel_maps_numpy(vx.coords, vx.grid_shape, levels)
-        return model(feats, KernelMaps.from_tensors([torch.from_numpy(t) for t in full.to_tensors()], levels))
+        inputs = to_torch(pre.with_maps(vx))
+        return model(inputs.features, inputs.maps)
 
     def ours_forward() -> torch.Tensor:
         return model(feats, maps)

@@ -40,22 +40,17 @@ def bench_segment(
     from rich.table import Table
 
     from relidar.bench.segment import plot_sweep, run_segment_bench
-    from relidar.core.bundle import BundleError
-    from relidar.core.scan_io import ScanFormatError, read_scan
+    from relidar.core.errors import RelidarError
+    from relidar.core.scan_io import read_scan
 
     console = Console()
-    try:
-        sizes = [int(n) for n in sweep_sizes.split(",") if n.strip()] if sweep else []
-    except ValueError:
-        console.print(f"[red]--sweep-sizes {sweep_sizes!r}: expected comma-separated integers[/red]")
-        raise typer.Exit(1) from None
-    try:
-        points = read_scan(scan)
-        result = run_segment_bench(bundle, points, backend, device, repeat, spconv, sizes, sweep_repeat, threads,
-                                   on_step=lambda msg: console.print(f"[dim]{msg}[/dim]"))
-    except (BundleError, ScanFormatError, ValueError) as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1) from None
+    pieces = [n.strip() for n in sweep_sizes.split(",") if n.strip()] if sweep else []
+    if not all(n.isdigit() and int(n) > 0 for n in pieces):
+        raise RelidarError(f"{sweep_sizes!r}: expected comma-separated positive integers", field="--sweep-sizes")
+    sizes = [int(n) for n in pieces]
+    points = read_scan(scan)
+    result = run_segment_bench(bundle, points, backend, device, repeat, spconv, sizes, sweep_repeat, threads,
+                               on_step=lambda msg: console.print(f"[dim]{msg}[/dim]"))
     data = result.to_json()
     data["scan"] = str(scan)
     table = Table(title=f"segment: {result.points} points, {result.voxels} voxels, {result.backend}")

@@ -40,47 +40,40 @@ def bench_student(
 
     from relidar.bench.spconv_reference import spconv_available
     from relidar.core.config import save_config
+    from relidar.core.errors import RelidarError
     from relidar.core.rundir import make_run_dir
-    from relidar.core.scan_io import ScanFormatError, read_scan
+    from relidar.core.scan_io import read_scan
     from relidar.model.network import PROFILES, StudentConfig
-    from relidar.model.weights import WeightsError, read_student_config
+    from relidar.model.weights import read_student_config
 
     console = Console()
     if profile not in PROFILES:
-        console.print(f"[red]--profile {profile!r}: choose one of {sorted(PROFILES)}[/red]")
-        raise typer.Exit(1)
+        raise RelidarError(f"{profile!r} is not a student profile", field="--profile",
+                           hint=f"choose one of {sorted(PROFILES)}")
     if not spconv_available():
-        console.print("[red]spconv is not installed: `pip install spconv` (the reference this benchmark compares with)[/red]")
-        raise typer.Exit(1)
+        raise RelidarError("spconv is not installed (the reference this benchmark compares with)",
+                           hint="pip install spconv")
     if scan is None:
         from relidar.bench.synthetic_scan import synthetic_scan
 
         points = synthetic_scan()
         scan_name = "synthetic"
     else:
-        try:
-            points = read_scan(scan)
-        except ScanFormatError as exc:
-            console.print(f"[red]--scan: {exc}[/red]")
-            raise typer.Exit(1) from None
+        points = read_scan(scan)
         scan_name = str(scan)
     import contextlib
 
     from relidar.bench.spconv_reference import torch_threads
     from relidar.bench.student import run_student_bench
 
-    try:
-        # a weights file carries its own config (profile, voxel size, ...): it wins over the options
-        config = (read_student_config(weights) if weights is not None
-                  else StudentConfig(profile=profile, voxel_size=voxel_size, out_dim=out_dim))  # type: ignore[arg-type]
-        with torch_threads(threads) if threads is not None else contextlib.nullcontext(), \
-                Progress(console=console, transient=True) as progress:
-            task = progress.add_task(f"bench student ({profile})", total=warmup + repeat)
-            result = run_student_bench(config, points, repeat=repeat, warmup=warmup, weights=weights, seed=seed,
-                                       on_step=lambda done, total: progress.update(task, completed=done))
-    except WeightsError as exc:
-        console.print(f"[red]--weights: {exc}[/red]")
-        raise typer.Exit(1) from None
+    # a weights file carries its own config (profile, voxel size, ...): it wins over the options
+    config = (read_student_config(weights) if weights is not None
+              else StudentConfig(profile=profile, voxel_size=voxel_size, out_dim=out_dim))  # type: ignore[arg-type]
+    with torch_threads(threads) if threads is not None else contextlib.nullcontext(), \
+            Progress(console=console, transient=True) as progress:
+        task = progress.add_task(f"bench student ({profile})", total=warmup + repeat)
+        result = run_student_bench(config, points, repeat=repeat, warmup=warmup, weights=weights, seed=seed,
+                                   on_step=lambda done, total: progress.update(task, completed=done))
     result.scan = scan_name
     run_dir = make_run_dir(out, "bench_student")
     save_config(config, run_dir / "student.yaml")

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from relidar.cli.app import Apps
+from relidar.cli.app import Apps, single_command_app
 
 
 def register(apps: Apps) -> None:
@@ -27,32 +27,24 @@ def compare(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
-    from relidar.core.config import ConfigError, load_config
+    from relidar.core.config import load_config
     from relidar.core.rundir import make_run_dir
-    from relidar.training.compare import COLUMNS, CompareError, parse_losses
+    from relidar.training.compare import COLUMNS, parse_losses
     from relidar.training.compare import compare as run_compare
     from relidar.training.config import DistillConfig
-    from relidar.training.data import DataError
-    from relidar.training.distill import DistillError
-    from relidar.training.evaluate import EvaluationError
-    from relidar.training.feature_cache import CacheError
 
     console = Console()
-    try:
-        names = parse_losses(losses)
-        cfg = load_config(config, DistillConfig, overrides or [])
-        out_dir = make_run_dir(out, "compare")
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      console=console) as bar:
-            task = bar.add_task("compare", total=None)
-            result = run_compare(
-                cfg, names, seeds, out_dir,
-                on_event=lambda m: bar.update(task, description=m, completed=0, total=None),
-                on_step=lambda s, n, _l: bar.update(task, completed=s, total=n),
-            )
-    except (ConfigError, CompareError, DataError, DistillError, EvaluationError, CacheError) as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1) from None
+    names = parse_losses(losses)
+    cfg = load_config(config, DistillConfig, overrides or [])
+    out_dir = make_run_dir(out, "compare")
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console) as bar:
+        task = bar.add_task("compare", total=None)
+        result = run_compare(
+            cfg, names, seeds, out_dir,
+            on_event=lambda m: bar.update(task, description=m, completed=0, total=None),
+            on_step=lambda s, n, _l: bar.update(task, completed=s, total=n),
+        )
     table = Table(title=f"relidar compare ({seeds} seed(s); mean ± std)")
     table.add_column("loss")
     keys = [(k, h) for k, h in COLUMNS if any(k in row for row in result.table.values())]
@@ -73,9 +65,7 @@ def compare(
 
 
 def main() -> None:
-    app = typer.Typer(add_completion=False)
-    app.command()(compare)
-    app()
+    single_command_app(compare)()
 
 
 if __name__ == "__main__":

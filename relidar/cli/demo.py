@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from relidar.cli.app import Apps
+from relidar.cli.app import Apps, single_command_app
 
 
 def register(apps: Apps) -> None:
@@ -26,16 +26,12 @@ def demo(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
-    from relidar.core.config import ConfigError, load_config
+    from relidar.core.config import load_config
     from relidar.core.rundir import make_run_dir
     from relidar.demo.pipeline import DemoConfig, run_demo
 
     console = Console()
-    try:
-        config = load_config(None, DemoConfig, overrides or [])
-    except ConfigError as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1) from None
+    config = load_config(None, DemoConfig, overrides or [])
     out_dir = out if out is not None else make_run_dir("runs", "demo")
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console) as bar:
@@ -72,9 +68,7 @@ def demo(
 
 
 def main() -> None:
-    app = typer.Typer(add_completion=False)
-    app.command()(demo)
-    app()
+    single_command_app(demo)()
 
 
 if __name__ == "__main__":

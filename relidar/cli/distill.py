@@ -12,7 +12,7 @@ from typing import Optional
 
 import typer
 
-from relidar.cli.app import Apps
+from relidar.cli.app import Apps, single_command_app
 
 
 def register(apps: Apps) -> None:
@@ -34,35 +34,30 @@ def distill(
     from rich.console import Console
 
     from relidar.core.config import ConfigError, load_config
-    from relidar.training.checkpoint import CheckpointError
     from relidar.training.config import DistillConfig
-    from relidar.training.data import DataError
-    from relidar.training.distill import CONFIG_NAME, DistillError
+    from relidar.training.distill import CONFIG_NAME
     from relidar.training.distributed import init_from_env, shutdown
-    from relidar.training.feature_cache import CacheError
 
     console = Console()
+    if resume is not None:
+        if config is not None or overrides:
+            raise ConfigError("--resume continues a run with the config saved in it", field="--resume",
+                              hint="drop --config and the overrides")
+        cfg = load_config(resume / CONFIG_NAME, DistillConfig)
+    else:
+        if config is None:
+            raise ConfigError("a config is required", field="--config", hint="pass --config FILE (or --resume RUN_DIR)")
+        cfg = load_config(config, DistillConfig, overrides or [])
+
+    from relidar.training.distributed import PlacementError
+
     try:
-        if resume is not None:
-            if config is not None or overrides:
-                raise ConfigError("--resume continues a run with the config saved in it; drop --config and overrides")
-            cfg = load_config(resume / CONFIG_NAME, DistillConfig)
-        else:
-            if config is None:
-                raise ConfigError("--config FILE is required (or --resume RUN_DIR)")
-            cfg = load_config(config, DistillConfig, overrides or [])
-    except ConfigError as exc:
+        ctx = init_from_env(cfg.train.device)
+    except PlacementError as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from None
-
-    import torch
-
-    ctx = init_from_env("cuda" if cfg.train.device != "cpu" and torch.cuda.is_available() else "cpu")
     try:
         result = _run(console, cfg, out, resume, ctx, progress and cfg.logging.progress)
-    except (DistillError, DataError, CheckpointError, CacheError, ConfigError) as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1) from None
     finally:
         shutdown(ctx)
     if ctx.is_main:
@@ -100,9 +95,7 @@ def _run(console, cfg, out, resume, ctx, show_progress):
 
 def main() -> None:
     """Entry point for ``python -m relidar.cli.distill`` (torchrun -m)."""
-    app = typer.Typer(add_completion=False)
-    app.command()(distill)
-    app()
+    single_command_app(distill)()
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from relidar.cli.app import Apps
+from relidar.cli.app import Apps, single_command_app
 
 
 def register(apps: Apps) -> None:
@@ -31,34 +31,29 @@ def evaluate(
 
     from relidar.core.config import ConfigError, load_config, save_config
     from relidar.core.rundir import make_run_dir
-    from relidar.core.vocabulary import VocabularyError
-    from relidar.training.checkpoint import CheckpointError
+    from relidar.model.weights import load_student
+    from relidar.training.checkpoint import read_run_config
     from relidar.training.config import DistillConfig
-    from relidar.training.data import DataError
-    from relidar.training.distill import load_student
-    from relidar.training.evaluate import EvaluationError
     from relidar.training.evaluate import evaluate as run_evaluate
-    from relidar.training.feature_cache import CacheError
     from relidar.training.report import write_report
 
     console = Console()
-    try:
-        model, stored = load_student(checkpoint, device)
+    model = load_student(checkpoint, device).eval()
+    if config is not None:
+        cfg = load_config(config, DistillConfig, overrides or [])
+        if cfg.student != model.config:
+            raise ConfigError(f"differs from the student {checkpoint} holds", path=config, field="student",
+                              hint="use the config the student was trained with, or leave --config out")
         run_dir = make_run_dir(out, "evaluate")
-        if config is not None:
-            cfg = load_config(config, DistillConfig, overrides or [])
-            if cfg.student != stored.student:
-                raise ConfigError(f"{config}: its student section differs from the one {checkpoint} was trained with")
-        else:
-            # The run's own config (stored in the weights), with the overrides applied on top.
-            cfg = load_config(save_config(stored, run_dir / "checkpoint_config.yaml"), DistillConfig, overrides or [])
-        save_config(cfg, run_dir / "config.yaml")
-        with console.status("evaluating") as status:
-            result = run_evaluate(model, cfg, device, on_phase=lambda p: status.update(f"evaluating: {p}"))
-        files = write_report(run_dir, result, extra={"checkpoint": str(checkpoint)})
-    except (ConfigError, CheckpointError, DataError, CacheError, EvaluationError, VocabularyError) as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1) from None
+    else:
+        # The run's own config (stored in the weights), with the overrides applied on top.
+        stored = read_run_config(checkpoint)
+        run_dir = make_run_dir(out, "evaluate")
+        cfg = load_config(save_config(stored, run_dir / "checkpoint_config.yaml"), DistillConfig, overrides or [])
+    save_config(cfg, run_dir / "config.yaml")
+    with console.status("evaluating") as status:
+        result = run_evaluate(model, cfg, device, on_phase=lambda p: status.update(f"evaluating: {p}"))
+    files = write_report(run_dir, result, extra={"checkpoint": str(checkpoint)})
     table = Table(title=f"relidar evaluate: {checkpoint}")
     table.add_column("metric")
     table.add_column("value", justify="right")
@@ -70,9 +65,7 @@ def evaluate(
 
 def main() -> None:
     """Entry point for ``python -m relidar.cli.evaluate``."""
-    app = typer.Typer(add_completion=False)
-    app.command()(evaluate)
-    app()
+    single_command_app(evaluate)()
 
 
 if __name__ == "__main__":

@@ -17,11 +17,6 @@ def register(apps: Apps) -> None:
     apps.export.command("tensorrt")(export_tensorrt_command)
 
 
-def _fail(console, message: str) -> None:
-    console.print(f"[red]{message}[/red]")
-    raise typer.Exit(1)
-
-
 def export_onnx(
     checkpoint: Path = typer.Option(..., "--checkpoint", help="Student weights (.safetensors from `relidar distill`)."),
     out: Path = typer.Option(Path("student.onnx"), "--out", help="ONNX file to write."),
@@ -29,26 +24,30 @@ def export_onnx(
                                         "random cloud. Sizes stay symbolic either way."),
     logit_scale: float = typer.Option(100.0, "--logit-scale", min=1e-3, help="Scores are softmax(scale * cosine)."),
     opset: int = typer.Option(17, "--opset", min=17, help="ONNX opset (TensorRT 10 parses 9..20+)."),
+    formulation: str = typer.Option("pairs", "--formulation", help="Kernel maps as 'pairs' (CPU runtimes) or 'table' "
+                                                                   "(neighbour tables: GPU runtimes)."),
 ) -> None:
     """Export the student alone to ONNX (BatchNorm folded; voxel features + kernel maps + text embeddings in,
     per-point labels and scores out). A bundle (`relidar export bundle`) is what the runtime loads."""
     import numpy as np
     from rich.console import Console
 
-    from relidar.core.bundle import BundleError
-    from relidar.core.scan_io import ScanFormatError, read_scan
-    from relidar.export.bundle import example_points, load_checkpoint_student
+    from relidar.core.scan_io import read_scan
+    from relidar.export.bundle import example_points
     from relidar.export.onnx_student import example_feed, export_student_onnx
+    from relidar.model.weights import load_student
 
     console = Console()
-    try:
-        student = load_checkpoint_student(checkpoint)
-        points = read_scan(scan) if scan is not None else example_points(student.config)
-    except (BundleError, ScanFormatError) as exc:
-        _fail(console, str(exc))
+    if formulation not in ("pairs", "table"):
+        from relidar.core.errors import RelidarError
+
+        raise RelidarError(f"{formulation!r}: choose pairs or table", field="--formulation")
+    student = load_student(checkpoint).eval()
+    points = read_scan(scan) if scan is not None else example_points(student.config)
     d = student.config.out_dim
     text = np.eye(2, d, dtype=np.float32)  # any unit rows: the class count is symbolic
-    path = export_student_onnx(student, out, example_feed(student, points, text), logit_scale, opset)
+    path = export_student_onnx(student, out, example_feed(student, points, text), logit_scale, opset,
+                               formulation=formulation)  # type: ignore[arg-type]
     console.print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
 
 
@@ -70,28 +69,26 @@ def export_bundle(
     from rich.console import Console
     from rich.table import Table
 
-    from relidar.core.bundle import BundleError, load_bundle
-    from relidar.core.scan_io import ScanFormatError, read_scan
-    from relidar.core.vocabulary import Vocabulary, VocabularyError
-    from relidar.export.bundle import load_checkpoint_student, manifest_summary, text_encoder_for, write_bundle
-    from relidar.training.synthetic.teacher import synthetic_text_encoder
+    from relidar.core.bundle import load_bundle
+    from relidar.core.scan_io import read_scan
+    from relidar.core.vocabulary import Vocabulary
+    from relidar.export.bundle import manifest_summary, text_encoder_for, write_bundle
+    from relidar.model.weights import load_student
+    from relidar.training.text_embeddings import simulated_text_encoder
 
     console = Console()
-    try:
-        student = load_checkpoint_student(checkpoint)
-        vocab = Vocabulary.load(vocabulary)
-        encoder = text_encoder_for(vocab, clip_model, clip_pretrained, simulated=synthetic_text_encoder)
-        points = read_scan(scan) if scan is not None else None
-        with console.status("exporting (tracing the student takes a while)"):
-            root = write_bundle(out, student, vocab, encoder, logit_scale=logit_scale, trace_points=points,
-                                include_weights=not no_weights)
-        load_bundle(root)
-    except (BundleError, VocabularyError, ScanFormatError) as exc:
-        _fail(console, str(exc))
+    student = load_student(checkpoint).eval()
+    vocab = Vocabulary.load(vocabulary)
+    encoder = text_encoder_for(vocab, clip_model, clip_pretrained, simulated=simulated_text_encoder)
+    points = read_scan(scan) if scan is not None else None
+    with console.status("exporting (tracing the student takes a while)"):
+        root = write_bundle(out, student, vocab, encoder, logit_scale=logit_scale, trace_points=points,
+                            include_weights=not no_weights)
+    written = load_bundle(root)
     table = Table(title=f"bundle {root}")
     table.add_column("field")
     table.add_column("value")
-    for key, value in manifest_summary(root).items():
+    for key, value in manifest_summary(written.manifest).items():
         table.add_row(key, str(value))
     console.print(table)
 
@@ -109,23 +106,19 @@ def export_tensorrt_command(
     (engines/<gpu>_<trt>_<precision>.plan) and check parity against ONNX Runtime."""
     from rich.console import Console
 
-    from relidar.core.bundle import BundleError
-    from relidar.core.scan_io import ScanFormatError, read_scan
-    from relidar.export.tensorrt import TensorRTError, export_tensorrt, tensorrt_parity
+    from relidar.core.scan_io import read_scan
+    from relidar.export.tensorrt import export_tensorrt, tensorrt_parity
 
     console = Console()
-    try:
-        points = read_scan(scan) if scan is not None else None
-        with console.status("building the TensorRT engine"):
-            path, built = export_tensorrt(bundle, fp16, max_points, min(opt_points, max_points), points, rebuild=rebuild)
-        console.print(f"{'built' if built else 'cached'}: {path}")
-        if points is not None:
-            report = tensorrt_parity(bundle, points, fp16)
-            ok = report.ok() if not fp16 else report.label_agreement >= 0.99
-            colour = "green" if ok else "red"
-            console.print(f"[{colour}]parity vs ONNX Runtime: max |feature diff| {report.max_abs_feature:.2e}, "
-                          f"labels identical {100 * report.label_agreement:.3f} %[/{colour}]")
-            if not ok:
-                raise typer.Exit(1)
-    except (BundleError, TensorRTError, ScanFormatError) as exc:
-        _fail(console, str(exc))
+    points = read_scan(scan) if scan is not None else None
+    with console.status("building the TensorRT engine"):
+        path, built = export_tensorrt(bundle, fp16, max_points, min(opt_points, max_points), points, rebuild=rebuild)
+    console.print(f"{'built' if built else 'cached'}: {path}")
+    if points is not None:
+        report = tensorrt_parity(bundle, points, fp16)
+        ok = report.ok() if not fp16 else report.label_agreement >= 0.99
+        colour = "green" if ok else "red"
+        console.print(f"[{colour}]parity vs ONNX Runtime: max |feature diff| {report.max_abs_feature:.2e}, "
+                      f"labels identical {100 * report.label_agreement:.3f} %[/{colour}]")
+        if not ok:
+            raise typer.Exit(1)

@@ -19,7 +19,7 @@ from typing import Optional
 
 import typer
 
-from relidar.cli.app import Apps
+from relidar.cli.app import Apps, single_command_app
 
 
 class TeacherKind(str, Enum):
@@ -42,7 +42,8 @@ def prepare(
     pretrained: str = typer.Option("laion2b_s34b_b88k", "--pretrained", help="open_clip pretrained tag or checkpoint path; 'none' "
                                                                              "for random weights (benchmarks)."),
     image_size: int = typer.Option(448, "--image-size", help="Shorter image side in pixels fed to the ViT; the patch grid follows."),
-    device: str = typer.Option("auto", "--device", help="'auto' (cuda:LOCAL_RANK if CUDA is available, else cpu), 'cpu', 'cuda:0'..."),
+    device: str = typer.Option("auto", "--device", help="'auto' (cuda:LOCAL_RANK, or cuda:rank for ranks started by hand; "
+                                                        "GPUs shared when fewer than ranks; else cpu), 'cpu', 'cuda:0'..."),
     rank: Optional[int] = typer.Option(None, "--rank", help="This process's share: frames i with i % world_size == rank (default: "
                                                             "$RANK or 0)."),
     world_size: Optional[int] = typer.Option(None, "--world-size", help="Number of processes sharing the dataset (default: "
@@ -59,38 +60,34 @@ def prepare(
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    from relidar.training.feature_cache import CacheError, CacheSettings, prepare_cache
-    from relidar.training.readers.base import DatasetError, open_dataset, parse_options
-    from relidar.training.teachers.base import TeacherError
+    from relidar.core.errors import RelidarError
+    from relidar.training.feature_cache import CacheSettings, prepare_cache
+    from relidar.training.readers.base import open_dataset, parse_options
 
     console = Console()
     rank = rank if rank is not None else int(os.environ.get("RANK", "0"))
     world_size = world_size if world_size is not None else int(os.environ.get("WORLD_SIZE", "1"))
     if not 0 <= rank < max(world_size, 1):
-        console.print(f"[red]--rank {rank} must be in 0..{world_size - 1} (--world-size {world_size})[/red]")
-        raise typer.Exit(1)
-    try:
-        reader = open_dataset(dataset, **parse_options(option or []))
-        teacher_obj = _build_teacher(teacher, model, pretrained, image_size, device)
-        console.print(f"rank {rank}/{world_size}: {reader!r} -> {out} with teacher {teacher_obj.name} (dim {teacher_obj.feature_dim})")
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      TimeRemainingColumn(), console=console) as progress:
-            task = progress.add_task(f"rank {rank} preparing", total=None)
+        raise RelidarError(f"{rank} must be in 0..{world_size - 1} (--world-size {world_size})", field="--rank")
+    reader = open_dataset(dataset, **parse_options(option or []))
+    teacher_obj = _build_teacher(teacher, model, pretrained, image_size, device, rank, world_size)
+    console.print(f"rank {rank}/{world_size}: {reader!r} -> {out} with teacher {teacher_obj.name} (dim {teacher_obj.feature_dim})")
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TimeRemainingColumn(), console=console) as progress:
+        task = progress.add_task(f"rank {rank} preparing", total=None)
 
-            def on_frame(done: int, total: int, status: str) -> None:
-                progress.update(task, completed=done, total=total, description=f"rank {rank} preparing ({status})")
+        def on_frame(done: int, total: int, status: str) -> None:
+            progress.update(task, completed=done, total=total, description=f"rank {rank} preparing ({status})")
 
-            report = prepare_cache(
-                reader, out, teacher_obj, settings=CacheSettings(superpixel_segments=superpixels),
-                rank=rank, world_size=world_size, limit=limit, on_frame=on_frame,
-            )
-    except (DatasetError, TeacherError, CacheError) as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1) from None
+        report = prepare_cache(
+            reader, out, teacher_obj, settings=CacheSettings(superpixel_segments=superpixels),
+            rank=rank, world_size=world_size, limit=limit, on_frame=on_frame,
+        )
     _print_report(console, report)
 
 
-def _build_teacher(kind: TeacherKind, model: str, pretrained: str, image_size: int, device: str):
+def _build_teacher(kind: TeacherKind, model: str, pretrained: str, image_size: int, device: str, rank: int = 0,
+                   world_size: int = 1):
     if kind is TeacherKind.synthetic:
         from relidar.training.synthetic.teacher import SimulatedTeacher
 
@@ -100,7 +97,13 @@ def _build_teacher(kind: TeacherKind, model: str, pretrained: str, image_size: i
     from relidar.training.teachers.maskclip import MaskCLIPTeacher
 
     if device == "auto":
-        device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}" if torch.cuda.is_available() else "cpu"
+        from relidar.training.distributed import place_rank
+
+        # torchrun sets LOCAL_RANK; ranks started by hand (--rank/--world-size) are taken as one machine's,
+        # so they spread over its GPUs instead of all landing on cuda:0
+        local_rank = int(os.environ.get("LOCAL_RANK", str(rank)))
+        local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(world_size)))
+        device = place_rank("auto", local_rank, local_world, torch.cuda.device_count()).device
     return MaskCLIPTeacher(model, pretrained, device, image_size)
 
 
@@ -138,9 +141,7 @@ def _print_report(console, report) -> None:
 
 def main() -> None:
     """Entry point for ``python -m relidar.cli.prepare`` (torchrun -m)."""
-    app = typer.Typer(add_completion=False)
-    app.command()(prepare)
-    app()
+    single_command_app(prepare)()
 
 
 if __name__ == "__main__":

@@ -33,39 +33,35 @@ def render_bev_command(
     from rich.console import Console
 
     from relidar.core.scan_io import ScanFormatError, read_scan
-    from relidar.core.viz.bev import BevError, BevView, render_bev
+    from relidar.core.viz.bev import BevView, render_bev
     from relidar.training.synthetic.classes import CLASS_NAMES, PALETTE, from_kitti_ids
 
     console = Console()
     view = BevView((-extent, extent), (-extent, extent), resolution)
-    try:
-        if scan is not None:
-            points = read_scan(scan)
-            if labels is not None:
-                raw = np.fromfile(labels, dtype="<u4")
-                if raw.shape[0] != len(points):
-                    console.print(f"[red]{labels}: {raw.shape[0]} labels for {len(points)} points in {scan}[/red]")
-                    raise typer.Exit(1)
-                render_bev(out, points[:, :3], labels=from_kitti_ids(raw), palette=PALETTE, class_names=CLASS_NAMES,
-                           view=view, title=title or scan.name)
-            else:
-                import matplotlib
-
-                inten = points[:, 3]
-                scale = max(float(np.percentile(inten, 99)), 1e-6)
-                rgb = (matplotlib.colormaps["viridis"](np.clip(inten / scale, 0, 1))[:, :3] * 255).astype(np.uint8)
-                render_bev(out, points[:, :3], colours=rgb, view=view, title=title or f"{scan.name} (intensity)")
+    if scan is not None:
+        points = read_scan(scan)
+        if labels is not None:
+            raw = np.fromfile(labels, dtype="<u4")
+            if raw.shape[0] != len(points):
+                raise ScanFormatError(f"{raw.shape[0]} labels for {len(points)} points in {scan}", path=labels,
+                                      field="--labels", hint="pass the .label file of this scan")
+            render_bev(out, points[:, :3], labels=from_kitti_ids(raw), palette=PALETTE, class_names=CLASS_NAMES,
+                       view=view, title=title or scan.name)
         else:
-            from relidar.training.synthetic.world import SynthConfig, SyntheticWorld
+            import matplotlib
 
-            cfg = SynthConfig(seed=seed, lidar={"beams": beams}, cameras={"names": ["front"], "width": 32, "height": 32})
-            sample = SyntheticWorld(cfg).sample(frame)
-            render_bev(out, sample.frame.points[:, :3], labels=sample.frame.labels, palette=PALETTE,
-                       class_names=CLASS_NAMES, view=view,
-                       title=title or f"synthetic scan: seed {seed}, frame {frame}, {beams} beams, ground truth")
-    except (ScanFormatError, BevError) as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1) from exc
+            inten = points[:, 3]
+            scale = max(float(np.percentile(inten, 99)), 1e-6)
+            rgb = (matplotlib.colormaps["viridis"](np.clip(inten / scale, 0, 1))[:, :3] * 255).astype(np.uint8)
+            render_bev(out, points[:, :3], colours=rgb, view=view, title=title or f"{scan.name} (intensity)")
+    else:
+        from relidar.training.synthetic.world import SynthConfig, SyntheticWorld
+
+        cfg = SynthConfig(seed=seed, lidar={"beams": beams}, cameras={"names": ["front"], "width": 32, "height": 32})
+        sample = SyntheticWorld(cfg).sample(frame)
+        render_bev(out, sample.frame.points[:, :3], labels=sample.frame.labels, palette=PALETTE,
+                   class_names=CLASS_NAMES, view=view,
+                   title=title or f"synthetic scan: seed {seed}, frame {frame}, {beams} beams, ground truth")
     console.print(f"wrote {out}")
 
 
@@ -80,16 +76,14 @@ def render_teacher_command(
     """A synthetic camera image, the simulated teacher's zero-shot labels and the truth, side by side."""
     from rich.console import Console
 
+    from relidar.core.config import validate
     from relidar.training.synthetic.pictures import teacher_picture
     from relidar.training.synthetic.teacher import SimulatedTeacher
     from relidar.training.synthetic.world import SynthConfig, SyntheticWorld
 
     console = Console()
-    try:
-        cfg = SynthConfig(seed=seed, cameras={"names": [camera], "width": width, "height": height})
-    except ValueError as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1) from exc
+    cfg = validate(SynthConfig, {"seed": seed, "cameras": {"names": [camera], "width": width, "height": height}},
+                   what="synthetic world options")
     sample = SyntheticWorld(cfg).sample(frame)
     acc = teacher_picture(out, sample.frame.cameras[0].image, sample.camera_truth[0].classes, SimulatedTeacher(),
                           title=f"simulated teacher, seed {seed}, frame {frame}, camera {camera}")

@@ -35,20 +35,15 @@ def render_overlay(
     from rich.table import Table
 
     from relidar.core.viz.overlay import OverlayError, overlay_frame, save_png
-    from relidar.training.readers import DatasetError, open_dataset
+    from relidar.training.readers import open_dataset
     from relidar.training.readers.base import parse_options
 
     console = Console()
     if color not in ("depth", "label"):
-        console.print(f"[red]--color must be depth or label, got {color!r}[/red]")
-        raise typer.Exit(1)
-    try:
-        reader = open_dataset(input, **parse_options(option or []))
-        fr = reader[frame]
-        ov = overlay_frame(fr, camera, color, max_depth, radius)
-    except (DatasetError, OverlayError, IndexError) as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1) from None
+        raise OverlayError(f"{color!r} is not a colouring", field="--color", hint="use depth or label")
+    reader = open_dataset(input, **parse_options(option or []))
+    fr = reader[frame]
+    ov = overlay_frame(fr, camera, color, max_depth, radius)
     save_png(ov.image, out, max_width)
     table = Table(title=f"overlay of {input}")
     for col in ("format", "frame", "camera", "points", "in image", "image"):

@@ -28,21 +28,16 @@ def segment(
     from rich.console import Console
     from rich.table import Table
 
-    from relidar.core.bundle import BundleError
-    from relidar.core.scan_io import ScanFormatError, read_scan, write_ply
-    from relidar.core.segmenter import Segmenter, SegmenterError
+    from relidar.core.scan_io import read_scan, write_ply
+    from relidar.core.segmenter import Segmenter
     from relidar.core.viz.bev import BevView, label_colours, render_bev
 
     console = Console()
-    try:
-        points = read_scan(scan)
-        seg = Segmenter(bundle, backend=backend, device=device)
-        if classes.strip():
-            seg.set_classes([c.strip() for c in classes.split(",") if c.strip()])
-        result = seg(points)
-    except (BundleError, ScanFormatError, SegmenterError) as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1) from None
+    points = read_scan(scan)
+    seg = Segmenter(bundle, backend=backend, device=device)
+    if classes.strip():
+        seg.set_classes([c.strip() for c in classes.split(",") if c.strip()])
+    result = seg(points)
     vocab = seg.vocabulary
     out.mkdir(parents=True, exist_ok=True)
     colours = label_colours(result.labels, vocab.colors)

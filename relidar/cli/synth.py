@@ -45,24 +45,21 @@ def synth(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
     from rich.table import Table
 
-    from relidar.core.config import ConfigError, load_config, save_config
+    from relidar.core.config import load_config, save_config
+    from relidar.core.errors import RelidarError
     from relidar.core.rundir import make_run_dir
     from relidar.training.synthetic.cameras import MOUNTS
     from relidar.training.synthetic.world import SynthConfig, SyntheticWorld
-    from relidar.training.synthetic.writers import BagWriter, SemanticKittiWriter, WriterError
+    from relidar.training.synthetic.writers import BagWriter, SemanticKittiWriter
 
     console = Console()
     names = list(MOUNTS) if cameras.strip() == "surround" else [c.strip() for c in cameras.split(",") if c.strip()]
     if format is Format.semantickitti and "front" not in names:
-        console.print("[red]--format semantickitti needs the 'front' camera in --cameras (it becomes image_2).[/red]")
-        raise typer.Exit(1)
+        raise RelidarError("--format semantickitti needs the 'front' camera (it becomes image_2)", field="--cameras",
+                           hint="add front to --cameras")
     overrides = [f"seed={seed}", f"lidar.beams={beams}", f"cameras.names=[{','.join(names)}]",
                  f"cameras.width={width}", f"cameras.height={height}"]
-    try:
-        cfg = load_config(config, SynthConfig, overrides)
-    except ConfigError as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1) from exc
+    cfg = load_config(config, SynthConfig, overrides)
     run_dir = make_run_dir(out, f"synth_{format.value}")
     save_config(cfg, run_dir / "synth_config.yaml")
     world = SyntheticWorld(cfg)
@@ -71,16 +68,12 @@ def synth(
     start = time.perf_counter()
     progress = Progress(TextColumn("[bold]synth"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
                         TimeElapsedColumn(), TimeRemainingColumn(), console=console)
-    try:
-        with writer, progress:
-            task = progress.add_task("frames", total=frames, rate="")
-            for i, sample in enumerate(world.samples(frames)):
-                writer.write(sample)
-                num_points += sample.frame.num_points
-                progress.update(task, advance=1, rate=f"{(i + 1) / (time.perf_counter() - start):.2f} frames/s")
-    except WriterError as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1) from exc
+    with writer, progress:
+        task = progress.add_task("frames", total=frames, rate="")
+        for i, sample in enumerate(world.samples(frames)):
+            writer.write(sample)
+            num_points += sample.frame.num_points
+            progress.update(task, advance=1, rate=f"{(i + 1) / (time.perf_counter() - start):.2f} frames/s")
     elapsed = time.perf_counter() - start
     summary = {
         "format": format.value, "frames": frames, "seed": seed, "beams": beams, "cameras": names,

@@ -56,11 +56,9 @@ def build(
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from relidar.core.config import ConfigError, parse_overrides
+    from relidar.core.config import parse_overrides
     from relidar.core.vocabulary import VocabularyError
-    from relidar.training.teachers.base import TeacherError
     from relidar.training.text_embeddings import (
-        ClassListError,
         build_text_teacher,
         build_vocabulary,
         default_templates,
@@ -70,28 +68,23 @@ def build(
 
     console = Console()
     if out.suffix.lower() != ".json":
-        console.print(f"[red]--out {out}: the vocabulary file must end in .json (its embeddings go to "
-                      f"{out.stem}.embeddings.npy beside it)[/red]")
-        raise typer.Exit(1)
-    try:
-        specs = resolve_class_list(classes)
-        prompt_templates = default_templates(teacher.value) if templates == "default" else load_templates_file(templates)
-        options = dict(parse_overrides(synthetic_option or []))
-        with console.status(f"building the {teacher.value} teacher"):
-            encoder = build_text_teacher(teacher.value, model, pretrained, device, options)
-        total = sum(len(s.synonyms or (s.name,)) for s in specs) * len(prompt_templates)
-        with Progress(TextColumn("encoding prompts"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      console=console, transient=True) as progress:
-            task = progress.add_task("prompts", total=total)
-            vocab = build_vocabulary(specs, prompt_templates,
-                                     _ProgressEncoder(encoder, lambda n: progress.advance(task, n)), encoder.name)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        vocab.save(out)
-    except (ClassListError, ConfigError, TeacherError, VocabularyError) as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1) from None
+        raise VocabularyError(f"the vocabulary file must end in .json (its embeddings go to {out.stem}.embeddings.npy "
+                              "beside it)", path=out, field="--out")
+    specs = resolve_class_list(classes)
+    prompt_templates = default_templates(teacher.value) if templates == "default" else load_templates_file(templates)
+    options = dict(parse_overrides(synthetic_option or []))
+    with console.status(f"building the {teacher.value} teacher"):
+        encoder = build_text_teacher(teacher.value, model, pretrained, device, options)
+    total = sum(len(s.synonyms or (s.name,)) for s in specs) * len(prompt_templates)
+    with Progress(TextColumn("encoding prompts"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=True) as progress:
+        task = progress.add_task("prompts", total=total)
+        vocab = build_vocabulary(specs, prompt_templates,
+                                 _ProgressEncoder(encoder, lambda n: progress.advance(task, n)), encoder.text_spec)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    vocab.save(out)
     console.print(f"wrote {out} and {out.with_name(out.stem + '.embeddings.npy').name}: {vocab.num_classes} classes, "
-                  f"{vocab.feature_dim}-d, {total} prompts, encoder {vocab.encoder}")
+                  f"{vocab.feature_dim}-d, {total} prompts, encoder {vocab.encoder.describe()}")
     _print_vocabulary(console, vocab, str(out), top=5)
 
 
@@ -103,14 +96,10 @@ def show(
     text embeddings are closest (cosine): the classes a zero-shot segmenter will confuse most."""
     from rich.console import Console
 
-    from relidar.core.vocabulary import Vocabulary, VocabularyError
+    from relidar.core.vocabulary import Vocabulary
 
     console = Console()
-    try:
-        vocab = Vocabulary.load(path)
-    except VocabularyError as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1) from None
+    vocab = Vocabulary.load(path)
     _print_vocabulary(console, vocab, str(path), top)
 
 
@@ -137,7 +126,7 @@ def _print_vocabulary(console, vocab, source: str, top: int) -> None:
     from relidar.training.text_embeddings import confusable_pairs
 
     console.print(f"[bold]{source}[/bold]: {vocab.num_classes} classes, {vocab.feature_dim}-d embeddings, "
-                  f"encoder {vocab.encoder or '(unnamed)'}, {len(vocab.templates)} prompt templates")
+                  f"encoder {vocab.encoder.describe()}, {len(vocab.templates)} prompt templates")
     table = Table()
     table.add_column("#", justify="right")
     table.add_column("class")

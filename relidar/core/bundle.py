@@ -3,51 +3,57 @@
 Layout (file names are fixed; the manifest lists each with its sha256 and size)::
 
     DIR/manifest.json            this file's schema: :class:`Manifest`
-    DIR/student.onnx             the student graph (see relidar.export.onnx_student)
+    DIR/student.onnx             the student graph (see relidar.export.onnx_student), kernel maps as pair lists
+    DIR/student_table.onnx       (optional) the same graph with neighbour tables: the GPU formulation
     DIR/head.npz                 the projection head (weight [Cb, D], bias [D]) for per-point features
     DIR/vocabulary.json          classes, prompts, colours (relidar.core.vocabulary) ...
     DIR/vocabulary.embeddings.npy   ... and their text embeddings [C, D]
     DIR/text/...                 the text encoder: CLIP (text_encoder.onnx + bpe_simple_vocab_16e6.txt.gz)
                                  or simulated (simulated.json + simulated.npy)
     DIR/student.safetensors      (optional) BN-folded weights, for the torch backend
-    DIR/engines/<gpu>_<trt>_<precision>.plan   TensorRT engines, added by ``relidar export tensorrt``
+    DIR/engines/<gpu>_<trt>_<precision>_<formulation>_<max>-<opt points>.plan   TensorRT engines, added by
+                                 ``relidar export tensorrt``
 
 Loading (:func:`load_bundle`) checks the format version, that every listed file exists with the
 listed size and sha256, and that the parts fit together (vocabulary dim = student out_dim = text
 encoder dim, head shape); any failure is a :class:`BundleError` naming the file and what to do.
-numpy only: no PyTorch, no onnx package.
+numpy only: no PyTorch, no onnx package. The writer is ``relidar.export.bundle``; checksums, the
+version check and the manifest I/O are ``relidar.core.artifact``'s.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal, Union
 
 import numpy as np
-from pydantic import Field, ValidationError
+from pydantic import Field
 
+from relidar.core import artifact
+from relidar.core.artifact import FileEntry, file_entry
 from relidar.core.config import StrictModel
+from relidar.core.errors import RelidarError
+from relidar.core.text.spec import ClipTextSpec, SimulatedTextSpec
 
 BUNDLE_FORMAT = "relidar-bundle"
-BUNDLE_FORMAT_VERSION = 1
+BUNDLE_FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
 STUDENT_ONNX = "student.onnx"
+STUDENT_TABLE_ONNX = "student_table.onnx"
 HEAD = "head.npz"
 VOCABULARY = "vocabulary.json"
 STUDENT_WEIGHTS = "student.safetensors"
 ENGINES_DIR = "engines"
 
+REEXPORT = "re-export it with `relidar export bundle`"
+RECOPY = "re-copy or re-export the bundle"
 
-class BundleError(RuntimeError):
-    """A bundle that is missing, corrupt or inconsistent; the message names the file and the fix."""
+__all__ = ["Bundle", "BundleError", "FileEntry", "Manifest", "file_entry", "load_bundle", "write_manifest"]
 
 
-class FileEntry(StrictModel):
-    sha256: str = Field(min_length=64, max_length=64)
-    size: int = Field(ge=0)
+class BundleError(RelidarError, RuntimeError):
+    """A bundle that is missing, corrupt or inconsistent; ``path`` the file at fault, ``hint`` the fix."""
 
 
 class StudentSpec(StrictModel):
@@ -62,6 +68,8 @@ class StudentSpec(StrictModel):
     backbone_dim: int = Field(ge=1, description="Cb: width of the graph's voxel_features output")
     out_dim: int = Field(ge=1, description="D: the embedding size the head maps into")
     onnx: str = STUDENT_ONNX
+    table_onnx: str | None = Field(None, description="the same graph in the neighbour-table formulation (GPU "
+                                                     "backends); its inputs are relidar.core.graph.input_names(..., 'table')")
     head: str = HEAD
     weights: str | None = Field(None, description="BN-folded safetensors for the torch backend, if shipped")
     inputs: tuple[str, ...]
@@ -69,10 +77,10 @@ class StudentSpec(StrictModel):
     opset: int
 
 
-class TextEncoderSpec(StrictModel):
-    kind: Literal["clip", "simulated"]
-    feature_dim: int = Field(ge=1)
-    name: str = Field("", description="which text tower made it, e.g. the teacher's name")
+class BundleTextEncoder(StrictModel):
+    """The text encoder a bundle ships: which one (``spec``) and its files."""
+
+    spec: Annotated[Union[ClipTextSpec, SimulatedTextSpec], Field(discriminator="kind")]
     # clip
     onnx: str | None = None
     bpe: str | None = None
@@ -80,12 +88,23 @@ class TextEncoderSpec(StrictModel):
     # simulated
     table: str | None = None
 
+    @property
+    def kind(self) -> str:
+        return self.spec.kind
+
+    @property
+    def feature_dim(self) -> int:
+        return self.spec.feature_dim
+
 
 class EngineSpec(StrictModel):
     file: str
     gpu: str
     tensorrt: str
     precision: Literal["fp32", "fp16"]
+    formulation: Literal["pairs", "table"] = "pairs"
+    max_points: int | None = Field(None, ge=1, description="the optimisation profile's largest scan")
+    opt_points: int | None = Field(None, ge=1, description="the scan size the engine was tuned for")
 
 
 class Manifest(StrictModel):
@@ -95,23 +114,11 @@ class Manifest(StrictModel):
     created: str
     student: StudentSpec
     logit_scale: float = Field(gt=0, description="softmax(logit_scale * cosine); CLIP uses 100")
-    text_encoder: TextEncoderSpec
+    text_encoder: BundleTextEncoder
     vocabulary: str = VOCABULARY
     versions: dict[str, str] = Field(default_factory=dict, description="torch, onnx, onnxruntime... used to export")
     engines: list[EngineSpec] = Field(default_factory=list)
     files: dict[str, FileEntry]
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def file_entry(path: Path) -> FileEntry:
-    return FileEntry(sha256=sha256_file(path), size=path.stat().st_size)
 
 
 @dataclass(frozen=True)
@@ -128,6 +135,20 @@ class Bundle:
     def student_onnx(self) -> Path:
         return self.path(self.manifest.student.onnx)
 
+    @property
+    def formulations(self) -> tuple[str, ...]:
+        """The kernel-map formulations this bundle has a student graph for (relidar.core.graph)."""
+        return ("pairs", "table") if self.manifest.student.table_onnx else ("pairs",)
+
+    def student_onnx_for(self, formulation: str) -> Path:
+        """The student graph whose kernel maps come as ``formulation`` ("pairs" or "table")."""
+        if formulation == "pairs":
+            return self.student_onnx
+        if formulation == "table" and self.manifest.student.table_onnx:
+            return self.path(self.manifest.student.table_onnx)
+        raise BundleError(f"{self.root / MANIFEST}: no student graph in the {formulation!r} formulation (this "
+                          f"bundle has {list(self.formulations)}); re-export it with `relidar export bundle`")
+
     def head(self) -> tuple[np.ndarray, np.ndarray]:
         """(weight [Cb, D], bias [D]) float32."""
         with np.load(self.path(self.manifest.student.head), allow_pickle=False) as data:
@@ -140,7 +161,7 @@ class Bundle:
         try:
             return Vocabulary.load(path)
         except VocabularyError as exc:
-            raise BundleError(f"{path}: {exc}") from exc
+            raise BundleError(exc.message, path=exc.path or path, field=exc.field, hint=RECOPY) from exc
 
     def text_encoder(self):
         """The bundle's text encoder (CLIP through ONNX Runtime, or the simulated one)."""
@@ -153,68 +174,50 @@ class Bundle:
                 return ClipOnnxTextEncoder(self.path(spec.onnx or ""), self.path(spec.bpe or ""),
                                            int(spec.context_length or 77), spec.feature_dim)
             except TokenizerError as exc:
-                raise BundleError(str(exc)) from exc
+                raise BundleError(exc.message, path=exc.path, field=exc.field, hint=RECOPY) from exc
         from relidar.core.text.simulated import SimulatedEncoderError, SimulatedTextEncoder
 
         try:
             return SimulatedTextEncoder.load(self.path(spec.table or ""))
         except SimulatedEncoderError as exc:
-            raise BundleError(str(exc)) from exc
+            raise BundleError(exc.message, path=exc.path, field=exc.field, hint=RECOPY) from exc
 
-    def engine_for(self, gpu: str, tensorrt: str, precision: str) -> Path | None:
-        for e in self.manifest.engines:
-            if e.gpu == gpu and e.tensorrt == tensorrt and e.precision == precision:
-                return self.path(e.file)
-        return None
+    def engine_for(self, gpu: str, tensorrt: str, precision: str, *, formulation: str | None = None,
+                   max_points: int | None = None, opt_points: int | None = None) -> EngineSpec | None:
+        """The engine built for this GPU, TensorRT version and precision (and, where given, formulation and
+        profile sizes); among several, the neighbour-table one with the largest profile."""
+        found = [e for e in self.manifest.engines
+                 if e.gpu == gpu and e.tensorrt == tensorrt and e.precision == precision
+                 and (formulation is None or e.formulation == formulation)
+                 and (max_points is None or e.max_points == max_points)
+                 and (opt_points is None or e.opt_points == opt_points)]
+        if not found:
+            return None
+        return max(found, key=lambda e: (e.formulation == "table", e.max_points or 0))
 
 
 def read_manifest(root: Path) -> Manifest:
-    path = root / MANIFEST
     if not root.is_dir():
-        raise BundleError(f"{root}: bundle folder not found (write one with `relidar export bundle`)")
-    try:
-        raw = json.loads(path.read_text())
-    except FileNotFoundError as exc:
-        raise BundleError(f"{path}: manifest not found; {root} is not a model bundle "
-                          "(write one with `relidar export bundle`)") from exc
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BundleError(f"{path}: not valid JSON ({exc}); the manifest is corrupt, re-export the bundle") from exc
-    if not isinstance(raw, dict):
-        raise BundleError(f"{path}: top level must be a JSON object")
-    if raw.get("format") != BUNDLE_FORMAT:
-        raise BundleError(f"{path}: field 'format' is {raw.get('format')!r}, expected {BUNDLE_FORMAT!r}")
-    if raw.get("format_version") != BUNDLE_FORMAT_VERSION:
-        raise BundleError(f"{path}: field 'format_version' is {raw.get('format_version')!r}; this relidar reads "
-                          f"version {BUNDLE_FORMAT_VERSION}: re-export the bundle with this relidar")
-    try:
-        return Manifest.model_validate(raw)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(p) for p in first["loc"])
-        raise BundleError(f"{path}: field {field!r}: {first['msg']}") from exc
+        raise BundleError("bundle folder not found", path=root, hint="write one with `relidar export bundle`")
+    return artifact.read_manifest(root / MANIFEST, Manifest, BundleError, version=BUNDLE_FORMAT_VERSION,
+                                  format_name=BUNDLE_FORMAT, what="model bundle manifest",
+                                  missing_hint=f"{root} is not a model bundle; write one with `relidar export bundle`",
+                                  hint=REEXPORT, version_hint=f"written by another relidar version; {REEXPORT}")
 
 
 def verify_files(root: Path, manifest: Manifest) -> None:
     """Every listed file exists with its size and sha256; every file the manifest names is listed."""
     named = [manifest.student.onnx, manifest.student.head, manifest.vocabulary]
+    named += [manifest.student.table_onnx] if manifest.student.table_onnx else []
     spec = manifest.text_encoder
     named += [n for n in (spec.onnx, spec.bpe, spec.table, manifest.student.weights) if n]
     named += [e.file for e in manifest.engines]
     for name in named:
         if name not in manifest.files:
-            raise BundleError(f"{root / MANIFEST}: {name} is used but not listed in field 'files' (no checksum)")
+            raise BundleError(f"{name} is used but not listed (no checksum)", path=root / MANIFEST, field="files",
+                              hint=REEXPORT)
     for name, entry in manifest.files.items():
-        path = root / name
-        if not path.is_file():
-            raise BundleError(f"{path}: listed in the manifest but missing; copy the whole bundle folder")
-        size = path.stat().st_size
-        if size != entry.size:
-            what = "truncated" if size < entry.size else "larger than exported"
-            raise BundleError(f"{path}: {size} bytes, the manifest says {entry.size} ({what}); re-copy or re-export "
-                              "the bundle")
-        if sha256_file(path) != entry.sha256:
-            raise BundleError(f"{path}: contents differ from the manifest's sha256 (file altered); re-copy or "
-                              "re-export the bundle")
+        artifact.verify_file(root / name, entry, BundleError, hint=RECOPY)
 
 
 def check_consistency(bundle: Bundle) -> None:
@@ -222,20 +225,21 @@ def check_consistency(bundle: Bundle) -> None:
     m = bundle.manifest
     d = m.student.out_dim
     if m.text_encoder.feature_dim != d:
-        raise BundleError(f"{bundle.root / MANIFEST}: text_encoder.feature_dim {m.text_encoder.feature_dim} != "
-                          f"student.out_dim {d}; the text encoder is not the teacher the student was distilled from")
+        raise BundleError(f"{m.text_encoder.feature_dim} != student.out_dim {d}: the text encoder is not the teacher "
+                          "the student was distilled from", path=bundle.root / MANIFEST,
+                          field="text_encoder.spec.feature_dim", hint=REEXPORT)
     head_path = bundle.path(m.student.head)
     try:
         w, b = bundle.head()
     except (OSError, ValueError, KeyError) as exc:
-        raise BundleError(f"{head_path}: not a head file with 'weight' and 'bias' ({exc})") from exc
+        raise BundleError(f"not a head file with 'weight' and 'bias' ({exc})", path=head_path, hint=RECOPY) from exc
     if w.shape != (m.student.backbone_dim, d) or b.shape != (d,):
-        raise BundleError(f"{head_path}: weight {w.shape} / bias {b.shape}, expected ({m.student.backbone_dim}, {d}) "
-                          f"/ ({d},) from the manifest")
+        raise BundleError(f"weight {w.shape} / bias {b.shape}, expected ({m.student.backbone_dim}, {d}) / ({d},) "
+                          "from the manifest", path=head_path, hint=REEXPORT)
     vocab = bundle.vocabulary()
     if vocab.feature_dim != d:
-        raise BundleError(f"{bundle.path(m.vocabulary)}: embeddings are {vocab.feature_dim}-d but the student's "
-                          f"out_dim is {d}; build the vocabulary with the student's teacher")
+        raise BundleError(f"embeddings are {vocab.feature_dim}-d but the student's out_dim is {d}",
+                          path=bundle.path(m.vocabulary), hint="build the vocabulary with the student's teacher")
 
 
 def load_bundle(root: str | Path, verify: bool = True) -> Bundle:
@@ -251,8 +255,4 @@ def load_bundle(root: str | Path, verify: bool = True) -> Bundle:
 
 def write_manifest(root: Path, manifest: Manifest) -> Path:
     """Write ``manifest.json`` atomically (the files' entries must already be in ``manifest.files``)."""
-    from relidar.core.atomic import atomic_write_bytes
-
-    path = root / MANIFEST
-    atomic_write_bytes(path, (manifest.model_dump_json(indent=2) + "\n").encode())
-    return path
+    return artifact.write_json(root / MANIFEST, manifest)

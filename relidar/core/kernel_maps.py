@@ -17,6 +17,11 @@ One algorithm (:func:`build_with`) over a small table of array operations: :clas
 relidar.model.kernel_maps_torch with torch (CPU or CUDA); both give identical integers. What the node
 and the ONNX Runtime path call, :func:`build_kernel_maps_numpy`, replays the same algorithm as compiled
 loops (relidar.core.compiled: the same integers, several times faster); the numpy ops are its reference.
+
+The same maps also come as dense tables (:class:`NeighbourTables`, :func:`build_tables_with`), the
+formulation for GPUs (one gather and one GEMM per convolution instead of a gather, a GEMM and a
+scatter per kernel offset; see relidar.model.sparse.functional). They are derived from the pair lists,
+so both formulations describe the same neighbours by construction.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from typing import Any, Generic, Sequence, TypeVar
 
 import numpy as np
 
+from relidar.core.errors import RelidarError
 from relidar.core.voxelize import pack_keys, unpack_keys
 
 A = TypeVar("A")  # np.ndarray, or torch.Tensor for maps built or moved by the model layer
@@ -46,7 +52,7 @@ def down_offsets() -> np.ndarray:
     return np.stack(np.meshgrid(r, r, r, indexing="ij"), axis=-1).reshape(8, 3)
 
 
-class KernelMapError(ValueError):
+class KernelMapError(RelidarError, ValueError):
     """Voxel coordinates or flat map tensors that cannot describe kernel maps."""
 
 
@@ -105,12 +111,85 @@ class KernelMaps(Generic[A]):
         return KernelMaps.from_tensors([t.to(device) for t in self.to_tensors()], self.num_levels)
 
 
+@dataclass(frozen=True)
+class NeighbourTables(Generic[A]):
+    """The kernel maps of one batch as dense int64 tables (missing entries point at a zero row).
+
+    * ``subm[l]`` [V_l, 27]: entry (v, k) is the voxel at offset k of voxel v (k as in :func:`subm_offsets`),
+      ``V_l`` where there is none; column 13 is v itself.
+    * ``down[l]`` [V_l+1, 8] (l < levels-1): entry (p, o) is parent p's child at offset o, ``V_l`` where none.
+    * ``up[l]`` [V_l] (l < levels-1): ``parent * 8 + o`` of each level-l voxel, the row of its parent's
+      [V_l+1 * 8, C] product that the transposed convolution reads.
+    """
+
+    subm: tuple[A, ...]
+    down: tuple[A, ...]
+    up: tuple[A, ...]
+
+    @property
+    def num_levels(self) -> int:
+        return len(self.subm)
+
+    def num_voxels(self, level: int) -> int:
+        return int(self.subm[level].shape[0])
+
+    def to_tensors(self) -> list[A]:
+        """Flat list: the subm table per level, then the down table and the up index per level transition."""
+        return list(self.subm) + list(self.down) + list(self.up)
+
+    @staticmethod
+    def tensor_names(num_levels: int) -> list[str]:
+        """Names matching :meth:`to_tensors`, e.g. for ONNX graph inputs."""
+        return ([f"subm_table_{l}" for l in range(num_levels)] + [f"down_table_{l}" for l in range(num_levels - 1)]
+                + [f"up_index_{l}" for l in range(num_levels - 1)])
+
+    @classmethod
+    def from_tensors(cls, tensors: Sequence[Any], num_levels: int) -> "NeighbourTables":
+        expected = 3 * num_levels - 2
+        if len(tensors) != expected:
+            raise KernelMapError(f"{num_levels} levels need {expected} table tensors, got {len(tensors)}")
+        n = num_levels
+        return cls(subm=tuple(tensors[:n]), down=tuple(tensors[n:2 * n - 1]), up=tuple(tensors[2 * n - 1:]))
+
+    def to(self, device: Any) -> "NeighbourTables":
+        """Torch tables on another device."""
+        return NeighbourTables.from_tensors([t.to(device) for t in self.to_tensors()], self.num_levels)
+
+
+def build_tables_with(ops: Any, maps: KernelMaps) -> NeighbourTables:
+    """The neighbour tables of ``maps`` (see :class:`NeighbourTables`), with ``ops`` (numpy or torch)."""
+    subm = []
+    for level in range(maps.num_levels):
+        v = maps.num_voxels(level)
+        table = ops.full((v, 27), v)
+        table[:, CENTRE_OFFSET] = ops.arange(v)
+        for k, pair in enumerate(maps.subm[level]):
+            table[pair[0], k] = pair[1]
+            table[pair[1], 26 - k] = pair[0]
+        subm.append(table)
+    down, up = [], []
+    for level in range(maps.num_levels - 1):
+        children = maps.num_voxels(level)
+        table = ops.full((maps.num_voxels(level + 1), 8), children)
+        slot = ops.full((children,), 0)
+        for o, pair in enumerate(maps.down[level]):
+            table[pair[0], o] = pair[1]
+            slot[pair[1]] = pair[0] * 8 + o  # every child has exactly one parent: each slot written once
+        down.append(table)
+        up.append(slot)
+    return NeighbourTables(subm=tuple(subm), down=tuple(down), up=tuple(up))
+
+
 class NumpyOps:
     """:func:`build_with`'s array operations in numpy: the reference for :func:`build_kernel_maps_numpy`."""
 
     @staticmethod
     def asarray(a: np.ndarray) -> np.ndarray:
         return np.asarray(a, dtype=np.int64)
+
+    @staticmethod
+    def full(shape: tuple[int, ...], value: int) -> np.ndarray:
+        return np.full(shape, value, dtype=np.int64)
 
     @staticmethod
     def unique_inverse(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -264,3 +343,8 @@ def build_kernel_maps_numpy(coords: np.ndarray, grid_shape: Sequence[int], num_l
 def _split_pairs(flat: np.ndarray, start: np.ndarray) -> tuple[np.ndarray, ...]:
     """[2, P_k] views of a flat buffer holding each offset's (out..., in...) one after the other."""
     return tuple(flat[2 * start[k]:2 * start[k + 1]].reshape(2, -1) for k in range(len(start) - 1))
+
+
+def build_neighbour_tables_numpy(maps: KernelMaps) -> NeighbourTables:
+    """Neighbour tables from numpy kernel maps (as :func:`build_kernel_maps_numpy` makes them)."""
+    return build_tables_with(NumpyOps(), maps)

@@ -12,6 +12,8 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
+from relidar.core.errors import RelidarError
+
 # sensor_msgs/PointField datatype constants -> numpy scalar types.
 DATATYPES: dict[int, np.dtype] = {
     1: np.dtype(np.int8),
@@ -33,7 +35,7 @@ INTENSITY_NAMES: tuple[str, ...] = ("intensity", "i", "reflectivity", "reflectan
 MAX_POINT_STEP = 1 << 20
 
 
-class PointCloudError(ValueError):
+class PointCloudError(RelidarError, ValueError):
     """A PointCloud2 whose layout or payload cannot be read; the message says which field is wrong."""
 
 

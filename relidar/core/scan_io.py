@@ -7,8 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
+from relidar.core.errors import RelidarError
 
-class ScanFormatError(ValueError):
+
+class ScanFormatError(RelidarError, ValueError):
     """A scan file that cannot be read as points; the message names the file and the problem."""
 
 

@@ -1,28 +1,49 @@
 """The classes a segmenter tells apart: names, the words prompts use for them, display colours and
 their text embeddings. Numpy only: the ROS node loads this from a model bundle without PyTorch.
 
-On disk a vocabulary is two files side by side: ``<name>.json`` (names, synonyms, colours, templates,
-encoder, embedding shape and sha256) and ``<name>.embeddings.npy`` ([C, D] float32, rows unit-norm).
+On disk a vocabulary is two files side by side: ``<name>.json`` (:class:`VocabularyFile`: names,
+synonyms, colours, templates, the text encoder's typed spec, embedding shape and sha256) and
+``<name>.embeddings.npy`` ([C, D] float32, rows unit-norm). This module owns that format, reader and
+writer. It also holds the class lists relidar knows (nuScenes, SemanticKITTI) and the one rule for
+valid class names (:func:`check_class_names`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
+from pydantic import Field
 
+from relidar.core.artifact import read_manifest, sha256_bytes, write_json
 from relidar.core.atomic import atomic_write_bytes
+from relidar.core.config import StrictModel
+from relidar.core.errors import RelidarError
+from relidar.core.text.spec import TextEncoderSpec
 
-VOCABULARY_FORMAT_VERSION = 1
+VOCABULARY_FORMAT_VERSION = 2
 
 
-class VocabularyError(ValueError):
-    """A vocabulary file or its contents are invalid; the message names the file and the field."""
+class VocabularyError(RelidarError, ValueError):
+    """A vocabulary file or its contents are invalid; ``path`` the file, ``field`` the entry at fault."""
+
+
+def check_class_names(names: Sequence[str]) -> tuple[str, ...]:
+    """Class names as a vocabulary, the Segmenter and class lists accept them: at least one, each a
+    non-blank string, no name twice. Returns them stripped."""
+    if isinstance(names, str) or not all(isinstance(n, str) for n in names):
+        raise VocabularyError(f"must be a list of names, got {names!r}", field="class_names")
+    stripped = tuple(n.strip() for n in names)
+    if not stripped or any(not n for n in stripped):
+        raise VocabularyError(f"must be a non-empty list of non-empty names, got {list(names)}", field="class_names")
+    repeated = sorted({n for n in stripped if stripped.count(n) > 1})
+    if repeated:
+        raise VocabularyError(f"names must be unique; repeated: {repeated}", field="class_names")
+    return stripped
 
 
 @dataclass(frozen=True)
@@ -99,10 +120,10 @@ SEMANTIC_KITTI_CLASSES: tuple[ClassSpec, ...] = (
     ClassSpec("traffic-sign", ("traffic sign", "road sign", "street sign"), (255, 0, 0)),
 )
 
-DEFAULT_CLASS_LISTS: dict[str, tuple[ClassSpec, ...]] = {
-    "nuscenes": NUSCENES_CLASSES,
-    "semantic_kitti": SEMANTIC_KITTI_CLASSES,
-}
+def class_colour(name: str) -> tuple[int, int, int]:
+    """A stable, fairly saturated display colour for a class no list gives one (hashed from its name)."""
+    digest = hashlib.blake2b(name.encode(), digest_size=3).digest()
+    return tuple(int(60 + (b * 195) // 255) for b in digest)  # type: ignore[return-value]
 
 
 def class_prompts(synonyms: Sequence[str], templates: Sequence[str]) -> list[str]:
@@ -122,22 +143,23 @@ def embed_classes(
     the training side (PyTorch text tower) and the node (ONNX text encoder) share this one rule.
     """
     if not templates:
-        raise VocabularyError("templates: at least one prompt template is needed")
+        raise VocabularyError("at least one prompt template is needed", field="templates")
     for template in templates:
         if template.count("{}") != 1:
-            raise VocabularyError(f"templates: {template!r} must contain exactly one '{{}}' for the class word")
+            raise VocabularyError(f"{template!r} must contain exactly one '{{}}' for the class word", field="templates")
     prompts: list[str] = []
     owner: list[int] = []
     for c, words in enumerate(synonyms):
         if not words:
-            raise VocabularyError(f"synonyms[{c}]: a class needs at least one word")
+            raise VocabularyError("a class needs at least one word", field=f"synonyms[{c}]")
         these = class_prompts(words, templates)
         prompts.extend(these)
         owner.extend([c] * len(these))
     chunks = [np.asarray(encode(prompts[i : i + batch_size]), dtype=np.float64) for i in range(0, len(prompts), batch_size)]
     emb = np.concatenate(chunks, axis=0)
     if emb.ndim != 2 or emb.shape[0] != len(prompts):
-        raise VocabularyError(f"encoder returned shape {emb.shape} for {len(prompts)} prompts; expected [P, D]")
+        raise VocabularyError(f"the text encoder returned shape {emb.shape} for {len(prompts)} prompts; expected [P, D]",
+                              field="encoder")
     emb /= np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
     sums = np.zeros((len(synonyms), emb.shape[1]))
     np.add.at(sums, np.asarray(owner), emb)
@@ -149,16 +171,31 @@ def _embeddings_path(json_path: Path) -> Path:
     return json_path.with_name(json_path.stem + ".embeddings.npy")
 
 
+class VocabularyFile(StrictModel):
+    """``<name>.json`` of a vocabulary (the embeddings are in the ``.npy`` file it names)."""
+
+    format_version: int
+    encoder: TextEncoderSpec = Field(..., description="the text encoder that made the embeddings")
+    class_names: tuple[str, ...]
+    synonyms: tuple[tuple[str, ...], ...]
+    colors: tuple[tuple[int, int, int], ...] = Field(..., description="RGB 0..255 per class")
+    templates: tuple[str, ...]
+    embeddings_file: str
+    embeddings_shape: tuple[int, int]
+    embeddings_sha256: str
+
+
 @dataclass(frozen=True)
 class Vocabulary:
-    """Class names, prompt words, colours [C,3] uint8 and text embeddings [C,D] float32 (unit rows)."""
+    """Class names, prompt words, colours [C,3] uint8 and text embeddings [C,D] float32 (unit rows), and the
+    text encoder that made them."""
 
     class_names: tuple[str, ...]
     synonyms: tuple[tuple[str, ...], ...]
     colors: np.ndarray
     embeddings: np.ndarray
     templates: tuple[str, ...]
-    encoder: str
+    encoder: TextEncoderSpec
 
     def __post_init__(self) -> None:
         self._validate()
@@ -172,22 +209,22 @@ class Vocabulary:
         return int(self.embeddings.shape[1])
 
     def _validate(self) -> None:
+        check_class_names(self.class_names)
         c = len(self.class_names)
-        if c == 0:
-            raise VocabularyError("class_names is empty")
-        if len(set(self.class_names)) != c:
-            raise VocabularyError(f"class_names has duplicates: {list(self.class_names)}")
         if len(self.synonyms) != c:
-            raise VocabularyError(f"synonyms has {len(self.synonyms)} entries for {c} classes")
+            raise VocabularyError(f"{len(self.synonyms)} entries for {c} classes", field="synonyms")
         if self.colors.shape != (c, 3) or self.colors.dtype != np.uint8:
-            raise VocabularyError(f"colors must be [{c},3] uint8, got {self.colors.shape} {self.colors.dtype}")
+            raise VocabularyError(f"must be [{c},3] uint8, got {self.colors.shape} {self.colors.dtype}", field="colors")
         if self.embeddings.ndim != 2 or self.embeddings.shape[0] != c or self.embeddings.dtype != np.float32:
-            raise VocabularyError(
-                f"embeddings must be [{c},D] float32, got {self.embeddings.shape} {self.embeddings.dtype}"
-            )
+            raise VocabularyError(f"must be [{c},D] float32, got {self.embeddings.shape} {self.embeddings.dtype}",
+                                  field="embeddings")
         norms = np.linalg.norm(self.embeddings, axis=1)
         if not np.all(np.isfinite(norms)) or np.max(np.abs(norms - 1.0)) > 1e-3:
-            raise VocabularyError(f"embeddings rows must be finite and unit-norm (norms {norms.min():.4f}..{norms.max():.4f})")
+            raise VocabularyError(f"rows must be finite and unit-norm (norms {norms.min():.4f}..{norms.max():.4f})",
+                                  field="embeddings")
+        if self.encoder.feature_dim != self.feature_dim:
+            raise VocabularyError(f"the text encoder is {self.encoder.feature_dim}-d but the embeddings are "
+                                  f"{self.feature_dim}-d", field="encoder.feature_dim")
 
     def save(self, path: str | Path) -> Path:
         """Write ``path`` (JSON) and ``<stem>.embeddings.npy`` beside it, each atomically; returns ``path``."""
@@ -196,79 +233,59 @@ class Vocabulary:
         np.save(buf, np.ascontiguousarray(self.embeddings), allow_pickle=False)
         npy = buf.getvalue()
         emb_path = _embeddings_path(path)
-        meta = {
-            "format_version": VOCABULARY_FORMAT_VERSION,
-            "encoder": self.encoder,
-            "class_names": list(self.class_names),
-            "synonyms": [list(s) for s in self.synonyms],
-            "colors": self.colors.astype(int).tolist(),
-            "templates": list(self.templates),
-            "embeddings_file": emb_path.name,
-            "embeddings_shape": list(self.embeddings.shape),
-            "embeddings_sha256": hashlib.sha256(npy).hexdigest(),
-        }
+        meta = VocabularyFile(
+            format_version=VOCABULARY_FORMAT_VERSION,
+            encoder=self.encoder,
+            class_names=self.class_names,
+            synonyms=self.synonyms,
+            colors=tuple(tuple(int(c) for c in rgb) for rgb in self.colors),
+            templates=self.templates,
+            embeddings_file=emb_path.name,
+            embeddings_shape=self.embeddings.shape,
+            embeddings_sha256=sha256_bytes(npy),
+        )
         atomic_write_bytes(emb_path, npy)
-        atomic_write_bytes(path, (json.dumps(meta, indent=2) + "\n").encode())
+        write_json(path, meta)
         return path
 
     @classmethod
     def load(cls, path: str | Path) -> "Vocabulary":
         path = Path(path)
-        try:
-            meta = json.loads(path.read_text())
-        except FileNotFoundError as exc:
-            raise VocabularyError(f"{path}: vocabulary file not found") from exc
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise VocabularyError(f"{path}: not valid JSON ({exc})") from exc
-        if not isinstance(meta, dict):
-            raise VocabularyError(f"{path}: top level must be a JSON object")
-        required = ("format_version", "encoder", "class_names", "synonyms", "colors", "templates",
-                    "embeddings_file", "embeddings_shape", "embeddings_sha256")
-        for key in required:
-            if key not in meta:
-                raise VocabularyError(f"{path}: field {key!r} is missing")
-        if meta["format_version"] != VOCABULARY_FORMAT_VERSION:
-            raise VocabularyError(
-                f"{path}: field 'format_version' is {meta['format_version']!r}; this relidar reads {VOCABULARY_FORMAT_VERSION}"
-            )
-        emb_path = path.with_name(str(meta["embeddings_file"]))
+        rebuild = "rebuild it with `relidar vocabulary build`"
+        meta = read_manifest(path, VocabularyFile, VocabularyError, version=VOCABULARY_FORMAT_VERSION,
+                             what="vocabulary file", missing_hint="check the path, or write one with `relidar "
+                             "vocabulary build`", hint=rebuild)
+        emb_path = path.with_name(meta.embeddings_file)
         try:
             npy = emb_path.read_bytes()
         except FileNotFoundError as exc:
-            raise VocabularyError(f"{emb_path}: embeddings file named by {path} (field 'embeddings_file') not found") from exc
-        if hashlib.sha256(npy).hexdigest() != meta["embeddings_sha256"]:
-            raise VocabularyError(f"{emb_path}: contents do not match field 'embeddings_sha256' of {path} (file changed or truncated)")
+            raise VocabularyError(f"embeddings file named by {path.name} (field 'embeddings_file') not found",
+                                  path=emb_path, hint="keep the .embeddings.npy file beside the .json") from exc
+        if sha256_bytes(npy) != meta.embeddings_sha256:
+            raise VocabularyError(f"contents do not match field 'embeddings_sha256' of {path.name} (file changed or "
+                                  "truncated)", path=emb_path, hint=rebuild)
         try:
             embeddings = np.load(io.BytesIO(npy), allow_pickle=False)
         except ValueError as exc:
-            raise VocabularyError(f"{emb_path}: not a valid .npy array ({exc})") from exc
-        if list(embeddings.shape) != list(meta["embeddings_shape"]):
-            raise VocabularyError(f"{emb_path}: shape {embeddings.shape} differs from field 'embeddings_shape' "
-                                  f"{meta['embeddings_shape']} in {path}")
+            raise VocabularyError(f"not a valid .npy array ({exc})", path=emb_path, hint=rebuild) from exc
+        if tuple(embeddings.shape) != meta.embeddings_shape:
+            raise VocabularyError(f"shape {embeddings.shape} differs from field 'embeddings_shape' "
+                                  f"{list(meta.embeddings_shape)} in {path.name}", path=emb_path, hint=rebuild)
+        colors = np.asarray(meta.colors, dtype=np.int64).reshape(-1, 3)
+        if colors.min(initial=0) < 0 or colors.max(initial=0) > 255:
+            raise VocabularyError("must be [C,3] integers in 0..255", path=path, field="colors")
         try:
-            colors = np.asarray(meta["colors"], dtype=np.int64)
-        except (TypeError, ValueError) as exc:
-            raise VocabularyError(f"{path}: field 'colors' must be a list of [r,g,b] integers") from exc
-        if colors.ndim != 2 or colors.shape[1:] != (3,) or colors.min(initial=0) < 0 or colors.max(initial=0) > 255:
-            raise VocabularyError(f"{path}: field 'colors' must be [C,3] integers in 0..255")
-        try:
-            return cls(
-                class_names=tuple(str(n) for n in meta["class_names"]),
-                synonyms=tuple(tuple(str(w) for w in syn) for syn in meta["synonyms"]),
-                colors=colors.astype(np.uint8),
-                embeddings=embeddings,
-                templates=tuple(str(t) for t in meta["templates"]),
-                encoder=str(meta["encoder"]),
-            )
+            return cls(class_names=meta.class_names, synonyms=meta.synonyms, colors=colors.astype(np.uint8),
+                       embeddings=embeddings, templates=meta.templates, encoder=meta.encoder)
         except VocabularyError as exc:
-            raise VocabularyError(f"{path}: {exc}") from exc
+            raise VocabularyError(exc.message, path=path, field=exc.field, hint=rebuild) from exc
 
     def subset(self, names: Sequence[str]) -> "Vocabulary":
         """The named classes, in the given order."""
         index = {n: i for i, n in enumerate(self.class_names)}
         missing = [n for n in names if n not in index]
         if missing:
-            raise VocabularyError(f"class_names: {missing} not in vocabulary {list(self.class_names)}")
+            raise VocabularyError(f"{missing} not in vocabulary {list(self.class_names)}", field="class_names")
         rows = [index[n] for n in names]
         return Vocabulary(
             class_names=tuple(names),

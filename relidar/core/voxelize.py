@@ -13,6 +13,8 @@ from typing import Literal, Sequence
 
 import numpy as np
 
+from relidar.core.errors import RelidarError
+
 # Per-voxel input features the student may be given; each is the mean over the voxel's points.
 #   x, y, z:     point coordinates in metres (lidar frame)
 #   intensity:   the point's 4th column (0 where the scan has none)
@@ -22,7 +24,7 @@ InputFeature = Literal["x", "y", "z", "intensity", "dx", "dy", "dz", "range"]
 INPUT_FEATURES: tuple[str, ...] = ("x", "y", "z", "intensity", "dx", "dy", "dz", "range")
 
 
-class VoxelizeError(ValueError):
+class VoxelizeError(RelidarError, ValueError):
     """Points or a voxel grid that cannot be voxelized; the message says which argument and why."""
 
 

@@ -144,9 +144,10 @@ def run_demo(out: Path, config: DemoConfig = DemoConfig(),
 def _run_demo(out: Path, config: DemoConfig, on_stage: Callable[[str], None] | None,
               on_progress: Callable[[int, int], None] | None) -> DemoResult:
 
+    from relidar.model.weights import load_student
     from relidar.training.config import SyntheticSource
     from relidar.training.data import synthetic_vocabulary
-    from relidar.training.distill import distill, load_student
+    from relidar.training.distill import distill
     from relidar.training.evaluate import evaluate
     from relidar.training.feature_cache import CacheReader, prepare_cache
     from relidar.training.readers.base import open_dataset
@@ -191,7 +192,7 @@ def _run_demo(out: Path, config: DemoConfig, on_stage: Callable[[str], None] | N
     lap("distill")
 
     stage("evaluating zero-shot and few-shot")
-    model, _ = load_student(run.weights)
+    model = load_student(run.weights).eval()
     evaluation = evaluate(model, dcfg, vocabulary=vocabulary)
     files = write_report(out / "report", evaluation, title="relidar demo: evaluation",
                          extra={"weights": str(run.weights)})

@@ -7,7 +7,6 @@ See ``relidar.core.bundle`` for the layout.
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -18,22 +17,24 @@ import numpy as np
 import torch
 
 import relidar
+from relidar.core.artifact import file_entry
 from relidar.core.bundle import (
     BUNDLE_FORMAT_VERSION,
     HEAD,
     MANIFEST,
     STUDENT_ONNX,
+    STUDENT_TABLE_ONNX,
     STUDENT_WEIGHTS,
     VOCABULARY,
     BundleError,
+    BundleTextEncoder,
     Manifest,
     StudentSpec,
-    TextEncoderSpec,
-    file_entry,
     write_manifest,
 )
 from relidar.core.graph import OUTPUTS, input_names
 from relidar.core.text.simulated import SimulatedTextEncoder
+from relidar.core.text.spec import RANDOM_WEIGHTS, ClipTextSpec, SimulatedTextSpec
 from relidar.core.vocabulary import Vocabulary
 from relidar.export.onnx_student import DEFAULT_OPSET, example_feed, export_student_onnx
 from relidar.model.deployed import DEFAULT_LOGIT_SCALE, head_arrays
@@ -44,10 +45,11 @@ TEXT_DIR = "text"
 
 @dataclass(frozen=True)
 class ClipTextExport:
-    """An open_clip model whose text tower goes into the bundle (ONNX + the BPE vocabulary file)."""
+    """An open_clip model whose text tower goes into the bundle (ONNX + the BPE vocabulary file); ``spec``
+    says which model and weights it is (recorded in the manifest)."""
 
     model: Any
-    name: str = ""
+    spec: ClipTextSpec
     bpe_path: str | Path | None = None  # default: the file open_clip ships
 
 
@@ -85,12 +87,12 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def _write_text_encoder(stage: Path, encoder: TextEncoderExport, opset: int) -> TextEncoderSpec:
+def _write_text_encoder(stage: Path, encoder: TextEncoderExport, opset: int) -> BundleTextEncoder:
     (stage / TEXT_DIR).mkdir()
     if isinstance(encoder, SimulatedTextEncoder):
         table = f"{TEXT_DIR}/simulated.json"
         encoder.save(stage / table)
-        return TextEncoderSpec(kind="simulated", feature_dim=encoder.feature_dim, name=encoder.key, table=table)
+        return BundleTextEncoder(spec=encoder.spec, table=table)
     from relidar.core.text.tokenizer import BPE_FILE_NAME, ClipTokenizer
     from relidar.export.onnx_text import context_length, embed_dim, export_text_onnx
 
@@ -105,29 +107,33 @@ def _write_text_encoder(stage: Path, encoder: TextEncoderExport, opset: int) -> 
     tokens = ClipTokenizer(stage / bpe, ctx)(["a photo of a car.", "a street scene with a pedestrian."])
     onnx_name = f"{TEXT_DIR}/text_encoder.onnx"
     export_text_onnx(encoder.model, stage / onnx_name, tokens, opset)
-    return TextEncoderSpec(kind="clip", feature_dim=embed_dim(encoder.model), name=encoder.name, onnx=onnx_name,
-                           bpe=bpe, context_length=ctx)
+    if embed_dim(encoder.model) != encoder.spec.feature_dim:
+        raise BundleError(f"the open_clip model embeds into {embed_dim(encoder.model)} dimensions but its spec says "
+                          f"{encoder.spec.feature_dim}", field="text_encoder.spec.feature_dim")
+    return BundleTextEncoder(spec=encoder.spec, onnx=onnx_name, bpe=bpe, context_length=ctx)
 
 
 def write_bundle(out_dir: str | Path, student: Student, vocabulary: Vocabulary, text_encoder: TextEncoderExport,
                  *, logit_scale: float = DEFAULT_LOGIT_SCALE, opset: int = DEFAULT_OPSET,
-                 trace_points: np.ndarray | None = None, include_weights: bool = True) -> Path:
+                 trace_points: np.ndarray | None = None, include_weights: bool = True,
+                 table_graph: bool = True) -> Path:
     """Export everything into ``out_dir`` (created; replaced if it already holds a bundle) and return it.
 
     ``student`` is traced in eval mode with BatchNorm folded; ``trace_points`` [N, >=3] (a real scan
-    is best) defaults to :func:`example_points`. The bundle is staged in a sibling folder and moved
+    is best) defaults to :func:`example_points`. ``table_graph`` adds the neighbour-table formulation of
+    the same graph, which GPU backends run (relidar.core.backends.default_formulation). The bundle is staged in a sibling folder and moved
     into place at the end, so a crash never leaves a half-written bundle behind.
     """
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()) and not (out / MANIFEST).is_file():
-        raise BundleError(f"{out}: exists, is not empty and is not a bundle; choose a new --out folder")
+        raise BundleError("exists, is not empty and is not a bundle", path=out, hint="choose a new --out folder")
     cfg = student.config
     if vocabulary.feature_dim != cfg.out_dim:
         raise BundleError(f"vocabulary embeddings are {vocabulary.feature_dim}-d but the student's out_dim is "
-                          f"{cfg.out_dim}; build the vocabulary with the student's teacher")
-    if isinstance(text_encoder, SimulatedTextEncoder) and text_encoder.feature_dim != cfg.out_dim:
-        raise BundleError(f"the simulated text encoder is {text_encoder.feature_dim}-d but the student's out_dim is "
-                          f"{cfg.out_dim}")
+                          f"{cfg.out_dim}", hint="build the vocabulary with the student's teacher")
+    if text_encoder.spec.feature_dim != cfg.out_dim:
+        raise BundleError(f"the text encoder is {text_encoder.spec.feature_dim}-d but the student's out_dim is "
+                          f"{cfg.out_dim}", hint="ship the text tower of the teacher the student was distilled from")
     out.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
     try:
@@ -135,6 +141,8 @@ def write_bundle(out_dir: str | Path, student: Student, vocabulary: Vocabulary, 
         points = trace_points if trace_points is not None else example_points(cfg)
         feed = example_feed(student, points, vocabulary.embeddings)
         export_student_onnx(student, stage / STUDENT_ONNX, feed, logit_scale, opset)
+        if table_graph:
+            export_student_onnx(student, stage / STUDENT_TABLE_ONNX, feed, logit_scale, opset, formulation="table")
         np.savez(stage / HEAD, **head_arrays(student))
         if include_weights:
             from relidar.model.weights import save_student
@@ -142,8 +150,6 @@ def write_bundle(out_dir: str | Path, student: Student, vocabulary: Vocabulary, 
             save_student(student, stage / STUDENT_WEIGHTS)
         vocabulary.save(stage / VOCABULARY)
         text_spec = _write_text_encoder(stage, text_encoder, opset)
-        if text_spec.feature_dim != cfg.out_dim:
-            raise BundleError(f"the text encoder is {text_spec.feature_dim}-d but the student's out_dim is {cfg.out_dim}")
         files = {p.relative_to(stage).as_posix(): file_entry(p) for p in sorted(stage.rglob("*")) if p.is_file()}
         manifest = Manifest(
             format_version=BUNDLE_FORMAT_VERSION,
@@ -153,6 +159,7 @@ def write_bundle(out_dir: str | Path, student: Student, vocabulary: Vocabulary, 
                                 crop_max=cfg.crop_max, input_features=tuple(cfg.input_features),
                                 num_levels=cfg.num_levels, backbone_dim=student.backbone.out_channels,
                                 out_dim=cfg.out_dim, weights=STUDENT_WEIGHTS if include_weights else None,
+                                table_onnx=STUDENT_TABLE_ONNX if table_graph else None,
                                 inputs=tuple(input_names(cfg.num_levels)), outputs=OUTPUTS, opset=opset),
             logit_scale=logit_scale,
             text_encoder=text_spec,
@@ -169,53 +176,45 @@ def write_bundle(out_dir: str | Path, student: Student, vocabulary: Vocabulary, 
     return out
 
 
-def load_checkpoint_student(checkpoint: str | Path) -> Student:
-    """A Student from a distillation checkpoint (safetensors with its config in the metadata)."""
-    from relidar.core.backends.base import BackendError
-    from relidar.model.torch_backend import load_student
-
-    try:
-        return load_student(checkpoint)
-    except BackendError as exc:
-        raise BundleError(str(exc)) from exc
-
-
-def manifest_summary(root: Path) -> dict[str, Any]:
+def manifest_summary(manifest: Manifest) -> dict[str, Any]:
     """Key facts of a bundle for a CLI table."""
-    m = json.loads((Path(root) / MANIFEST).read_text())
-    return {"profile": m["student"]["profile"], "voxel_size": m["student"]["voxel_size"],
-            "out_dim": m["student"]["out_dim"], "text_encoder": m["text_encoder"]["kind"],
-            "files": len(m["files"]), "bytes": sum(f["size"] for f in m["files"].values())}
+    return {"profile": manifest.student.profile, "voxel_size": manifest.student.voxel_size,
+            "out_dim": manifest.student.out_dim, "text_encoder": manifest.text_encoder.spec.describe(),
+            "files": len(manifest.files), "bytes": sum(f.size for f in manifest.files.values())}
 
 
-def text_encoder_for(vocabulary: Vocabulary, clip_model: str | None = None,
-                     clip_pretrained: str | None = None,
-                     simulated: "Callable[[int, int], SimulatedTextEncoder] | None" = None) -> TextEncoderExport:
-    """The text encoder that made ``vocabulary`` (from its ``encoder`` field), ready to go into a bundle.
+def text_encoder_for(vocabulary: Vocabulary, clip_model: str | None = None, clip_pretrained: str | None = None,
+                     simulated: Callable[[SimulatedTextSpec], SimulatedTextEncoder] | None = None) -> TextEncoderExport:
+    """The text encoder that made ``vocabulary`` (its typed ``encoder`` spec), ready to go into a bundle.
 
-    ``synthetic-vlm-d<D>-p<P>-s<seed>`` -> the simulated encoder; ``maskclip/<model>/<pretrained>/<size>``
-    -> that open_clip model's text tower (weights from open_clip's cache or download). ``clip_model`` /
-    ``clip_pretrained`` override the parsed names (e.g. a local checkpoint path).
+    A simulated spec is rebuilt by ``simulated`` (the synthetic world's factory, which lives in the
+    training layer); a CLIP spec by open_clip (weights from its cache or a download). ``clip_model`` /
+    ``clip_pretrained`` override the vocabulary's CLIP model and weights (e.g. a local checkpoint path),
+    and name the tower for a vocabulary whose encoder relidar cannot rebuild (kind ``named``).
     """
-    import re
-
-    name = vocabulary.encoder
-    sim = re.fullmatch(r"synthetic-vlm-d(\d+)-p\d+-s(\d+)", name)
-    if sim and clip_model is None:
+    spec = vocabulary.encoder
+    if clip_model is not None or clip_pretrained is not None:
+        base = spec if isinstance(spec, ClipTextSpec) else None
+        model_name = clip_model or (base.model if base else None)
+        if model_name is None:
+            raise BundleError("--clip-pretrained needs --clip-model: the vocabulary's encoder is not a CLIP model",
+                              field="clip_model", hint="pass --clip-model too")
+        pretrained = clip_pretrained if clip_pretrained is not None else (base.pretrained if base else RANDOM_WEIGHTS)
+        spec = ClipTextSpec(model=model_name, pretrained=pretrained, feature_dim=vocabulary.feature_dim)
+    if isinstance(spec, SimulatedTextSpec):
         if simulated is None:
-            raise BundleError(f"vocabulary encoder {name!r} is the synthetic world's simulated encoder; "
-                              "pass the factory that builds it (relidar.training.synthetic.teacher.synthetic_text_encoder)")
-        return simulated(int(sim.group(1)), int(sim.group(2)))
-    parts = name.split("/")
-    if clip_model is None and (len(parts) < 3 or parts[0] != "maskclip"):
-        raise BundleError(f"vocabulary encoder {name!r}: cannot tell which text tower made it; pass --clip-model "
-                          "and --clip-pretrained")
-    model_name = clip_model or parts[1]
-    pretrained = clip_pretrained if clip_pretrained is not None else parts[2]
+            raise BundleError("the vocabulary's encoder is the synthetic world's simulated one; pass the factory that "
+                              "builds it (relidar.training.text_embeddings.simulated_text_encoder)", field="encoder")
+        return simulated(spec)
+    if not isinstance(spec, ClipTextSpec):
+        raise BundleError(f"the vocabulary's encoder ({spec.describe()}) cannot be rebuilt by name", field="encoder",
+                          hint="pass --clip-model and --clip-pretrained")
     import open_clip
 
+    weights = None if spec.pretrained.lower() in ("", "random", RANDOM_WEIGHTS) else spec.pretrained
     try:
-        model = open_clip.create_model(model_name, pretrained=None if pretrained in ("", "random", "none") else pretrained)
+        model = open_clip.create_model(spec.model, pretrained=weights)
     except RuntimeError as exc:
-        raise BundleError(f"open_clip model {model_name!r} with pretrained={pretrained!r} cannot be built: {exc}") from exc
-    return ClipTextExport(model=model.eval(), name=f"{model_name}/{pretrained}")
+        raise BundleError(f"open_clip model {spec.model!r} with pretrained={spec.pretrained!r} cannot be built: {exc}",
+                          field="encoder", hint="check --clip-model / --clip-pretrained") from exc
+    return ClipTextExport(model=model.eval(), spec=spec)

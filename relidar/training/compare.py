@@ -12,9 +12,11 @@ import numpy as np
 
 from relidar.core.atomic import atomic_path, atomic_write_bytes
 from relidar.core.config import save_config
+from relidar.core.errors import RelidarError
+from relidar.model.weights import load_student
 from relidar.training.config import DistillConfig
 from relidar.training.data import ensure_cache
-from relidar.training.distill import distill, load_student
+from relidar.training.distill import distill
 from relidar.training.evaluate import evaluate, resolve_vocabulary
 from relidar.training.losses import LOSS_NAMES
 
@@ -31,7 +33,7 @@ COLUMNS: tuple[tuple[str, str], ...] = (
 )
 
 
-class CompareError(ValueError):
+class CompareError(RelidarError, ValueError):
     """A comparison that cannot run (unknown loss, no seeds); names the option."""
 
 
@@ -135,7 +137,7 @@ def compare(config: DistillConfig, losses: Sequence[str], seeds: int, out_dir: P
             event(f"{loss}, seed {cfg.train.seed}: distilling")
             result = distill(cfg, out=out_dir / "runs", run_name=f"{loss}_seed{cfg.train.seed}", on_step=on_step)
             event(f"{loss}, seed {cfg.train.seed}: evaluating")
-            model, _ = load_student(result.weights)
+            model = load_student(result.weights).eval()
             summary = evaluate(model, cfg, vocabulary=vocabulary).summary()
             summary["final_loss"] = result.final_loss
             summary["train_seconds"] = result.seconds

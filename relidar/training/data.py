@@ -16,8 +16,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from relidar.core.kernel_maps import KernelMaps, build_kernel_maps_numpy
-from relidar.core.voxelize import voxelize_scans
+from relidar.core.errors import RelidarError
+from relidar.core.preprocess import Preprocessor
+from relidar.model.batch import TorchInputs, to_torch
 from relidar.model.network import StudentConfig
 from relidar.training.augment import AugmentConfig, augment_points
 from relidar.training.config import DataConfig, SyntheticSource
@@ -29,7 +30,7 @@ _SAMPLE_TAG = 0x5A4E
 _CLUSTER_TAG = 0xC1A5
 
 
-class DataError(ValueError):
+class DataError(RelidarError, ValueError):
     """Data that cannot feed a run (too few frames, mismatched dims); names the setting to change."""
 
 
@@ -69,9 +70,7 @@ class ScanSample:
 class Batch:
     """Several scans as one sparse batch; the voxel coords carry the scan index in column 0."""
 
-    voxel_features: Tensor  # [V, C] float32
-    maps: KernelMaps  # torch
-    point_to_voxel: Tensor  # [P] int64 over the scans' concatenated points (-1 outside the crop)
+    inputs: TorchInputs  # voxel features, kernel maps, point -> voxel over the scans' concatenated points
     point_scan: Tensor  # [P] int64
     labels: Tensor | None  # [P] int64
     pair_voxel: Tensor  # [M] int64 voxel of each pair's point
@@ -87,9 +86,7 @@ class Batch:
 
         return replace(
             self,
-            voxel_features=move(self.voxel_features),
-            maps=self.maps.to(device),
-            point_to_voxel=move(self.point_to_voxel),
+            inputs=self.inputs.to(device),
             point_scan=move(self.point_scan),
             labels=move(self.labels),
             pair_voxel=move(self.pair_voxel),
@@ -102,12 +99,11 @@ class Batch:
 
 def collate(samples: Sequence[ScanSample], student: StudentConfig) -> Batch:
     """Voxelize the scans together, build kernel maps, keep the pairs whose point lies in the crop."""
-    vox = voxelize_scans([s.points for s in samples], student.grid(), student.input_features)
-    maps = build_kernel_maps_numpy(vox.coords, vox.grid_shape, student.num_levels)
+    inputs = Preprocessor.of(student).batch([s.points for s in samples])
     offsets = np.cumsum([0] + [len(s.points) for s in samples])
     pair_point = np.concatenate([s.pair_point + offsets[b] for b, s in enumerate(samples)])
     pair_scan = np.concatenate([np.full(len(s.pair_point), b, dtype=np.int64) for b, s in enumerate(samples)])
-    pair_voxel = vox.point_to_voxel[pair_point]
+    pair_voxel = inputs.point_to_voxel[pair_point]
     keep = pair_voxel >= 0
     labels = None
     if all(s.labels is not None for s in samples):
@@ -115,10 +111,7 @@ def collate(samples: Sequence[ScanSample], student: StudentConfig) -> Batch:
     dim = samples[0].pair_features.shape[1]
     features = np.concatenate([s.pair_features for s in samples]) if pair_point.size else np.zeros((0, dim), np.float32)
     return Batch(
-        voxel_features=torch.from_numpy(vox.features),
-        maps=KernelMaps.from_tensors([torch.from_numpy(np.ascontiguousarray(a)) for a in maps.to_tensors()],
-                                     maps.num_levels),
-        point_to_voxel=torch.from_numpy(vox.point_to_voxel),
+        inputs=to_torch(inputs),
         point_scan=torch.from_numpy(np.repeat(np.arange(len(samples)), np.diff(offsets))),
         labels=labels,
         pair_voxel=torch.from_numpy(pair_voxel[keep]),
@@ -136,7 +129,7 @@ class DistillDataset:
     def __init__(self, cache: CacheReader, frames: Sequence[int], sampling: SamplingConfig,
                  augment: AugmentConfig, seed: int) -> None:
         if not frames:
-            raise DataError(f"{cache.root}: no frames to train on")
+            raise DataError("no frames to train on", path=cache.root)
         self.cache = cache
         self.frames = tuple(frames)
         self.sampling = sampling
@@ -192,10 +185,6 @@ def rank_share(positions: np.ndarray, rank: int, world_size: int) -> np.ndarray:
     return positions[rank::world_size]
 
 
-def open_cache(path: str | Path) -> CacheReader:
-    return CacheReader(path)
-
-
 def build_synthetic_cache(cache_dir: str | Path, source: SyntheticSource, on_frame=None) -> Path:
     """Generate the synthetic world's sweeps and prepare their teacher features into ``cache_dir``.
 
@@ -231,7 +220,7 @@ def build_synthetic_cache(cache_dir: str | Path, source: SyntheticSource, on_fra
     teacher = SimulatedTeacher(SimulatedTeacherConfig.model_validate(source.teacher))
     report = prepare_cache(SyntheticWorldReader(), cache_dir, teacher, on_frame=on_frame)
     if report.failed:
-        raise DataError(f"{cache_dir}: synthetic frames failed to prepare: {report.failed[:3]}")
+        raise DataError(f"synthetic frames failed to prepare: {report.failed[:3]}", path=cache_dir)
     return Path(cache_dir)
 
 
@@ -241,7 +230,7 @@ def synthetic_vocabulary(source: SyntheticSource):
     from relidar.training.text_embeddings import build_vocabulary, synthetic_class_specs
 
     teacher = SimulatedTeacher(SimulatedTeacherConfig.model_validate(source.teacher))
-    return build_vocabulary(synthetic_class_specs(), DEFAULT_TEMPLATES, teacher, teacher.name)
+    return build_vocabulary(synthetic_class_specs(), DEFAULT_TEMPLATES, teacher, teacher.text_spec)
 
 
 def ensure_cache(config: DataConfig, on_frame=None) -> CacheReader:

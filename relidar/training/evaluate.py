@@ -23,10 +23,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from relidar.core.kernel_maps import KernelMaps, build_kernel_maps_numpy
+from relidar.core.errors import RelidarError
+from relidar.core.preprocess import Preprocessor
 from relidar.core.vocabulary import Vocabulary
-from relidar.core.voxelize import voxelize
-from relidar.model.network import Student, StudentConfig
+from relidar.model.batch import TorchInputs, to_torch
+from relidar.model.network import Student
 from relidar.training.config import DataConfig, DistillConfig
 from relidar.training.data import ensure_cache, split_frames, synthetic_vocabulary
 from relidar.training.feature_cache import CachedFrame, CacheReader
@@ -36,7 +37,7 @@ _PROBE_TAG = 0x9B0E
 _GAP_TAG = 0x6A9
 
 
-class EvaluationError(ValueError):
+class EvaluationError(RelidarError, ValueError):
     """An evaluation that cannot run (no labels, no vocabulary, mismatched dims); names the fix."""
 
 
@@ -50,21 +51,19 @@ class ScanOutput:
     inside: np.ndarray
 
 
-def _inputs(points: np.ndarray, cfg: StudentConfig, device: torch.device) -> tuple[torch.Tensor, KernelMaps, np.ndarray]:
-    vox = voxelize(points, cfg.grid(), cfg.input_features)
-    maps = build_kernel_maps_numpy(vox.coords, vox.grid_shape, cfg.num_levels)
-    tmaps = KernelMaps.from_tensors([torch.from_numpy(np.ascontiguousarray(a)).to(device) for a in maps.to_tensors()],
-                                    maps.num_levels)
-    return torch.from_numpy(vox.features).to(device), tmaps, vox.point_to_voxel
+def _inputs(model: Student, points: np.ndarray, device: torch.device) -> tuple[TorchInputs, np.ndarray]:
+    """The student's input for one scan on ``device``, and each point's voxel (numpy)."""
+    prepared = Preprocessor.of(model.config)(points)
+    return to_torch(prepared, device), prepared.point_to_voxel
 
 
 @torch.no_grad()
 def scan_output(model: Student, points: np.ndarray, device: torch.device | str = "cpu") -> ScanOutput:
     device = torch.device(device)
-    feats, maps, p2v = _inputs(points, model.config, device)
+    inputs, p2v = _inputs(model, points, device)
     was_training = model.training
     model.eval()
-    backbone = model.backbone(feats, maps)
+    backbone = model.backbone(inputs.features, inputs.maps)
     emb = F.normalize(model.head(backbone).float(), dim=1)
     model.train(was_training)
     inside = p2v >= 0
@@ -168,7 +167,7 @@ class LabelledSet:
 
     def labels(self, cached: CachedFrame) -> np.ndarray:
         if cached.labels is None:
-            raise EvaluationError(f"{self.cache.root}: frame {cached.frame_id} has no labels; evaluation needs labelled data")
+            raise EvaluationError(f"frame {cached.frame_id} has no labels; evaluation needs labelled data", path=self.cache.root)
         return to_vocabulary_labels(cached.labels.astype(np.int64), self.lut)
 
 
@@ -176,7 +175,7 @@ def labelled_set(name: str, data: DataConfig, vocabulary: Vocabulary, max_scans:
     cache = ensure_cache(data)
     split = split_frames(len(cache), data)
     if not split.val:
-        raise EvaluationError(f"{data.cache}: no held-out frames; set data.val_fraction > 0")
+        raise EvaluationError("no held-out frames; set data.val_fraction > 0", path=data.cache)
     lut = label_map(cache.class_names, vocabulary)
     if (lut < 0).all():
         raise EvaluationError(f"{data.cache}: none of its classes {list(cache.class_names)} is in the vocabulary "
@@ -284,10 +283,10 @@ def evaluate_finetune(model: Student, data: LabelledSet, config: DistillConfig, 
         for step in range(fs.finetune_steps):
             cached = data.cache[frames[step % len(frames)]]
             target = data.labels(cached)
-            feats, maps, p2v = _inputs(cached.points, student.config, device)
+            inputs, p2v = _inputs(student, cached.points, device)
             ok = np.flatnonzero((p2v >= 0) & (target >= 0))
             pick = rng.choice(ok, size=min(fs.points_per_scan, len(ok)), replace=False)
-            emb = F.normalize(student(feats, maps).float(), dim=1)
+            emb = F.normalize(student(inputs.features, inputs.maps).float(), dim=1)
             logits = emb.index_select(0, torch.from_numpy(p2v[pick]).to(device)) @ text.T / 0.07
             loss = F.cross_entropy(logits, torch.from_numpy(target[pick]).to(device))
             opt.zero_grad(set_to_none=True)

@@ -19,7 +19,6 @@ other's frames; each writes the (identical) manifest atomically.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 import zipfile
@@ -28,10 +27,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-from pydantic import Field, ValidationError
+from pydantic import Field
 
-from relidar.core.atomic import atomic_path, atomic_write_bytes
+from relidar.core import artifact
+from relidar.core.atomic import atomic_path
 from relidar.core.config import StrictModel
+from relidar.core.errors import RelidarError
 from relidar.core.frame import Frame
 from relidar.training.pairs import assign_cameras, build_pairs, superpixel_ids
 from relidar.training.teachers.base import Teacher, TeacherError
@@ -44,7 +45,7 @@ _CHECKSUM_KEY = "__sha256__"
 _META_KEY = "__meta__"
 
 
-class CacheError(RuntimeError):
+class CacheError(RelidarError, RuntimeError):
     """A cache folder or file is missing, partial, corrupt or from another teacher; names the file and the fix."""
 
 
@@ -92,15 +93,6 @@ class CachedFrame:
 def frame_file_name(index: int) -> str:
     # By dataset index, not frame id: ids can hold slashes and any characters.
     return f"{FRAMES_DIR}/{index:06d}.npz"
-
-
-def _checksum(arrays: dict[str, np.ndarray]) -> str:
-    h = hashlib.sha256()
-    for name in sorted(arrays):
-        a = np.ascontiguousarray(arrays[name])
-        h.update(f"{name}|{a.dtype.str}|{a.shape}|".encode())
-        h.update(a.tobytes())
-    return h.hexdigest()
 
 
 def compute_cached_frame(
@@ -159,7 +151,7 @@ def write_cached_frame(path: Path, cached: CachedFrame, teacher_name: str) -> in
         "camera_names": list(cached.camera_names),
     }
     arrays[_META_KEY] = np.array(json.dumps(meta))
-    arrays[_CHECKSUM_KEY] = np.array(_checksum(arrays))
+    arrays[_CHECKSUM_KEY] = np.array(artifact.sha256_arrays(arrays))
     with atomic_path(path) as tmp:
         # A file object, not a name: np.savez would append ".npz" to the temp name.
         with open(tmp, "wb") as fh:
@@ -174,13 +166,15 @@ def read_cached_frame(path: Path) -> tuple[CachedFrame, dict[str, Any]]:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {name: npz[name] for name in npz.files}
     except FileNotFoundError as exc:
-        raise CacheError(f"{path}: cache frame file not found; run `relidar prepare` to compute it") from exc
+        raise CacheError("cache frame file not found", path=path, hint="run `relidar prepare` to compute it") from exc
     except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as exc:
-        raise CacheError(f"{path}: partial or corrupt cache file ({type(exc).__name__}: {exc}); {fix}") from exc
+        raise CacheError(f"partial or corrupt cache file ({type(exc).__name__}: {exc})", path=path, hint=fix) from exc
     stored = arrays.pop(_CHECKSUM_KEY, None)
-    if stored is None or str(stored) != _checksum(arrays):
-        raise CacheError(f"{path}: checksum does not verify (partial or altered file); {fix}")
+    if stored is None or str(stored) != artifact.sha256_arrays(arrays):
+        raise CacheError("checksum does not verify (partial or altered file)", path=path, hint=fix)
     meta = json.loads(str(arrays.pop(_META_KEY)))
+    artifact.check_format_version(meta.get("format_version"), CACHE_FORMAT_VERSION, path=path, error=CacheError,
+                                  what="cache frame", hint=fix)
     cached = CachedFrame(
         frame_id=meta["frame_id"],
         points=arrays["points"],
@@ -196,15 +190,10 @@ def read_cached_frame(path: Path) -> tuple[CachedFrame, dict[str, Any]]:
 
 
 def load_manifest(cache_dir: Path) -> CacheManifest:
-    path = Path(cache_dir) / MANIFEST_NAME
-    try:
-        return CacheManifest.model_validate_json(path.read_text())
-    except FileNotFoundError as exc:
-        raise CacheError(f"{path}: no cache manifest; is {cache_dir} a folder written by `relidar prepare`?") from exc
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        loc = ".".join(str(p) for p in first["loc"]) or "(top level)"
-        raise CacheError(f"{path}: field {loc!r}: {first['msg']}; the manifest is damaged or from another relidar version") from exc
+    return artifact.read_manifest(
+        Path(cache_dir) / MANIFEST_NAME, CacheManifest, CacheError, version=CACHE_FORMAT_VERSION,
+        what="feature cache manifest", missing_hint=f"is {cache_dir} a folder written by `relidar prepare`?",
+        hint="the manifest is damaged or from another relidar version: prepare the cache again into a new folder")
 
 
 def _write_or_check_manifest(cache_dir: Path, manifest: CacheManifest) -> CacheManifest:
@@ -215,17 +204,15 @@ def _write_or_check_manifest(cache_dir: Path, manifest: CacheManifest) -> CacheM
         old = load_manifest(cache_dir)
         for key in ("format_version", "teacher", "feature_dim", "feature_dtype", "dataset_format", "settings"):
             if getattr(old, key) != getattr(manifest, key):
-                raise CacheError(
-                    f"{path}: field {key!r} is {getattr(old, key)!r} but this run has {getattr(manifest, key)!r}; "
-                    "write to another --out folder (or delete this cache)"
-                )
+                raise CacheError(f"is {getattr(old, key)!r} but this run has {getattr(manifest, key)!r}", path=path,
+                                 field=key, hint="write to another --out folder (or delete this cache)")
         n = min(len(old.frame_ids), len(manifest.frame_ids))
         if old.frame_ids[:n] != manifest.frame_ids[:n]:
-            raise CacheError(f"{path}: field 'frame_ids' lists other frames than dataset {manifest.dataset_path}; write to another "
-                             f"--out folder")
+            raise CacheError(f"lists other frames than dataset {manifest.dataset_path}", path=path, field="frame_ids",
+                             hint="write to another --out folder")
         if len(old.frame_ids) >= len(manifest.frame_ids):
             return old
-    atomic_write_bytes(path, (manifest.model_dump_json(indent=2) + "\n").encode())
+    artifact.write_json(path, manifest)
     return manifest
 
 
@@ -331,7 +318,7 @@ def prepare_cache(
             on_frame(k + 1, len(mine), status)
     report.seconds = time.perf_counter() - start
     report.phase_seconds = phases
-    atomic_write_bytes(out / REPORTS_DIR / f"rank-{rank}.json", (json.dumps(report.to_json(), indent=2) + "\n").encode())
+    artifact.write_json(out / REPORTS_DIR / f"rank-{rank}.json", report.to_json())
     return report
 
 
@@ -437,12 +424,12 @@ class CacheReader:
         path = self._files[index]
         cached, meta = read_cached_frame(path)
         if meta["teacher"] != self.manifest.teacher or cached.frame_id != self._frame_ids[index]:
-            raise CacheError(
-                f"{path}: holds frame {cached.frame_id!r} by teacher {meta['teacher']!r}, but {MANIFEST_NAME} expects "
-                f"{self._frame_ids[index]!r} by {self.manifest.teacher!r}; re-run `relidar prepare` into this folder"
-            )
+            raise CacheError(f"holds frame {cached.frame_id!r} by teacher {meta['teacher']!r}, but {MANIFEST_NAME} "
+                             f"expects {self._frame_ids[index]!r} by {self.manifest.teacher!r}", path=path,
+                             hint="re-run `relidar prepare` into this folder")
         if cached.pair_features.shape[1] != self.manifest.feature_dim:
-            raise CacheError(f"{path}: pair_features are {cached.pair_features.shape[1]}-d; manifest says {self.manifest.feature_dim}")
+            raise CacheError(f"{cached.pair_features.shape[1]}-d, the manifest says {self.manifest.feature_dim}", path=path,
+                             field="pair_features", hint="re-run `relidar prepare` into this folder")
         return cached
 
     def failures(self) -> list[dict[str, str]]:

@@ -17,7 +17,7 @@ makes a data-parallel run over shards of the global batch the same objective as 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -25,12 +25,13 @@ from pydantic import Field, model_validator
 from torch import Tensor
 
 from relidar.core.config import StrictModel
+from relidar.core.errors import RelidarError
 
 LossName = Literal["contrastive", "similarity", "relational"]
 LOSS_NAMES: tuple[str, ...] = ("contrastive", "similarity", "relational")
 
 
-class LossError(ValueError):
+class LossError(RelidarError, ValueError):
     """Inputs a loss cannot take; the message names the argument."""
 
 
@@ -170,7 +171,3 @@ def batch_loss(config: LossConfig, k: Tensor, q: Tensor, pair_scan: Tensor, num_
         zero = k.sum() * 0.0
         return {name: zero for name in (*config.terms(), "total")}
     return {name: torch.stack([d[name] for d in per_scan]).mean() for name in per_scan[0]}
-
-
-def loss_names(config: LossConfig) -> Sequence[str]:
-    return (*config.terms(), "total")

@@ -11,15 +11,19 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 import yaml
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, field_validator
 
-from relidar.core.config import StrictModel
+from relidar.core.config import StrictModel, validate
+from relidar.core.errors import RelidarError
+from relidar.core.text.simulated import SimulatedTextEncoder
+from relidar.core.text.spec import SimulatedTextSpec, TextEncoderSpec
 from relidar.core.vocabulary import (
     DEFAULT_TEMPLATES,
     NUSCENES_CLASSES,
     SEMANTIC_KITTI_CLASSES,
     ClassSpec,
     Vocabulary,
+    check_class_names,
     embed_classes,
 )
 from relidar.training.teachers.base import TextEncoder
@@ -29,25 +33,34 @@ def build_vocabulary(
     class_specs: Sequence[ClassSpec],
     templates: Sequence[str],
     encoder: TextEncoder,
-    encoder_name: str = "",
+    encoder_spec: TextEncoderSpec,
 ) -> Vocabulary:
     """Average each class's prompt embeddings (synonyms x templates), normalise, and bundle with names
-    and colours (``relidar.core.vocabulary.DEFAULT_TEMPLATES`` is a good ``templates``). ``encoder_name`` records
-    which text tower made the embeddings (a Teacher's ``name``)."""
+    and colours (``relidar.core.vocabulary.DEFAULT_TEMPLATES`` is a good ``templates``). ``encoder_spec``
+    records which text tower made the embeddings (a Teacher's ``text_spec``)."""
     synonyms = [spec.synonyms or (spec.name,) for spec in class_specs]
     embeddings = embed_classes(synonyms, templates, encoder.encode_text)
     if embeddings.shape[1] != encoder.feature_dim:
-        raise ValueError(
-            f"build_vocabulary: encoder returned {embeddings.shape[1]}-d embeddings but declares feature_dim={encoder.feature_dim}"
-        )
+        raise ClassListError(f"the text encoder returned {embeddings.shape[1]}-d embeddings but declares "
+                             f"feature_dim={encoder.feature_dim}", field="encoder")
     return Vocabulary(
         class_names=tuple(spec.name for spec in class_specs),
         synonyms=tuple(tuple(s) for s in synonyms),
         colors=np.asarray([spec.color for spec in class_specs], dtype=np.uint8).reshape(-1, 3),
         embeddings=embeddings,
         templates=tuple(templates),
-        encoder=encoder_name,
+        encoder=encoder_spec,
     )
+
+
+def simulated_text_encoder(spec: SimulatedTextSpec) -> SimulatedTextEncoder:
+    """The synthetic world's simulated text encoder that ``spec`` describes (what a bundle ships for it):
+    the world's concepts, embedded with the spec's dimension, seed, group weight and text jitter."""
+    from relidar.core.text.simulated import ConceptText
+    from relidar.training.synthetic.teacher import CONCEPTS
+
+    return SimulatedTextEncoder.from_concepts([ConceptText(c.name, c.group, tuple(c.words)) for c in CONCEPTS],
+                                              spec.feature_dim, spec.seed, spec.group_weight, spec.text_jitter)
 
 
 # --- what `relidar vocabulary` needs besides the CLI: class lists, template files, teachers, confusions ---
@@ -56,7 +69,7 @@ CLASS_LIST_NAMES: tuple[str, ...] = ("nuscenes", "semantickitti", "synthetic")
 TEACHER_KINDS: tuple[str, ...] = ("maskclip", "synthetic")
 
 
-class ClassListError(ValueError):
+class ClassListError(RelidarError, ValueError):
     """A class list or template file that cannot be used; the message names the file, the field and the fix."""
 
 
@@ -82,16 +95,16 @@ class ClassEntry(StrictModel):
         return rgb
 
 
+CLASS_LIST_HINT = "write one '- name: car' per class, with optional 'synonyms: [car, automobile]' and 'color: [0, 0, 255]'"
+
+
 class ClassListFile(StrictModel):
     classes: list[ClassEntry] = Field(..., min_length=1)
 
     @field_validator("classes")
     @classmethod
     def _unique_names(cls, entries: list[ClassEntry]) -> list[ClassEntry]:
-        names = [e.name for e in entries]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"class names must be unique; repeated: {dupes}")
+        check_class_names([e.name for e in entries])  # a VocabularyError is a ValueError: pydantic reports it
         return entries
 
 
@@ -99,28 +112,18 @@ def load_class_list_file(path: str | Path) -> tuple[ClassSpec, ...]:
     """Classes from a YAML list of ``{name, synonyms, color}`` mappings (also accepted under a ``classes:`` key)."""
     path = Path(path)
     if not path.is_file():
-        raise ClassListError(f"{path}: class list file not found")
+        raise ClassListError("class list file not found", path=path, hint="check --classes")
     try:
         loaded = yaml.safe_load(path.read_text())
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise ClassListError(f"{path}: not valid YAML ({exc})") from exc
+        raise ClassListError(f"not valid YAML ({exc})", path=path) from exc
     if isinstance(loaded, dict) and set(loaded) == {"classes"}:
         loaded = loaded["classes"]
     if not isinstance(loaded, list):
-        raise ClassListError(
-            f"{path}: the top level must be a list of classes like '- name: car\\n  synonyms: [car, automobile]\\n"
-            f"  color: [0, 0, 255]', got {type(loaded).__name__}")
-    try:
-        parsed = ClassListFile.model_validate({"classes": loaded})
-    except ValidationError as exc:
-        lines = []
-        for err in exc.errors():
-            loc = err["loc"][1:]  # drop the wrapper's "classes"
-            where = "".join(f"[{x}]" if isinstance(x, int) else f".{x}" for x in loc).lstrip(".") or "(top level)"
-            if loc and isinstance(loc[0], int) and loc[0] < len(loaded) and isinstance(loaded[loc[0]], dict):
-                where += f" (class {loaded[loc[0]].get('name', '?')!r})"
-            lines.append(f"  {where}: {err['msg']}")
-        raise ClassListError(f"{path}: invalid class list:\n" + "\n".join(lines)) from exc
+        raise ClassListError(f"the top level must be a list of classes, got {type(loaded).__name__}", path=path,
+                             hint=CLASS_LIST_HINT)
+    parsed = validate(ClassListFile, {"classes": loaded}, error=ClassListError, path=path, what="class list",
+                      hint=CLASS_LIST_HINT)
     return tuple(ClassSpec(e.name, tuple(e.synonyms) or (e.name,), tuple(e.color)) for e in parsed.classes)
 
 
@@ -142,7 +145,8 @@ def resolve_class_list(spec: str | Path) -> tuple[ClassSpec, ...]:
         return synthetic_class_specs()
     path = Path(key)
     if path.suffix.lower() not in (".yaml", ".yml") and not path.exists():
-        raise ClassListError(f"classes {key!r}: not one of {list(CLASS_LIST_NAMES)} nor a class-list .yaml file")
+        raise ClassListError(f"{key!r} is not one of {list(CLASS_LIST_NAMES)} nor a class-list .yaml file",
+                             field="classes")
     return load_class_list_file(path)
 
 
@@ -152,20 +156,20 @@ def load_templates_file(path: str | Path) -> tuple[str, ...]:
     try:
         text = path.read_text()
     except FileNotFoundError as exc:
-        raise ClassListError(f"{path}: templates file not found") from exc
+        raise ClassListError("templates file not found", path=path, hint="check --templates") from exc
     except UnicodeDecodeError as exc:
-        raise ClassListError(f"{path}: templates file is not UTF-8 text ({exc})") from exc
+        raise ClassListError(f"templates file is not UTF-8 text ({exc})", path=path) from exc
     templates = []
     for number, line in enumerate(text.splitlines(), start=1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue
         if line.count("{}") != 1:
-            raise ClassListError(f"{path} line {number}: template {line!r} must contain exactly one '{{}}' "
-                                 "where the class word goes")
+            raise ClassListError(f"template {line!r} must contain exactly one '{{}}' where the class word goes",
+                                 path=path, field=f"line {number}")
         templates.append(line)
     if not templates:
-        raise ClassListError(f"{path}: no templates (one a line, each with one '{{}}')")
+        raise ClassListError("no templates", path=path, hint="write one template a line, each with one '{}'")
     return tuple(templates)
 
 
@@ -183,20 +187,18 @@ def build_text_teacher(kind: str, model: str = "ViT-B-16", pretrained: str | Non
                        device: str = "auto", synthetic_options: Mapping[str, Any] | None = None):
     """The teacher whose text tower embeds the vocabulary: MaskCLIP over open_clip (``pretrained`` 'none'
     gives random weights) or the synthetic world's simulated teacher (``synthetic_options`` are
-    ``SimulatedTeacherConfig`` fields). Its ``name`` goes into the vocabulary's ``encoder`` field."""
+    ``SimulatedTeacherConfig`` fields). Its ``text_spec`` goes into the vocabulary's ``encoder`` field."""
     if kind == "synthetic":
         from relidar.training.synthetic.teacher import SimulatedTeacher, SimulatedTeacherConfig
 
-        try:
-            config = SimulatedTeacherConfig.model_validate(dict(synthetic_options or {}))
-        except ValidationError as exc:
-            fields = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-            raise ClassListError(f"synthetic teacher options: {fields}") from exc
+        config = validate(SimulatedTeacherConfig, dict(synthetic_options or {}), error=ClassListError,
+                          what="synthetic teacher options", hint="see SimulatedTeacherConfig's fields")
         return SimulatedTeacher(config)
     if kind != "maskclip":
-        raise ClassListError(f"teacher {kind!r}: must be one of {list(TEACHER_KINDS)}")
+        raise ClassListError(f"{kind!r} must be one of {list(TEACHER_KINDS)}", field="teacher")
     if synthetic_options:
-        raise ClassListError("synthetic teacher options were given for the maskclip teacher; drop them")
+        raise ClassListError("synthetic teacher options were given for the maskclip teacher",
+                             field="synthetic_option", hint="drop them")
     import torch
 
     from relidar.training.teachers.maskclip import MaskCLIPTeacher

@@ -6,17 +6,21 @@ from typing import Mapping, Protocol
 
 import numpy as np
 
+from relidar.core.errors import RelidarError
 
-class BackendError(RuntimeError):
+
+class BackendError(RelidarError, RuntimeError):
     """A backend that cannot be built or run here; the message says what is missing and the fix."""
 
 
 class Backend(Protocol):
     """Runs the student graph (its contract: relidar.core.graph) on a named numpy feed.
 
-    ``run`` returns ``labels`` [N] int32, ``scores`` [N] float32 and ``voxel_features`` [V, Cb] float32.
+    ``run`` returns ``labels`` [N] int32, ``scores`` [N] float32 and ``voxel_features`` [V, Cb] float32;
+    ``formulation`` ("pairs" or "table") says which kernel maps the feed must carry.
     """
 
     name: str
+    formulation: str
 
     def run(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]: ...

@@ -1,8 +1,10 @@
-"""Run-time text encoders (numpy + onnxruntime, no PyTorch) behind one interface.
+"""Text encoders (numpy + onnxruntime at run time, no PyTorch) behind the one interface they share.
 
-Every encoder has ``feature_dim`` and ``encode_text(prompts) -> [P, D] float32 unit rows`` (the same
-contract as ``relidar.training.teachers.base.TextEncoder``), so vocabularies are built the same way
-offline and in the node (``relidar.core.vocabulary.embed_classes``).
+Every encoder -- CLIP through ONNX Runtime, the simulated one, and the teachers' own text towers
+(``relidar.training.teachers.base.Teacher`` extends this protocol) -- has ``feature_dim`` and
+``encode_text(prompts) -> [P, D] float32 unit rows``, so vocabularies are built the same way offline
+and in the node (``relidar.core.vocabulary.embed_classes``). Which encoder made a vocabulary is
+recorded as a typed spec (``relidar.core.text.spec``).
 """
 
 from __future__ import annotations
@@ -13,11 +15,12 @@ import numpy as np
 
 
 @runtime_checkable
-class RuntimeTextEncoder(Protocol):
+class TextEncoder(Protocol):
+    """Maps prompts into a vision-language model's joint image-text space."""
+
     @property
     def feature_dim(self) -> int: ...
 
-    def encode_text(self, prompts: Sequence[str]) -> np.ndarray: ...
-
-
-TEXT_ENCODER_KINDS = ("clip", "simulated")
+    def encode_text(self, prompts: Sequence[str]) -> np.ndarray:
+        """[P, D] float32, rows L2-normalised."""
+        ...

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,10 +19,16 @@ from typing import Sequence
 
 import numpy as np
 
-SIMULATED_FORMAT_VERSION = 1
+from relidar.core.artifact import read_manifest, sha256_bytes, write_json
+from relidar.core.atomic import atomic_write_bytes
+from relidar.core.config import StrictModel
+from relidar.core.errors import RelidarError
+from relidar.core.text.spec import SimulatedTextSpec
+
+SIMULATED_FORMAT_VERSION = 2
 
 
-class SimulatedEncoderError(ValueError):
+class SimulatedEncoderError(RelidarError, ValueError):
     """A simulated text encoder's files or parameters are invalid; the message names the file/field."""
 
 
@@ -57,22 +62,42 @@ def concept_embeddings(concepts: Sequence[ConceptText], feature_dim: int, key: s
                                for c in concepts]))
 
 
+class _TableConcept(StrictModel):
+    name: str
+    words: tuple[str, ...]
+
+
+class _Table(StrictModel):
+    """``<name>.json`` of a saved simulated encoder; the concept embeddings are ``<name>.npy`` beside it."""
+
+    format_version: int
+    spec: SimulatedTextSpec
+    embeddings_file: str
+    embeddings_sha256: str
+    concepts: tuple[_TableConcept, ...]
+
+
 class SimulatedTextEncoder:
-    """Implements the runtime text-encoder interface (``feature_dim``, ``encode_text``)."""
+    """Implements the text-encoder interface (``feature_dim``, ``encode_text``); ``spec`` says which one it is."""
 
     kind = "simulated"
 
     def __init__(self, names: Sequence[str], words: Sequence[Sequence[str]], embeddings: np.ndarray,
-                 key: str, text_jitter: float) -> None:
+                 spec: SimulatedTextSpec) -> None:
         emb = np.asarray(embeddings, dtype=np.float32)
         if emb.ndim != 2 or emb.shape[0] != len(names) or len(words) != len(names):
             raise SimulatedEncoderError(
-                f"embeddings {emb.shape} must be [K, D] with K = {len(names)} concept names and word lists")
+                f"embeddings {emb.shape} must be [K, D] with K = {len(names)} concept names and word lists",
+                field="embeddings")
+        if emb.shape[1] != spec.feature_dim:
+            raise SimulatedEncoderError(f"embeddings are {emb.shape[1]}-d but the spec says {spec.feature_dim}",
+                                        field="spec.feature_dim")
         self.names = tuple(names)
         self.words = tuple(tuple(w) for w in words)
         self.embeddings = emb
-        self.key = key
-        self.text_jitter = float(text_jitter)
+        self.spec = spec
+        self.key = f"synthetic-vlm/{spec.seed}"
+        self.text_jitter = float(spec.text_jitter)
         # Longest words first, so "person riding a bicycle" wins over "person"; ties alphabetically.
         pairs = {(w, k) for k, ws in enumerate(self.words) for w in ws}
         self._lookup = sorted(pairs, key=lambda wk: (-len(wk[0]), wk[0], wk[1]))
@@ -81,10 +106,10 @@ class SimulatedTextEncoder:
     def from_concepts(cls, concepts: Sequence[ConceptText], feature_dim: int, seed: int, group_weight: float,
                       text_jitter: float) -> "SimulatedTextEncoder":
         """The encoder of the simulated teacher with this seed (key ``synthetic-vlm/<seed>``)."""
+        spec = SimulatedTextSpec(feature_dim=feature_dim, seed=seed, group_weight=group_weight, text_jitter=text_jitter)
         key = f"synthetic-vlm/{seed}"
         words = [(c.name.replace("-", " "),) + tuple(c.words) for c in concepts]
-        return cls([c.name for c in concepts], words, concept_embeddings(concepts, feature_dim, key, group_weight),
-                   key, text_jitter)
+        return cls([c.name for c in concepts], words, concept_embeddings(concepts, feature_dim, key, group_weight), spec)
 
     @property
     def feature_dim(self) -> int:
@@ -113,31 +138,31 @@ class SimulatedTextEncoder:
 
     # -- on disk: <name>.json (table) + <name>.npy (concept embeddings) ---------------------------
     def save(self, json_path: str | Path) -> list[Path]:
-        """Write the table and the embeddings beside it; returns both paths."""
+        """Write the table and the embeddings beside it, each atomically; returns both paths."""
         json_path = Path(json_path)
         npy_path = json_path.with_suffix(".npy")
         buf = io.BytesIO()
         np.save(buf, self.embeddings, allow_pickle=False)
-        npy_path.write_bytes(buf.getvalue())
-        meta = {"format_version": SIMULATED_FORMAT_VERSION, "kind": self.kind, "key": self.key,
-                "text_jitter": self.text_jitter, "embeddings_file": npy_path.name,
-                "concepts": [{"name": n, "words": list(w)} for n, w in zip(self.names, self.words)]}
-        json_path.write_text(json.dumps(meta, indent=2) + "\n")
+        atomic_write_bytes(npy_path, buf.getvalue())
+        write_json(json_path, _Table(format_version=SIMULATED_FORMAT_VERSION, spec=self.spec,
+                                     embeddings_file=npy_path.name, embeddings_sha256=sha256_bytes(buf.getvalue()),
+                                     concepts=tuple(_TableConcept(name=n, words=w) for n, w in zip(self.names, self.words))))
         return [json_path, npy_path]
 
     @classmethod
     def load(cls, json_path: str | Path) -> "SimulatedTextEncoder":
         json_path = Path(json_path)
+        fix = "re-export the bundle (relidar export bundle)"
+        table = read_manifest(json_path, _Table, SimulatedEncoderError, version=SIMULATED_FORMAT_VERSION,
+                              what="simulated text encoder table", missing_hint=fix, hint=fix)
+        npy_path = json_path.with_name(table.embeddings_file)
         try:
-            meta = json.loads(json_path.read_text())
-            if meta.get("format_version") != SIMULATED_FORMAT_VERSION:
-                raise SimulatedEncoderError(f"{json_path}: field 'format_version' is {meta.get('format_version')!r}, "
-                                            f"this relidar reads {SIMULATED_FORMAT_VERSION}")
-            npy_path = json_path.with_name(meta["embeddings_file"])
-            emb = np.load(npy_path, allow_pickle=False)
-            return cls([c["name"] for c in meta["concepts"]], [c["words"] for c in meta["concepts"]], emb,
-                       str(meta["key"]), float(meta["text_jitter"]))
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            if isinstance(exc, SimulatedEncoderError):
-                raise
-            raise SimulatedEncoderError(f"{json_path}: not a simulated text encoder table ({exc})") from exc
+            data = npy_path.read_bytes()
+        except FileNotFoundError as exc:
+            raise SimulatedEncoderError(f"embeddings file named by {json_path.name} not found", path=npy_path,
+                                        hint=fix) from exc
+        if sha256_bytes(data) != table.embeddings_sha256:
+            raise SimulatedEncoderError(f"contents differ from field 'embeddings_sha256' of {json_path.name}",
+                                        path=npy_path, hint=fix)
+        emb = np.load(io.BytesIO(data), allow_pickle=False)
+        return cls([c.name for c in table.concepts], [c.words for c in table.concepts], emb, table.spec)

@@ -23,6 +23,8 @@ from typing import Sequence
 
 import numpy as np
 
+from relidar.core.errors import RelidarError
+
 SOT = "<start_of_text>"
 EOT = "<end_of_text>"
 DEFAULT_CONTEXT_LENGTH = 77
@@ -31,7 +33,7 @@ CONTRACTIONS = ("'s", "'t", "'re", "'ve", "'m", "'ll", "'d")
 BPE_FILE_NAME = "bpe_simple_vocab_16e6.txt.gz"
 
 
-class TokenizerError(ValueError):
+class TokenizerError(RelidarError, ValueError):
     """A BPE vocabulary file that cannot be read; the message names the file."""
 
 
@@ -114,12 +116,12 @@ class ClipTokenizer:
         try:
             lines = gzip.decompress(path.read_bytes()).decode("utf-8").split("\n")
         except FileNotFoundError as exc:
-            raise TokenizerError(f"{path}: BPE vocabulary file not found") from exc
+            raise TokenizerError("BPE vocabulary file not found", path=path) from exc
         except (OSError, EOFError, UnicodeDecodeError) as exc:
-            raise TokenizerError(f"{path}: not a gzipped UTF-8 BPE merges file ({exc})") from exc
+            raise TokenizerError(f"not a gzipped UTF-8 BPE merges file ({exc})", path=path) from exc
         merges = [tuple(line.split()) for line in lines[1 : NUM_MERGES + 1]]
         if len(merges) != NUM_MERGES or any(len(m) != 2 for m in merges):
-            raise TokenizerError(f"{path}: expected {NUM_MERGES} merge lines of two symbols after the header")
+            raise TokenizerError(f"expected {NUM_MERGES} merge lines of two symbols after the header", path=path)
         chars = list(byte_to_char().values())
         vocab = chars + [c + "</w>" for c in chars] + ["".join(m) for m in merges] + [SOT, EOT]
         self.encoder = {tok: i for i, tok in enumerate(vocab)}

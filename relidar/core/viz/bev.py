@@ -13,9 +13,10 @@ from typing import Sequence
 import numpy as np
 
 from relidar.core.atomic import atomic_path
+from relidar.core.errors import RelidarError
 
 
-class BevError(ValueError):
+class BevError(RelidarError, ValueError):
     """Inputs that cannot form a bird's-eye view; the message names the argument."""
 
 

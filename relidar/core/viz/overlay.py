@@ -14,10 +14,11 @@ from typing import Sequence
 import numpy as np
 
 from relidar.core.atomic import atomic_write_bytes
+from relidar.core.errors import RelidarError
 from relidar.core.frame import Camera, Frame
 
 
-class OverlayError(ValueError):
+class OverlayError(RelidarError, ValueError):
     """An overlay that cannot be drawn (unknown camera, labels asked of unlabelled data...)."""
 
 

@@ -13,11 +13,16 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
+from relidar.core.errors import RelidarError
 from relidar.core.frame import Frame
 
 
-class DatasetError(ValueError):
+class DatasetError(RelidarError, ValueError):
     """A dataset path or option that cannot be read; the message names the path, what is missing and the fix."""
+
+
+class FrameIndexError(DatasetError, IndexError):
+    """A frame index outside the dataset (an IndexError too, for code that indexes readers like sequences)."""
 
 
 class Reader(ABC):
@@ -54,7 +59,8 @@ class Reader(ABC):
             raise TypeError(f"{type(self).__name__} indices must be int, got {type(index).__name__}")
         i = index + n if index < 0 else index
         if not 0 <= i < n:
-            raise IndexError(f"frame {index} out of range: {self.root} has {n} frames")
+            raise FrameIndexError(f"frame {index} out of range: the dataset has {n} frames", path=self.root,
+                                  field="frame", hint=f"pick a frame in {-n}..{n - 1}" if n else None)
         return self._load(i)
 
     def __iter__(self) -> Iterator[Frame]:
@@ -71,13 +77,7 @@ class Reader(ABC):
 
 def require_dir(path: Path, expected: str) -> Path:
     if not path.is_dir():
-        raise DatasetError(f"no {path.name}/ folder in {path.parent}; expected {expected}")
-    return path
-
-
-def require_file(path: Path, expected: str) -> Path:
-    if not path.is_file():
-        raise DatasetError(f"no {path.name} in {path.parent}; expected {expected}")
+        raise DatasetError(f"no {path.name}/ folder in {path.parent}", path=path, hint=f"expected {expected}")
     return path
 
 
@@ -93,11 +93,11 @@ def detect_format(path: str | Path) -> str:
     """The reader name for ``path`` (``nuscenes``, ``semantickitti``, ``kitti_object``, ``rosbag``)."""
     p = Path(path)
     if not p.exists():
-        raise DatasetError(f"{p} does not exist; expected {FORMATS_HELP}")
+        raise DatasetError("does not exist", path=p, hint=f"expected {FORMATS_HELP}")
     if p.is_file():
         if p.suffix.lower() in (".mcap", ".db3"):
             return "rosbag"
-        raise DatasetError(f"{p} is a file of unknown kind {p.suffix!r}; expected {FORMATS_HELP}")
+        raise DatasetError(f"a file of unknown kind {p.suffix!r}", path=p, hint=f"expected {FORMATS_HELP}")
     if (p / "metadata.yaml").is_file():
         return "rosbag"
     if any(c.is_dir() and c.name.startswith("v1.0-") for c in p.iterdir()):
@@ -109,9 +109,8 @@ def detect_format(path: str | Path) -> str:
     if (p / "velodyne").is_dir() or (p / "velodyne.bin").is_file():
         return "kitti_object"
     found = sorted(c.name + ("/" if c.is_dir() else "") for c in p.iterdir())[:12]
-    raise DatasetError(
-        f"{p} is not a dataset relidar can read (it holds: {', '.join(found) or 'nothing'}); expected {FORMATS_HELP}"
-    )
+    raise DatasetError(f"not a dataset relidar can read (it holds: {', '.join(found) or 'nothing'})", path=p,
+                       hint=f"expected {FORMATS_HELP}")
 
 
 # Format name -> (module, class); imported on use so that opening one format never imports another's library.
@@ -127,7 +126,7 @@ FORMATS: tuple[str, ...] = tuple(READERS)
 def reader_class(fmt: str) -> type[Reader]:
     """The reader class of a format name."""
     if fmt not in READERS:
-        raise DatasetError(f"unknown dataset format {fmt!r}; choose one of {', '.join(FORMATS)}")
+        raise DatasetError(f"unknown dataset format {fmt!r}", field="format", hint=f"choose one of {', '.join(FORMATS)}")
     module, cls = READERS[fmt]
     return getattr(importlib.import_module(module), cls)
 
@@ -145,10 +144,8 @@ def open_dataset(path: str | Path, fmt: str | None = None, **options: Any) -> Re
     accepted = [n for n, prm in params.items() if n not in ("self", "path") and prm.kind is prm.KEYWORD_ONLY]
     unknown = sorted(set(options) - set(accepted))
     if unknown:
-        raise DatasetError(
-            f"{fmt} reader has no option {', '.join(map(repr, unknown))}; its options are: "
-            f"{', '.join(accepted) or 'none'}"
-        )
+        raise DatasetError(f"{fmt} reader has no option {', '.join(map(repr, unknown))}", field=unknown[0],
+                           hint=f"its options are: {', '.join(accepted) or 'none'}")
     return cls(Path(path), **options)
 
 
@@ -159,7 +156,8 @@ def parse_options(items: Sequence[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for item in items:
         if "=" not in item:
-            raise DatasetError(f"reader option {item!r} must look like key=value (e.g. sequences=[\"08\"])")
+            raise DatasetError(f"reader option {item!r} must look like key=value", field=item,
+                               hint='e.g. sequences=["08"]')
         key, raw = item.split("=", 1)
         out[key.strip()] = yaml.safe_load(raw)
     return out

@@ -39,7 +39,7 @@ def read_kitti_calib(path: str | Path) -> dict[str, np.ndarray]:
     """All ``KEY: numbers`` rows of a KITTI calibration file, as flat float64 arrays."""
     p = Path(path)
     if not p.is_file():
-        raise DatasetError(f"{p}: KITTI calibration file not found")
+        raise DatasetError("KITTI calibration file not found", path=p)
     out: dict[str, np.ndarray] = {}
     for lineno, line in enumerate(p.read_text().splitlines(), 1):
         if not line.strip():

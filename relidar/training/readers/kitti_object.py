@@ -82,7 +82,7 @@ class _FramePaths:
 
 def read_rgb(path: Path) -> np.ndarray:
     if not path.is_file():
-        raise DatasetError(f"{path}: image not found")
+        raise DatasetError("image not found", path=path)
     with Image.open(path) as im:
         return np.asarray(im.convert("RGB"))
 

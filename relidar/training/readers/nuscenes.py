@@ -15,14 +15,12 @@ import numpy as np
 
 from relidar.core.frame import Camera, Frame
 from relidar.core.geometry import invert_transform, make_transform, quaternion_to_rotation
+from relidar.core.vocabulary import NUSCENES_CLASSES
 from relidar.training.readers.base import DatasetError, Reader
 from relidar.training.readers.kitti_object import read_rgb
 
-CLASS_NAMES: tuple[str, ...] = (
-    "barrier", "bicycle", "bus", "car", "construction_vehicle", "motorcycle", "pedestrian",
-    "traffic_cone", "trailer", "truck", "driveable_surface", "other_flat", "sidewalk", "terrain",
-    "manmade", "vegetation",
-)  # fmt: skip
+# The lidarseg benchmark's 16 evaluation classes, in its order: the one list in relidar.core.vocabulary.
+CLASS_NAMES: tuple[str, ...] = tuple(c.name for c in NUSCENES_CLASSES)
 
 # nuScenes-lidarseg general class name -> evaluation class; names not listed are ignored
 # (noise, animal, personal mobility, stroller, wheelchair, debris, pushable_pullable, bicycle_rack,
@@ -164,10 +162,10 @@ class NuScenesReader(Reader):
         lidar_sd = nusc.get("sample_data", sample["data"][LIDAR])
         lidar_path = self.root / lidar_sd["filename"]
         if not lidar_path.is_file():
-            raise DatasetError(f"{lidar_path}: lidar sweep of sample {token} not found")
+            raise DatasetError(f"lidar sweep of sample {token} not found", path=lidar_path)
         raw = np.fromfile(lidar_path, dtype=np.float32)
         if raw.size % 5:
-            raise DatasetError(f"{lidar_path}: {raw.size} floats is not a whole number of 5-column points (x,y,z,intensity,ring)")
+            raise DatasetError(f"{raw.size} floats is not a whole number of 5-column points (x,y,z,intensity,ring)", path=lidar_path)
         points = raw.reshape(-1, 5)[:, :4].copy()
         # nuScenes stores intensity as 0..255; relidar frames carry it in 0..1 like KITTI's reflectance.
         points[:, 3] /= 255.0

@@ -168,7 +168,7 @@ class RosbagReader(Reader):
         self.lidar_topic = self._choose_lidar(topics, lidar_topic or (rig.lidar_topic if rig else None))
         clouds = self._index(self.lidar_topic)
         if not clouds:
-            raise DatasetError(f"{self.root}: lidar topic {self.lidar_topic} has no messages")
+            raise DatasetError(f"lidar topic {self.lidar_topic} has no messages", path=self.root)
         self._clouds = clouds
         lidar_frame = self._decode(self.lidar_topic, clouds[0]).header.frame_id
 
@@ -214,7 +214,7 @@ class RosbagReader(Reader):
                 reader = AnyReader([self.root], default_typestore=get_typestore(Stores.ROS2_HUMBLE))
                 reader.open()
             except (AnyReaderError, FileNotFoundError, ValueError) as exc:
-                raise DatasetError(f"{self.root}: not a readable rosbag2 ({exc})") from exc
+                raise DatasetError(f"not a readable rosbag2 ({exc})", path=self.root) from exc
             self._bag_reader, self._bag_pid = reader, os.getpid()
         return self._bag_reader
 
@@ -240,13 +240,13 @@ class RosbagReader(Reader):
         for conn, _, raw in bag.messages(connections=self._connections(topic), start=m.log_ns, stop=m.log_ns + 1):
             if header_stamp_ns(raw, bag.is2) == m.stamp_ns:
                 return bag.deserialize(raw, conn.msgtype)
-        raise DatasetError(f"{self.root}: message of {topic} at {m.log_ns} ns vanished (was the bag modified?)")
+        raise DatasetError(f"message of {topic} at {m.log_ns} ns vanished (was the bag modified?)", path=self.root)
 
     def _first(self, topic: str) -> Any:
         bag = self._bag()
         for conn, _, raw in bag.messages(connections=self._connections(topic)):
             return bag.deserialize(raw, conn.msgtype)
-        raise DatasetError(f"{self.root}: topic {topic} has no messages")
+        raise DatasetError(f"topic {topic} has no messages", path=self.root)
 
     # --- indexing helpers ---
 
@@ -347,7 +347,7 @@ class RosbagReader(Reader):
         try:
             points = cloud_to_xyzi(msg).points
         except PointCloudError as exc:
-            raise DatasetError(f"{self.root}: cloud {index} of {self.lidar_topic}: {exc}") from exc
+            raise DatasetError(f"cloud {index} of {self.lidar_topic}: {exc}", path=self.root) from exc
         if self.intensity_scale != 1.0:
             points[:, 3] *= np.float32(self.intensity_scale)
         cams = []

@@ -14,15 +14,13 @@ import numpy as np
 from relidar.core.frame import Camera, Frame
 from relidar.core.geometry import invert_transform
 from relidar.core.scan_io import read_scan
+from relidar.core.vocabulary import SEMANTIC_KITTI_CLASSES
 from relidar.training.readers.base import DatasetError, Reader
 from relidar.training.readers.calibration import kitti_camera, kitti_rect_from_velo, read_kitti_calib
 from relidar.training.readers.kitti_object import read_rgb
 
-CLASS_NAMES: tuple[str, ...] = (
-    "car", "bicycle", "motorcycle", "truck", "other-vehicle", "person", "bicyclist", "motorcyclist",
-    "road", "parking", "sidewalk", "other-ground", "building", "fence", "vegetation", "trunk",
-    "terrain", "pole", "traffic-sign",
-)  # fmt: skip
+# The benchmark's 19 evaluation classes, in its order: the one list in relidar.core.vocabulary.
+CLASS_NAMES: tuple[str, ...] = tuple(c.name for c in SEMANTIC_KITTI_CLASSES)
 
 # Raw SemanticKITTI label id -> evaluation class name (moving-* ids fold into their static class).
 RAW_TO_CLASS: dict[int, str] = {
@@ -137,7 +135,7 @@ class SemanticKittiReader(Reader):
                 raise DatasetError(f"{label_path} missing for scan {scan.stem} of sequence {scan.sequence}")
             raw = np.fromfile(label_path, dtype=np.uint32)
             if raw.shape[0] != points.shape[0]:
-                raise DatasetError(f"{label_path}: {raw.shape[0]} labels for {points.shape[0]} points")
+                raise DatasetError(f"{raw.shape[0]} labels for {points.shape[0]} points", path=label_path)
             labels = self._lut[raw & 0xFFFF]
         cameras = []
         if self._with_images:

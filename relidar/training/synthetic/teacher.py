@@ -22,6 +22,7 @@ from relidar.core.config import StrictModel
 from relidar.core.text.simulated import ConceptText, SimulatedTextEncoder
 from relidar.core.text.simulated import normalise as _normalise
 from relidar.core.text.simulated import unit_from as _unit_from
+from relidar.core.text.spec import SimulatedTextSpec
 from relidar.core.vocabulary import embed_classes
 from relidar.training.synthetic.classes import CLASSES, SKY_ALBEDOS
 from relidar.training.synthetic.texture import LANE_MARKING_RGB, WINDOW_RGB
@@ -112,6 +113,10 @@ class SimulatedTeacher:
     @property
     def feature_dim(self) -> int:
         return self.config.feature_dim
+
+    @property
+    def text_spec(self) -> SimulatedTextSpec:
+        return self.text_encoder.spec
 
     @property
     def concept_names(self) -> tuple[str, ...]:

@@ -15,6 +15,7 @@ from typing import Literal
 import numpy as np
 
 from relidar.core.atomic import atomic_path
+from relidar.core.errors import RelidarError
 from relidar.core.pointcloud2 import build_cloud
 from relidar.training.synthetic.classes import to_kitti_ids
 from relidar.training.synthetic.world import SyntheticSample
@@ -27,7 +28,7 @@ BAG_START_NS = 1_700_000_000 * 10**9  # bags carry wall-clock stamps; start some
 CAMERA_DELAY_NS = 3_000_000  # camera k is exposed (k+1) * 3 ms after the lidar's stamp
 
 
-class WriterError(RuntimeError):
+class WriterError(RelidarError, RuntimeError):
     """A log could not be written; the message names the path."""
 
 

@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Protocol, Sequence, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from relidar.core.errors import RelidarError
+from relidar.core.text import TextEncoder
+from relidar.core.text.spec import TextEncoderSpec
 
-@runtime_checkable
-class TextEncoder(Protocol):
-    """Maps prompts into the teacher's joint image-text space."""
-
-    @property
-    def feature_dim(self) -> int: ...
-
-    def encode_text(self, prompts: Sequence[str]) -> np.ndarray:
-        """[P, D] float32, rows L2-normalised."""
-        ...
+__all__ = ["Teacher", "TeacherError", "TextEncoder"]
 
 
 @runtime_checkable
@@ -28,11 +22,16 @@ class Teacher(TextEncoder, Protocol):
         """Identifies model and weights; part of the feature cache's key."""
         ...
 
+    @property
+    def text_spec(self) -> TextEncoderSpec:
+        """Its text tower as a typed spec: what a vocabulary records and a bundle rebuilds."""
+        ...
+
     def encode_image(self, image: np.ndarray) -> np.ndarray:
         """Dense features of one HxWx3 uint8 RGB image: [h, w, D] float32 on the teacher's patch grid,
         rows L2-normalised. Grid cell (i, j) covers pixels v in [i*H/h, (i+1)*H/h), u likewise."""
         ...
 
 
-class TeacherError(RuntimeError):
+class TeacherError(RelidarError, RuntimeError):
     """A teacher cannot be built or cannot encode its input; the message names the model and the fix."""

@@ -17,6 +17,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from relidar.core.text.spec import RANDOM_WEIGHTS, ClipTextSpec, NamedTextSpec, TextEncoderSpec
 from relidar.training.teachers.base import TeacherError
 
 # open_clip's own constants; used when a model carries no preprocess config.
@@ -74,6 +75,10 @@ class MaskCLIPTeacher:
         self._image_size = int(image_size)
         self._batch_size = batch_size
         self._name = f"maskclip/{model_name}/{pretrained or 'random'}/{self._image_size}"
+        # A caller-built model cannot be rebuilt from its name: record it by name only.
+        self._text_spec: TextEncoderSpec = (
+            ClipTextSpec(model=model_name, pretrained=pretrained or RANDOM_WEIGHTS, feature_dim=self.feature_dim)
+            if built_here else NamedTextSpec(name=f"maskclip/{model_name}", feature_dim=self.feature_dim))
 
         visual = self._model.visual
         self._check_architecture(model_name, visual)
@@ -108,6 +113,10 @@ class MaskCLIPTeacher:
     @property
     def feature_dim(self) -> int:
         return int(self._model.visual.proj.shape[1])
+
+    @property
+    def text_spec(self) -> TextEncoderSpec:
+        return self._text_spec
 
     @property
     def image_size(self) -> int:

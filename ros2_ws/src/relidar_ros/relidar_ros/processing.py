@@ -24,8 +24,8 @@ set from the executor thread) never changes under a scan being labelled.
 Labelling is two halves, :meth:`ScanProcessor.prepare` (parse, gate, voxelize: the Segmenter's
 numpy/numba preprocessing) and :meth:`ScanProcessor.finish` (network, labels, output cloud), so
 that the node can prepare the next scan on one core while the network runs on the other: both
-halves release the GIL for their heavy parts. A prepared scan carries its vocabulary (the text
-embeddings are in its feed), so a vocabulary change between the halves cannot mix two.
+halves release the GIL for their heavy parts. A prepared scan carries its vocabulary (names,
+colours and text embeddings), so a vocabulary change between the halves cannot mix two.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ import numpy as np
 from relidar.core.bundle import BundleError
 from relidar.core.errors import RelidarError
 from relidar.core.pointcloud2 import cloud_to_xyzi, CloudData, PointCloud2Like, PointCloudError
+from relidar.core.preprocess import StudentInputs
 from relidar.core.segmenter import Segmenter
 from relidar_ros.labelling import final_labels, labelled_cloud, LabelPolicy, range_mask
 from relidar_ros.parameters import ParameterError
@@ -84,7 +85,8 @@ class PreparedScan:
 
     points: np.ndarray                  # [N, 4] float32 finite points, intensity as received
     selected: np.ndarray                # [N] bool, inside [min_range, max_range]
-    feed: dict[str, np.ndarray] | None  # the network's feed for the selected points; None if none
+    inputs: StudentInputs | None        # voxels + kernel maps of the selected points, or None
+    embeddings: np.ndarray              # [C, D] the class embeddings it is labelled with
     class_names: tuple[str, ...]
     palette: np.ndarray                 # [C, 3] uint8
     policy: LabelPolicy
@@ -151,26 +153,27 @@ class ScanProcessor:
             raise ScanRejected('no point of the cloud has finite x, y, z')
         selected = range_mask(points, settings.policy)
         t_parsed = time.perf_counter()
-        feed = None
+        inputs = None
         with self._lock:
             vocabulary = self._segmenter.vocabulary
             names = tuple(str(c) for c in vocabulary.class_names)
             palette = np.asarray(vocabulary.colors, dtype=np.uint8).reshape(-1, 3)
-            if selected.any():
-                net_points = points[selected]  # a copy: the published intensity stays as received
-                if settings.intensity_scale != 1.0:
-                    net_points[:, 3] *= np.float32(settings.intensity_scale)
-                feed = self._segmenter.preprocess(net_points)
+            embeddings = vocabulary.embeddings
+        if selected.any():
+            net_points = points[selected]  # a copy: the published intensity stays as received
+            if settings.intensity_scale != 1.0:
+                net_points[:, 3] *= np.float32(settings.intensity_scale)
+            inputs = self._segmenter.preprocess(net_points)
         t_prepared = time.perf_counter()
-        return PreparedScan(points, selected, feed, names, palette, settings.policy,
+        return PreparedScan(points, selected, inputs, embeddings, names, palette, settings.policy,
                             parse_ms=1e3 * (t_parsed - t0),
                             preprocess_ms=1e3 * (t_prepared - t_parsed))
 
     def finish(self, scan: PreparedScan) -> LabelledScan:
         """Run the network on a prepared scan; return its labels and the labelled cloud."""
         timings: dict[str, float] = {'preprocess_ms': scan.preprocess_ms}
-        if scan.feed is not None:
-            result = self._segmenter.label(scan.feed, int(scan.selected.sum()),
+        if scan.inputs is not None:
+            result = self._segmenter.label(scan.inputs, scan.embeddings,
                                            preprocess_ms=scan.preprocess_ms)
             seg_labels, seg_scores = result.labels, result.scores
             timings = {f'{k}_ms': float(v) for k, v in result.timings_ms.items()}

@@ -20,8 +20,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-# Packed keys below 2**32 (a scan's voxels; batches up to ~60 scans at 0.1 m) sort by two 16-bit
-# counting passes; larger keys fall back to a merge sort, also stable.
+# Packed keys below 2**32 (a scan's voxels; batches up to ~60 scans at 0.1 m) sort by two counting
+# passes of at most 16 bits each; larger keys fall back to a merge sort, also stable.
 _RADIX_LIMIT = 1 << 32
 
 
@@ -40,7 +40,7 @@ def _stable_argsort(keys):
     # keys have 27: two 14-bit digits, whose 64 kB histograms stay in cache)
     low_bits = (bits + 1) // 2
     mask = (1 << low_bits) - 1
-    count = np.zeros((1 << (bits - low_bits if bits - low_bits > low_bits else low_bits)) + 1, np.int32)
+    count = np.zeros((1 << low_bits) + 1, np.int32)  # the high digit has no more bits than the low one
     first = np.empty(n, np.int64)
     for i in range(n):
         count[(keys[i] & mask) + 1] += 1

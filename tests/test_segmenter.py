@@ -119,6 +119,31 @@ def test_edge_inputs(segmenter: Segmenter) -> None:
     assert err.value.field == "points"
 
 
+def test_preprocess_next_scan_while_labelling_this_one(segmenter: Segmenter) -> None:
+    """preprocess + label (the split a pipelined caller uses) is __call__, also with the two in parallel
+    threads (both release the GIL)."""
+    import threading
+
+    scans = [_scan(6000, seed) for seed in range(4)]
+    expected = [segmenter(s) for s in scans]
+    feeds = [segmenter.preprocess(scans[0])]
+
+    def preprocess_rest() -> None:
+        for s in scans[1:]:
+            feeds.append(segmenter.preprocess(s))
+
+    worker = threading.Thread(target=preprocess_rest)
+    worker.start()
+    first = segmenter.label(feeds[0], preprocess_ms=1.5)
+    worker.join()
+    results = [first] + [segmenter.label(f) for f in feeds[1:]]
+    for got, want in zip(results, expected):
+        np.testing.assert_array_equal(got.labels, want.labels)
+        np.testing.assert_array_equal(got.scores, want.scores)
+    assert first.timings_ms["preprocess"] == 1.5
+    assert first.timings_ms["total"] == pytest.approx(1.5 + first.timings_ms["network"] + first.timings_ms["postprocess"])
+
+
 def test_bad_bundle_and_backend(tmp_path, tmp_path_factory) -> None:
     with pytest.raises(BundleError) as err:
         Segmenter(tmp_path / "missing")

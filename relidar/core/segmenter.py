@@ -8,7 +8,7 @@ intensities NaN, 98 % of the points came out "car") and takes the label of its v
 points fill that voxel, else -1. The network therefore sees exactly the scan without the bad points:
 the labels of every finite point equal those of that clean scan. :class:`Segmentation` counts both.
 
-points [N, >=3] -> numpy voxelization + kernel maps (``relidar.core.preprocess``, the same object
+points [N, >=3] -> voxelization + kernel maps (``relidar.core.preprocess``, compiled numba loops, the same object
 training and export use; no PyTorch) -> the bundle's student graph on a
 backend -> per-point label and score (and, on request, the D-dim per-point feature: the bundle's
 linear head applied to the voxel's backbone feature, unit-normalised). The classes are data: the
@@ -71,6 +71,9 @@ class Segmenter:
         self.vocabulary: Vocabulary = self.bundle.vocabulary()
         self._text_encoder = None  # built on first set_classes: the CLIP tower costs a second to load
         self._head: tuple[np.ndarray, np.ndarray] | None = None
+        from relidar.core import compiled
+
+        compiled.warm_up()  # the compiled voxelization loops: loaded (or compiled) here, not on the first scan
 
     @property
     def text_encoder(self):
@@ -170,8 +173,19 @@ class Segmenter:
     def _label(self, points: np.ndarray, return_features: bool) -> Segmentation:
         t0 = time.perf_counter()
         inputs = self.preprocess(points)
+        return self.label(inputs, return_features=return_features, preprocess_ms=(time.perf_counter() - t0) * 1e3)
+
+    def label(self, inputs: StudentInputs, embeddings: np.ndarray | None = None, return_features: bool = False,
+              preprocess_ms: float = 0.0) -> Segmentation:
+        """The network and per-point outputs for :meth:`preprocess`'s result, classified against
+        ``embeddings`` [C, D] (default: the current vocabulary's).
+
+        Split from :meth:`preprocess` so that a caller can preprocess the next scan while this one runs:
+        both release the GIL (numba's compiled loops, ONNX Runtime)."""
         n = inputs.num_points
-        feed = inputs.feed(self.vocabulary.embeddings, self.formulation) if inputs.num_voxels else None
+        if embeddings is None:
+            embeddings = self.vocabulary.embeddings
+        feed = inputs.feed(embeddings, self.formulation) if inputs.num_voxels else None
         t1 = time.perf_counter()
         if feed is None:  # nothing inside the crop: no network call
             labels = np.full(n, -1, dtype=np.int32)
@@ -190,6 +204,6 @@ class Segmenter:
             else:
                 features = self._point_features(voxel_features, inputs.point_to_voxel)
         t3 = time.perf_counter()
-        timings = {"preprocess": (t1 - t0) * 1e3, "network": (t2 - t1) * 1e3, "postprocess": (t3 - t2) * 1e3,
-                   "total": (t3 - t0) * 1e3}
+        timings = {"preprocess": preprocess_ms, "network": (t2 - t1) * 1e3, "postprocess": (t3 - t2) * 1e3,
+                   "total": preprocess_ms + (t3 - t1) * 1e3}
         return Segmentation(labels=labels, scores=scores, features=features, timings_ms=timings)

@@ -92,10 +92,6 @@ class PreparedScan:
     policy: LabelPolicy
     parse_ms: float
     preprocess_ms: float
-    # Selected points when some intensity is non-finite: labelled in finish() by the
-    # Segmenter's own repair path (one call, no overlap for this scan), so the node
-    # answers exactly as the library does.
-    needs_repair: np.ndarray | None = None
 
 
 def load_segmenter(bundle: str, backend: str, device: str) -> Segmenter:
@@ -158,7 +154,6 @@ class ScanProcessor:
         selected = range_mask(points, settings.policy)
         t_parsed = time.perf_counter()
         inputs = None
-        repair = None
         with self._lock:
             vocabulary = self._segmenter.vocabulary
             names = tuple(str(c) for c in vocabulary.class_names)
@@ -168,23 +163,16 @@ class ScanProcessor:
             net_points = points[selected]  # a copy: the published intensity stays as received
             if settings.intensity_scale != 1.0:
                 net_points[:, 3] *= np.float32(settings.intensity_scale)
-            if np.isfinite(net_points[:, 3]).all():
-                inputs = self._segmenter.preprocess(net_points)
-            else:
-                repair = net_points
+            inputs = self._segmenter.preprocess(net_points)
         t_prepared = time.perf_counter()
         return PreparedScan(points, selected, inputs, embeddings, names, palette, settings.policy,
                             parse_ms=1e3 * (t_parsed - t0),
-                            preprocess_ms=1e3 * (t_prepared - t_parsed), needs_repair=repair)
+                            preprocess_ms=1e3 * (t_prepared - t_parsed))
 
     def finish(self, scan: PreparedScan) -> LabelledScan:
         """Run the network on a prepared scan; return its labels and the labelled cloud."""
         timings: dict[str, float] = {'preprocess_ms': scan.preprocess_ms}
-        if scan.needs_repair is not None:
-            result = self._segmenter(scan.needs_repair)
-            seg_labels, seg_scores = result.labels, result.scores
-            timings = {f'{k}_ms': float(v) for k, v in result.timings_ms.items()}
-        elif scan.inputs is not None:
+        if scan.inputs is not None:
             result = self._segmenter.label(scan.inputs, scan.embeddings,
                                            preprocess_ms=scan.preprocess_ms)
             seg_labels, seg_scores = result.labels, result.scores

@@ -24,8 +24,8 @@ from relidar.training.evaluate import (
     to_vocabulary_labels,
     train_linear_probe,
 )
-from relidar.training.metrics import miou_over, scores_from_confusion
 from relidar.training.losses import relational_terms
+from relidar.training.metrics import miou_over, scores_from_confusion
 
 
 def test_gap_by_hand_and_matches_loss_term() -> None:

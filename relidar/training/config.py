@@ -112,8 +112,8 @@ class LoggingConfig(StrictModel):
 
 class FewShotConfig(StrictModel):
     """Few-shot evaluation as the literature measures it (SLidR, ST-SLidR, ScaLR): a linear probe on the
-    frozen backbone trained on the labelled training scans (they use 100 %), and fine-tuning the whole
-    student on 1 % of them (SLidR/ST-SLidR ``dataset_skip_step: 100``; ScaLR ``finetune_1p``)."""
+    frozen backbone trained on the labelled training scans (they use 100 %), and fine-tuning the
+    backbone with a new linear classifier on 1 % of them (SLidR/ST-SLidR ``dataset_skip_step: 100``; ScaLR ``finetune_1p``)."""
 
     probe_fraction: float = Field(1.0, gt=0.0, le=1.0, description="fraction of the labelled training scans the linear "
                                                                     "probe trains on (SLidR/ScaLR: 100 %)")
@@ -125,7 +125,9 @@ class FewShotConfig(StrictModel):
         default_factory=lambda: [0.01, 0.1], description="fractions of the labelled training scans fine-tuned on "
                                                          "(at least one scan each): 1 % as SLidR/ST-SLidR/ScaLR, and 10 %")
     finetune_steps: int = Field(0, ge=0, description="optimizer steps per fine-tuning; 0 skips fine-tuning")
-    finetune_lr: float = Field(1e-3, gt=0.0)
+    finetune_lr: float = Field(1e-3, gt=0.0, description="backbone learning rate of fine-tuning (AdamW)")
+    finetune_head_lr: float = Field(1e-2, gt=0.0, description="learning rate of the new classifier (ST-SLidR: 100x the "
+                                                              "backbone's)")
 
     @model_validator(mode="after")
     def _check(self) -> "FewShotConfig":

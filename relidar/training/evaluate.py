@@ -9,8 +9,8 @@ All scores are on held-out scans (``DataConfig.val``: an official validation spl
   ``eval.teacher_seen_iou``): a student cannot be asked to find what its teacher never finds.
 * few-shot, as SLidR / ST-SLidR / ScaLR measure it: a linear probe on the frozen backbone's
   per-point features trained on the labelled training scans (``probe_fraction``, 100 % in those
-  papers), and fine-tuning the whole student (head initialised as the zero-shot classifier) on 1 %
-  (and 10 %) of them. In distribution and on another dataset (``eval.ood``: another world and sensor).
+  papers), and fine-tuning the backbone with a new linear classifier on 1 % (and 10 %) of them; in
+  distribution and on another dataset (``eval.ood``: another world and sensor).
 * structure, on held-out pairs: the paper's gap, mean over i≠j of ``|KKᵀ - QQᵀ|`` on uniformly drawn
   pairs (the relational loss's intra term: relational distillation minimises it by construction),
   and three measures no loss optimises: linear CKA of K and Q, the gap on pairs drawn equally from
@@ -236,11 +236,13 @@ def fraction_tag(fraction: float) -> str:
     return f"{100 * fraction:g}pct"
 
 
-def evaluate_zero_shot(model: Student, data: LabelledSet, vocabulary: Vocabulary, device: torch.device,
+def evaluate_zero_shot(model: Student | None, data: LabelledSet, vocabulary: Vocabulary, device: torch.device,
                        keep_predictions: int = 0, gap_pairs: int = 1024, seed: int = 0, knn: int = 10,
-                       teacher_seen_iou: float = 0.05, on_scan: Callable[[], None] | None = None) -> dict[str, Any]:
+                       teacher_seen_iou: float = 0.05, on_scan: Callable[[], None] | None = None,
+                       outputs: Callable[[CachedFrame, np.ndarray], ScanOutput] | None = None) -> dict[str, Any]:
     """Zero-shot scores over the held-out scans, the structural measures on their pairs, and the first
-    ``keep_predictions`` scans' points, labels and predictions (for pictures)."""
+    ``keep_predictions`` scans' points, labels and predictions (for pictures). ``outputs(frame, labels)``
+    replaces the student's forward pass (the oracle control: ``relidar.training.oracle``)."""
     text = vocabulary.embeddings.astype(np.float32)
     acc = ZeroShotAccumulator(vocabulary.num_classes)
     teacher_cm = np.zeros((vocabulary.num_classes, vocabulary.num_classes), dtype=np.int64)
@@ -249,8 +251,8 @@ def evaluate_zero_shot(model: Student, data: LabelledSet, vocabulary: Vocabulary
     kept: list[dict[str, np.ndarray]] = []
     for i, frame in enumerate(data.val):
         cached = data.val_cache[frame]
-        out = scan_output(model, cached.points, device)
         target = data.labels(cached)
+        out = outputs(cached, target) if outputs is not None else scan_output(model, cached.points, device)
         pred = zero_shot_predict(out.embedding, text)
         acc.add(pred, target, out.inside, cached.pair_point.astype(np.int64))
         # The teacher's own zero-shot labels of the paired points: the ceiling distillation aims at.
@@ -319,6 +321,20 @@ def _labelled_points(model: Student, data: LabelledSet, frames: Sequence[int], p
     return np.concatenate(xs), np.concatenate(ys)
 
 
+def _score_linear(model: Student, data: LabelledSet, weight: np.ndarray, bias: np.ndarray, num_classes: int,
+                  device: torch.device) -> SegmentationScores:
+    """Scores on the held-out scans of the classifier ``backbone features @ weight + bias``."""
+    cm = np.zeros((num_classes, num_classes), dtype=np.int64)
+    for frame in data.val:
+        cached = data.val_cache[frame]
+        out = scan_output(model, cached.points, device)
+        target = data.labels(cached)
+        keep = out.inside & (target >= 0)
+        pred = np.argmax(out.backbone[keep] @ weight + bias, axis=1)
+        cm += confusion_matrix(target[keep], pred, num_classes)
+    return scores_from_confusion(cm)
+
+
 def evaluate_linear_probe(model: Student, data: LabelledSet, config: DistillConfig, num_classes: int,
                           device: torch.device, seed: int = 0) -> dict[str, Any]:
     """Linear probe on the frozen backbone, trained on ``probe_fraction`` of the labelled training scans
@@ -330,46 +346,43 @@ def evaluate_linear_probe(model: Student, data: LabelledSet, config: DistillConf
     frames = spread(data.train, count)
     x, y = _labelled_points(model, data, frames, fs.points_per_scan, seed, device)
     weight, bias = train_linear_probe(x, y, num_classes, fs.probe_steps, fs.probe_lr, seed)
-    cm = np.zeros((num_classes, num_classes), dtype=np.int64)
-    for frame in data.val:
-        cached = data.val_cache[frame]
-        out = scan_output(model, cached.points, device)
-        target = data.labels(cached)
-        keep = out.inside & (target >= 0)
-        pred = np.argmax(out.backbone[keep] @ weight + bias, axis=1)
-        cm += confusion_matrix(target[keep], pred, num_classes)
-    return {"scores": scores_from_confusion(cm), "scans": len(frames), "train_points": int(len(y))}
+    return {"scores": _score_linear(model, data, weight, bias, num_classes, device), "scans": len(frames),
+            "train_points": int(len(y))}
 
 
-def evaluate_finetune(model: Student, data: LabelledSet, config: DistillConfig, vocabulary: Vocabulary,
+def evaluate_finetune(model: Student, data: LabelledSet, config: DistillConfig, num_classes: int,
                       device: torch.device, fraction: float, seed: int = 0) -> dict[str, Any]:
-    """Fine-tune a copy of the whole student with cross-entropy on ``fraction`` of the labelled training
-    scans (at least one, evenly spread); the classifier starts as the zero-shot one (cosine to the text
-    embeddings, temperature 0.07). Scored on the held-out scans."""
+    """Fine-tune a copy of the backbone with a new linear classifier (cross-entropy) on ``fraction`` of the
+    labelled training scans (at least one, evenly spread), as SLidR / ST-SLidR do (a fresh head with a
+    higher learning rate than the backbone's: ST-SLidR ``lr_head``). Scored on the held-out scans."""
     fs = config.eval.few_shot
     frames = spread(data.train, int(round(len(data.train) * fraction)))
-    student = copy.deepcopy(model).to(device).train()
-    text = torch.from_numpy(vocabulary.embeddings).to(device)
-    opt = torch.optim.AdamW(student.parameters(), lr=fs.finetune_lr, weight_decay=1e-4)
+    torch.manual_seed(seed)
+    backbone = copy.deepcopy(model.backbone).to(device).train()
+    head = torch.nn.Linear(model.backbone.out_channels, num_classes).to(device)
+    opt = torch.optim.AdamW([{"params": backbone.parameters(), "lr": fs.finetune_lr},
+                             {"params": head.parameters(), "lr": fs.finetune_head_lr}], weight_decay=1e-4)
     rng = np.random.default_rng(np.random.SeedSequence([seed, _PROBE_TAG, 1]))
     with torch.enable_grad():
         for step in range(fs.finetune_steps):
             cached = data.train_cache[frames[step % len(frames)]]
             target = data.labels(cached)
-            feats, maps, p2v = _inputs(cached.points, student.config, device)
+            feats, maps, p2v = _inputs(cached.points, model.config, device)
             ok = np.flatnonzero((p2v >= 0) & (target >= 0))
             if not len(ok):
                 continue
             pick = rng.choice(ok, size=min(fs.points_per_scan, len(ok)), replace=False)
-            emb = F.normalize(student(feats, maps).float(), dim=1)
-            logits = emb.index_select(0, torch.from_numpy(p2v[pick]).to(device)) @ text.T / 0.07
-            loss = F.cross_entropy(logits, torch.from_numpy(target[pick]).to(device))
+            logits = head(backbone(feats, maps).index_select(0, torch.from_numpy(p2v[pick]).to(device)))
+            loss = F.cross_entropy(logits.float(), torch.from_numpy(target[pick]).to(device))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-    student.eval()
-    result = evaluate_zero_shot(student, data, vocabulary, device, gap_pairs=4)
-    return {"scores": result["all"], "scans": len(frames), "fraction": fraction, "steps": fs.finetune_steps}
+    student = copy.deepcopy(model)
+    student.backbone = backbone.eval()
+    weight = head.weight.detach().cpu().numpy().T.astype(np.float32)
+    bias = head.bias.detach().cpu().numpy().astype(np.float32)
+    return {"scores": _score_linear(student, data, weight, bias, num_classes, device), "scans": len(frames),
+            "fraction": fraction, "steps": fs.finetune_steps}
 
 
 def resolve_vocabulary(config: DistillConfig) -> Vocabulary:
@@ -470,7 +483,7 @@ def evaluate_set(model: Student, data: LabelledSet, config: DistillConfig, vocab
     if ev.few_shot.finetune_steps:
         for fraction in ev.few_shot.finetune_fractions:
             phase(f"{data.name}: fine-tuning on {fraction_tag(fraction)}")
-            finetune.append(evaluate_finetune(model, data, config, vocabulary, device, fraction, seed))
+            finetune.append(evaluate_finetune(model, data, config, vocabulary.num_classes, device, fraction, seed))
     return SetResult(zero_shot=zs, linear_probe=probe, finetune=finetune)
 
 

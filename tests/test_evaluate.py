@@ -54,19 +54,23 @@ def test_linear_cka_reference_properties() -> None:
     assert linear_cka(x, y) == pytest.approx(hsic(kx, ky) / np.sqrt(hsic(kx, kx) * hsic(ky, ky)), rel=1e-9)
 
 
+def shares_of(x: np.ndarray, y: np.ndarray, k: int) -> np.ndarray:
+    """Brute force: every row's cosine to every other, the k largest, the share with its label."""
+    xn = x / np.linalg.norm(x, axis=1, keepdims=True)
+    shares = []
+    for i in range(len(x)):
+        sims = [(float(xn[i] @ xn[j]), j) for j in range(len(x)) if j != i]
+        nn = [j for _, j in sorted(sims, reverse=True)[:k]]
+        shares.append(np.mean(y[nn] == y[i]))
+    return np.array(shares)
+
+
 def test_knn_label_agreement_against_brute_force() -> None:
     rng = np.random.default_rng(0)
     y = np.array([0] * 30 + [1] * 10)
     x = rng.standard_normal((40, 6)) + 1.5 * np.eye(6)[y]
     k = 5
-    # brute force: every row's cosine to every other, the k largest, share of its label; per class then mean
-    xn = x / np.linalg.norm(x, axis=1, keepdims=True)
-    shares = []
-    for i in range(40):
-        sims = [(float(xn[i] @ xn[j]), j) for j in range(40) if j != i]
-        nn = [j for _, j in sorted(sims, reverse=True)[:k]]
-        shares.append(np.mean(y[nn] == y[i]))
-    shares = np.array(shares)
+    shares = shares_of(x, y, k)
     expected = np.mean([shares[y == 0].mean(), shares[y == 1].mean()])
     assert knn_label_agreement(x, y, k) == pytest.approx(expected)
     # perfectly separated classes agree fully; features independent of the labels sit near chance (class-balanced)
@@ -75,6 +79,8 @@ def test_knn_label_agreement_against_brute_force() -> None:
     labels = rng.integers(0, 2, 2000)
     assert abs(knn_label_agreement(noise, labels, 10) - 0.5) < 0.05
     assert np.isnan(knn_label_agreement(x[:3], y[:3], 5))
+    # a class with no more than k rows is left out: only class 0 counts here
+    assert knn_label_agreement(x[:35], y[:35], 5) == pytest.approx(shares_of(x[:35], y[:35], 5)[y[:35] == 0].mean())
 
 
 def test_balanced_pick_and_seen_mious() -> None:

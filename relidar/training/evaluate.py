@@ -158,16 +158,17 @@ def balanced_pick(labels: np.ndarray, per_class: int, rng: np.random.Generator) 
 
 def knn_label_agreement(features: np.ndarray, labels: np.ndarray, k: int) -> float:
     """Class-balanced share of each row's ``k`` nearest other rows (cosine) that carry its label: per
-    class, the mean share over its rows; then the mean over classes. NaN with fewer than k+1 rows."""
-    n = features.shape[0]
-    if n <= k:
+    class, the mean share over its rows; then the mean over classes. Classes with no more than ``k``
+    rows are left out (their share could not reach 1); NaN when none is left."""
+    classes, counts = np.unique(labels, return_counts=True)
+    if not (counts > k).any():
         return float("nan")
     f = _unit(features)
     sim = f @ f.T
     np.fill_diagonal(sim, -np.inf)
     neighbours = np.argpartition(-sim, k - 1, axis=1)[:, :k]
     share = (labels[neighbours] == labels[:, None]).mean(axis=1)
-    return float(np.mean([share[labels == c].mean() for c in np.unique(labels)]))
+    return float(np.mean([share[labels == c].mean() for c, n in zip(classes, counts) if n > k]))
 
 
 def train_linear_probe(features: np.ndarray, labels: np.ndarray, num_classes: int, steps: int, lr: float,

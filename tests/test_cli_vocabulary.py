@@ -60,7 +60,7 @@ def test_build_synthetic_matches_the_evaluation_default(tmp_path: Path) -> None:
     # What `relidar evaluate` builds itself for a synthetic config with the same teacher settings.
     reference = synthetic_vocabulary(SyntheticSource(teacher={"feature_dim": 64}))
     np.testing.assert_array_equal(vocab.embeddings, reference.embeddings)
-    assert vocab.encoder == reference.encoder == "synthetic-vlm-d64-p16-s0"
+    assert vocab.encoder == reference.encoder == SimulatedTeacher(SimulatedTeacherConfig(feature_dim=64)).name
     assert vocab.templates == reference.templates
 
 

@@ -71,7 +71,7 @@ def prepare(
         raise typer.Exit(1)
     try:
         reader = open_dataset(dataset, **parse_options(option or []))
-        teacher_obj = _build_teacher(teacher, model, pretrained, image_size, device)
+        teacher_obj = _build_teacher(teacher, model, pretrained, image_size, device, dataset)
         console.print(f"rank {rank}/{world_size}: {reader!r} -> {out} with teacher {teacher_obj.name} (dim {teacher_obj.feature_dim})")
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       TimeRemainingColumn(), console=console) as progress:
@@ -90,11 +90,13 @@ def prepare(
     _print_report(console, report)
 
 
-def _build_teacher(kind: TeacherKind, model: str, pretrained: str, image_size: int, device: str):
+def _build_teacher(kind: TeacherKind, model: str, pretrained: str, image_size: int, device: str, dataset: Path):
     if kind is TeacherKind.synthetic:
         from relidar.training.synthetic.teacher import SimulatedTeacher
 
-        return SimulatedTeacher()
+        teacher = SimulatedTeacher()
+        teacher.truth.scan(dataset)  # the renderer's masks `relidar synth` wrote beside the images
+        return teacher
     import torch
 
     from relidar.training.teachers.maskclip import MaskCLIPTeacher

@@ -91,6 +91,8 @@ def render_teacher_command(
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from exc
     sample = SyntheticWorld(cfg).sample(frame)
-    acc = teacher_picture(out, sample.frame.cameras[0].image, sample.camera_truth[0].classes, SimulatedTeacher(),
+    teacher = SimulatedTeacher()
+    teacher.remember(sample)
+    acc = teacher_picture(out, sample.frame.cameras[0].image, sample.camera_truth[0].classes, teacher,
                           title=f"simulated teacher, seed {seed}, frame {frame}, camera {camera}")
     console.print(f"wrote {out} (teacher pixel accuracy {acc:.3f})")

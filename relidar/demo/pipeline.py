@@ -169,9 +169,10 @@ def _run_demo(out: Path, config: DemoConfig, on_stage: Callable[[str], None] | N
     res.paths["log"] = write_log(out / "log", config, on_progress)
     lap("log")
 
-    stage("preparing teacher features (simulated CLIP-like teacher)")
-    teacher_cfg = {"feature_dim": config.feature_dim, "seed": config.seed}
+    stage("preparing teacher features (simulated MaskCLIP-like teacher, version 2)")
+    teacher_cfg = {"feature_dim": config.feature_dim, "seed": config.seed, "version": 2}
     teacher = SimulatedTeacher(SimulatedTeacherConfig.model_validate(teacher_cfg))
+    teacher.truth.scan(out / "log")  # the renderer's masks the log writer put beside the images
     reader = open_dataset(out / "log")
     report = prepare_cache(reader, out / "cache", teacher,
                            on_frame=(lambda d, n, _s: on_progress(d, n)) if on_progress else None)
@@ -216,6 +217,8 @@ def _run_demo(out: Path, config: DemoConfig, on_stage: Callable[[str], None] | N
                             val_frame.frame_id)
     res.paths.update({f"picture_{k}": v for k, v in pics.items()})
     lap("segment")
+    res.notes.append("the bundle is trained on synthetic data (a procedural street and a simulated teacher); "
+                     "it is not a model for real sensors")
     res.seconds["total"] = sum(res.seconds.values())
     (out / "demo_summary.json").write_text(json.dumps({
         "summary": res.summary, "seconds": res.seconds, "paths": {k: str(v) for k, v in res.paths.items()},

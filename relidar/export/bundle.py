@@ -193,14 +193,15 @@ def text_encoder_for(vocabulary: Vocabulary, clip_model: str | None = None,
                      simulated: "Callable[[int, int], SimulatedTextEncoder] | None" = None) -> TextEncoderExport:
     """The text encoder that made ``vocabulary`` (from its ``encoder`` field), ready to go into a bundle.
 
-    ``synthetic-vlm-d<D>-p<P>-s<seed>`` -> the simulated encoder; ``maskclip/<model>/<pretrained>/<size>``
+    ``synthetic-vlm-d<D>-p<P>-s<seed>`` (and its version-2 teachers, ``...-v2.<hash>``, which share the text
+    side) -> the simulated encoder; ``maskclip/<model>/<pretrained>/<size>``
     -> that open_clip model's text tower (weights from open_clip's cache or download). ``clip_model`` /
     ``clip_pretrained`` override the parsed names (e.g. a local checkpoint path).
     """
     import re
 
     name = vocabulary.encoder
-    sim = re.fullmatch(r"synthetic-vlm-d(\d+)-p\d+-s(\d+)", name)
+    sim = re.fullmatch(r"synthetic-vlm-d(\d+)-p\d+-s(\d+)(?:-v2\.[0-9a-f]+)?", name)
     if sim and clip_model is None:
         if simulated is None:
             raise BundleError(f"vocabulary encoder {name!r} is the synthetic world's simulated encoder; "

@@ -267,7 +267,9 @@ def build_synthetic_cache(cache_dir: str | Path, source: SyntheticSource, on_fra
             return self._names
 
         def _load(self, index: int):
-            return world.sample(index).frame
+            sample = world.sample(index)
+            teacher.remember(sample)  # the version-2 teacher reads the renderer's masks of these images
+            return sample.frame
 
     teacher = SimulatedTeacher(SimulatedTeacherConfig.model_validate(source.teacher))
     report = prepare_cache(SyntheticWorldReader(), cache_dir, teacher, on_frame=on_frame)

@@ -4,6 +4,10 @@ The street runs along world +x. Ground is analytic (road at z=0, sidewalk and te
 ``KERB`` m, cross streets every few blocks); everything standing on it is a primitive: an oriented box
 (yaw about z), a vertical capped cylinder, or an ellipsoid. A car is a body box plus a cabin box, a
 pedestrian an ellipsoid plus a head, a tree a trunk cylinder plus a crown ellipsoid.
+
+Every primitive carries the id of the object it belongs to (``obj``): the same car keeps its id in every
+frame, so a teacher can give an object a persistent appearance (``relidar.training.synthetic.teacher``).
+Ids are positive and unique per seed; ground tiles get negative ids (``ground_instance``); 0 is sky.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ class Primitives:
     cls: np.ndarray  # [M] int64
     albedo: np.ndarray  # [M,3] float32
     reflectivity: np.ndarray  # [M] float32
+    obj: np.ndarray  # [M] int64 object id (> 0), shared by an object's primitives
 
     @property
     def bounding_radius(self) -> np.ndarray:
@@ -49,7 +54,23 @@ class Primitives:
         return int(self.kind.shape[0])
 
     def select(self, index: np.ndarray) -> "Primitives":
-        return Primitives(*(getattr(self, f)[index] for f in ("kind", "center", "size", "yaw", "cls", "albedo", "reflectivity")))
+        return Primitives(*(getattr(self, f)[index] for f in FIELDS))
+
+
+FIELDS = ("kind", "center", "size", "yaw", "cls", "albedo", "reflectivity", "obj")
+GROUND_TILE = 10.0  # metres: the ground is cut into tiles, each one "instance" of its class
+
+
+def object_id(block: int, k: int) -> int:
+    """Id of the k-th object of block ``block`` (blocks may be negative): unique, positive, stable."""
+    return ((int(block) + (1 << 30)) << 20) | (int(k) + 1)
+
+
+def ground_instance(cls: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Negative instance ids of ground points: one per (class, GROUND_TILE x GROUND_TILE tile)."""
+    tx = np.floor(np.asarray(x) / GROUND_TILE).astype(np.int64) + (1 << 20)
+    ty = np.floor(np.asarray(y) / GROUND_TILE).astype(np.int64) + (1 << 10)
+    return -(((np.asarray(cls, dtype=np.int64) + 1) << 40) | (tx << 12) | ty)
 
 
 def cross_street_center(x: np.ndarray) -> np.ndarray:
@@ -78,9 +99,17 @@ def ground_height(cls: np.ndarray) -> np.ndarray:
 
 
 class _Builder:
-    def __init__(self, rng: np.random.Generator) -> None:
+    def __init__(self, rng: np.random.Generator, block: int) -> None:
         self.rng = rng
+        self.block = block
         self.rows: list[tuple] = []
+        self._objects = 0
+        self._obj = object_id(block, 0)
+
+    def new_object(self) -> None:
+        """Primitives added from now on belong to a new object."""
+        self._objects += 1
+        self._obj = object_id(self.block, self._objects)
 
     def paint(self, name: str, jitter: float = 0.08) -> np.ndarray:
         palette = CLASSES[class_id(name)].albedos
@@ -90,9 +119,10 @@ class _Builder:
     def add(self, kind: int, name: str, center, size, yaw: float, albedo, reflectivity: float | None = None) -> None:
         refl = CLASSES[class_id(name)].reflectivity if reflectivity is None else reflectivity
         refl *= float(self.rng.uniform(0.85, 1.15))
-        self.rows.append((kind, center, size, yaw, class_id(name), albedo, refl))
+        self.rows.append((kind, center, size, yaw, class_id(name), albedo, refl, self._obj))
 
     def car(self, x: float, y: float, yaw: float) -> None:
+        self.new_object()
         rng = self.rng
         L, W, H = rng.uniform(3.9, 4.9), rng.uniform(1.7, 1.9), rng.uniform(1.4, 1.65)
         paint = self.paint("car")
@@ -106,6 +136,7 @@ class _Builder:
                  (cab_l / 2, W / 2 * 0.92, (H - 0.2 - body_h) / 2), yaw, glass)
 
     def truck(self, x: float, y: float, yaw: float) -> None:
+        self.new_object()
         rng = self.rng
         L, W, H = rng.uniform(6.0, 10.0), rng.uniform(2.3, 2.55), rng.uniform(2.8, 3.6)
         c, s = np.cos(yaw), np.sin(yaw)
@@ -119,6 +150,7 @@ class _Builder:
                  (cargo_l / 2, W / 2, (H - 0.5) / 2), yaw, self.paint("truck"))
 
     def person(self, x: float, y: float, z0: float, name: str = "person", height: float | None = None) -> None:
+        self.new_object()
         h = self.rng.uniform(1.55, 1.92) if height is None else height
         yaw = self.rng.uniform(-np.pi, np.pi)
         self.add(ELLIPSOID, name, (x, y, z0 + 0.44 * h), (0.24, 0.16, 0.44 * h), yaw, self.paint(name))
@@ -126,12 +158,14 @@ class _Builder:
         self.add(ELLIPSOID, name, (x, y, z0 + h - 0.11), (0.1, 0.1, 0.12), 0.0, np.clip(skin, 0, 255))
 
     def bicyclist(self, x: float, y: float, yaw: float) -> None:
+        self.new_object()
         self.add(BOX, "bicyclist", (x, y, 0.55), (0.85, 0.06, 0.4), yaw, self.paint("bicyclist") * 0.6)
         h = self.rng.uniform(1.6, 1.85)
         self.add(ELLIPSOID, "bicyclist", (x, y, 0.75 + 0.3 * h), (0.3, 0.2, 0.28 * h), yaw, self.paint("bicyclist"))
         self.add(ELLIPSOID, "bicyclist", (x, y, 0.75 + 0.68 * h), (0.11, 0.11, 0.13), 0.0, self.paint("bicyclist"))
 
     def tree(self, x: float, y: float, z0: float, scale: float = 1.0) -> None:
+        self.new_object()
         rng = self.rng
         trunk_h = rng.uniform(1.8, 3.2) * scale
         r_trunk = rng.uniform(0.12, 0.25) * scale
@@ -142,18 +176,22 @@ class _Builder:
                  rng.uniform(-np.pi, np.pi), self.paint("vegetation"))
 
     def bush(self, x: float, y: float, z0: float) -> None:
+        self.new_object()
         r = self.rng.uniform(0.5, 1.3)
         self.add(ELLIPSOID, "vegetation", (x, y, z0 + 0.5 * r), (r * self.rng.uniform(1.0, 2.5), r, r * 0.8),
                  self.rng.uniform(-np.pi, np.pi), self.paint("vegetation"))
 
     def pole(self, x: float, y: float, height: float) -> None:
+        self.new_object()
         r = self.rng.uniform(0.08, 0.14)
         self.add(CYLINDER, "pole", (x, y, KERB + height / 2), (r, r, height / 2), 0.0, self.paint("pole"))
 
     def sign(self, x: float, y: float, facing: float) -> None:
+        self.new_object()
         h = self.rng.uniform(2.2, 3.0)
         self.add(CYLINDER, "pole", (x, y, KERB + h / 2), (0.045, 0.045, h / 2), 0.0, self.paint("pole"))
         size = self.rng.uniform(0.3, 0.45)
+        self.new_object()  # the panel is an object of its own class
         self.add(BOX, "traffic-sign", (x, y, KERB + h + size * 0.9), (0.03, size, size), facing,
                  self.paint("traffic-sign"))
 
@@ -161,8 +199,8 @@ class _Builder:
         if not self.rows:
             empty = np.zeros((0, 3))
             return Primitives(np.zeros(0, np.int8), empty, empty, np.zeros(0), np.zeros(0, np.int64),
-                              empty.astype(np.float32), np.zeros(0, np.float32))
-        kind, center, size, yaw, cls, albedo, refl = zip(*self.rows)
+                              empty.astype(np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64))
+        kind, center, size, yaw, cls, albedo, refl, obj = zip(*self.rows)
         return Primitives(
             kind=np.array(kind, dtype=np.int8),
             center=np.array(center, dtype=np.float64),
@@ -171,6 +209,7 @@ class _Builder:
             cls=np.array(cls, dtype=np.int64),
             albedo=np.array(albedo, dtype=np.float32),
             reflectivity=np.clip(np.array(refl, dtype=np.float32), 0.02, 1.0),
+            obj=np.array(obj, dtype=np.int64),
         )
 
 
@@ -186,7 +225,7 @@ def _free(x0: float, x1: float, block: int) -> bool:
 def generate_block(seed: int, block: int) -> Primitives:
     """The objects of block ``block`` (x in [block*L, (block+1)*L)) for scene seed ``seed``."""
     rng = np.random.default_rng(np.random.SeedSequence([seed, block & 0xFFFFFFFF, 0x5C3E]))
-    b = _Builder(rng)
+    b = _Builder(rng, block)
     x_start = block * BLOCK_LENGTH
     x_end = x_start + BLOCK_LENGTH
     kerb_y = ROAD_HALF_WIDTH
@@ -204,6 +243,7 @@ def generate_block(seed: int, block: int) -> Primitives:
                 depth = rng.uniform(8.0, 16.0)
                 height = rng.uniform(6.0, 24.0)
                 y_c = side * (lot_y + setback + depth / 2)
+                b.new_object()
                 b.add(BOX, "building", (x + width / 2, y_c, height / 2), (width / 2 - 0.3, depth / 2, height / 2), 0.0,
                       b.paint("building", 0.1))
                 if setback > 2.0 and rng.random() < 0.6:
@@ -261,8 +301,7 @@ def generate_block(seed: int, block: int) -> Primitives:
 
 
 def concat(parts: list[Primitives]) -> Primitives:
-    fields = ("kind", "center", "size", "yaw", "cls", "albedo", "reflectivity")
-    return Primitives(*(np.concatenate([getattr(p, f) for p in parts]) for f in fields))
+    return Primitives(*(np.concatenate([getattr(p, f) for p in parts]) for f in FIELDS))
 
 
 class Scene:

@@ -15,6 +15,7 @@ from relidar.training.synthetic.cameras import CameraConfig, CameraRender, T_bas
 from relidar.training.synthetic.classes import CLASS_NAMES, IGNORE_INDEX
 from relidar.training.synthetic.lidar import LidarConfig, scan
 from relidar.training.synthetic.scene import EGO_LANE_Y, Scene
+from relidar.training.synthetic.truth import ViewTruth
 
 LIDAR_MOUNT = (1.0, 0.0, 1.8)  # lidar origin in base_link, metres
 
@@ -29,12 +30,11 @@ class SynthConfig(StrictModel):
 
 
 @dataclass(frozen=True)
-class CameraTruth:
-    """What the renderer knows about one camera image and a real dataset would not."""
+class CameraTruth(ViewTruth):
+    """What the renderer knows about one camera image and a real dataset would not (the masks of
+    ``ViewTruth``; ``classes`` holds IGNORE_INDEX for sky), with the camera's name."""
 
-    name: str
-    classes: np.ndarray  # HxW int16, IGNORE_INDEX for sky
-    depth: np.ndarray  # HxW float32 metres along the optical axis, inf for sky
+    name: str = ""
 
 
 @dataclass(frozen=True)
@@ -93,7 +93,8 @@ class SyntheticWorld:
                                        self.sun, rng)
             T_cam_from_lidar = invert_transform(T_base_opt) @ self.T_base_lidar
             cameras.append(Camera(name=name, image=out.image, K=self.K.copy(), T_cam_from_lidar=T_cam_from_lidar))
-            truth.append(CameraTruth(name=name, classes=out.classes, depth=out.depth))
+            truth.append(CameraTruth(name=name, classes=out.classes, depth=out.depth, instances=out.instances,
+                                     incidence=out.incidence))
         stamp_ns = int(round(index * 1e9 / cfg.rate_hz))
         frame = Frame(
             frame_id=f"synth_{cfg.seed:04d}_{index:06d}",

@@ -18,6 +18,7 @@ from relidar.training.compare import (
     mean_interval,
     paired_differences,
     switch_analysis,
+    switch_losses,
     verdict,
 )
 
@@ -85,6 +86,10 @@ def test_switch_analysis_checks_predictions() -> None:
     assert rows["rel_gt_con_zero_shot"]["moved"] == "smaller" and rows["rel_gt_con_zero_shot"]["outcome"] == "as predicted"
     assert rows["rel_gt_sim_few_shot"]["outcome"] == "against the prediction"
     assert rows["rel_gt_sim_few_shot_ood"]["outcome"] == "no prediction"
+    # a switch reruns the losses of the claims it predicts
+    assert switch_losses(plan, plan.teacher_switches["flat"]) == ["contrastive", "similarity", "relational"]
+    one = ComparePlan.model_validate({"teacher_switches": {"x": {"teacher": {}, "predict": {"rel_gt_con_zero_shot": "larger"}}}})
+    assert switch_losses(one, one.teacher_switches["x"]) == ["contrastive", "relational"]
     with pytest.raises(ValueError, match="unknown claim"):
         ComparePlan.model_validate({"teacher_switches": {"x": {"teacher": {}, "predict": {"nope": "larger"}}}})
 

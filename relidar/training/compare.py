@@ -85,6 +85,8 @@ class TeacherSwitch(StrictModel):
     predict: dict[str, Literal["larger", "smaller"]] = Field(
         default_factory=dict, description="claim key -> how its paired difference should move against the base teacher")
     seeds: int | None = Field(None, ge=2, description="default: the plan's seeds")
+    losses: list[LossName] | None = Field(None, description="losses to rerun; default: those of the claims it predicts "
+                                                            "(each claim compares two)")
 
 
 class ComparePlan(StrictModel):
@@ -329,7 +331,7 @@ def run_job(job: Job) -> dict:
     import torch
 
     torch.set_num_threads(1)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     config = DistillConfig.model_validate_json(job.config_json)
     row: dict[str, Any] = {"group": job.group, "loss": job.loss, "seed": job.seed, "kind": job.kind}
     if job.kind == "distill":
@@ -363,6 +365,7 @@ def run_job(job: Job) -> dict:
                           "zero_shot_miou_visible": zs["visible"].miou, "gap": zs["gap"],
                           "gap_balanced": zs["gap_balanced"], "cka": zs["cka"]}
     row["seconds"] = time.perf_counter() - start
+    row["cpu_seconds"] = time.process_time() - cpu  # the budget whatever else the machine runs
     return row
 
 
@@ -371,8 +374,8 @@ def plan_jobs(config: DistillConfig, plan: ComparePlan, out_dir: Path) -> list[J
     runs = str(out_dir / "runs")
     jobs: list[Job] = []
 
-    def distill_jobs(group: str, base: DistillConfig, seeds: int, curves: bool) -> None:
-        for loss in plan.losses:
+    def distill_jobs(group: str, base: DistillConfig, seeds: int, curves: bool, losses: Sequence[str] = ()) -> None:
+        for loss in losses or plan.losses:
             for s in range(seeds):
                 cfg = variant(base, loss, s)
                 jobs.append(Job("distill", group, loss, cfg.train.seed, _with_curves(cfg, plan if curves else None),
@@ -394,8 +397,18 @@ def plan_jobs(config: DistillConfig, plan: ComparePlan, out_dir: Path) -> list[J
             cfg = variant(config, "relational", s, weights)
             jobs.append(Job("distill", "ablation", name, cfg.train.seed, _with_curves(cfg, None), runs))
     for name, switch in plan.teacher_switches.items():
-        distill_jobs(f"switch {name}", switch_teacher(config, name, switch), switch.seeds or plan.seeds, False)
+        distill_jobs(f"switch {name}", switch_teacher(config, name, switch), switch.seeds or plan.seeds, False,
+                     switch_losses(plan, switch))
     return jobs
+
+
+def switch_losses(plan: ComparePlan, switch: TeacherSwitch) -> list[str]:
+    """The losses a teacher switch reruns: its own list, or the two of every claim it predicts."""
+    if switch.losses is not None:
+        return list(switch.losses)
+    claims = {c.key: c for c in plan.claims()}
+    named = {loss for key in switch.predict for loss in (claims[key].better, claims[key].worse) if loss}
+    return [loss for loss in plan.losses if loss in named] or list(plan.losses)
 
 
 def _with_curves(config: DistillConfig, plan: ComparePlan | None) -> str:
@@ -622,8 +635,10 @@ def report_markdown(config: DistillConfig, plan: ComparePlan, jobs: Sequence[Job
         md += ["## Controls", "", markdown_table(table, control_labels), ""]
     if switches:
         md += ["## Teacher switches", "", switch_table(switches), ""]
+    cpu = sum(r.get("cpu_seconds", 0.0) for r in runs)
     md += ["![learning curves](learning_curves.png)", "", "![gap vs mIoU](gap_vs_miou.png)", "",
-           f"{len(runs)} jobs, {seconds / 60:.1f} min wall-clock on {plan.workers} worker(s)."]
+           f"{len(runs)} jobs: {cpu / 60:.1f} CPU-minutes in the jobs, {seconds / 60:.1f} min wall-clock on "
+           f"{plan.workers} worker(s) (data preparation included)."]
     return "\n".join(md)
 
 

@@ -507,8 +507,9 @@ def switch_analysis(plan: ComparePlan, runs: Sequence[dict]) -> list[dict[str, A
     out = []
     for name, switch in plan.teacher_switches.items():
         group = f"switch {name}"
+        rerun = set(switch_losses(plan, switch))
         for claim in plan.claims():
-            if claim.kind != "greater":
+            if claim.kind != "greater" or not {claim.better, claim.worse} <= rerun:
                 continue
             base = paired_differences(runs, claim.metric, claim.better, claim.worse, "main", plan.confidence)
             under = paired_differences(runs, claim.metric, claim.better, claim.worse, group, plan.confidence)

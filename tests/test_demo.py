@@ -23,6 +23,9 @@ def test_demo_tiny_budget(tmp_path: Path) -> None:
     out = res.out_dir
     assert (out / "log" / "sequences" / "00" / "velodyne" / "000003.bin").is_file()
     assert (out / "cache" / "manifest.json").is_file()
+    # The demo's teacher is the version-2 simulated MaskCLIP, and the demo says its bundle is synthetic-only.
+    assert "-v2." in json.loads((out / "cache" / "manifest.json").read_text())["teacher"]
+    assert any("not a model for real sensors" in note for note in res.notes)
     assert (res.paths["run"] / "student.safetensors").is_file()
     report = json.loads((out / "report" / "report.json").read_text())
     for key in ("zero_shot_miou", "few_shot_miou", "gap", "cka", "finetune_miou"):

@@ -27,6 +27,9 @@ def test_demo_tiny_budget(tmp_path: Path) -> None:
     train_ids = json.loads((out / "cache" / "manifest.json").read_text())["frame_ids"]
     val_ids = json.loads((out / "cache_val" / "manifest.json").read_text())["frame_ids"]
     assert len(train_ids) == 3 and len(val_ids) == 1 and not set(train_ids) & set(val_ids)
+    # The demo's teacher is the version-2 simulated MaskCLIP, and the demo says its bundle is synthetic-only.
+    assert "-v2." in json.loads((out / "cache" / "manifest.json").read_text())["teacher"]
+    assert any("not a model for real sensors" in note for note in res.notes)
     assert (res.paths["run"] / "student.safetensors").is_file()
     report = json.loads((out / "report" / "report.json").read_text())
     for key in ("zero_shot_miou", "zero_shot_miou_seen", "probe_miou", "gap", "cka", "finetune_miou_1pct"):

@@ -199,3 +199,18 @@ def test_v2_instance_offsets_persist_and_image_noise_does_not(samples):
     noisy_same, _ = agreement(instance_offsets=0.0, geometry_terms=0.0, image_noise=3.0)
     clean_same, _ = agreement(instance_offsets=0.0, geometry_terms=0.0, image_noise=0.0)
     assert noisy_same < clean_same - 0.02
+
+
+def test_truth_sidecar_of_another_format_is_refused_with_its_path(samples, tmp_path):
+    from relidar.training.synthetic.truth import TruthError, read_truth, write_truth
+
+    path = write_truth(tmp_path / "truth_2" / "000000.npz", samples[0].frame.cameras[0].image, samples[0].camera_truth[0])
+    with np.load(path) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    arrays["format_version"] = np.array(99)
+    np.savez(path, **arrays)
+    with pytest.raises(TruthError, match=r"000000\.npz.*'format_version' is 99"):
+        read_truth(path)
+    (tmp_path / "truth_2" / "000001.npz").write_bytes(b"not a zip")
+    with pytest.raises(TruthError, match="000001.npz"):
+        TruthStore().scan(tmp_path)

@@ -71,7 +71,7 @@ def prepare(
         raise typer.Exit(1)
     try:
         reader = open_dataset(dataset, **parse_options(option or []))
-        teacher_obj = _build_teacher(teacher, model, pretrained, image_size, device, dataset)
+        teacher_obj = _build_teacher(teacher, model, pretrained, image_size, device, dataset, console)
         console.print(f"rank {rank}/{world_size}: {reader!r} -> {out} with teacher {teacher_obj.name} (dim {teacher_obj.feature_dim})")
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       TimeRemainingColumn(), console=console) as progress:
@@ -90,13 +90,19 @@ def prepare(
     _print_report(console, report)
 
 
-def _build_teacher(kind: TeacherKind, model: str, pretrained: str, image_size: int, device: str, dataset: Path):
+def _build_teacher(kind: TeacherKind, model: str, pretrained: str, image_size: int, device: str, dataset: Path,
+                   console):
     if kind is TeacherKind.synthetic:
-        from relidar.training.synthetic.teacher import SimulatedTeacher
+        from relidar.training.synthetic.teacher import SimulatedTeacher, SimulatedTeacherConfig
+        from relidar.training.synthetic.truth import TruthStore
 
-        teacher = SimulatedTeacher()
-        teacher.truth.scan(dataset)  # the renderer's masks `relidar synth` wrote beside the images
-        return teacher
+        truth = TruthStore()
+        if truth.scan(dataset):  # the renderer's masks `relidar synth` wrote beside the images
+            return SimulatedTeacher(truth=truth)
+        # Images without masks (a real dataset, an older log): only the colour teacher can read them.
+        console.print(f"no renderer masks (truth_2/ or *_truth/) under {dataset}: using the version-1 (colour) "
+                      "simulated teacher")
+        return SimulatedTeacher(SimulatedTeacherConfig(version=1))
     import torch
 
     from relidar.training.teachers.maskclip import MaskCLIPTeacher

@@ -20,12 +20,14 @@ from relidar.training.synthetic.classes import CLASSES, class_id
 
 BOX, CYLINDER, ELLIPSOID = 0, 1, 2
 
-ROAD_HALF_WIDTH = 6.0  # two 3.8 m lanes plus a 2.2 m parking strip on each side
-SIDEWALK_WIDTH = 3.0
+ROAD_HALF_WIDTH = 5.1  # two 3.1 m lanes plus a 2.0 m parking strip on each side
+LANE_WIDTH = 3.1
+SIDEWALK_WIDTH = 3.5
+VERGE_WIDTH = 2.0  # a grass strip with street trees between the sidewalk and the lots
 KERB = 0.15
 BLOCK_LENGTH = 50.0
 CROSS_STREET_EVERY = 3  # block k has a cross street at its centre when k % 3 == 1
-EGO_LANE_Y = -1.9  # right-hand traffic, driving +x: the ego lane is at negative y (REP 103: y left)
+EGO_LANE_Y = -LANE_WIDTH / 2  # right-hand traffic, driving +x: the ego lane is at negative y (REP 103: y left)
 
 
 @dataclass(frozen=True)
@@ -87,9 +89,10 @@ def ground_class(x: np.ndarray, y: np.ndarray) -> np.ndarray:
         dx = np.abs(x - cross_street_center(x))
         near_cross = np.nan_to_num(dx, nan=np.inf)
     road = (ay < ROAD_HALF_WIDTH) | (near_cross < ROAD_HALF_WIDTH)
-    walk = (ay < ROAD_HALF_WIDTH + SIDEWALK_WIDTH) | (near_cross < ROAD_HALF_WIDTH + SIDEWALK_WIDTH)
+    crossing = near_cross < ROAD_HALF_WIDTH + SIDEWALK_WIDTH
+    walk = ay < ROAD_HALF_WIDTH + SIDEWALK_WIDTH
     out = np.full(np.shape(x), class_id("terrain"), dtype=np.int64)
-    out[walk] = class_id("sidewalk")
+    out[walk | crossing] = class_id("sidewalk")
     out[road] = class_id("road")
     return out
 
@@ -181,6 +184,12 @@ class _Builder:
         self.add(ELLIPSOID, "vegetation", (x, y, z0 + 0.5 * r), (r * self.rng.uniform(1.0, 2.5), r, r * 0.8),
                  self.rng.uniform(-np.pi, np.pi), self.paint("vegetation"))
 
+    def hedge(self, x0: float, x1: float, y: float, z0: float) -> None:
+        self.new_object()
+        h = self.rng.uniform(1.0, 1.9)
+        self.add(BOX, "vegetation", ((x0 + x1) / 2, y, z0 + h / 2), ((x1 - x0) / 2, self.rng.uniform(0.35, 0.6), h / 2),
+                 0.0, self.paint("vegetation"))
+
     def pole(self, x: float, y: float, height: float) -> None:
         self.new_object()
         r = self.rng.uniform(0.08, 0.14)
@@ -229,74 +238,84 @@ def generate_block(seed: int, block: int) -> Primitives:
     x_start = block * BLOCK_LENGTH
     x_end = x_start + BLOCK_LENGTH
     kerb_y = ROAD_HALF_WIDTH
-    lot_y = ROAD_HALF_WIDTH + SIDEWALK_WIDTH
+    verge_y = ROAD_HALF_WIDTH + SIDEWALK_WIDTH
+    lot_y = verge_y + VERGE_WIDTH
     for side in (-1.0, 1.0):
-        # Lots behind the sidewalk: mostly buildings, some parks.
+        # Lots behind the sidewalk: buildings with front gardens and hedges, and parks. The shares follow
+        # real suburban driving data, where vegetation is the largest class (relidar.training.synthetic.targets).
         x = x_start + rng.uniform(0.0, 3.0)
         while x < x_end - 4.0:
             width = min(rng.uniform(9.0, 26.0), x_end - x)
             if not _free(x, x + width, block):
                 x += width + 1.0
                 continue
-            if rng.random() < 0.72:
-                setback = rng.uniform(0.3, 4.0)
+            if rng.random() < 0.55:
+                setback = rng.uniform(1.0, 7.0)
                 depth = rng.uniform(8.0, 16.0)
-                height = rng.uniform(6.0, 24.0)
+                height = rng.uniform(6.0, 20.0)
                 y_c = side * (lot_y + setback + depth / 2)
                 b.new_object()
                 b.add(BOX, "building", (x + width / 2, y_c, height / 2), (width / 2 - 0.3, depth / 2, height / 2), 0.0,
                       b.paint("building", 0.1))
-                if setback > 2.0 and rng.random() < 0.6:
-                    b.bush(x + rng.uniform(1.0, width - 1.0), side * (lot_y + setback / 2), KERB)
+                if rng.random() < 0.6:
+                    b.hedge(x + 0.5, x + width - 0.5, side * (lot_y + 0.5), KERB)
+                if setback > 2.5:
+                    for _ in range(rng.integers(1, 4)):
+                        b.bush(x + rng.uniform(1.0, width - 1.0), side * (lot_y + rng.uniform(1.2, setback - 0.5)), KERB)
+                    if rng.random() < 0.5:
+                        b.tree(x + rng.uniform(1.0, width - 1.0), side * (lot_y + setback / 2), KERB, scale=0.9)
             else:
+                if rng.random() < 0.4:
+                    b.hedge(x + 0.5, x + width - 0.5, side * (lot_y + 0.5), KERB)
+                for _ in range(rng.integers(3, 8)):
+                    b.tree(x + rng.uniform(1.0, width - 1.0), side * (lot_y + rng.uniform(2.0, 16.0)), KERB)
                 for _ in range(rng.integers(2, 6)):
-                    b.tree(x + rng.uniform(1.0, width - 1.0), side * (lot_y + rng.uniform(2.0, 14.0)), KERB)
-                for _ in range(rng.integers(1, 4)):
-                    b.bush(x + rng.uniform(1.0, width - 1.0), side * (lot_y + rng.uniform(1.0, 6.0)), KERB)
+                    b.bush(x + rng.uniform(1.0, width - 1.0), side * (lot_y + rng.uniform(1.0, 8.0)), KERB)
             x += width + rng.uniform(0.5, 4.0)
-        # Street furniture on the sidewalk.
-        for xp in np.arange(x_start + rng.uniform(2, 12), x_end, rng.uniform(22.0, 30.0)):
+        # Signs at the kerb; lamp poles and street trees in the verge.
+        for xp in np.arange(x_start + rng.uniform(2, 12), x_end, rng.uniform(30.0, 40.0)):
             if _free(xp - 1, xp + 1, block):
-                b.pole(xp, side * (kerb_y + 0.45), rng.uniform(5.5, 8.0))
-        for _ in range(rng.poisson(1.3)):
+                b.pole(xp, side * (verge_y + 0.4), rng.uniform(5.5, 8.0))
+        for _ in range(rng.poisson(1.0)):
             xs = rng.uniform(x_start, x_end)
             if _free(xs - 1, xs + 1, block):
-                b.sign(xs, side * (kerb_y + 0.35), 0.0)
-        for xt in np.arange(x_start + rng.uniform(3, 15), x_end, 15.0):
-            if rng.random() < 0.4 and _free(xt - 2, xt + 2, block):
-                b.tree(xt, side * (kerb_y + SIDEWALK_WIDTH - 0.8), KERB, scale=0.8)
-        for _ in range(rng.poisson(2.2)):
+                b.sign(xs, side * (kerb_y + 0.4), 0.0)
+        for xt in np.arange(x_start + rng.uniform(3, 9), x_end, 9.0):
+            if rng.random() < 0.7 and _free(xt - 2, xt + 2, block):
+                b.tree(xt, side * (verge_y + VERGE_WIDTH / 2), KERB, scale=0.9)
+        for _ in range(rng.poisson(0.8)):
             xs = rng.uniform(x_start, x_end)
             if _free(xs - 1, xs + 1, block):
-                b.person(xs, side * (kerb_y + rng.uniform(0.8, SIDEWALK_WIDTH - 0.3)), KERB)
+                b.person(xs, side * (kerb_y + rng.uniform(0.8, SIDEWALK_WIDTH - 0.4)), KERB)
         # Parked vehicles along the kerb (right side faces +x, left side faces -x).
         xs = x_start + rng.uniform(0.0, 4.0)
         while xs < x_end - 5.0:
-            is_truck = rng.random() < 0.12
+            is_truck = rng.random() < 0.02
             slot = 11.0 if is_truck else 6.0
-            if rng.random() < 0.6 and _free(xs, xs + slot, block):
+            if rng.random() < 0.2 and _free(xs, xs + slot, block):
                 yaw = (0.0 if side < 0 else np.pi) + rng.normal(0.0, 0.04)
-                y = side * (kerb_y - 1.2 - rng.uniform(0.0, 0.2))
+                y = side * (kerb_y - 1.05 - rng.uniform(0.0, 0.15))
                 (b.truck if is_truck else b.car)(xs + slot / 2, y, yaw)
             xs += slot + rng.uniform(0.3, 2.0)
-        if rng.random() < 0.45:
+        if rng.random() < 0.15:
             xb = rng.uniform(x_start, x_end)
-            b.bicyclist(xb, side * 3.35, (0.0 if side < 0 else np.pi) + rng.normal(0.0, 0.1))
+            b.bicyclist(xb, side * (LANE_WIDTH + 0.5), (0.0 if side < 0 else np.pi) + rng.normal(0.0, 0.1))
     # Oncoming traffic (the ego lane is kept clear: the ego vehicle drives through it).
     xs = x_start + rng.uniform(0.0, 10.0)
     while xs < x_end:
-        if rng.random() < 0.5:
-            if rng.random() < 0.15:
-                b.truck(xs, 1.9 + rng.normal(0, 0.15), np.pi + rng.normal(0, 0.03))
+        if rng.random() < 0.25:
+            if rng.random() < 0.03:
+                b.truck(xs, LANE_WIDTH / 2 + rng.normal(0, 0.15), np.pi + rng.normal(0, 0.03))
             else:
-                b.car(xs, 1.9 + rng.normal(0, 0.15), np.pi + rng.normal(0, 0.03))
+                b.car(xs, LANE_WIDTH / 2 + rng.normal(0, 0.15), np.pi + rng.normal(0, 0.03))
         xs += rng.uniform(12.0, 30.0)
     if block % CROSS_STREET_EVERY == 1:
         xc = x_start + BLOCK_LENGTH / 2
-        for _ in range(rng.poisson(2.0)):  # people on the crossing
+        for _ in range(rng.poisson(1.2)):  # people on the crossing
             b.person(xc + rng.uniform(-ROAD_HALF_WIDTH - 2.5, -ROAD_HALF_WIDTH), rng.uniform(3.0, 5.5) * rng.choice([-1, 1]), 0.0)
         if rng.random() < 0.6:  # a car waiting in the cross street
-            b.car(xc + rng.choice([-1.9, 1.9]), rng.choice([-1, 1]) * rng.uniform(12.0, 25.0), np.pi / 2 * rng.choice([-1, 1]))
+            b.car(xc + rng.choice([-1.0, 1.0]) * LANE_WIDTH / 2, rng.choice([-1, 1]) * rng.uniform(12.0, 25.0),
+                  np.pi / 2 * rng.choice([-1, 1]))
     return b.build()
 
 

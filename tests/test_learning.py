@@ -4,7 +4,7 @@ pairs that do not match their points, a wrong teacher feature) fails it.
 
 Measured when written (2-core CPU, ~30 s; the version-2 simulated teacher): 45 relational steps reach
 10.6 % zero-shot mIoU on the held-out street (the teacher's own 2D mIoU there: 22.7 %); untrained
-students of seeds 0-2 reach 1.5 %, 3.3 % and 2.3 %, and with the optimizer step removed the run
+students of seeds 0-2 reach 1.5 %, 3.3 % and 2.3 %; with the optimizer step removed (version-1 teacher) the run
 ends at 2.4 % against its untrained 2.6 %. The margin asked, 5 points over the untrained student of
 the run's own seed, leaves room for seed and platform noise and none for a loop that does not learn.
 """

@@ -25,7 +25,9 @@ def test_two_processes_match_one(tmp_path: Path) -> None:
     # Global batch of 2 scans: one per rank under torchrun. SGD keeps the update linear in the gradient,
     # so the comparison measures the data-parallel arithmetic, not Adam's sign-like first steps.
     tree["train"].update({"batch_size": 2, "epochs": 2})
-    tree["data"]["val_fraction"] = 0.2
+    # Per-scan losses: a rank's mean over its scans, averaged by DDP, is the one process's mean over all.
+    # (Batch-scope losses are applied per rank, as SLidR does per GPU: another objective than one process.)
+    tree["sampling"]["scope"] = "scan"
     tree["optimizer"] = {"name": "sgd", "lr": 0.05}
     tree["augment"] = {"enabled": True}
     path = write_config(tmp_path / "ddp.yaml", tree)

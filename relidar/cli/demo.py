@@ -46,7 +46,8 @@ def demo(
     where.add_column("what")
     where.add_column("where", overflow="fold")
     labels = {
-        "log": "synthetic log (SemanticKITTI layout)", "cache": "teacher feature cache", "vocabulary": "vocabulary",
+        "log": "synthetic log (SemanticKITTI layout: 00 trained on, 08 held out)", "cache": "teacher feature cache",
+        "cache_val": "teacher feature cache, held-out street", "vocabulary": "vocabulary",
         "run": "distillation run (config, CSV, TensorBoard, checkpoints)", "weights": "student weights",
         "report": "evaluation report (+ JSON, PNGs beside)", "bundle": "model bundle",
         "picture_segmented": "segmented scan (bundle)", "picture_ground_truth": "ground truth",
@@ -61,7 +62,7 @@ def demo(
     scores.add_column("metric")
     scores.add_column("value", justify="right")
     for k, v in result.summary.items():
-        scores.add_row(k, f"{100 * v:.1f}%" if "miou" in k else f"{v:.3f}")
+        scores.add_row(k, f"{100 * v:.1f}%" if "miou" in k or k == "student_over_teacher_visible" else f"{v:.3f}")
     for k, v in result.seconds.items():
         scores.add_row(f"seconds: {k}", f"{v:.1f}")
     console.print(scores)

@@ -70,7 +70,7 @@ def prepare(
     if not 0 <= rank < max(world_size, 1):
         raise RelidarError(f"{rank} must be in 0..{world_size - 1} (--world-size {world_size})", field="--rank")
     reader = open_dataset(dataset, **parse_options(option or []))
-    teacher_obj = _build_teacher(teacher, model, pretrained, image_size, device, rank, world_size)
+    teacher_obj = _build_teacher(teacher, model, pretrained, image_size, device, dataset, console, rank, world_size)
     console.print(f"rank {rank}/{world_size}: {reader!r} -> {out} with teacher {teacher_obj.name} (dim {teacher_obj.feature_dim})")
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TimeRemainingColumn(), console=console) as progress:
@@ -93,12 +93,19 @@ def prepare(
                            hint="fix the listed files and rerun: done frames are skipped")
 
 
-def _build_teacher(kind: TeacherKind, model: str, pretrained: str, image_size: int, device: str, rank: int = 0,
-                   world_size: int = 1):
+def _build_teacher(kind: TeacherKind, model: str, pretrained: str, image_size: int, device: str, dataset: Path,
+                   console, rank: int = 0, world_size: int = 1):
     if kind is TeacherKind.synthetic:
-        from relidar.training.synthetic.teacher import SimulatedTeacher
+        from relidar.training.synthetic.teacher import SimulatedTeacher, SimulatedTeacherConfig
+        from relidar.training.synthetic.truth import TruthStore
 
-        return SimulatedTeacher()
+        truth = TruthStore()
+        if truth.scan(dataset):  # the renderer's masks `relidar synth` wrote beside the images
+            return SimulatedTeacher(truth=truth)
+        # Images without masks (a real dataset, an older log): only the colour teacher can read them.
+        console.print(f"no renderer masks (truth_2/ or *_truth/) under {dataset}: using the version-1 (colour) "
+                      "simulated teacher")
+        return SimulatedTeacher(SimulatedTeacherConfig(version=1))
     import torch
 
     from relidar.training.teachers.maskclip import MaskCLIPTeacher

@@ -87,6 +87,8 @@ def render_teacher_command(
     cfg = validate(SynthConfig, {"seed": seed, "cameras": {"names": [camera], "width": width, "height": height}},
                    what="synthetic world options")
     sample = SyntheticWorld(cfg).sample(frame)
-    acc = teacher_picture(out, sample.frame.cameras[0].image, sample.camera_truth[0].classes, SimulatedTeacher(),
+    teacher = SimulatedTeacher()
+    teacher.remember(sample)
+    acc = teacher_picture(out, sample.frame.cameras[0].image, sample.camera_truth[0].classes, teacher,
                           title=f"simulated teacher, seed {seed}, frame {frame}, camera {camera}")
     console.print(f"wrote {out} (teacher pixel accuracy {acc:.3f})")

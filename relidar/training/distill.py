@@ -40,10 +40,9 @@ from relidar.training.data import (
     Batch,
     DistillDataset,
     collate,
-    ensure_cache,
     global_batch_positions,
     rank_share,
-    split_frames,
+    split_data,
     steps_per_epoch,
 )
 from relidar.training.distributed import (
@@ -86,9 +85,12 @@ def pick_device(config: DistillConfig, ctx: DistContext) -> torch.device:
 
 
 def build_optimizer(model: nn.Module, config: DistillConfig) -> torch.optim.Optimizer:
-    opt = config.optimizer
+    """The optimizer of ``config.loss.type``: ``optimizer`` with its ``per_loss`` overrides applied, so each
+    loss can be trained as its own paper trains it (SLidR: SGD lr 0.5; ScaLR: AdamW lr 2e-3)."""
+    opt = config.optimizer.for_loss(config.loss.type)
     if opt.name == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=opt.lr, momentum=opt.momentum, weight_decay=opt.weight_decay)
+        return torch.optim.SGD(model.parameters(), lr=opt.lr, momentum=opt.momentum, dampening=opt.dampening,
+                               weight_decay=opt.weight_decay)
     return torch.optim.AdamW(model.parameters(), lr=opt.lr, weight_decay=opt.weight_decay)
 
 
@@ -229,14 +231,14 @@ def _distill(config: DistillConfig, out: Path | None, resume: Path | None, ctx: 
                            "processes", field="train.batch_size")
 
     if ctx.is_main:
-        cache = ensure_cache(config.data)
+        split = split_data(config.data)
     barrier(ctx)
     if not ctx.is_main:
-        cache = ensure_cache(config.data)
+        split = split_data(config.data)
+    cache = split.train_cache
     if cache.feature_dim != config.student.out_dim:
         raise DistillError(f"{config.student.out_dim} but the teacher features in {config.data.cache} are "
                            f"{cache.feature_dim}-d", field="student.out_dim", hint=f"set student.out_dim={cache.feature_dim}")
-    split = split_frames(len(cache), config.data)
     dataset = DistillDataset(cache, split.train, config.sampling, config.augment, config.train.seed)
     spe = steps_per_epoch(len(dataset), config.train.batch_size)
     n_steps = total_steps(config, len(dataset))
@@ -273,11 +275,12 @@ def _distill(config: DistillConfig, out: Path | None, resume: Path | None, ctx: 
             epoch, in_epoch = divmod(step, spe)
             positions = rank_share(global_batch_positions(dataset, epoch, in_epoch, config.train.batch_size),
                                    ctx.rank, ctx.world_size)
-            batch = collate([dataset.sample(int(p), epoch) for p in positions], config.student).to(device)
+            samples = dataset.batch(positions, epoch, in_epoch, ctx.rank, ctx.world_size)
+            batch = collate(samples, config.student).to(device)
             with autocast_context(config, device):
                 k = pair_features(train_model, batch, formulation)
             losses = batch_loss(config.loss, k.float(), batch.pair_features, batch.pair_scan, batch.num_scans,
-                                batch.pair_superpixel)
+                                batch.pair_superpixel, config.sampling.scope)
             optimizer.zero_grad(set_to_none=True)
             if scaler is not None:
                 scaler.scale(losses["total"]).backward()

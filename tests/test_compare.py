@@ -95,9 +95,9 @@ def test_switch_analysis_checks_predictions() -> None:
 
 
 def test_compare_cli_end_to_end(tmp_path: Path) -> None:
-    import typer
     from typer.testing import CliRunner
 
+    from relidar.cli.app import single_command_app
     from relidar.cli.compare import compare as command
 
     tree = tiny_config_tree(tmp_path / "cache")
@@ -107,11 +107,10 @@ def test_compare_cli_end_to_end(tmp_path: Path) -> None:
         "losses": ["similarity", "relational"], "seeds": 2, "few_shot_metric": "probe_miou", "curve_points": 1,
         "curve_scans": 1, "oracle": {"steps": 5}, "ablations": {"intra_only": {"cross_diag_weight": 0.0,
                                                                                "cross_offdiag_weight": 0.0}}})
-    app = typer.Typer()
-    app.command()(command)
+    app = single_command_app(command)  # the relidar CLI's error handling: one line, exit 1
     result = CliRunner().invoke(app, ["--config", str(config), "--plan", str(plan), "--out", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
-    folder = next((tmp_path / "out").glob("compare_*"))
+    folder = tmp_path / "out"  # --out is exactly the comparison folder
     saved = json.loads((folder / "compare.json").read_text())
     groups = [(r["group"], r["loss"]) for r in saved["runs"]]
     assert groups.count(("main", "relational")) == 2 and groups.count(("random", "random init")) == 2

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
 from relidar.core.config import StrictModel
 from relidar.model.network import StudentConfig
 from relidar.training.augment import AugmentConfig
+from relidar.training.feature_cache import CacheStorage
 from relidar.training.losses import LossConfig
 from relidar.training.sampling import SamplingConfig
+from relidar.training.teachers.online import OnlineSource
 
 
 class SyntheticSource(StrictModel):
@@ -24,6 +26,16 @@ class SyntheticSource(StrictModel):
     frames: int = Field(24, ge=2, description="sweeps to generate")
     world: dict = Field(default_factory=dict, description="SynthConfig fields, e.g. {seed: 0, lidar: {beams: 32}}")
     teacher: dict = Field(default_factory=dict, description="SimulatedTeacherConfig fields, e.g. {feature_dim: 64}")
+    storage: CacheStorage = Field(CacheStorage(), description="how the cache keeps the teacher's features")
+
+
+class LoaderConfig(StrictModel):
+    """Batch preparation in DataLoader workers (``relidar.training.data.step_loader``)."""
+
+    workers: Annotated[int, Field(ge=0)] | Literal["auto"] = Field("auto", description="worker processes; auto: none on the CPU, else the "
+                                                               "cores per rank less one, at most 8")
+    prefetch: int = Field(2, ge=1, description="batches each worker prepares ahead")
+    pin_memory: Literal["auto", "on", "off"] = Field("auto", description="page-locked batches (auto: when training on CUDA)")
 
 
 class DataConfig(StrictModel):
@@ -31,6 +43,9 @@ class DataConfig(StrictModel):
     synthetic: SyntheticSource | None = Field(None, description="generate + prepare the synthetic world into `cache` if absent")
     val_fraction: float = Field(0.25, ge=0.0, lt=1.0, description="last fraction of the frames, held out for evaluation")
     max_frames: int | None = Field(None, ge=1, description="use only the first frames of the cache")
+    online: OnlineSource | None = Field(None, description="train on this dataset with the teacher in the training step "
+                                                          "(no cache; meant for GPUs); `cache` is then only evaluated on")
+    loader: LoaderConfig = LoaderConfig()
 
 
 class OptimizerConfig(StrictModel):

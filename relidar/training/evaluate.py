@@ -298,10 +298,12 @@ def evaluate_finetune(model: Student, data: LabelledSet, config: DistillConfig, 
 
 
 def resolve_vocabulary(config: DistillConfig) -> Vocabulary:
+    """The vocabulary ``config`` names, in the feature space of its cache (through the cache's projection
+    when it keeps projected features)."""
     if config.eval.vocabulary:
-        return Vocabulary.load(config.eval.vocabulary)
+        return ensure_cache(config.data).project_vocabulary(Vocabulary.load(config.eval.vocabulary))
     if config.data.synthetic is not None:
-        return synthetic_vocabulary(config.data.synthetic)
+        return ensure_cache(config.data).project_vocabulary(synthetic_vocabulary(config.data.synthetic))
     raise EvaluationError("eval.vocabulary: no vocabulary given; pass the Vocabulary JSON of the teacher's text "
                           "encoder (eval.vocabulary=PATH), made with `relidar vocabulary build --classes ... --teacher ...`")
 
@@ -381,6 +383,9 @@ def evaluate(model: Student, config: DistillConfig, device: torch.device | str =
     if config.eval.ood is not None:
         phase("out-of-distribution")
         other = labelled_set("out-of-distribution", config.eval.ood, vocabulary, config.eval.max_scans)
+        if other.cache.feature_space != data.cache.feature_space:
+            raise EvaluationError(f"eval.ood: {config.eval.ood.cache} holds {other.cache.feature_space}, the training "
+                                  f"cache {data.cache.feature_space}; prepare both with the same teacher and projection")
         ood = {"zero_shot": evaluate_zero_shot(model, other, vocabulary, device, gap_pairs=config.eval.gap_pairs,
                                                seed=seed),
                "linear_probe": evaluate_linear_probe(model, other, config, vocabulary.num_classes, device, seed)}

@@ -859,6 +859,13 @@ class CacheReader:
                              field="features", hint="re-run `relidar prepare` into this folder")
         return cached
 
+    @property
+    def feature_space(self) -> str:
+        """What its rows are comparable with: the teacher, and the projection when there is one."""
+        if self.projection is None:
+            return f"features of {self.manifest.teacher}"
+        return f"features of {self.manifest.teacher} through PCA basis {self.projection.sha256[:12]}"
+
     def project_vocabulary(self, vocabulary: Any) -> Any:
         """``vocabulary`` in this cache's feature space: through its projection when it has one."""
         if self.projection is None:

@@ -73,11 +73,12 @@ class OnlineFrames:
     """A dataset's frames paired with their cameras, images kept for the teacher: the online counterpart of
     :class:`~relidar.training.feature_cache.CacheReader` (``len``, ``[i] -> CachedFrame``)."""
 
-    def __init__(self, source: OnlineSource, feature_dim: int, superpixels: bool = False) -> None:
+    def __init__(self, source: OnlineSource, feature_dim: int, superpixels: bool = False, reader: Any = None) -> None:
+        """``reader``: an already open reader of ``source.dataset`` (default: opened here)."""
         from relidar.training.readers.base import open_dataset
 
         self.source = source
-        self.reader = open_dataset(source.dataset, **source.options)
+        self.reader = reader if reader is not None else open_dataset(source.dataset, **source.options)
         self.root = Path(source.dataset)
         self.feature_dim = feature_dim
         self.superpixels = superpixels

@@ -1,13 +1,15 @@
 """The segmenter node over real DDS (Fast DDS, loopback, a domain of its own): bags replayed into the
 running node come back labelled; hundreds of malformed clouds do not stop it; a new class list
-through the ``classes`` parameter changes the next scan's labels. Plus the node's pure parts
-(labelling, the one-slot mailbox) and its start-up failure."""
+through the ``classes`` parameter changes the next scan's labels; a bad value set at run time is
+refused with the parameter's range; an unknown parameter is warned about; with the replay's
+/clock and ``use_sim_time`` the pipeline latency is measured on the bag's time.
+
+The node's pure parts and its start-up failures are tested in the package
+(ros2_ws/src/relidar_ros/test)."""
 
 from __future__ import annotations
 
 import array
-import subprocess
-import threading
 import time
 from pathlib import Path
 
@@ -18,14 +20,12 @@ pytest.importorskip("rclpy", reason="rclpy (ros-rclpy wheels) is not installed")
 
 from ros_support import RosPeer, fresh_domain_id, write_cloud_bag, xyzi_cloud
 
-from relidar.core.pointcloud2 import read_cloud, unpack_rgb
+from relidar.core.pointcloud2 import read_cloud
 from relidar.core.scan_io import read_scan
 from relidar_ros.environment import (
     PROFILE_ENV,
     default_fastdds_profile,
     ros_package_source,
-    ros_subprocess_env,
-    segmenter_command,
     start_segmenter,
     stop_process,
 )
@@ -42,51 +42,6 @@ def fastdds_profile():
         mp.setenv(PROFILE_ENV, str(default_fastdds_profile()))
         mp.syspath_prepend(str(ros_package_source()))
         yield
-
-
-# -- pure parts -----------------------------------------------------------------------------------------
-def test_labels_unknown_for_range_crop_and_threshold() -> None:
-    from relidar_ros.labelling import LabelPolicy, colours, final_labels, labelled_cloud, range_mask
-
-    pts = np.array([[0.5, 0, 0, 1], [3, 4, 0, 2], [10, 0, 0, 3], [0, 0, 90, 4], [6, 8, 0, 5]], np.float32)
-    policy = LabelPolicy(score_threshold=0.5, min_range=1.0, max_range=50.0)
-    sel = range_mask(pts, policy)
-    np.testing.assert_array_equal(sel, [False, True, True, False, True])
-    # segmenter output on the 3 selected points: one outside its crop (-1), one unsure (0.3)
-    labels, scores = final_labels(5, sel, np.array([2, -1, 1]), np.array([0.9, 0.0, 0.3], np.float32), 3, policy)
-    np.testing.assert_array_equal(labels, [3, 2, 3, 3, 3])
-    np.testing.assert_allclose(scores, [0, 0.9, 0, 0, 0.3])
-    palette = np.array([[255, 0, 0], [0, 255, 0], [0, 0, 255]], np.uint8)
-    np.testing.assert_array_equal(colours(labels, palette)[:2], [[128, 128, 128], [0, 0, 255]])
-    arr = read_cloud(labelled_cloud(pts, labels, scores, palette))
-    assert arr.dtype.names == OUTPUT_FIELDS
-    assert arr["label"].dtype == np.uint16 and arr["score"].dtype == np.float32
-    np.testing.assert_array_equal(unpack_rgb(arr["rgb"])[1], [0, 0, 255])
-    np.testing.assert_array_equal(arr["intensity"], pts[:, 3])
-
-
-def test_latest_scan_keeps_only_the_newest() -> None:
-    from relidar_ros.segmenter_node import LatestScan
-
-    box = LatestScan()
-    assert box.put("a", 1) is False
-    assert box.put("b", 2) is True  # "a" was never taken: dropped
-    assert box.take(0.01) == ("b", 2)
-    assert box.take(0.01) is None
-    got: list = []
-    t = threading.Thread(target=lambda: got.append(box.take(5.0)))
-    t.start()
-    box.put("c", 3)
-    t.join(5.0)
-    assert got == [("c", 3)]
-
-
-def test_node_start_fails_clearly_without_bundle(tmp_path: Path) -> None:
-    cmd = segmenter_command(tmp_path / "missing_bundle")
-    run = subprocess.run(cmd, env=ros_subprocess_env(fresh_domain_id()), capture_output=True, text=True, timeout=60)
-    out = run.stdout + run.stderr
-    assert run.returncode == 1
-    assert "FATAL" in out and "does not exist" in out and "Traceback" not in out
 
 
 # -- with a bundle, over DDS ------------------------------------------------------------------------------
@@ -112,7 +67,9 @@ def node(bundle_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     reference = Segmenter(bundle)
     domain = fresh_domain_id()
     log = tmp / "node.log"
-    proc = start_segmenter(bundle, domain, "max_points:=400000", input_topic=INPUT_TOPIC, log_path=log)
+    # score_treshold (sic): an unknown name is warned about and the node runs on.
+    proc = start_segmenter(bundle, domain, "max_points:=400000", "score_treshold:=0.5", input_topic=INPUT_TOPIC,
+                           log_path=log)
     from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import PointCloud2
@@ -126,7 +83,7 @@ def node(bundle_dir: Path, tmp_path_factory: pytest.TempPathFactory):
         if not ready or proc.poll() is not None:
             stop_process(proc)
             pytest.fail(f"node did not start: {log.read_text()[-3000:]}")
-        yield peer, proc, reference
+        yield peer, proc, reference, log
         stop_process(proc)
 
 
@@ -166,7 +123,7 @@ def _synthetic_bag(path: Path) -> tuple[list[np.ndarray], Path, str]:
 
 @pytest.mark.slow
 def test_replayed_bags_come_back_labelled(node, tmp_path: Path, kitti_scan_path: Path) -> None:
-    peer, proc, seg = node
+    peer, proc, seg, _ = node
     topic = "/segmenter/output/points"
     num_classes = len(seg.vocabulary.class_names)
     kitti = read_scan(kitti_scan_path).astype(np.float32)[:, :4]
@@ -240,7 +197,7 @@ def test_fuzzed_clouds_then_a_valid_one(node) -> None:
     from rclpy.qos import qos_profile_sensor_data
     from sensor_msgs.msg import PointCloud2
 
-    peer, proc, seg = node
+    peer, proc, seg, _ = node
     topic = "/segmenter/output/points"
     pub = peer.node.create_publisher(PointCloud2, INPUT_TOPIC, qos_profile_sensor_data)
     assert peer.wait_until(lambda: pub.get_subscription_count() > 0, 10)
@@ -309,7 +266,7 @@ def test_classes_parameter_changes_next_scan(node) -> None:
 
     from relidar_ros.conversions import cloud_to_msg
 
-    peer, proc, seg = node
+    peer, proc, seg, _ = node
     topic = "/segmenter/output/points"
     names = [str(c) for c in seg.vocabulary.class_names]
     assert len(names) >= 2
@@ -369,7 +326,7 @@ def test_intensity_scale_brings_driver_intensity_to_training_range(node) -> None
 
     from relidar_ros.conversions import cloud_to_msg
 
-    peer, proc, seg = node
+    peer, proc, seg, _ = node
     topic = "/segmenter/output/points"
     scan = _synthetic_scan(11, 5000)
     driver = scan.copy()
@@ -398,3 +355,96 @@ def test_intensity_scale_brings_driver_intensity_to_training_range(node) -> None
     finally:
         _set_parameter(peer, "intensity_scale", ParameterValue(type=ParameterType.PARAMETER_DOUBLE, double_value=1.0))
         peer.node.destroy_publisher(pub)
+
+
+@pytest.mark.slow
+def test_unknown_parameter_warned_and_bad_value_refused_at_run_time(node) -> None:
+    from rcl_interfaces.msg import ParameterType, ParameterValue
+
+    peer, proc, seg, log = node
+    text = log.read_text()
+    assert "unknown parameter 'score_treshold'" in text and "did you mean 'score_threshold'" in text
+    refused = _set_parameter(peer, "score_threshold", ParameterValue(type=ParameterType.PARAMETER_DOUBLE,
+                                                                      double_value=2.0))
+    assert not refused.successful and "score_threshold" in refused.reason and "1.0" in refused.reason
+    refused = _set_parameter(peer, "min_range", ParameterValue(type=ParameterType.PARAMETER_DOUBLE,
+                                                                double_value=500.0))
+    assert not refused.successful and "max_range" in refused.reason
+    refused = _set_parameter(peer, "backend", ParameterValue(type=ParameterType.PARAMETER_STRING,
+                                                              string_value="torch"))
+    assert not refused.successful  # read-only: the model is chosen at start
+    assert proc.poll() is None
+
+
+@pytest.mark.slow
+def test_pipeline_latency_on_the_bag_clock_with_use_sim_time(bundle_dir: Path, tmp_path: Path) -> None:
+    """The bag is from the past: on the system clock its pipeline latency would be years; with the
+    replay's /clock and use_sim_time the node measures it on the bag's time."""
+    from diagnostic_msgs.msg import DiagnosticArray
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from rosgraph_msgs.msg import Clock
+    from sensor_msgs.msg import PointCloud2
+    from std_msgs.msg import Float64
+
+    scans = [_synthetic_scan(20 + i, 3000) for i in range(4)]
+    bag = write_cloud_bag(tmp_path / "bag", [xyzi_cloud(s) for s in scans], topic=INPUT_TOPIC, period_s=0.5)
+    domain = fresh_domain_id()
+    log = tmp_path / "node.log"
+    proc = start_segmenter(bundle_dir, domain, "use_sim_time:=true", input_topic=INPUT_TOPIC, log_path=log)
+    try:
+        with RosPeer(domain) as peer:
+            peer.subscribe(PointCloud2, "/segmenter/output/points",
+                           QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT))
+            peer.subscribe(Float64, "/segmenter/debug/pipeline_latency_ms", QoSProfile(depth=10),
+                           keep=lambda m: m.data)
+            peer.subscribe(DiagnosticArray, "/diagnostics", QoSProfile(depth=10))
+            peer.subscribe(Clock, "/clock", QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT),
+                           keep=lambda m: m.clock.sec + m.clock.nanosec * 1e-9)
+            assert peer.wait_until(lambda: peer.node.count_publishers("/segmenter/output/points") > 0
+                                   or proc.poll() is not None, 60), log.read_text()
+            assert proc.poll() is None, log.read_text()
+            stats = replay_bag(bag, domain_id=domain, wait_for_subscribers_s=10, delay_s=0.2, clock_hz=50.0)
+            assert stats.per_topic[INPUT_TOPIC] == 4 and stats.clock_messages > 0
+            latencies = peer.wait_for("/segmenter/debug/pipeline_latency_ms", 1, timeout_s=30)
+            clock = peer.received["/clock"]
+            diags = peer.wait_for("/diagnostics", 1, timeout_s=10)
+    finally:
+        stop_process(proc)
+    assert latencies, log.read_text()
+    # Bag stamps are from 2023: years (1e11 ms) on the system clock, well under a minute on the bag's.
+    assert all(0.0 <= v < 60_000.0 for v in latencies), latencies
+    assert clock and all(1.69e9 < t < 1.71e9 for t in clock)
+    assert clock == sorted(clock)
+    values = {kv.key: kv.value for kv in diags[-1].status[0].values}
+    assert "/clock" in values["pipeline_latency_clock"]
+
+
+def test_processor_labels_as_the_segmenter_and_rejects_what_it_cannot_use(bundle_dir: Path, tmp_path: Path) -> None:
+    from relidar.core.errors import RelidarError
+    from relidar_ros.labelling import LabelPolicy
+    from relidar_ros.parameters import ParameterError
+    from relidar_ros.processing import ScanProcessor, ScanRejected, Settings, StartupError, load_segmenter
+
+    segmenter = load_segmenter(str(bundle_dir), "auto", "cpu")
+    processor = ScanProcessor(segmenter)
+    scan = _synthetic_scan(7, 2000)
+    settings = Settings(LabelPolicy(0.0, 0.0, 200.0), max_points=10_000, intensity_scale=1.0)
+    out = processor.label(xyzi_cloud(scan), settings)
+    arr = read_cloud(out.cloud)
+    reference = segmenter(scan).labels
+    num_classes = len(out.class_names)
+    np.testing.assert_array_equal(arr["label"], np.where(reference < 0, num_classes, reference))
+    assert {"preprocess_ms", "network_ms", "total_ms", "convert_ms"} <= set(out.timings_ms)
+    too_small = Settings(settings.policy, max_points=100, intensity_scale=1.0)
+    nan_scan = np.full((50, 4), np.nan, np.float32)
+    for cloud, s in ((xyzi_cloud(scan), too_small), (xyzi_cloud(nan_scan), settings)):
+        with pytest.raises(ScanRejected):
+            processor.label(cloud, s)
+    with pytest.raises(ParameterError) as refused:
+        processor.set_classes([" "])
+    assert refused.value.field == "classes" and processor.class_names() == list(out.class_names)
+    for bundle, words in (("", "empty"), (str(tmp_path / "missing"), "does not exist"), (str(tmp_path), "cannot load")):
+        with pytest.raises(StartupError) as failed:
+            load_segmenter(bundle, "auto", "cpu")
+        assert isinstance(failed.value, RelidarError) and failed.value.field == "bundle"
+        assert words in failed.value.message

@@ -3,6 +3,7 @@ and an in-process subscriber receives the clouds byte for byte."""
 
 from __future__ import annotations
 
+import re
 import threading
 from pathlib import Path
 
@@ -103,3 +104,72 @@ def test_replay_command_reports_missing_bag(tmp_path: Path) -> None:
     result = CliRunner().invoke(root, ["replay", str(tmp_path / "missing")])
     assert result.exit_code == 1
     assert "does not exist" in " ".join(result.output.split()) and "Traceback" not in result.output
+    # A bag played with its clock: the summary counts the /clock messages.
+    bag = write_cloud_bag(tmp_path / "bag", [xyzi_cloud(p) for p in _clouds(3, 10)], period_s=0.2)
+    result = CliRunner().invoke(root, ["replay", str(bag), "--clock", "--clock-hz", "20", "--delay", "0",
+                                       "--domain-id", str(fresh_domain_id())])
+    assert result.exit_code == 0, result.output
+    clock = re.search(r"/clock (\d+)", result.output)
+    assert "published 3 messages" in result.output and clock and int(clock.group(1)) >= 3
+
+
+def test_replay_publishes_the_bag_clock(tmp_path: Path) -> None:
+    """With a clock, /clock carries the bag's time (stamps from 2023), rising, while the clouds play."""
+    from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+    from rosgraph_msgs.msg import Clock
+    from sensor_msgs.msg import PointCloud2
+
+    bag = write_cloud_bag(tmp_path / "bag", [xyzi_cloud(p) for p in _clouds(5, 50)], period_s=0.2)
+    domain = fresh_domain_id()
+    with RosPeer(domain) as peer:
+        peer.subscribe(Clock, "/clock", QoSProfile(depth=100, reliability=ReliabilityPolicy.BEST_EFFORT),
+                       keep=lambda m: m.clock.sec * 10**9 + m.clock.nanosec)
+        peer.subscribe(PointCloud2, "/points_raw", qos_profile_sensor_data,
+                       keep=lambda m: m.header.stamp.sec * 10**9 + m.header.stamp.nanosec)
+        stats = replay_bag(bag, domain_id=domain, wait_for_subscribers_s=10.0, delay_s=0.3, clock_hz=50.0)
+        clouds = peer.wait_for("/points_raw", 5, timeout_s=10.0)
+        clock = list(peer.received["/clock"])
+    assert stats.published == 5 and stats.clock_messages > 10
+    assert len(clock) > 10 and clock == sorted(clock)
+    # The bag time spans the recording: from its first message to its last (0.8 s), not wall time.
+    first, last = min(clouds), max(clouds)
+    assert first - 10**9 <= clock[0] <= first + 10**9 and last - 10**9 < clock[-1] <= last + 10**9
+
+
+def test_replay_starts_paused_until_the_paused_parameter_is_cleared(tmp_path: Path) -> None:
+    from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+    from rcl_interfaces.srv import SetParameters
+    from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+    from rosgraph_msgs.msg import Clock
+    from sensor_msgs.msg import PointCloud2
+
+    bag = write_cloud_bag(tmp_path / "bag", [xyzi_cloud(p) for p in _clouds(3, 50)], period_s=0.1)
+    domain = fresh_domain_id()
+    result: dict = {}
+    stop = threading.Event()  # ends a player left paused if an assert below fails
+    with RosPeer(domain) as peer:
+        peer.subscribe(PointCloud2, "/points_raw", qos_profile_sensor_data)
+        peer.subscribe(Clock, "/clock", QoSProfile(depth=100, reliability=ReliabilityPolicy.BEST_EFFORT),
+                       keep=lambda m: m.clock.sec * 10**9 + m.clock.nanosec)
+        player = threading.Thread(target=lambda: result.update(stats=replay_bag(
+            bag, domain_id=domain, wait_for_subscribers_s=10.0, delay_s=0.0, clock_hz=50.0, start_paused=True,
+            stop=stop)))
+        player.start()
+        try:
+            client = peer.node.create_client(SetParameters, "/relidar_replay/set_parameters")
+            assert client.wait_for_service(timeout_sec=20)
+            # Paused: the clock stands still at the bag's start and nothing is published.
+            assert peer.wait_until(lambda: len(peer.received["/clock"]) >= 20, 10)
+            assert peer.received["/points_raw"] == []
+            assert len(set(peer.received["/clock"])) == 1
+            request = SetParameters.Request(parameters=[Parameter(
+                name="paused", value=ParameterValue(type=ParameterType.PARAMETER_BOOL, bool_value=False))])
+            future = client.call_async(request)
+            assert peer.wait_until(future.done, 10) and future.result().results[0].successful
+            got = peer.wait_for("/points_raw", 3, timeout_s=10.0)
+            player.join(timeout=30.0)
+        finally:
+            stop.set()
+            player.join(timeout=30.0)
+    assert len(got) == 3 and result["stats"].published == 3
+    assert len(set(peer.received["/clock"])) > 1  # time moved once resumed

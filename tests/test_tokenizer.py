@@ -55,9 +55,11 @@ def test_word_splitter_rules() -> None:
 
 
 def test_bad_vocabulary_file(tmp_path) -> None:
-    with pytest.raises(TokenizerError, match="not found"):
+    with pytest.raises(TokenizerError) as err:
         ClipTokenizer(tmp_path / "missing.txt.gz")
+    assert err.value.path == tmp_path / "missing.txt.gz"
     short = tmp_path / "short.txt.gz"
     short.write_bytes(gzip.compress(b"#version\na b\n"))
-    with pytest.raises(TokenizerError, match="merge lines"):
+    with pytest.raises(TokenizerError) as err:
         ClipTokenizer(short)
+    assert err.value.path == short and "merge lines" in err.value.message

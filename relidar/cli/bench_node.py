@@ -57,7 +57,7 @@ def bench_node(
     try:
         result = run_node_bench(cfg, on_tick=tick)
     except NodeBenchError as exc:
-        console.print(f"[red]{exc}[/red]")
+        console.print(str(exc), style="red", markup=False, highlight=False)
         raise typer.Exit(1) from None
     result["scan"] = str(scan)
     write_bench_json(result, run_dir / "bench_node.json", json_out)

@@ -23,25 +23,30 @@ def replay(
     wait_for_subscribers: float = typer.Option(0.0, "--wait-for-subscribers", help="Wait up to this many seconds for every topic "
                                                                                    "to have a subscriber."),
     domain_id: Optional[int] = typer.Option(None, "--domain-id", help="ROS domain id (default: ROS_DOMAIN_ID or 0)."),
+    clock: bool = typer.Option(False, "--clock", help="Publish the bag time on /clock, so nodes with use_sim_time run on it."),
+    clock_hz: float = typer.Option(40.0, "--clock-hz", min=0.1, help="How often /clock is published (with --clock)."),
+    start_paused: bool = typer.Option(False, "--start-paused", help="Start paused; resume with "
+                                                                    "`ros2 param set /relidar_replay paused false`."),
 ) -> None:
     """Publish a rosbag2 on ROS 2 with its recorded timing (serialized, never deserialised).
 
     /tf_static and topics recorded transient-local are published transient-local. Uses the shipped
     Fast DDS profile (large shared-memory segment) unless FASTDDS_DEFAULT_PROFILES_FILE is set.
+    The replay node (/relidar_replay) has a `paused` parameter: set it to pause or resume.
     """
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
     from relidar_ros.environment import use_default_fastdds_profile
-    from relidar_ros.replay import ReplayError, bag_topics, replay_bag
+    from relidar_ros.replay import NODE_NAME, ReplayError, bag_topics, replay_bag
 
     console = Console()
     use_default_fastdds_profile()
     try:
         listing = bag_topics(bag)
     except ReplayError as exc:
-        console.print(f"[red]{exc}[/red]")
+        console.print(str(exc), style="red", markup=False, highlight=False)
         raise typer.Exit(1) from None
     table = Table(title=f"{bag}")
     for col in ("topic", "type", "messages", "latched"):
@@ -49,6 +54,8 @@ def replay(
     for t in listing:
         table.add_row(t.name, t.msgtype, str(t.count), "yes" if t.latched else "")
     console.print(table)
+    if start_paused:
+        console.print(f"paused: resume with `ros2 param set /{NODE_NAME} paused false`")
 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console) as progress:
@@ -60,9 +67,9 @@ def replay(
         try:
             stats = replay_bag(bag, rate=rate, loop=loop, topics=topics, delay_s=delay,
                                wait_for_subscribers_s=wait_for_subscribers, on_progress=on_progress,
-                               domain_id=domain_id)
+                               domain_id=domain_id, clock_hz=clock_hz if clock else 0.0, start_paused=start_paused)
         except ReplayError as exc:
-            console.print(f"[red]{exc}[/red]")
+            console.print(str(exc), style="red", markup=False, highlight=False)
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
             console.print("stopped")
@@ -70,4 +77,5 @@ def replay(
     for topic, why in stats.skipped_topics.items():
         console.print(f"[yellow]skipped {topic}: {why}[/yellow]")
     console.print(f"published {stats.published} messages in {stats.loops} pass(es): "
-                  + ", ".join(f"{k} {v}" for k, v in stats.per_topic.items()))
+                  + ", ".join(f"{k} {v}" for k, v in stats.per_topic.items())
+                  + (f"; /clock {stats.clock_messages}" if clock else ""))

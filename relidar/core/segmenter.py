@@ -1,6 +1,7 @@
 """One Segmenter for every consumer (the ROS node, ``relidar segment``, the benchmarks).
 
-points [N, >=3] -> numpy voxelization + kernel maps (no PyTorch) -> the bundle's student graph on a
+points [N, >=3] -> numpy voxelization + kernel maps (``relidar.core.preprocess``, the same object
+training and export use; no PyTorch) -> the bundle's student graph on a
 backend -> per-point label and score (and, on request, the D-dim per-point feature: the bundle's
 linear head applied to the voxel's backbone feature, unit-normalised). The classes are data: the
 text embeddings are a graph input, so :meth:`Segmenter.set_classes` re-encodes prompts with the

@@ -528,6 +528,8 @@ def read_cached_frame(path: Path, verified: dict[str, Any] | None = None) -> tup
     arrays = _load_verified(path, fix, verified=verified)
     try:
         meta = json.loads(str(arrays.pop(_META_KEY)))
+        artifact.check_format_version(meta.get("format_version"), CACHE_FORMAT_VERSION, path=path, error=CacheError,
+                                      what="cache frame", hint=fix)
         if "pair_features" in arrays:
             stored = StoredFeatures("pairs", arrays["pair_features"], arrays.get("pair_scales"))
         else:

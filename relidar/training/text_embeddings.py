@@ -54,12 +54,13 @@ def build_vocabulary(
 
 
 def simulated_text_encoder(spec: SimulatedTextSpec) -> SimulatedTextEncoder:
-    """The synthetic world's simulated text encoder that ``spec`` describes (what a bundle ships for it)."""
-    from relidar.training.synthetic.teacher import SimulatedTeacher, SimulatedTeacherConfig
+    """The synthetic world's simulated text encoder that ``spec`` describes (what a bundle ships for it):
+    the world's concepts, embedded with the spec's dimension, seed, group weight and text jitter."""
+    from relidar.core.text.simulated import ConceptText
+    from relidar.training.synthetic.teacher import CONCEPTS
 
-    config = SimulatedTeacherConfig(feature_dim=spec.feature_dim, seed=spec.seed, group_weight=spec.group_weight,
-                                    text_jitter=spec.text_jitter)
-    return SimulatedTeacher(config).text_encoder
+    return SimulatedTextEncoder.from_concepts([ConceptText(c.name, c.group, tuple(c.words)) for c in CONCEPTS],
+                                              spec.feature_dim, spec.seed, spec.group_weight, spec.text_jitter)
 
 
 # --- what `relidar vocabulary` needs besides the CLI: class lists, template files, teachers, confusions ---

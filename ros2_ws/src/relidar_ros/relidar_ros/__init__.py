@@ -1,1 +1,15 @@
-"""relidar_ros: the ROS 2 segmenter node over the relidar core (PointCloud2 in, labelled PointCloud2 out)."""
+# Copyright 2026 relidar maintainers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""relidar_ros: the ROS 2 segmenter node over the relidar core (lidar clouds in, labels out)."""

@@ -1,8 +1,24 @@
-"""Per-point labels as the node publishes them: range gate, score threshold, ``unknown``, colours.
+# Copyright 2026 relidar maintainers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
 
-Pure numpy (no rclpy), so it is tested without ROS. Label values: ``0..C-1`` index the vocabulary's
-classes; ``C`` (the number of classes) is ``unknown`` — points outside ``[min_range, max_range]``,
-outside the bundle's crop, or whose score is below ``score_threshold``. Unknown points are grey.
+"""
+Per-point labels as the node publishes them: range gate, score threshold, unknown, colours.
+
+Pure numpy (no rclpy), so it is tested without ROS. Label values: ``0..C-1`` index the
+vocabulary's classes; ``C`` (the number of classes) is ``unknown``: points outside
+``[min_range, max_range]``, outside the bundle's crop, or whose score is below
+``score_threshold``. Unknown points are grey.
 """
 
 from __future__ import annotations
@@ -10,24 +26,26 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-
-from relidar.core.pointcloud2 import CloudData, build_cloud, pack_rgb
+from relidar.core.pointcloud2 import build_cloud, CloudData, pack_rgb
 
 UNKNOWN_RGB = np.array([128, 128, 128], dtype=np.uint8)
 
 
 @dataclass(frozen=True)
 class LabelPolicy:
+    """Which classified points keep their label."""
+
     score_threshold: float
     min_range: float
     max_range: float
 
 
 def range_mask(points: np.ndarray, policy: LabelPolicy) -> np.ndarray:
-    """Points whose 3D distance from the sensor lies in ``[min_range, max_range]``."""
+    """Return the points whose 3D distance from the sensor is in ``[min_range, max_range]``."""
     xyz = np.ascontiguousarray(points[:, :3], dtype=np.float32)
-    with np.errstate(over="ignore", invalid="ignore"):
-        r2 = np.einsum("ij,ij->i", xyz, xyz)  # float32 is plenty for metres; huge values overflow to inf
+    with np.errstate(over='ignore', invalid='ignore'):
+        # float32 is plenty for metres; huge values overflow to inf
+        r2 = np.einsum('ij,ij->i', xyz, xyz)
     return (r2 >= np.float32(policy.min_range) ** 2) & (r2 <= np.float32(policy.max_range) ** 2)
 
 
@@ -39,8 +57,12 @@ def final_labels(
     num_classes: int,
     policy: LabelPolicy,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """uint16 labels and float32 scores for all ``num_points``, from the segmenter's output on the
-    ``selected`` subset (bool mask). Raw scores are kept, also where the label became unknown."""
+    """
+    Return uint16 labels and float32 scores for all ``num_points``.
+
+    They come from the segmenter's output on the ``selected`` subset (bool mask). Raw scores are
+    kept, also where the label became unknown.
+    """
     out_labels = np.full(num_points, num_classes, dtype=np.uint16)
     out_scores = np.zeros(num_points, dtype=np.float32)
     labels = np.asarray(labels)
@@ -53,21 +75,23 @@ def final_labels(
 
 
 def colours(labels: np.ndarray, palette: np.ndarray) -> np.ndarray:
-    """[N,3] uint8 colour of each label; ``unknown`` (== len(palette)) is grey."""
-    table = np.concatenate([np.asarray(palette, dtype=np.uint8).reshape(-1, 3), UNKNOWN_RGB[None]], axis=0)
+    """Return the [N,3] uint8 colour of each label; ``unknown`` (== len(palette)) is grey."""
+    table = np.concatenate([np.asarray(palette, dtype=np.uint8).reshape(-1, 3), UNKNOWN_RGB[None]],
+                           axis=0)
     return table[np.minimum(labels, len(table) - 1)]
 
 
-def labelled_cloud(points: np.ndarray, labels: np.ndarray, scores: np.ndarray, palette: np.ndarray) -> CloudData:
-    """x, y, z, intensity (float32), label (uint16), score (float32), rgb (packed float32)."""
+def labelled_cloud(points: np.ndarray, labels: np.ndarray, scores: np.ndarray,
+                   palette: np.ndarray) -> CloudData:
+    """Return x, y, z, intensity (float32), label (uint16), score (float32), rgb (packed)."""
     return build_cloud(
         {
-            "x": points[:, 0].astype(np.float32),
-            "y": points[:, 1].astype(np.float32),
-            "z": points[:, 2].astype(np.float32),
-            "intensity": points[:, 3].astype(np.float32),
-            "label": labels.astype(np.uint16),
-            "score": scores.astype(np.float32),
-            "rgb": pack_rgb(colours(labels, palette)),
+            'x': points[:, 0].astype(np.float32),
+            'y': points[:, 1].astype(np.float32),
+            'z': points[:, 2].astype(np.float32),
+            'intensity': points[:, 3].astype(np.float32),
+            'label': labels.astype(np.uint16),
+            'score': scores.astype(np.float32),
+            'rgb': pack_rgb(colours(labels, palette)),
         }
     )

@@ -1,3 +1,17 @@
+# Copyright 2026 relidar maintainers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
 """QoS profiles of the node's topics, in one place so the node, replay and tests agree."""
 
 from __future__ import annotations
@@ -6,9 +20,11 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 
 
 def sensor_input() -> QoSProfile:
-    """Lidar input: best effort, keep last 1 — a late scan is worth nothing, only the newest counts.
+    """
+    Return the lidar input's QoS: best effort, keep last 1.
 
-    A best-effort subscription matches both best-effort and reliable driver publishers.
+    A late scan is worth nothing, only the newest counts. A best-effort subscription matches
+    both best-effort and reliable driver publishers.
     """
     return QoSProfile(
         history=HistoryPolicy.KEEP_LAST,
@@ -19,8 +35,12 @@ def sensor_input() -> QoSProfile:
 
 
 def labelled_output() -> QoSProfile:
-    """Labelled clouds: reliable keep-last 1, so both RViz's default (reliable) and best-effort
-    subscribers match; keep-last never blocks the publisher."""
+    """
+    Return the labelled clouds' QoS: reliable, keep last 1.
+
+    Both RViz's default (reliable) and best-effort subscribers match; keep-last never blocks
+    the publisher.
+    """
     return QoSProfile(
         history=HistoryPolicy.KEEP_LAST,
         depth=1,
@@ -30,7 +50,7 @@ def labelled_output() -> QoSProfile:
 
 
 def latched() -> QoSProfile:
-    """Legend and /tf_static: transient local, so late joiners (RViz opened later) still get it."""
+    """Return the QoS of the legend: transient local, so RViz opened later still gets it."""
     return QoSProfile(
         history=HistoryPolicy.KEEP_LAST,
         depth=1,
@@ -40,7 +60,7 @@ def latched() -> QoSProfile:
 
 
 def debug() -> QoSProfile:
-    """Timings and diagnostics: small, reliable, a short history."""
+    """Return the QoS of timings and diagnostics: small, reliable, a short history."""
     return QoSProfile(
         history=HistoryPolicy.KEEP_LAST,
         depth=10,

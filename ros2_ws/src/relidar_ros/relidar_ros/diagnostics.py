@@ -1,0 +1,139 @@
+# Copyright 2026 relidar maintainers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""
+What the node reports about itself: counters, the 1 Hz diagnostics status and the class legend.
+
+Counters are updated by the subscription callback and the worker thread and read by the
+diagnostics timer, so they sit behind one lock and are read as one snapshot.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+import threading
+from typing import Sequence
+
+from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
+import numpy as np
+from relidar_ros.labelling import UNKNOWN_RGB
+from visualization_msgs.msg import Marker, MarkerArray
+
+LEGEND_NS = 'relidar_legend'
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The counters at one moment."""
+
+    received: int = 0
+    labelled: int = 0
+    dropped: int = 0
+    rejected: int = 0
+    failed: int = 0
+    last_reject_reason: str = ''
+    node_latency_ms: float = float('nan')
+    pipeline_latency_ms: float = float('nan')
+    points: int = 0
+
+
+@dataclass
+class Counters:
+    """Thread-safe counts of what happened to the scans the node received."""
+
+    _now: Snapshot = field(default_factory=Snapshot)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def received(self, replaced_unprocessed: bool) -> None:
+        with self._lock:
+            self._now = replace(self._now, received=self._now.received + 1,
+                                dropped=self._now.dropped + int(replaced_unprocessed))
+
+    def rejected(self, reason: str) -> None:
+        with self._lock:
+            self._now = replace(self._now, rejected=self._now.rejected + 1,
+                                last_reject_reason=reason)
+
+    def failed(self) -> None:
+        with self._lock:
+            self._now = replace(self._now, failed=self._now.failed + 1)
+
+    def labelled(self, points: int, node_latency_ms: float, pipeline_latency_ms: float) -> None:
+        with self._lock:
+            self._now = replace(self._now, labelled=self._now.labelled + 1, points=points,
+                                node_latency_ms=node_latency_ms,
+                                pipeline_latency_ms=pipeline_latency_ms)
+
+    def snapshot(self) -> Snapshot:
+        with self._lock:
+            return self._now
+
+
+class DiagnosticsReporter:
+    """Turns counter snapshots into one DiagnosticStatus per period, with rates since the last."""
+
+    def __init__(self, name: str, hardware_id: str) -> None:
+        self._name = name
+        self._hardware_id = hardware_id
+        self._last: tuple[float, Snapshot] | None = None
+
+    def status(self, now_s: float, snap: Snapshot, vocabulary: Sequence[str],
+               latency_clock: str) -> DiagnosticStatus:
+        """Return the status at ``now_s`` (a steady clock, in seconds)."""
+        t_prev, prev = self._last if self._last is not None else (now_s, Snapshot())
+        self._last = (now_s, snap)
+        dt = max(now_s - t_prev, 1e-6)
+        level, message = DiagnosticStatus.OK, 'labelling'
+        if snap.received == prev.received:
+            level, message = DiagnosticStatus.WARN, 'no input cloud in the last period'
+        elif snap.rejected > prev.rejected:
+            level, message = DiagnosticStatus.WARN, f'rejected clouds: {snap.last_reject_reason}'
+        values = {
+            'input_rate_hz': f'{(snap.received - prev.received) / dt:.2f}',
+            'output_rate_hz': f'{(snap.labelled - prev.labelled) / dt:.2f}',
+            'node_latency_ms': f'{snap.node_latency_ms:.1f}',
+            'pipeline_latency_ms': f'{snap.pipeline_latency_ms:.1f}',
+            'pipeline_latency_clock': latency_clock,
+            'received': str(snap.received),
+            'labelled': str(snap.labelled),
+            'dropped': str(snap.dropped),
+            'rejected': str(snap.rejected),
+            'failed': str(snap.failed),
+            'last_reject_reason': snap.last_reject_reason,
+            'points': str(snap.points),
+            'backend': self._hardware_id,
+            'vocabulary': ', '.join(vocabulary),
+        }
+        return DiagnosticStatus(level=level, name=self._name, message=message,
+                                hardware_id=self._hardware_id,
+                                values=[KeyValue(key=k, value=v) for k, v in values.items()])
+
+
+def legend_markers(frame: str, class_names: Sequence[str], palette: np.ndarray) -> MarkerArray:
+    """Return one text marker per class in its colour, ``unknown`` last in grey, in ``frame``."""
+    names = list(class_names) + ['unknown']
+    rgb = np.concatenate([np.asarray(palette, np.uint8).reshape(-1, 3), UNKNOWN_RGB[None]])
+    colours = rgb.astype(np.float64) / 255.0
+    clear = Marker(action=Marker.DELETEALL, ns=LEGEND_NS)
+    clear.header.frame_id = frame
+    markers = [clear]
+    for i, (name, (r, g, b)) in enumerate(zip(names, colours)):
+        m = Marker(ns=LEGEND_NS, id=i, type=Marker.TEXT_VIEW_FACING, action=Marker.ADD, text=name)
+        m.header.frame_id = frame
+        m.pose.position.z = 2.0 + 0.6 * (len(names) - i)
+        m.pose.orientation.w = 1.0
+        m.scale.z = 0.5
+        m.color.r, m.color.g, m.color.b, m.color.a = float(r), float(g), float(b), 1.0
+        markers.append(m)
+    return MarkerArray(markers=markers)

@@ -1,0 +1,149 @@
+# Copyright 2026 relidar maintainers
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""
+Labelling one scan: a PointCloud2 in, the labelled cloud out, as a thin layer over the core.
+
+``relidar.core.segmenter.Segmenter`` does the work (voxelize, network, per-point label and
+score). This module adds what the node decides around it: the point-count limit, the intensity
+scale, the range gate and score threshold that make a point ``unknown``
+(``relidar_ros.labelling``), and one lock so that a new vocabulary (the ``classes`` parameter,
+set from the executor thread) never changes under a scan being labelled.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+import threading
+import time
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+from relidar.core.bundle import BundleError
+from relidar.core.errors import RelidarError
+from relidar.core.pointcloud2 import cloud_to_xyzi, CloudData, PointCloud2Like, PointCloudError
+from relidar.core.segmenter import Segmenter
+from relidar_ros.labelling import final_labels, labelled_cloud, LabelPolicy, range_mask
+from relidar_ros.parameters import ParameterError
+
+
+class StartupError(RelidarError):
+    """The node cannot start: no bundle, or one that does not load."""
+
+
+class ScanRejected(RelidarError):
+    """A cloud the node does not label (counted as rejected; the node goes on)."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The run-time parameters one scan is labelled with (replaced whole when one changes)."""
+
+    policy: LabelPolicy
+    max_points: int
+    intensity_scale: float
+
+    @classmethod
+    def from_parameters(cls, values: Mapping[str, Any]) -> Settings:
+        return cls(LabelPolicy(float(values['score_threshold']), float(values['min_range']),
+                               float(values['max_range'])),
+                   int(values['max_points']), float(values['intensity_scale']))
+
+
+@dataclass(frozen=True)
+class LabelledScan:
+    """The labelled cloud and what the node publishes beside it."""
+
+    cloud: CloudData
+    class_names: tuple[str, ...]
+    palette: np.ndarray           # [C, 3] uint8, the vocabulary's colours
+    timings_ms: dict[str, float]  # preprocess_ms, network_ms, postprocess_ms, total_ms, convert_ms
+
+
+def load_segmenter(bundle: str, backend: str, device: str) -> Segmenter:
+    """Return the bundle's Segmenter, or raise StartupError saying why it cannot be had."""
+    if not bundle:
+        raise StartupError('parameter is empty', field='bundle',
+                           hint='pass the folder written by `relidar export bundle`, '
+                                'e.g. --ros-args -p bundle:=/path/to/bundle')
+    if not Path(bundle).is_dir():
+        raise StartupError('bundle folder does not exist', path=bundle, field='bundle',
+                           hint='pass the folder written by `relidar export bundle`')
+    try:
+        return Segmenter(bundle, backend=backend, device=device)
+    except (BundleError, RelidarError, ValueError, KeyError, OSError) as exc:
+        raise StartupError(f'cannot load the bundle: {exc}', path=bundle, field='bundle') from None
+
+
+class ScanProcessor:
+    """Labels scans with one Segmenter whose vocabulary may change between scans."""
+
+    def __init__(self, segmenter: Segmenter) -> None:
+        self._segmenter = segmenter
+        self._lock = threading.Lock()
+
+    @property
+    def backend(self) -> str:
+        return str(self._segmenter.backend)
+
+    def class_names(self) -> list[str]:
+        with self._lock:
+            return [str(c) for c in self._segmenter.vocabulary.class_names]
+
+    def set_classes(self, classes: Sequence[str]) -> None:
+        """Label the next scan with these classes; raise ParameterError (vocabulary unchanged)."""
+        with self._lock:
+            try:
+                self._segmenter.set_classes([str(c) for c in classes])
+            except (RelidarError, ValueError, KeyError, RuntimeError) as exc:
+                raise ParameterError(f'the bundle cannot encode {list(classes)}: {exc}',
+                                     field='classes') from None
+
+    def label(self, msg: PointCloud2Like, settings: Settings) -> LabelledScan:
+        """Label every finite point of ``msg``; raise ScanRejected for a cloud it cannot use."""
+        t0 = time.perf_counter()
+        n = int(msg.width) * int(msg.height)
+        if n > settings.max_points:
+            raise ScanRejected(f'{n} points is more than max_points={settings.max_points}')
+        if n == 0:
+            raise ScanRejected('the cloud has no points')
+        try:
+            points = cloud_to_xyzi(msg).points
+        except PointCloudError as exc:
+            raise ScanRejected(str(exc)) from None
+        if points.shape[0] == 0:
+            raise ScanRejected('no point of the cloud has finite x, y, z')
+        selected = range_mask(points, settings.policy)
+        t_parsed = time.perf_counter()
+        timings: dict[str, float] = {}
+        with self._lock:
+            vocabulary = self._segmenter.vocabulary
+            names = tuple(str(c) for c in vocabulary.class_names)
+            palette = np.asarray(vocabulary.colors, dtype=np.uint8).reshape(-1, 3)
+            if selected.any():
+                net_points = points[selected]  # a copy: the published intensity stays as received
+                if settings.intensity_scale != 1.0:
+                    net_points[:, 3] *= np.float32(settings.intensity_scale)
+                result = self._segmenter(net_points)
+                seg_labels, seg_scores = result.labels, result.scores
+                timings = {f'{k}_ms': float(v) for k, v in result.timings_ms.items()}
+            else:
+                seg_labels, seg_scores = np.zeros(0, np.int32), np.zeros(0, np.float32)
+        t_inferred = time.perf_counter()
+        labels, scores = final_labels(points.shape[0], selected, seg_labels, seg_scores,
+                                      len(names), settings.policy)
+        cloud = labelled_cloud(points, labels, scores, palette)
+        timings['convert_ms'] = 1e3 * ((t_parsed - t0) + (time.perf_counter() - t_inferred))
+        return LabelledScan(cloud, names, palette, timings)

@@ -228,3 +228,36 @@ def test_rank_killed_with_sigkill_resumes_only_its_unfinished_frames(tmp_path):
     full = CacheReader(out)
     assert len(full) == 8 and full.feature_dim == 8 and full.storage.layout == "grid"
     assert all(full[i].pair_features.shape[1] == 8 for i in range(8))
+
+
+def test_projected_synthetic_cache_trains_and_evaluates_in_its_basis(tmp_path):
+    """data.synthetic.storage picks the mode; the student learns k-d rows and evaluation projects the text."""
+    from tiny_distill import tiny_config_tree, write_config
+
+    from relidar.core.config import load_config
+    from relidar.model.weights import load_student
+    from relidar.training.config import DistillConfig
+    from relidar.training.data import DataError, ensure_cache, synthetic_vocabulary
+    from relidar.training.distill import distill
+    from relidar.training.evaluate import evaluate
+
+    tree = tiny_config_tree(tmp_path / "cache")
+    tree["data"]["synthetic"]["storage"] = {"layout": "grid", "dtype": "int8", "projection_dim": 8,
+                                            "projection_frames": 2}
+    tree["student"]["out_dim"] = 8
+    tree["train"]["epochs"] = 1
+    cfg = load_config(write_config(tmp_path / "pca.yaml", tree), DistillConfig)
+    result = distill(cfg, out=tmp_path / "runs")
+    cache = CacheReader(tmp_path / "cache")
+    assert cache.feature_dim == 8 and cache.storage.layout == "grid" and cache[0].pair_features.shape[1] == 8
+    report = evaluate(load_student(result.weights), cfg)
+    full = synthetic_vocabulary(cfg.data.synthetic)
+    want = full.embeddings @ cache.projection.basis
+    np.testing.assert_allclose(report.vocabulary.embeddings, want / np.linalg.norm(want, axis=1, keepdims=True), atol=1e-6)
+    summary = report.summary()
+    assert 0 <= summary["zero_shot_miou"] <= 1 and 0 < summary["teacher_miou_visible"] <= 1
+
+    tree["data"]["synthetic"]["storage"] = {}
+    with pytest.raises(DataError) as err:
+        ensure_cache(load_config(write_config(tmp_path / "other.yaml", tree), DistillConfig).data)
+    assert err.value.field == "data.cache" and err.value.path == tmp_path / "cache"

@@ -398,6 +398,10 @@ def ensure_cache(config: DataConfig, on_frame=None) -> CacheReader:
 
     path = Path(config.cache)
     if config.synthetic is not None:
+        if (path / MANIFEST_NAME).is_file() and CacheReader(path).storage != config.synthetic.storage:
+            raise DataError(f"the cache there keeps features as {CacheReader(path).storage.describe()}, "
+                            f"data.synthetic.storage asks for {config.synthetic.storage.describe()}", path=path,
+                            field="data.cache", hint="give each storage mode its own cache folder")
         complete = (path / MANIFEST_NAME).is_file() and len(CacheReader(path)) >= config.synthetic.frames
         if not complete:
             build_synthetic_cache(path, config.synthetic, on_frame)

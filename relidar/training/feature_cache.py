@@ -210,7 +210,8 @@ def fit_projection(rows: np.ndarray, dim: int, fitted_on: Sequence[str]) -> Proj
 def write_projection(path: Path, projection: Projection) -> Projection:
     """Publish ``projection`` at ``path`` unless one is there already (an exclusive link: of several
     ranks fitting at once, the first wins); returns the one at ``path``."""
-    arrays = {"basis": projection.basis, "energy": np.array(projection.energy),
+    arrays = {"format_version": np.array(CACHE_FORMAT_VERSION), "basis": projection.basis,
+              "energy": np.array(projection.energy),
               "fitted_on": np.array(json.dumps(list(projection.fitted_on)))}
     arrays[_CHECKSUM_KEY] = np.array(artifact.sha256_arrays(arrays))
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -232,6 +233,8 @@ def write_projection(path: Path, projection: Projection) -> Projection:
 def read_projection(path: Path) -> Projection:
     fix = "delete it and every frame file, then run `relidar prepare` again"
     arrays = _load_verified(path, fix, what="projection file")
+    artifact.check_format_version(int(arrays.get("format_version", -1)), CACHE_FORMAT_VERSION, path=path,
+                                  error=CacheError, what="projection file", hint=fix)
     basis = arrays["basis"]
     return Projection(basis, float(arrays["energy"]), tuple(json.loads(str(arrays["fitted_on"]))),
                       artifact.sha256_arrays({"basis": basis}))

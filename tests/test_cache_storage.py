@@ -224,6 +224,7 @@ def test_rank_killed_with_sigkill_resumes_only_its_unfinished_frames(tmp_path):
     assert report["skipped_existing"] == finished
     assert report["done"] == [f"00/{i:06d}" for i in (0, 2, 4, 6) if f"00/{i:06d}" not in finished]
     assert not list((out / "frames").glob(".*.partial"))
+    assert 0 < report["projection_energy"] <= 1
     assert {p.name: p.stat().st_mtime_ns for p in (out / "frames").glob("00000[1357].npz")} == rank1_files
     full = CacheReader(out)
     assert len(full) == 8 and full.feature_dim == 8 and full.storage.layout == "grid"

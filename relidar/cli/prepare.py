@@ -114,7 +114,9 @@ def _print_report(console, report) -> None:
     from rich.table import Table
 
     table = Table(title=f"relidar prepare, rank {report.rank} of {report.world_size}")
-    table.caption = f"storage: {report.storage}"
+    table.caption = f"storage: {report.storage}" + (
+        f" (the projection keeps {100 * report.projection_energy:.1f} % of the fitted features' energy)"
+        if report.projection_energy is not None else "")
     for col in ("assigned", "done", "skipped", "recomputed", "failed", "frames/s", "MB/frame", "pairs/frame", "bytes/pair"):
         table.add_column(col, justify="right")
     n = len(report.done)

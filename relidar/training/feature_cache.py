@@ -603,6 +603,7 @@ class PrepareReport:
     feature_bytes: int = 0
     phase_seconds: dict[str, float] = field(default_factory=dict)
     storage: str = ""
+    projection_energy: float | None = None  # share of the fitted rows' squared norm the projection keeps
 
     @property
     def frames_per_second(self) -> float:
@@ -619,6 +620,7 @@ class PrepareReport:
             "rank": self.rank,
             "world_size": self.world_size,
             "storage": self.storage,
+            "projection_energy": self.projection_energy,
             "assigned": self.assigned,
             "done": self.done,
             "skipped_existing": self.skipped,
@@ -694,6 +696,7 @@ def prepare_cache(
         t0 = time.perf_counter()
         projection = ensure_projection(out, reader, frame_ids, teacher, settings)
         phases["projection"] += time.perf_counter() - t0
+        report.projection_energy = projection.energy
     for k, i in enumerate(mine):
         status = _prepare_one(reader, i, frame_ids[i], out / manifest.frame_files[i], teacher, manifest, report, phases,
                               projection)

@@ -34,13 +34,16 @@ RUN apt-get update && apt-get install -y --no-install-recommends curl ca-certifi
 
 # A venv that sees the apt-installed rclpy; versions pinned by the repo's requirements files, flattened
 # into one constraints file (pip would install, not just constrain, what a nested -r line names).
+# GPU runtimes pinned to the base image's CUDA 12.8 + cuDNN 9 (tests/test_vehicle_image.py checks it):
+# onnxruntime-gpu 1.26.0 is the last PyPI build for CUDA 12 (1.27+ need CUDA 13), TensorRT 10.x is the
+# last with BuilderFlag.FP16 (11.0 removed it; `relidar export tensorrt --fp16` uses it), cuda-python 12.8.
 WORKDIR /opt/relidar
 COPY requirements.txt requirements-runtime.txt pyproject.toml README.md ./
 RUN python3 -m venv --system-site-packages /opt/venv \
     && grep -hv '^-r' requirements-runtime.txt requirements.txt > /tmp/pins.txt \
     && /opt/venv/bin/pip install --no-cache-dir -c /tmp/pins.txt \
        numpy pyyaml pydantic typer rich safetensors pillow matplotlib ftfy rosbags onnx jsonschema \
-    && /opt/venv/bin/pip install --no-cache-dir onnxruntime-gpu tensorrt-cu12 "cuda-python>=12.6,<13"
+    && /opt/venv/bin/pip install --no-cache-dir onnxruntime-gpu==1.26.0 tensorrt-cu12==10.16.1.11 cuda-python==12.8.0
 COPY relidar/ relidar/
 COPY ros2_ws/src/relidar_ros/ ros2_ws/src/relidar_ros/
 RUN /opt/venv/bin/python -m pip install --no-cache-dir --no-deps .

@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
-# What can only be checked on a machine with an NVIDIA GPU; run from the repository root there.
-# Writes JSON under runs/gpu_check/ (the figures the README quotes for GPUs come from here).
+# The GPU path checked end to end on this machine (README "GPU"): versions, CUDA training (fast/base,
+# amp off/bf16/fp16, pair lists and neighbour tables), kernel maps, two-rank distill, resume, ONNX Runtime
+# CPU/CUDA vs torch-CUDA vs TensorRT fp32/fp16, MaskCLIP's cost. Writes gpu_check.json + summary.md.
+#
+#   scripts/gpu_check.sh [--out runs/gpu_check] [--quick] [--only backends] [--scan path/to/scan.bin]
+#
+# Uses $PYTHON, else the repository's .venv (scripts/setup.sh), else python3. Without an NVIDIA GPU it
+# refuses in one line and exits 2.
 set -euo pipefail
-DATA="${RELIDAR_SHARED_DATA:-../shared/data}"
-OUT=runs/gpu_check
-mkdir -p "$OUT"
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.csv"
-
-# Training throughput: data loading (cache read, voxelize, kernel maps) in DataLoader workers with
-# pinned memory, forward+backward and the online teacher (ViT-B/16) on CUDA next to the CPU; the
-# training loop's wait for data; the bottleneck.
-relidar bench train --dataset "$DATA/kitti/000000" --device cpu,cuda --workers 0,2,4 --batch-size 4 \
-    --steps 10 --json "$OUT/bench_train.json"
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+python="${PYTHON:-}"
+if [[ -z "$python" ]]; then
+    if [[ -x "$repo/.venv/bin/python" ]]; then python="$repo/.venv/bin/python"; else python=python3; fi
+fi
+export PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}"  # this checkout's relidar, installed or not
+exec "$python" -c 'import sys; from relidar.cli.app import main; sys.argv[0] = "relidar"; main()' bench gpu "$@"

@@ -106,10 +106,34 @@ def test_resume_after_sigkill_matches_uninterrupted(tiny_yaml: Path, tmp_path: P
     assert resumed.run_dir == run and resumed.steps == 9
     ref, got = _weights(reference.weights), _weights(resumed.weights)
     assert ref.keys() == got.keys()
+    on_cuda = json.loads((reference.run_dir / "summary.json").read_text())["device"].startswith("cuda")
     for k in ref:
-        assert torch.equal(ref[k], got[k]), f"{k} differs after resuming from step {killed_at}"
+        if on_cuda and ref[k].is_floating_point():
+            # CUDA sums the backward of row gathers with atomics, in no fixed order: bit-exact cannot hold there
+            torch.testing.assert_close(got[k], ref[k], rtol=1e-4, atol=1e-5,
+                                       msg=lambda m, k=k: f"{k} after resuming from step {killed_at}: {m}")
+        else:
+            assert torch.equal(ref[k], got[k]), f"{k} differs after resuming from step {killed_at}"
     steps = [int(r["step"]) for r in csv.DictReader(open(run / "metrics.csv"))]
     assert steps == list(range(1, 10))
+
+
+def test_neighbour_table_training_matches_pair_lists(tiny_yaml: Path, tmp_path: Path) -> None:
+    """The formulation GPUs train with (train.sparse_maps=table) takes the same steps as the CPU's pair lists."""
+    overrides = ["train.epochs=1", "optimizer.name=sgd", "optimizer.lr=0.05"]
+    runs = {form: distill(load_config(tiny_yaml, DistillConfig, overrides + [f"train.sparse_maps={form}"]),
+                          out=tmp_path / form) for form in ("pairs", "table")}
+    assert json.loads((runs["table"].run_dir / "summary.json").read_text())["sparse_maps"] == "table"
+    pairs, table = _weights(runs["pairs"].weights), _weights(runs["table"].weights)
+    for k in pairs:
+        if pairs[k].is_floating_point():
+            torch.testing.assert_close(table[k], pairs[k], rtol=1e-4, atol=1e-5, msg=lambda m, k=k: f"{k}: {m}")
+    torch.manual_seed(load_config(tiny_yaml, DistillConfig).train.seed)
+    from relidar.model.network import Student
+
+    init = Student(load_config(tiny_yaml, DistillConfig).student).state_dict()
+    moved = max(float((init[k] - pairs[k]).abs().max()) for k in pairs if pairs[k].is_floating_point())
+    assert moved > 1e-3
 
 
 def test_cli_reports_config_errors(tmp_path: Path) -> None:

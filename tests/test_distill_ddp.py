@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -45,6 +46,8 @@ def test_two_processes_match_one(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     runs = list((tmp_path / "ddp").glob("distill_*"))
     assert len(runs) == 1, "rank 0 alone creates the run folder"
+    summary = json.loads((runs[0] / "summary.json").read_text())
+    assert (summary["device"], summary["backend"], summary["world_size"]) == ("cpu", "gloo", 2)
     got = load_file(str(runs[0] / "student.safetensors"))
     ref = load_file(str(single.weights))
     initial_gap = 0.0

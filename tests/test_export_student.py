@@ -1,5 +1,6 @@
-"""Student -> ONNX: TensorRT-parsable ops, symbolic sizes, and ONNX Runtime equal to the PyTorch
-student (BatchNorm in eval mode, unfolded; classification recomputed densely) at two sizes."""
+"""Student -> ONNX, in both kernel-map formulations: TensorRT-parsable ops, symbolic sizes, and ONNX
+Runtime equal to the PyTorch student (BatchNorm in eval mode, unfolded; classification recomputed densely)
+at two sizes; the neighbour-table graph is one gather and one GEMM per convolution."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
 from relidar.core.graph import OUTPUTS, input_names  # noqa: E402
-from relidar.core.kernel_maps import KernelMaps  # noqa: E402
-from relidar.export.onnx_student import example_feed, export_student_onnx  # noqa: E402
+from relidar.core.kernel_maps import KernelMaps, NeighbourTables  # noqa: E402
+from relidar.export.onnx_student import example_feed, export_student_onnx, table_example  # noqa: E402
 from relidar.model.network import Student, StudentConfig  # noqa: E402
 
 # Operators TensorRT 10's ONNX parser supports, from its operator support matrix
@@ -20,7 +21,7 @@ from relidar.model.network import Student, StudentConfig  # noqa: E402
 # ones a sparse-conv student plausibly lowers to. ScatterND is listed with the restriction
 # "`reduction` other than `none` is not supported", checked separately below.
 TENSORRT_ONNX_OPS = {
-    "Add", "ArgMax", "Cast", "Clip", "Concat", "Constant", "ConstantOfShape", "Div", "Equal", "Expand", "Gather",
+    "Abs", "Add", "ArgMax", "Cast", "Clip", "Concat", "Constant", "ConstantOfShape", "Div", "Equal", "Expand", "Gather",
     "GatherElements", "GatherND", "Gemm", "Greater", "Identity", "Less", "MatMul", "Max", "Min", "Mul", "Neg",
     "ReduceMax", "ReduceSum", "Relu", "Reshape", "ScatterElements", "ScatterND", "Shape", "Slice", "Softmax",
     "Sqrt", "Squeeze", "Sub", "Transpose", "Unsqueeze", "Where", "Reciprocal",
@@ -54,17 +55,22 @@ def _text(c: int, d: int, seed: int = 3) -> np.ndarray:
     return t / np.linalg.norm(t, axis=1, keepdims=True)
 
 
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory):
+@pytest.fixture(scope="module", params=["pairs", "table"])
+def exported(request, tmp_path_factory):
     student = _student()
     text = _text(5, 24)
-    path = export_student_onnx(student, tmp_path_factory.mktemp("onnx") / "student.onnx",
-                               example_feed(student, _cloud(3000, 0), text))
-    return student, path
+    path = export_student_onnx(student, tmp_path_factory.mktemp("onnx") / f"student_{request.param}.onnx",
+                               example_feed(student, _cloud(3000, 0), text), formulation=request.param)
+    return student, path, request.param
+
+
+def _feed(student: Student, points: np.ndarray, text: np.ndarray, formulation: str) -> dict:
+    feed = example_feed(student, points, text)
+    return feed if formulation == "pairs" else table_example(feed, student.config.num_levels)
 
 
 def test_ops_are_tensorrt_parsable(exported) -> None:
-    _, path = exported
+    _, path, _ = exported
     model = onnx.load(str(path))
     onnx.checker.check_model(model)
     assert model.opset_import[0].version >= 17
@@ -77,7 +83,7 @@ def test_ops_are_tensorrt_parsable(exported) -> None:
 
 
 def test_sizes_are_symbolic(exported) -> None:
-    student, path = exported
+    student, path, formulation = exported
     model = onnx.load(str(path))
     levels = student.config.num_levels
 
@@ -86,12 +92,16 @@ def test_sizes_are_symbolic(exported) -> None:
 
     inputs = {i.name: dims(i) for i in model.graph.input}
     outputs = {o.name: dims(o) for o in model.graph.output}
-    assert list(inputs) == input_names(levels)
+    assert list(inputs) == input_names(levels, formulation)
     assert list(outputs) == list(OUTPUTS)
     assert inputs["features"] == ["voxels", student.config.in_channels]
     assert inputs["point_to_voxel"] == ["points"]
     assert inputs["text_embeddings"] == ["classes", 24]
-    for name in KernelMaps.tensor_names(levels):
+    if formulation == "table":
+        assert inputs["subm_table_0"] == ["voxels", 27]  # the same symbol as features: the same voxels
+        for name in NeighbourTables.tensor_names(levels):
+            assert isinstance(inputs[name][0], str) and inputs[name][1:] in ([], [27], [8]), (name, inputs[name])
+    for name in KernelMaps.tensor_names(levels) if formulation == "pairs" else []:
         shape = inputs[name]
         if name.startswith("coords_"):
             assert isinstance(shape[0], str) and shape[1] == 4, (name, shape)
@@ -119,12 +129,13 @@ def _reference(student: Student, feed: dict, text: np.ndarray):
 
 @pytest.mark.parametrize("n_points,classes", [(2000, 3), (6000, 7)])
 def test_onnxruntime_matches_pytorch_at_two_sizes(exported, n_points: int, classes: int) -> None:
-    student, path = exported
+    student, path, formulation = exported
     text = _text(classes, 24, seed=n_points)
-    feed = example_feed(student, _cloud(n_points, seed=n_points, extent=15.0), text)
+    feed = _feed(student, _cloud(n_points, seed=n_points, extent=15.0), text, formulation)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     labels, scores, voxel_features = session.run(list(OUTPUTS), {i.name: feed[i.name] for i in session.get_inputs()})
-    ref_backbone, ref_labels, ref_scores = _reference(student, feed, text)
+    ref_backbone, ref_labels, ref_scores = _reference(student, example_feed(student, _cloud(n_points, seed=n_points,
+                                                                                             extent=15.0), text), text)
     assert labels.shape == (n_points,) and labels.dtype == np.int32
     assert voxel_features.shape == ref_backbone.shape
     np.testing.assert_allclose(voxel_features, ref_backbone, atol=1e-4, rtol=1e-4)
@@ -135,12 +146,50 @@ def test_onnxruntime_matches_pytorch_at_two_sizes(exported, n_points: int, class
 
 def test_maps_with_empty_pair_lists_run(exported) -> None:
     """A sparse scan where some kernel offsets have no pairs at all (zero-length inputs)."""
-    student, path = exported
+    student, path, formulation = exported
     pts = np.array([[0.05, 0.05, 0.05, 0.1], [5.0, 5.0, 0.0, 0.2], [5.1, 5.0, 0.0, 0.3]], np.float32)
-    feed = example_feed(student, pts, _text(2, 24))
-    assert min(feed[n].shape[1] for n in feed if n.startswith("subm_")) == 0
+    pairs_feed = example_feed(student, pts, _text(2, 24))
+    assert min(pairs_feed[n].shape[1] for n in KernelMaps.tensor_names(student.config.num_levels)
+               if n.startswith("subm_")) == 0
+    feed = _feed(student, pts, _text(2, 24), formulation)
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     labels, scores, _ = session.run(list(OUTPUTS), {i.name: feed[i.name] for i in session.get_inputs()})
-    _, ref_labels, ref_scores = _reference(student, feed, _text(2, 24))
+    _, ref_labels, ref_scores = _reference(student, pairs_feed, _text(2, 24))
     np.testing.assert_array_equal(labels, ref_labels)
     np.testing.assert_allclose(scores, ref_scores, atol=1e-5)
+
+
+def test_table_graph_is_one_gather_and_one_gemm_per_convolution(exported) -> None:
+    student, path, formulation = exported
+    if formulation != "table":
+        pytest.skip("the pair-list graph has a gather, a GEMM and a scatter per kernel offset")
+    from relidar.model.sparse.modules import PointConv, SparseConv
+
+    convs = [m for m in student.modules() if isinstance(m, SparseConv)]
+    gathered = [m for m in convs if not isinstance(m, PointConv)]  # 1x1 shortcuts need no gather
+    ops = [n.op_type for n in onnx.load(str(path)).graph.node]
+    assert "ScatterND" not in ops
+    classifier_matmuls = 4  # W tᵀ, x (W tᵀ), t b, x G (the |y|² quadratic form)
+    assert ops.count("Gemm") + ops.count("MatMul") <= len(convs) + classifier_matmuls
+    # one row gather per conv (up convs read their product back with one more), plus devoxelization
+    assert ops.count("Gather") <= 2 * len(gathered) + 3
+
+
+def test_export_onnx_cli_writes_either_formulation(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from relidar.cli.app import build_app
+    from relidar.model.weights import save_student
+
+    torch.manual_seed(0)
+    weights = save_student(Student(StudentConfig(profile="fast", out_dim=8)).eval(), tmp_path / "student.safetensors")
+    app = build_app()
+    for formulation in ("pairs", "table"):
+        out = tmp_path / f"{formulation}.onnx"
+        result = CliRunner().invoke(app, ["export", "onnx", "--checkpoint", str(weights), "--out", str(out),
+                                          "--formulation", formulation])
+        assert result.exit_code == 0, result.output
+        names = [i.name for i in onnx.load(str(out)).graph.input]
+        assert names == input_names(5, formulation)
+    result = CliRunner().invoke(app, ["export", "onnx", "--checkpoint", str(weights), "--formulation", "dense"])
+    assert result.exit_code == 1

@@ -1,4 +1,5 @@
-"""Kernel maps: numpy and torch builders agree exactly; pairs checked against a brute-force dict lookup."""
+"""Kernel maps and neighbour tables: numpy and torch builders agree exactly; both checked against a brute-force
+dict lookup."""
 
 from __future__ import annotations
 
@@ -9,13 +10,15 @@ import torch
 from relidar.core.kernel_maps import (
     KernelMapError,
     KernelMaps,
+    NeighbourTables,
     build_kernel_maps_numpy,
+    build_neighbour_tables_numpy,
     down_offsets,
     subm_offsets,
 )
 from relidar.core.scan_io import read_scan
 from relidar.core.voxelize import VoxelGrid, voxelize, voxelize_scans
-from relidar.model.kernel_maps_torch import build_kernel_maps_torch
+from relidar.model.kernel_maps_torch import build_kernel_maps_torch, build_neighbour_tables_torch
 
 
 def _random_voxels(seed: int, n: int = 3000, batch: int = 2):
@@ -89,3 +92,43 @@ def test_empty_cloud_gives_empty_maps() -> None:
     maps = build_kernel_maps_numpy(np.zeros((0, 4), np.int64), (8, 8, 8), 3)
     assert all(t.shape[-1] == 0 for t in maps.to_tensors() if t.ndim == 2 and t.shape[0] == 2)
     assert maps.num_voxels(2) == 0
+
+
+def _brute_force_tables(tables: NeighbourTables, maps: KernelMaps) -> None:
+    """Every table entry from the levels' coordinates alone: the voxel at coord + offset, or V (the zero row)."""
+    offs = subm_offsets()
+    for level in range(tables.num_levels):
+        coords = np.asarray(maps.coords[level])
+        v = len(coords)
+        index = {tuple(r): i for i, r in enumerate(coords.tolist())}
+        expected = np.array([[index.get((b, x + dx, y + dy, z + dz), v) for dx, dy, dz in offs.tolist()]
+                             for b, x, y, z in coords.tolist()], dtype=np.int64).reshape(v, 27)
+        np.testing.assert_array_equal(tables.subm[level], expected)
+        if level + 1 < tables.num_levels:
+            parents = np.asarray(maps.coords[level + 1])
+            expected_down = np.array([[index.get((b, 2 * x + ox, 2 * y + oy, 2 * z + oz), v)
+                                       for ox, oy, oz in down_offsets().tolist()]
+                                      for b, x, y, z in parents.tolist()], dtype=np.int64).reshape(-1, 8)
+            np.testing.assert_array_equal(tables.down[level], expected_down)
+            parent_index = {tuple(r): i for i, r in enumerate(parents.tolist())}
+            expected_up = [parent_index[(b, x // 2, y // 2, z // 2)] * 8 + (x % 2) * 4 + (y % 2) * 2 + z % 2
+                           for b, x, y, z in coords.tolist()]
+            np.testing.assert_array_equal(tables.up[level], expected_up)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_neighbour_tables_numpy_torch_and_brute_force(seed: int) -> None:
+    vx = _random_voxels(seed, n=800)
+    maps = build_kernel_maps_numpy(vx.coords, vx.grid_shape, 3)
+    tables = build_neighbour_tables_numpy(maps)
+    assert [t.shape for t in tables.subm] == [(maps.num_voxels(lv), 27) for lv in range(3)]
+    torch_tables = build_neighbour_tables_torch(KernelMaps.from_tensors([torch.from_numpy(t) for t in maps.to_tensors()], 3))
+    for a, b in zip(tables.to_tensors(), torch_tables.to_tensors()):
+        np.testing.assert_array_equal(a, b.numpy())
+    _brute_force_tables(tables, maps)
+    flat = tables.to_tensors()
+    assert len(flat) == len(NeighbourTables.tensor_names(3)) == 3 + 2 + 2
+    rebuilt = NeighbourTables.from_tensors(flat, 3)
+    assert all(np.array_equal(a, b) for a, b in zip(rebuilt.to_tensors(), flat))
+    with pytest.raises(KernelMapError, match="need"):
+        NeighbourTables.from_tensors(flat[:-1], 3)

@@ -70,6 +70,22 @@ def test_torch_backend_agrees(tmp_path_factory, segmenter: Segmenter) -> None:
     np.testing.assert_allclose(a.scores, b.scores, atol=1e-4)
 
 
+@pytest.mark.parametrize("backend", ["onnxruntime", "torch"])
+def test_neighbour_table_graph_agrees_with_pair_lists(tmp_path_factory, segmenter: Segmenter, backend: str) -> None:
+    """The bundle's GPU formulation (what CUDA backends run by default), here forced on the CPU."""
+    if backend == "torch":
+        pytest.importorskip("torch")
+    root = shared_bundle(tmp_path_factory)
+    assert segmenter.formulation == "pairs"  # the CPU default
+    tables = Segmenter(root, backend=backend, formulation="table")
+    assert tables.formulation == "table"
+    pts = _scan(seed=3)
+    a, b = segmenter(pts, return_features=True), tables(pts, return_features=True)
+    np.testing.assert_array_equal(a.labels, b.labels)
+    np.testing.assert_allclose(a.scores, b.scores, atol=1e-5)
+    np.testing.assert_allclose(a.features, b.features, atol=1e-5)
+
+
 def test_set_classes_changes_vocabulary_not_network(tmp_path_factory) -> None:
     seg = Segmenter(shared_bundle(tmp_path_factory), backend="onnxruntime")
     backend = seg._backend

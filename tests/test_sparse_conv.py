@@ -10,7 +10,7 @@ from student_support import randomise_batchnorm
 
 from relidar.bench.spconv_reference import torch_threads
 from relidar.core.config import ConfigError, load_config, save_config
-from relidar.core.kernel_maps import KernelMaps, build_kernel_maps_numpy
+from relidar.core.kernel_maps import KernelMaps, NeighbourTables, build_kernel_maps_numpy, build_neighbour_tables_numpy
 from relidar.model.network import Student, StudentConfig, count_parameters, fold_batchnorm
 from relidar.model.sparse import functional as SF
 from relidar.model.weights import WeightsError, load_student, save_student
@@ -24,6 +24,12 @@ def _small_maps(seed: int = 0, density: float = 0.35, levels: int = 2) -> tuple[
     coords = np.ascontiguousarray(np.c_[np.zeros(len(cells), np.int64), cells])
     maps = build_kernel_maps_numpy(coords, GRID, levels)
     return coords, KernelMaps.from_tensors([torch.from_numpy(t) for t in maps.to_tensors()], levels)
+
+
+def _tables(maps: KernelMaps) -> NeighbourTables:
+    numpy_maps = KernelMaps.from_tensors([t.numpy() for t in maps.to_tensors()], maps.num_levels)
+    tables = build_neighbour_tables_numpy(numpy_maps)
+    return NeighbourTables.from_tensors([torch.from_numpy(t) for t in tables.to_tensors()], maps.num_levels)
 
 
 def _dense(x: torch.Tensor, coords: np.ndarray, shape) -> torch.Tensor:
@@ -64,6 +70,99 @@ def test_down_and_up_conv_equal_dense_strided_convs() -> None:
     # conv_transpose3d weight is [Cin, Cout, k, k, k]
     dense_up = TF.conv_transpose3d(coarse, wu.permute(1, 2, 0).reshape(6, 2, 2, 2, 2), stride=2)[0]
     torch.testing.assert_close(up, dense_up[:, coords[:, 1], coords[:, 2], coords[:, 3]].T, rtol=0, atol=1e-10)
+
+
+def test_table_convs_equal_pair_convs_with_gradients() -> None:
+    """The neighbour-table formulation (one gather + one GEMM, hand-written backward) computes the same
+    convolutions as the pair lists (themselves checked against dense conv3d above), values and gradients."""
+    coords, maps = _small_maps(3, density=0.45)
+    tables = _tables(maps)
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(len(coords), 3, generator=g, dtype=torch.float64, requires_grad=True)
+    coarse = torch.randn(maps.num_voxels(1), 5, generator=g, dtype=torch.float64, requires_grad=True)
+    cases = {
+        "subm": (x, torch.randn(27, 3, 4, generator=g, dtype=torch.float64, requires_grad=True),
+                 lambda x, w: SF.subm_conv3d(x, w, maps.subm[0]),
+                 lambda x, w: SF.subm_conv3d_table(x, w, tables.subm[0])),
+        "down": (x, torch.randn(8, 3, 5, generator=g, dtype=torch.float64, requires_grad=True),
+                 lambda x, w: SF.down_conv3d(x, w, maps.down[0], maps.num_voxels(1)),
+                 lambda x, w: SF.down_conv3d_table(x, w, tables.down[0], tables.up[0])),
+        "up": (coarse, torch.randn(8, 5, 2, generator=g, dtype=torch.float64, requires_grad=True),
+               lambda x, w: SF.up_conv3d(x, w, maps.down[0], len(coords)),
+               lambda x, w: SF.up_conv3d_table(x, w, tables.up[0], tables.down[0])),
+    }
+    for name, (inp, w, pairs_op, table_op) in cases.items():
+        out_pairs, out_table = pairs_op(inp, w), table_op(inp, w)
+        torch.testing.assert_close(out_table, out_pairs, rtol=0, atol=1e-12, msg=name)
+        upstream = torch.randn(out_pairs.shape, generator=g, dtype=torch.float64)
+        grads_pairs = torch.autograd.grad(out_pairs, (inp, w), upstream)
+        grads_table = torch.autograd.grad(out_table, (inp, w), upstream)
+        for a, b in zip(grads_table, grads_pairs):
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-12, msg=name)
+        assert torch.autograd.gradcheck(table_op, (inp, w)), name
+
+
+def test_student_on_tables_equals_student_on_pairs() -> None:
+    """The whole network, forward and every parameter's gradient, in float64."""
+    config = StudentConfig(profile="fast", voxel_size=0.25, out_dim=8)
+    torch.manual_seed(0)
+    model = Student(config).double().train()
+    vx, maps = _cloud_maps(config, seed=6)
+    feats = torch.from_numpy(vx.features).double()
+    outputs, grads = [], []
+    for m in (maps, _tables(maps)):
+        model.zero_grad()
+        out = model(feats, m)
+        (out * torch.linspace(-1, 1, out.shape[1], dtype=torch.float64)).sum().backward()
+        outputs.append(out.detach())
+        grads.append([p.grad.clone() for p in model.parameters()])
+    torch.testing.assert_close(outputs[1], outputs[0], rtol=1e-10, atol=1e-10)
+    for a, b in zip(grads[1], grads[0]):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
+
+
+def test_subm_conv_under_bf16_autocast_sums_in_float32() -> None:
+    """A full 3x3x3 block: the middle voxel's centre term is 256 and each of its 26 neighbours adds 1.
+    Every term is exact in bf16, but 256 + 1 is not (8-bit mantissa): summed in a bf16 buffer the
+    neighbours vanish (256), summed in float32 they all count (282)."""
+    cells = np.argwhere(np.ones((3, 3, 3), bool))
+    coords = np.c_[np.zeros(27, np.int64), cells]
+    maps = build_kernel_maps_numpy(coords, (3, 3, 3), 1)
+    pairs = [torch.from_numpy(p) for p in maps.subm[0]]
+    w = torch.ones(27, 1, 1)
+    w[13] = 256.0
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = SF.subm_conv3d(torch.ones(27, 1), w, pairs)
+    middle = int(np.flatnonzero((cells == 1).all(axis=1))[0])
+    assert float(out[middle, 0]) == 282.0
+
+
+@pytest.mark.parametrize("op", ["subm", "down", "subm_table", "down_table"])
+def test_sparse_conv_under_bf16_autocast_within_product_rounding(op: str) -> None:
+    """Against a float64 reference on the same bf16-rounded operands: the only error left is each
+    product's rounding to bf16 (2^-9 relative) -- none from summing the terms."""
+    coords, maps = _small_maps(2, density=0.6)
+    tables = _tables(maps)
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(len(coords), 16, generator=g).bfloat16().float()
+    w = torch.randn(27 if op.startswith("subm") else 8, 16, 8, generator=g).bfloat16().float()
+
+    def run(xx: torch.Tensor, ww: torch.Tensor) -> torch.Tensor:
+        if op == "subm":
+            return SF.subm_conv3d(xx, ww, maps.subm[0])
+        if op == "subm_table":
+            return SF.subm_conv3d_table(xx, ww, tables.subm[0])
+        if op == "down_table":
+            return SF.down_conv3d_table(xx, ww, tables.down[0], tables.up[0])
+        return SF.down_conv3d(xx, ww, maps.down[0], maps.coords[1].shape[0])
+
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = run(x, w)
+    assert got.dtype == torch.float32
+    ref = run(x.double(), w.double())
+    # |error| <= sum over terms of |term| * 2^-9 <= (|x| conv |w|) * 2^-9, per output element
+    bound = run(x.double().abs(), w.double().abs()) * 2.0 ** -9
+    assert bool(((got.double() - ref).abs() <= bound + 1e-12).all())
 
 
 def test_devoxelize_gathers_and_zeroes_cropped_points() -> None:

@@ -46,6 +46,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "relidar.cli.export",
     "relidar.cli.segment",
     "relidar.cli.bench_segment",
+    "relidar.cli.bench_gpu",
     "relidar.cli.vocabulary",
 )
 

@@ -49,9 +49,13 @@ def distill(
             raise ConfigError("a config is required", field="--config", hint="pass --config FILE (or --resume RUN_DIR)")
         cfg = load_config(config, DistillConfig, overrides or [])
 
-    import torch
+    from relidar.training.distributed import PlacementError
 
-    ctx = init_from_env("cuda" if cfg.train.device != "cpu" and torch.cuda.is_available() else "cpu")
+    try:
+        ctx = init_from_env(cfg.train.device)
+    except PlacementError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
     try:
         result = _run(console, cfg, out, resume, ctx, progress and cfg.logging.progress)
     finally:

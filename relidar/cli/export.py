@@ -24,6 +24,8 @@ def export_onnx(
                                         "random cloud. Sizes stay symbolic either way."),
     logit_scale: float = typer.Option(100.0, "--logit-scale", min=1e-3, help="Scores are softmax(scale * cosine)."),
     opset: int = typer.Option(17, "--opset", min=17, help="ONNX opset (TensorRT 10 parses 9..20+)."),
+    formulation: str = typer.Option("pairs", "--formulation", help="Kernel maps as 'pairs' (CPU runtimes) or 'table' "
+                                                                   "(neighbour tables: GPU runtimes)."),
 ) -> None:
     """Export the student alone to ONNX (BatchNorm folded; voxel features + kernel maps + text embeddings in,
     per-point labels and scores out). A bundle (`relidar export bundle`) is what the runtime loads."""
@@ -36,11 +38,16 @@ def export_onnx(
     from relidar.model.weights import load_student
 
     console = Console()
+    if formulation not in ("pairs", "table"):
+        from relidar.core.errors import RelidarError
+
+        raise RelidarError(f"{formulation!r}: choose pairs or table", field="--formulation")
     student = load_student(checkpoint).eval()
     points = read_scan(scan) if scan is not None else example_points(student.config)
     d = student.config.out_dim
     text = np.eye(2, d, dtype=np.float32)  # any unit rows: the class count is symbolic
-    path = export_student_onnx(student, out, example_feed(student, points, text), logit_scale, opset)
+    path = export_student_onnx(student, out, example_feed(student, points, text), logit_scale, opset,
+                               formulation=formulation)  # type: ignore[arg-type]
     console.print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
 
 

@@ -42,7 +42,8 @@ def prepare(
     pretrained: str = typer.Option("laion2b_s34b_b88k", "--pretrained", help="open_clip pretrained tag or checkpoint path; 'none' "
                                                                              "for random weights (benchmarks)."),
     image_size: int = typer.Option(448, "--image-size", help="Shorter image side in pixels fed to the ViT; the patch grid follows."),
-    device: str = typer.Option("auto", "--device", help="'auto' (cuda:LOCAL_RANK if CUDA is available, else cpu), 'cpu', 'cuda:0'..."),
+    device: str = typer.Option("auto", "--device", help="'auto' (cuda:LOCAL_RANK, or cuda:rank for ranks started by hand; "
+                                                        "GPUs shared when fewer than ranks; else cpu), 'cpu', 'cuda:0'..."),
     rank: Optional[int] = typer.Option(None, "--rank", help="This process's share: frames i with i % world_size == rank (default: "
                                                             "$RANK or 0)."),
     world_size: Optional[int] = typer.Option(None, "--world-size", help="Number of processes sharing the dataset (default: "
@@ -80,7 +81,7 @@ def prepare(
     storage = validate(CacheStorage, {"layout": layout, "dtype": dtype, "projection_dim": projection_dim,
                                       "projection_frames": projection_frames}, error=RelidarError, what="storage options")
     reader = open_dataset(dataset, **parse_options(option or []))
-    teacher_obj = _build_teacher(teacher, model, pretrained, image_size, device)
+    teacher_obj = _build_teacher(teacher, model, pretrained, image_size, device, rank, world_size)
     console.print(f"rank {rank}/{world_size}: {reader!r} -> {out} with teacher {teacher_obj.name} (dim {teacher_obj.feature_dim})")
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TimeRemainingColumn(), console=console) as progress:
@@ -96,7 +97,8 @@ def prepare(
     _print_report(console, report)
 
 
-def _build_teacher(kind: TeacherKind, model: str, pretrained: str, image_size: int, device: str):
+def _build_teacher(kind: TeacherKind, model: str, pretrained: str, image_size: int, device: str, rank: int = 0,
+                   world_size: int = 1):
     if kind is TeacherKind.synthetic:
         from relidar.training.synthetic.teacher import SimulatedTeacher
 
@@ -106,7 +108,13 @@ def _build_teacher(kind: TeacherKind, model: str, pretrained: str, image_size: i
     from relidar.training.teachers.maskclip import MaskCLIPTeacher
 
     if device == "auto":
-        device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}" if torch.cuda.is_available() else "cpu"
+        from relidar.training.distributed import place_rank
+
+        # torchrun sets LOCAL_RANK; ranks started by hand (--rank/--world-size) are taken as one machine's,
+        # so they spread over its GPUs instead of all landing on cuda:0
+        local_rank = int(os.environ.get("LOCAL_RANK", str(rank)))
+        local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(world_size)))
+        device = place_rank("auto", local_rank, local_world, torch.cuda.device_count()).device
     return MaskCLIPTeacher(model, pretrained, device, image_size)
 
 

@@ -3,14 +3,16 @@
 Layout (file names are fixed; the manifest lists each with its sha256 and size)::
 
     DIR/manifest.json            this file's schema: :class:`Manifest`
-    DIR/student.onnx             the student graph (see relidar.export.onnx_student)
+    DIR/student.onnx             the student graph (see relidar.export.onnx_student), kernel maps as pair lists
+    DIR/student_table.onnx       (optional) the same graph with neighbour tables: the GPU formulation
     DIR/head.npz                 the projection head (weight [Cb, D], bias [D]) for per-point features
     DIR/vocabulary.json          classes, prompts, colours (relidar.core.vocabulary) ...
     DIR/vocabulary.embeddings.npy   ... and their text embeddings [C, D]
     DIR/text/...                 the text encoder: CLIP (text_encoder.onnx + bpe_simple_vocab_16e6.txt.gz)
                                  or simulated (simulated.json + simulated.npy)
     DIR/student.safetensors      (optional) BN-folded weights, for the torch backend
-    DIR/engines/<gpu>_<trt>_<precision>.plan   TensorRT engines, added by ``relidar export tensorrt``
+    DIR/engines/<gpu>_<trt>_<precision>_<formulation>_<max>-<opt points>.plan   TensorRT engines, added by
+                                 ``relidar export tensorrt``
 
 Loading (:func:`load_bundle`) checks the format version, that every listed file exists with the
 listed size and sha256, and that the parts fit together (vocabulary dim = student out_dim = text
@@ -38,6 +40,7 @@ BUNDLE_FORMAT = "relidar-bundle"
 BUNDLE_FORMAT_VERSION = 2
 MANIFEST = "manifest.json"
 STUDENT_ONNX = "student.onnx"
+STUDENT_TABLE_ONNX = "student_table.onnx"
 HEAD = "head.npz"
 VOCABULARY = "vocabulary.json"
 STUDENT_WEIGHTS = "student.safetensors"
@@ -65,6 +68,8 @@ class StudentSpec(StrictModel):
     backbone_dim: int = Field(ge=1, description="Cb: width of the graph's voxel_features output")
     out_dim: int = Field(ge=1, description="D: the embedding size the head maps into")
     onnx: str = STUDENT_ONNX
+    table_onnx: str | None = Field(None, description="the same graph in the neighbour-table formulation (GPU "
+                                                     "backends); its inputs are relidar.core.graph.input_names(..., 'table')")
     head: str = HEAD
     weights: str | None = Field(None, description="BN-folded safetensors for the torch backend, if shipped")
     inputs: tuple[str, ...]
@@ -97,6 +102,9 @@ class EngineSpec(StrictModel):
     gpu: str
     tensorrt: str
     precision: Literal["fp32", "fp16"]
+    formulation: Literal["pairs", "table"] = "pairs"
+    max_points: int | None = Field(None, ge=1, description="the optimisation profile's largest scan")
+    opt_points: int | None = Field(None, ge=1, description="the scan size the engine was tuned for")
 
 
 class Manifest(StrictModel):
@@ -126,6 +134,20 @@ class Bundle:
     @property
     def student_onnx(self) -> Path:
         return self.path(self.manifest.student.onnx)
+
+    @property
+    def formulations(self) -> tuple[str, ...]:
+        """The kernel-map formulations this bundle has a student graph for (relidar.core.graph)."""
+        return ("pairs", "table") if self.manifest.student.table_onnx else ("pairs",)
+
+    def student_onnx_for(self, formulation: str) -> Path:
+        """The student graph whose kernel maps come as ``formulation`` ("pairs" or "table")."""
+        if formulation == "pairs":
+            return self.student_onnx
+        if formulation == "table" and self.manifest.student.table_onnx:
+            return self.path(self.manifest.student.table_onnx)
+        raise BundleError(f"{self.root / MANIFEST}: no student graph in the {formulation!r} formulation (this "
+                          f"bundle has {list(self.formulations)}); re-export it with `relidar export bundle`")
 
     def head(self) -> tuple[np.ndarray, np.ndarray]:
         """(weight [Cb, D], bias [D]) float32."""
@@ -160,11 +182,18 @@ class Bundle:
         except SimulatedEncoderError as exc:
             raise BundleError(exc.message, path=exc.path, field=exc.field, hint=RECOPY) from exc
 
-    def engine_for(self, gpu: str, tensorrt: str, precision: str) -> Path | None:
-        for e in self.manifest.engines:
-            if e.gpu == gpu and e.tensorrt == tensorrt and e.precision == precision:
-                return self.path(e.file)
-        return None
+    def engine_for(self, gpu: str, tensorrt: str, precision: str, *, formulation: str | None = None,
+                   max_points: int | None = None, opt_points: int | None = None) -> EngineSpec | None:
+        """The engine built for this GPU, TensorRT version and precision (and, where given, formulation and
+        profile sizes); among several, the neighbour-table one with the largest profile."""
+        found = [e for e in self.manifest.engines
+                 if e.gpu == gpu and e.tensorrt == tensorrt and e.precision == precision
+                 and (formulation is None or e.formulation == formulation)
+                 and (max_points is None or e.max_points == max_points)
+                 and (opt_points is None or e.opt_points == opt_points)]
+        if not found:
+            return None
+        return max(found, key=lambda e: (e.formulation == "table", e.max_points or 0))
 
 
 def read_manifest(root: Path) -> Manifest:
@@ -179,6 +208,7 @@ def read_manifest(root: Path) -> Manifest:
 def verify_files(root: Path, manifest: Manifest) -> None:
     """Every listed file exists with its size and sha256; every file the manifest names is listed."""
     named = [manifest.student.onnx, manifest.student.head, manifest.vocabulary]
+    named += [manifest.student.table_onnx] if manifest.student.table_onnx else []
     spec = manifest.text_encoder
     named += [n for n in (spec.onnx, spec.bpe, spec.table, manifest.student.weights) if n]
     named += [e.file for e in manifest.engines]

@@ -16,6 +16,11 @@ downsampled by 2):
 One algorithm (:func:`build_with`) over a small table of array operations: numpy here (the node
 and the ONNX Runtime path use it); relidar.model.kernel_maps_torch runs the same algorithm with torch
 (CPU or CUDA) and gives identical integers.
+
+The same maps also come as dense tables (:class:`NeighbourTables`, :func:`build_tables_with`), the
+formulation for GPUs (one gather and one GEMM per convolution instead of a gather, a GEMM and a
+scatter per kernel offset; see relidar.model.sparse.functional). They are derived from the pair lists,
+so both formulations describe the same neighbours by construction.
 """
 
 from __future__ import annotations
@@ -105,10 +110,83 @@ class KernelMaps(Generic[A]):
         return KernelMaps.from_tensors([t.to(device) for t in self.to_tensors()], self.num_levels)
 
 
+@dataclass(frozen=True)
+class NeighbourTables(Generic[A]):
+    """The kernel maps of one batch as dense int64 tables (missing entries point at a zero row).
+
+    * ``subm[l]`` [V_l, 27]: entry (v, k) is the voxel at offset k of voxel v (k as in :func:`subm_offsets`),
+      ``V_l`` where there is none; column 13 is v itself.
+    * ``down[l]`` [V_l+1, 8] (l < levels-1): entry (p, o) is parent p's child at offset o, ``V_l`` where none.
+    * ``up[l]`` [V_l] (l < levels-1): ``parent * 8 + o`` of each level-l voxel, the row of its parent's
+      [V_l+1 * 8, C] product that the transposed convolution reads.
+    """
+
+    subm: tuple[A, ...]
+    down: tuple[A, ...]
+    up: tuple[A, ...]
+
+    @property
+    def num_levels(self) -> int:
+        return len(self.subm)
+
+    def num_voxels(self, level: int) -> int:
+        return int(self.subm[level].shape[0])
+
+    def to_tensors(self) -> list[A]:
+        """Flat list: the subm table per level, then the down table and the up index per level transition."""
+        return list(self.subm) + list(self.down) + list(self.up)
+
+    @staticmethod
+    def tensor_names(num_levels: int) -> list[str]:
+        """Names matching :meth:`to_tensors`, e.g. for ONNX graph inputs."""
+        return ([f"subm_table_{l}" for l in range(num_levels)] + [f"down_table_{l}" for l in range(num_levels - 1)]
+                + [f"up_index_{l}" for l in range(num_levels - 1)])
+
+    @classmethod
+    def from_tensors(cls, tensors: Sequence[Any], num_levels: int) -> "NeighbourTables":
+        expected = 3 * num_levels - 2
+        if len(tensors) != expected:
+            raise KernelMapError(f"{num_levels} levels need {expected} table tensors, got {len(tensors)}")
+        n = num_levels
+        return cls(subm=tuple(tensors[:n]), down=tuple(tensors[n:2 * n - 1]), up=tuple(tensors[2 * n - 1:]))
+
+    def to(self, device: Any) -> "NeighbourTables":
+        """Torch tables on another device."""
+        return NeighbourTables.from_tensors([t.to(device) for t in self.to_tensors()], self.num_levels)
+
+
+def build_tables_with(ops: Any, maps: KernelMaps) -> NeighbourTables:
+    """The neighbour tables of ``maps`` (see :class:`NeighbourTables`), with ``ops`` (numpy or torch)."""
+    subm = []
+    for level in range(maps.num_levels):
+        v = maps.num_voxels(level)
+        table = ops.full((v, 27), v)
+        table[:, CENTRE_OFFSET] = ops.arange(v)
+        for k, pair in enumerate(maps.subm[level]):
+            table[pair[0], k] = pair[1]
+            table[pair[1], 26 - k] = pair[0]
+        subm.append(table)
+    down, up = [], []
+    for level in range(maps.num_levels - 1):
+        children = maps.num_voxels(level)
+        table = ops.full((maps.num_voxels(level + 1), 8), children)
+        slot = ops.full((children,), 0)
+        for o, pair in enumerate(maps.down[level]):
+            table[pair[0], o] = pair[1]
+            slot[pair[1]] = pair[0] * 8 + o  # every child has exactly one parent: each slot written once
+        down.append(table)
+        up.append(slot)
+    return NeighbourTables(subm=tuple(subm), down=tuple(down), up=tuple(up))
+
+
 class _NumpyOps:
     @staticmethod
     def asarray(a: np.ndarray) -> np.ndarray:
         return np.asarray(a, dtype=np.int64)
+
+    @staticmethod
+    def full(shape: tuple[int, ...], value: int) -> np.ndarray:
+        return np.full(shape, value, dtype=np.int64)
 
     unique_inverse = staticmethod(unique_inverse)
 
@@ -228,3 +306,8 @@ def build_with(ops: Any, coords0: Any, grid_shape: Sequence[int], num_levels: in
 def build_kernel_maps_numpy(coords: np.ndarray, grid_shape: Sequence[int], num_levels: int) -> KernelMaps:
     """Kernel maps from sorted unique voxel coords [V, 4] (as from :func:`relidar.core.voxelize.voxelize`)."""
     return build_with(_NumpyOps(), np.asarray(coords, dtype=np.int64), grid_shape, num_levels)
+
+
+def build_neighbour_tables_numpy(maps: KernelMaps) -> NeighbourTables:
+    """Neighbour tables from numpy kernel maps (as :func:`build_kernel_maps_numpy` makes them)."""
+    return build_tables_with(_NumpyOps(), maps)

@@ -17,7 +17,7 @@ from typing import Protocol, Sequence
 import numpy as np
 
 from relidar.core.graph import graph_feed
-from relidar.core.kernel_maps import KernelMaps, build_kernel_maps_numpy
+from relidar.core.kernel_maps import KernelMaps, build_kernel_maps_numpy, build_neighbour_tables_numpy
 from relidar.core.voxelize import VoxelGrid, Voxels, voxelize, voxelize_scans
 
 
@@ -67,9 +67,11 @@ class StudentInputs:
     def num_points(self) -> int:
         return int(self.voxels.point_to_voxel.shape[0])
 
-    def feed(self, text_embeddings: np.ndarray) -> dict[str, np.ndarray]:
-        """The student graph's named, contiguous feed (``relidar.core.graph``) with these class embeddings."""
-        return graph_feed(self.voxels.features, self.voxels.point_to_voxel, text_embeddings, self.maps)
+    def feed(self, text_embeddings: np.ndarray, formulation: str = "pairs") -> dict[str, np.ndarray]:
+        """The student graph's named, contiguous feed (``relidar.core.graph``) with these class embeddings, its
+        kernel maps as pair lists or as neighbour tables (``formulation``: the graph's, see the backends)."""
+        maps = self.maps if formulation == "pairs" else build_neighbour_tables_numpy(self.maps)
+        return graph_feed(self.voxels.features, self.voxels.point_to_voxel, text_embeddings, maps)
 
 
 @dataclass(frozen=True)

@@ -42,14 +42,15 @@ class Segmenter:
     """Labels lidar points with a model bundle. See the module docstring."""
 
     def __init__(self, bundle: str | Path, backend: str = "auto", device: str = "cpu",
-                 threads: int | None = None, precision: str | None = None) -> None:
+                 threads: int | None = None, precision: str | None = None, formulation: str | None = None) -> None:
         self.bundle = load_bundle(bundle)
         self.preprocessor = Preprocessor.of(self.bundle.manifest.student)
         try:
-            self._backend = make_backend(self.bundle, backend, device, threads, precision)
+            self._backend = make_backend(self.bundle, backend, device, threads, precision, formulation)
         except BackendError as exc:
             raise BundleError(exc.message, path=exc.path or self.bundle.root, field=exc.field, hint=exc.hint) from exc
         self.backend: str = self._backend.name
+        self.formulation: str = self._backend.formulation  # the kernel maps its graph takes (relidar.core.graph)
         self.device = device
         self.vocabulary: Vocabulary = self.bundle.vocabulary()
         self._text_encoder = None  # built on first set_classes: the CLIP tower costs a second to load
@@ -102,7 +103,7 @@ class Segmenter:
         t0 = time.perf_counter()
         inputs = self.preprocess(points)
         n = inputs.num_points
-        feed = inputs.feed(self.vocabulary.embeddings) if inputs.num_voxels else None
+        feed = inputs.feed(self.vocabulary.embeddings, self.formulation) if inputs.num_voxels else None
         t1 = time.perf_counter()
         if feed is None:  # nothing inside the crop: no network call
             labels = np.full(n, -1, dtype=np.int32)

@@ -23,6 +23,7 @@ from relidar.core.bundle import (
     HEAD,
     MANIFEST,
     STUDENT_ONNX,
+    STUDENT_TABLE_ONNX,
     STUDENT_WEIGHTS,
     VOCABULARY,
     BundleError,
@@ -114,11 +115,13 @@ def _write_text_encoder(stage: Path, encoder: TextEncoderExport, opset: int) -> 
 
 def write_bundle(out_dir: str | Path, student: Student, vocabulary: Vocabulary, text_encoder: TextEncoderExport,
                  *, logit_scale: float = DEFAULT_LOGIT_SCALE, opset: int = DEFAULT_OPSET,
-                 trace_points: np.ndarray | None = None, include_weights: bool = True) -> Path:
+                 trace_points: np.ndarray | None = None, include_weights: bool = True,
+                 table_graph: bool = True) -> Path:
     """Export everything into ``out_dir`` (created; replaced if it already holds a bundle) and return it.
 
     ``student`` is traced in eval mode with BatchNorm folded; ``trace_points`` [N, >=3] (a real scan
-    is best) defaults to :func:`example_points`. The bundle is staged in a sibling folder and moved
+    is best) defaults to :func:`example_points`. ``table_graph`` adds the neighbour-table formulation of
+    the same graph, which GPU backends run (relidar.core.backends.default_formulation). The bundle is staged in a sibling folder and moved
     into place at the end, so a crash never leaves a half-written bundle behind.
     """
     out = Path(out_dir)
@@ -138,6 +141,8 @@ def write_bundle(out_dir: str | Path, student: Student, vocabulary: Vocabulary, 
         points = trace_points if trace_points is not None else example_points(cfg)
         feed = example_feed(student, points, vocabulary.embeddings)
         export_student_onnx(student, stage / STUDENT_ONNX, feed, logit_scale, opset)
+        if table_graph:
+            export_student_onnx(student, stage / STUDENT_TABLE_ONNX, feed, logit_scale, opset, formulation="table")
         np.savez(stage / HEAD, **head_arrays(student))
         if include_weights:
             from relidar.model.weights import save_student
@@ -154,6 +159,7 @@ def write_bundle(out_dir: str | Path, student: Student, vocabulary: Vocabulary, 
                                 crop_max=cfg.crop_max, input_features=tuple(cfg.input_features),
                                 num_levels=cfg.num_levels, backbone_dim=student.backbone.out_channels,
                                 out_dim=cfg.out_dim, weights=STUDENT_WEIGHTS if include_weights else None,
+                                table_onnx=STUDENT_TABLE_ONNX if table_graph else None,
                                 inputs=tuple(input_names(cfg.num_levels)), outputs=OUTPUTS, opset=opset),
             logit_scale=logit_scale,
             text_encoder=text_spec,

@@ -4,6 +4,8 @@ that keep it small and TensorRT-parsable.
 
 Graph inputs and outputs: see ``relidar.core.graph`` (the contract) and ``relidar.model.deployed``
 (why the graph ends at the backbone and classifies without materialising the D-dim embeddings).
+Either formulation of the kernel maps (pair lists for CPUs, neighbour tables for GPUs; see
+relidar.model.sparse.functional) exports from the same weights.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from relidar.core.graph import OUTPUTS, dynamic_axes, input_names
+from relidar.core.graph import OUTPUTS, Formulation, dynamic_axes, graph_feed, input_names
+from relidar.core.kernel_maps import KernelMaps, build_neighbour_tables_numpy
 from relidar.core.preprocess import Preprocessor
 from relidar.model.deployed import DEFAULT_LOGIT_SCALE, StudentGraph
 from relidar.model.network import Student
@@ -66,9 +69,18 @@ class _SparseSymbolics:
             torch.onnx.unregister_custom_op_symbolic(name, self.opset)
 
 
+def table_example(example: dict[str, np.ndarray], num_levels: int) -> dict[str, np.ndarray]:
+    """The neighbour-table feed of a pair-list feed (same features, points, text; tables from its pairs)."""
+    maps = KernelMaps.from_tensors([example[n] for n in KernelMaps.tensor_names(num_levels)], num_levels)
+    return graph_feed(example["features"], example["point_to_voxel"], example["text_embeddings"],
+                      build_neighbour_tables_numpy(maps))
+
+
 def export_student_onnx(student: Student, path: str | Path, example: dict[str, np.ndarray],
-                        logit_scale: float = DEFAULT_LOGIT_SCALE, opset: int = DEFAULT_OPSET) -> Path:
-    """Trace ``StudentGraph(student)`` on ``example`` (a ``relidar.core.graph.graph_feed``) and write ONNX to ``path``.
+                        logit_scale: float = DEFAULT_LOGIT_SCALE, opset: int = DEFAULT_OPSET,
+                        formulation: Formulation = "pairs") -> Path:
+    """Trace ``StudentGraph(student)`` on ``example`` (a pair-list ``relidar.core.graph.graph_feed``) and write
+    ONNX to ``path``, with its kernel maps as pair lists or as neighbour tables (``formulation``).
 
     The example should have every pair list non-empty where possible; sizes are symbolic anyway.
     Uses the TorchScript exporter (``dynamo=False``): its ``dynamic_axes`` give symbolic dims for
@@ -77,14 +89,15 @@ def export_student_onnx(student: Student, path: str | Path, example: dict[str, n
     import warnings
 
     path = Path(path)
-    graph = StudentGraph(student, logit_scale).eval()
-    names = input_names(graph.num_levels)
-    args = tuple(torch.from_numpy(example[n]) for n in names)
+    graph = StudentGraph(student, logit_scale, formulation).eval()
+    names = input_names(graph.num_levels, formulation)
+    feed = example if formulation == "pairs" else table_example(example, graph.num_levels)
+    args = tuple(torch.from_numpy(feed[n]) for n in names)
     path.parent.mkdir(parents=True, exist_ok=True)
     with torch.no_grad(), warnings.catch_warnings(), _SparseSymbolics(opset):
         warnings.simplefilter("ignore", category=DeprecationWarning)
         torch.onnx.export(graph, args, str(path), input_names=names, output_names=list(OUTPUTS),
-                          dynamic_axes=dynamic_axes(graph.num_levels), opset_version=opset,
+                          dynamic_axes=dynamic_axes(graph.num_levels, formulation), opset_version=opset,
                           do_constant_folding=True, dynamo=False)
     return path
 

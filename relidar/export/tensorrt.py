@@ -1,14 +1,27 @@
 """TensorRT engines from a bundle's student ONNX (TensorRT 10 Python API), cached in the bundle.
 
+Which graph: the bundle's neighbour-table graph where it has one (one gather and one GEMM per
+convolution, every input at least one row long), else the pair-list graph.
+
 Shape ranges: TensorRT needs, for every dynamic input, a (min, opt, max) optimisation profile. The
 voxel counts are bounded by the grid (crop range / voxel size, halved per level) and by the points
 a scan can have; pair counts by the voxel counts (each (out, in) pair list of one offset has at most
 one pair per voxel). ``opt`` is taken from a measured scan when one is given (its occupancy scaled to
-``opt_points``), else from half of ``max_points``.
+``opt_points``), else from half of ``max_points``. Pair lists can be empty (a sparse scan has offsets
+with no pairs), so their profile minimum is 0: TensorRT accepts zero-length tensors, but whether its
+Gather/ScatterND layers run them has only been seen on a GPU by ``scripts/gpu_check.sh`` (tiny scan);
+the table graph has no empty inputs.
 
-The engine goes to ``engines/<gpu>_<tensorrt version>_<precision>.plan``, is listed (sha256) in the
-manifest, and the Segmenter's ``auto`` backend picks it on that GPU. This module has not run on the
-development machine (no GPU, no tensorrt there); the code follows TensorRT 10's documented API.
+The engine goes to ``engines/<gpu>_<tensorrt version>_<precision>_<formulation>_<max>-<opt points>.plan``,
+is listed (sha256, formulation, profile sizes) in the manifest, and the Segmenter's ``auto`` backend
+picks it on that GPU; an engine is reused only for the same GPU, TensorRT, precision, formulation and
+profile sizes.
+
+fp16: built with ``BuilderFlag.FP16`` (a weakly typed network), which TensorRT 10 has (deprecated
+since 10.12) and TensorRT 11 removed (strongly typed networks only, precision taken from the ONNX);
+the vehicle image pins TensorRT 10 (docker/vehicle.Dockerfile), and an fp16 build under TensorRT 11
+is refused with that explanation. This module has not run on the development machine (no GPU, no
+tensorrt there); the code follows TensorRT 10's documented API.
 """
 
 from __future__ import annotations
@@ -22,7 +35,7 @@ import numpy as np
 
 from relidar.core.bundle import ENGINES_DIR, Bundle, EngineSpec, file_entry, load_bundle, write_manifest
 from relidar.core.errors import RelidarError
-from relidar.core.graph import input_names
+from relidar.core.graph import Formulation, input_names
 from relidar.core.kernel_maps import NUM_HALF_OFFSETS
 
 Shape = tuple[int, ...]
@@ -48,8 +61,9 @@ def _level_cells(bundle: Bundle) -> list[int]:
 
 
 def profile_shapes(bundle: Bundle, max_points: int, opt_points: int, sample_feed: Mapping[str, np.ndarray] | None = None,
-                   num_classes: tuple[int, int, int] = (1, 32, 256)) -> ProfileShapes:
-    """(min, opt, max) for every graph input; see the module docstring."""
+                   num_classes: tuple[int, int, int] = (1, 32, 256), formulation: Formulation = "pairs") -> ProfileShapes:
+    """(min, opt, max) for every input of the ``formulation`` graph; see the module docstring. ``sample_feed``
+    is a pair-list feed (its voxel and pair counts set ``opt``)."""
     s = bundle.manifest.student
     levels = s.num_levels
     cells = _level_cells(bundle)
@@ -72,17 +86,24 @@ def profile_shapes(bundle: Bundle, max_points: int, opt_points: int, sample_feed
         "point_to_voxel": ((1,), (opt_points,), (max_points,)),
         "text_embeddings": ((c_min, s.out_dim), (c_opt, s.out_dim), (c_max, s.out_dim)),
     }
-    for l in range(levels):
-        shapes[f"coords_{l}"] = ((1, 4), (vopt[l], 4), (vmax[l], 4))
-        for k in range(NUM_HALF_OFFSETS):
-            name = f"subm_{l}_{k}"
-            shapes[name] = ((2, 0), (2, pair_opt(name, l)), (2, vmax[l]))
-    for l in range(levels - 1):
-        for o in range(8):
-            name = f"down_{l}_{o}"
-            # every child has one parent: a down list has at most one pair per level-l voxel
-            shapes[name] = ((2, 0), (2, pair_opt(name, l)), (2, vmax[l]))
-    missing = set(input_names(levels)) - set(shapes)
+    if formulation == "table":
+        for l in range(levels):
+            shapes[f"subm_table_{l}"] = ((1, 27), (vopt[l], 27), (vmax[l], 27))
+        for l in range(levels - 1):
+            shapes[f"down_table_{l}"] = ((1, 8), (vopt[l + 1], 8), (vmax[l + 1], 8))
+            shapes[f"up_index_{l}"] = ((1,), (vopt[l],), (vmax[l],))
+    else:
+        for l in range(levels):
+            shapes[f"coords_{l}"] = ((1, 4), (vopt[l], 4), (vmax[l], 4))
+            for k in range(NUM_HALF_OFFSETS):
+                name = f"subm_{l}_{k}"
+                shapes[name] = ((2, 0), (2, pair_opt(name, l)), (2, vmax[l]))
+        for l in range(levels - 1):
+            for o in range(8):
+                name = f"down_{l}_{o}"
+                # every child has one parent: a down list has at most one pair per level-l voxel
+                shapes[name] = ((2, 0), (2, pair_opt(name, l)), (2, vmax[l]))
+    missing = set(input_names(levels, formulation)) - set(shapes)
     if missing:
         raise TensorRTError(f"no profile for inputs {sorted(missing)}")
     return ProfileShapes(shapes)
@@ -104,6 +125,11 @@ def build_engine(onnx_path: Path, shapes: ProfileShapes, fp16: bool, workspace_b
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_bytes)
     if fp16:
+        if tensorrt_major(trt.__version__) >= 11:
+            raise TensorRTError(f"TensorRT {trt.__version__} builds strongly typed networks only (BuilderFlag.FP16 was "
+                                "removed in 11.0)", field="fp16",
+                                hint="build fp32, or use TensorRT 10 for fp16: pip install 'tensorrt-cu12>=10.12,<11' "
+                                     "(docker/vehicle.Dockerfile pins it)")
         config.set_flag(trt.BuilderFlag.FP16)
     profile = builder.create_optimization_profile()
     for i in range(network.num_inputs):
@@ -117,14 +143,18 @@ def build_engine(onnx_path: Path, shapes: ProfileShapes, fp16: bool, workspace_b
     return bytes(serialized)
 
 
-def engine_name(gpu: str, trt_version: str, precision: str) -> str:
-    return f"{ENGINES_DIR}/{gpu}_{trt_version}_{precision}.plan"
+def tensorrt_major(version: str) -> int:
+    return int(version.split(".")[0])
+
+
+def engine_name(gpu: str, trt_version: str, precision: str, formulation: str, max_points: int, opt_points: int) -> str:
+    return f"{ENGINES_DIR}/{gpu}_{trt_version}_{precision}_{formulation}_{max_points}-{opt_points}.plan"
 
 
 def export_tensorrt(bundle_dir: str | Path, fp16: bool = False, max_points: int = 300_000, opt_points: int = 120_000,
                     sample_points: np.ndarray | None = None, device: int = 0, rebuild: bool = False) -> tuple[Path, bool]:
-    """Build (or reuse) the engine for this GPU + TensorRT + precision and record it in the manifest.
-    Returns (engine path, built now)."""
+    """Build (or reuse) the engine for this GPU + TensorRT + precision + profile sizes, from the bundle's
+    neighbour-table graph where it has one, and record it in the manifest. Returns (engine path, built now)."""
     try:
         import tensorrt as trt
     except ImportError as exc:
@@ -134,17 +164,19 @@ def export_tensorrt(bundle_dir: str | Path, fp16: bool = False, max_points: int 
     bundle = load_bundle(bundle_dir)
     precision = "fp16" if fp16 else "fp32"
     gpu = gpu_name(device)
-    existing = bundle.engine_for(gpu, trt.__version__, precision)
+    formulation = "table" if "table" in bundle.formulations else "pairs"
+    existing = bundle.engine_for(gpu, trt.__version__, precision, formulation=formulation, max_points=max_points,
+                                 opt_points=opt_points)
     if existing is not None and not rebuild:
-        return existing, False
+        return bundle.path(existing.file), False
     feed = None
     if sample_points is not None:
         from relidar.core.preprocess import Preprocessor
 
         feed = Preprocessor.of(bundle.manifest.student)(sample_points).feed(bundle.vocabulary().embeddings)
-    shapes = profile_shapes(bundle, max_points, opt_points, feed)
-    plan = build_engine(bundle.student_onnx, shapes, fp16)
-    name = engine_name(gpu, trt.__version__, precision)
+    shapes = profile_shapes(bundle, max_points, opt_points, feed, formulation=formulation)
+    plan = build_engine(bundle.student_onnx_for(formulation), shapes, fp16)
+    name = engine_name(gpu, trt.__version__, precision, formulation, max_points, opt_points)
     path = bundle.root / name
     path.parent.mkdir(exist_ok=True)
     from relidar.core.atomic import atomic_write_bytes
@@ -152,7 +184,8 @@ def export_tensorrt(bundle_dir: str | Path, fp16: bool = False, max_points: int 
     atomic_write_bytes(path, plan)
     manifest = bundle.manifest.model_copy(deep=True)
     manifest.engines = [e for e in manifest.engines if e.file != name] + [
-        EngineSpec(file=name, gpu=gpu, tensorrt=trt.__version__, precision=precision)]
+        EngineSpec(file=name, gpu=gpu, tensorrt=trt.__version__, precision=precision, formulation=formulation,
+                   max_points=max_points, opt_points=opt_points)]
     manifest.files[name] = file_entry(path)
     write_manifest(bundle.root, manifest)
     return path, True

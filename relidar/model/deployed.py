@@ -3,13 +3,15 @@
 What ``relidar export`` traces to ONNX and what the torch backend runs, so both compute the same function.
 Inputs and outputs follow the contract in ``relidar.core.graph``:
   ``features`` [V, Cin] float32, ``point_to_voxel`` [N] int64 (-1 = outside the crop),
-  ``text_embeddings`` [C, D] float32 (unit rows), then the kernel maps in ``KernelMaps.tensor_names``
-  order; out: ``labels`` [N] int32 (-1 outside the crop), ``scores`` [N] float32 (softmax probability
+  ``text_embeddings`` [C, D] float32 (unit rows), then the kernel maps in the graph's formulation
+  (pair lists, ``KernelMaps.tensor_names`` order, or neighbour tables, ``NeighbourTables.tensor_names``
+  order: the same network either way, see relidar.model.sparse.functional);
+  out: ``labels`` [N] int32 (-1 outside the crop), ``scores`` [N] float32 (softmax probability
   of the label, 0 outside the crop), ``voxel_features`` [V, Cb] float32 (the backbone's features).
 
 Why the graph ends at the backbone and classifies without materialising the D-dim embeddings:
-the head is linear, y = xW + b, so cos(y, t) = (x(W tᵀ) + b·t) / |y| with
-|y|² = x (W Wᵀ) xᵀ + 2 x·(W b) + b·b -- a [Cb, Cb] quadratic form instead of a [V, Cb] x [Cb, D]
+the head is linear, y = xW + b = [x, 1] W' with W' = [W; b], so cos(y, t) = [x, 1] W' tᵀ / |y| with
+|y|² = [x, 1] (W' W'ᵀ) [x, 1]ᵀ -- a [Cb+1, Cb+1] quadratic form instead of a [V, Cb] x [Cb, D]
 matmul (Cb = 40 vs D = 512 for the fast profile: ~12x fewer multiply-adds at the end of the
 network, and no [N, D] tensor written per scan). ONNX Runtime runs every node whatever outputs are
 requested, so a D-dim output would be paid on every call; the runtime applies the head to
@@ -25,7 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from relidar.core.kernel_maps import KernelMaps
+from relidar.core.graph import Formulation, maps_type
 from relidar.model.network import Student, fold_batchnorm
 
 DEFAULT_LOGIT_SCALE = 100.0
@@ -36,22 +38,23 @@ class ClassifierHead(nn.Module):
 
     def __init__(self, head: nn.Linear, logit_scale: float) -> None:
         super().__init__()
-        w = head.weight.detach().t().contiguous()          # [Cb, D]
-        b = head.bias.detach().clone() if head.bias is not None else torch.zeros(w.shape[1])
-        self.register_buffer("weight", w)
-        self.register_buffer("bias", b)
-        self.register_buffer("gram", w @ w.t())             # [Cb, Cb]
-        self.register_buffer("wb2", 2.0 * (w @ b))         # [Cb]
-        self.register_buffer("bb", (b @ b).reshape(1))     # [1]
+        w = head.weight.detach().t()                                     # [Cb, D]
+        b = head.bias.detach() if head.bias is not None else w.new_zeros(w.shape[1])
+        augmented = torch.cat([w, b.unsqueeze(0)]).contiguous()          # [Cb + 1, D]: y = [x, 1] W'
+        self.register_buffer("weight", augmented)
+        self.register_buffer("gram", augmented @ augmented.t())         # [Cb + 1, Cb + 1]
         self.logit_scale = float(logit_scale)
 
     def forward(self, x: Tensor, text: Tensor) -> tuple[Tensor, Tensor]:
         """Per-voxel (label int64 [V], score [V]) for backbone features x [V, Cb] and unit text rows [C, D]."""
-        dots = x @ (self.weight @ text.t()) + (text @ self.bias)        # [V, C] = y·t
-        # |y|² = x·(G x + 2Wb) + b·b; the 2Wb term rides along the G x product's bias add because a
-        # separate [V, Cb] @ [Cb] product is a matrix-vector MatMul that ONNX Runtime runs ~10x slower
-        # than its GEMMs (13 ms of a 150 ms network on the KITTI scan)
-        sq = ((x @ self.gram + self.wb2) * x).sum(dim=1) + self.bb    # [V] = |y|²
+        # Homogeneous coordinates [x, 1] / s with s = max(1, max |x_i|): cos(y, t) = cos(y / s, t), and
+        # every entry is at most 1, so |y / s|² stays finite in an fp16 engine (|y|² of raw backbone
+        # features passes fp16's 65,504 easily, and inf there makes every score 1/C). s >= 1 keeps the
+        # bias term 1/s from growing where x is small. One [Cb+1, Cb+1] product serves |y|² and the bias.
+        scale = torch.clamp(x.abs().amax(dim=1, keepdim=True), min=1.0)   # [V, 1]
+        xa = torch.cat([x, torch.ones_like(scale)], dim=1) / scale        # [V, Cb + 1]
+        dots = xa @ (self.weight @ text.t())                              # [V, C] = (y / s)·t
+        sq = ((xa @ self.gram) * xa).sum(dim=1)                           # [V] = |y / s|²
         inv_norm = torch.rsqrt(torch.clamp(sq, min=1e-12))
         logits = dots * (inv_norm * self.logit_scale).unsqueeze(1)
         prob = torch.softmax(logits, dim=1)
@@ -62,23 +65,27 @@ class ClassifierHead(nn.Module):
 class StudentGraph(nn.Module):
     """What is exported: BN-folded backbone + cosine classifier + devoxelization to points."""
 
-    def __init__(self, student: Student, logit_scale: float = DEFAULT_LOGIT_SCALE) -> None:
+    def __init__(self, student: Student, logit_scale: float = DEFAULT_LOGIT_SCALE,
+                 formulation: Formulation = "pairs") -> None:
         super().__init__()
         folded = fold_batchnorm(student)
         self.backbone = folded.backbone
         self.classifier = ClassifierHead(folded.head, logit_scale)
         self.num_levels = student.config.num_levels
+        self.formulation = formulation
+        self._maps_type = maps_type(formulation)
 
     def forward(self, features: Tensor, point_to_voxel: Tensor, text_embeddings: Tensor,
                 *maps_flat: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        maps = KernelMaps.from_tensors(list(maps_flat), self.num_levels)
+        maps = self._maps_type.from_tensors(list(maps_flat), self.num_levels)
         x = self.backbone(features, maps)
         label, score = self.classifier(x, text_embeddings)
-        # One padding row for points outside the crop (index -1): label -1, score 0.
+        # One padding row for points outside the crop (index -1): label -1, score 0. Every tensor made here
+        # is made on the inputs' device (``new_*``): a constant left on the CPU breaks the graph on CUDA.
         v = x.shape[0]
         index = torch.where(point_to_voxel < 0, torch.full_like(point_to_voxel, v), point_to_voxel)
-        label_pad = torch.cat([label.to(torch.int32), torch.full((1,), -1, dtype=torch.int32)])
-        score_pad = torch.cat([score, torch.zeros(1, dtype=score.dtype)])
+        label_pad = torch.cat([label.to(torch.int32), label.new_full((1,), -1, dtype=torch.int32)])
+        score_pad = torch.cat([score, score.new_zeros(1)])
         return label_pad.index_select(0, index), score_pad.index_select(0, index), x
 
 

@@ -17,7 +17,7 @@ from typing import Any, Sequence
 
 import torch
 
-from relidar.core.kernel_maps import KernelMaps, build_with
+from relidar.core.kernel_maps import KernelMaps, NeighbourTables, build_tables_with, build_with
 from relidar.core.voxelize import key_digits, pack_coords
 
 
@@ -28,6 +28,9 @@ class _TorchOps:
 
     def asarray(self, a: Any) -> Any:
         return self.torch.as_tensor(a, dtype=self.torch.int64, device=self.device)
+
+    def full(self, shape: tuple[int, ...], value: int) -> Any:
+        return self.torch.full(shape, value, dtype=self.torch.int64, device=self.device)
 
     def unique_inverse(self, keys: Any) -> tuple[Any, Any]:
         return self.torch.unique(keys, sorted=True, return_inverse=True)
@@ -65,8 +68,12 @@ class _TorchOps:
         return self.torch.stack(key_digits(keys, shape), dim=1)
 
 
-
 def build_kernel_maps_torch(coords: Any, grid_shape: Sequence[int], num_levels: int) -> KernelMaps:
     """Same maps as :func:`relidar.core.kernel_maps.build_kernel_maps_numpy`, computed with torch on the coords' device."""
     c = torch.as_tensor(coords, dtype=torch.int64)
     return build_with(_TorchOps(c.device), c, grid_shape, num_levels)
+
+
+def build_neighbour_tables_torch(maps: KernelMaps) -> NeighbourTables:
+    """The neighbour tables of torch kernel maps, on the maps' device (same integers as the numpy builder)."""
+    return build_tables_with(_TorchOps(maps.coords[0].device), maps)

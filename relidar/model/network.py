@@ -15,7 +15,7 @@ from pydantic import field_validator, model_validator
 from torch import Tensor, nn
 
 from relidar.core.config import StrictModel
-from relidar.core.kernel_maps import KernelMaps
+from relidar.core.kernel_maps import KernelMaps, NeighbourTables
 from relidar.core.voxelize import INPUT_FEATURES, InputFeature, VoxelGrid
 from relidar.model.sparse import functional as SF
 from relidar.model.sparse.modules import DownConv3d, PointConv, SparseConv, SubMConv3d, UpConv3d
@@ -118,7 +118,7 @@ class ConvNorm(nn.Module):
         self.norm: nn.Module = nn.BatchNorm1d(conv.out_channels)
         self.relu = relu
 
-    def forward(self, x: Tensor, maps: KernelMaps) -> Tensor:
+    def forward(self, x: Tensor, maps: KernelMaps | NeighbourTables) -> Tensor:
         y = self.norm(self.conv(x, maps))
         # in place: y is this unit's own fresh output, and neither conv, BatchNorm nor the bias add
         # needs it for backward
@@ -134,7 +134,7 @@ class ResidualBlock(nn.Module):
         self.conv2 = ConvNorm(SubMConv3d(cout, cout, level), relu=False)
         self.shortcut = ConvNorm(PointConv(cin, cout, level), relu=False) if cin != cout else None
 
-    def forward(self, x: Tensor, maps: KernelMaps) -> Tensor:
+    def forward(self, x: Tensor, maps: KernelMaps | NeighbourTables) -> Tensor:
         skip = x if self.shortcut is None else self.shortcut(x, maps)
         return torch.relu_(self.conv2(self.conv1(x, maps), maps).add_(skip))
 
@@ -147,7 +147,7 @@ class Stage(nn.Module):
         self.resample = resample
         self.blocks = nn.ModuleList(blocks)
 
-    def run_blocks(self, x: Tensor, maps: KernelMaps) -> Tensor:
+    def run_blocks(self, x: Tensor, maps: KernelMaps | NeighbourTables) -> Tensor:
         for block in self.blocks:
             x = block(x, maps)
         return x
@@ -186,7 +186,7 @@ class MinkUNet(nn.Module):
             cin = width if n_blocks else width + skip
         self.out_channels = cin
 
-    def forward(self, features: Tensor, maps: KernelMaps) -> Tensor:
+    def forward(self, features: Tensor, maps: KernelMaps | NeighbourTables) -> Tensor:
         x = features
         for unit in self.stem:
             x = unit(x, maps)
@@ -209,11 +209,11 @@ class Student(nn.Module):
         self.backbone = MinkUNet(config.architecture, config.in_channels)
         self.head = nn.Linear(self.backbone.out_channels, config.out_dim)
 
-    def forward(self, features: Tensor, maps: KernelMaps) -> Tensor:
+    def forward(self, features: Tensor, maps: KernelMaps | NeighbourTables) -> Tensor:
         """Per-voxel embeddings [V, out_dim] for level-0 voxel features [V, in_channels]."""
         return self.head(self.backbone(features, maps))
 
-    def forward_points(self, features: Tensor, maps: KernelMaps, point_to_voxel: Tensor) -> Tensor:
+    def forward_points(self, features: Tensor, maps: KernelMaps | NeighbourTables, point_to_voxel: Tensor) -> Tensor:
         """Per-point embeddings [N, out_dim]; points outside the crop (index -1) get zeros."""
         return SF.devoxelize(self(features, maps), point_to_voxel)
 

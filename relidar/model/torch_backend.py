@@ -20,14 +20,17 @@ class TorchBackend:
     name = "torch"
 
     @classmethod
-    def from_bundle(cls, bundle: "Bundle", device: str = "cpu") -> "TorchBackend":
+    def from_bundle(cls, bundle: "Bundle", device: str = "cpu", formulation: str | None = None) -> "TorchBackend":
         weights = bundle.manifest.student.weights
         if not weights:
             raise BackendError("backend 'torch' needs student weights, which this bundle does not ship",
                                path=bundle.root, hint="re-export it with `relidar export bundle`")
-        return cls(bundle.path(weights), bundle.manifest.logit_scale, device)
+        return cls(bundle.path(weights), bundle.manifest.logit_scale, device, formulation)
 
-    def __init__(self, weights: str | Path, logit_scale: float, device: str = "cpu") -> None:
+    def __init__(self, weights: str | Path, logit_scale: float, device: str = "cpu",
+                 formulation: str | None = None) -> None:
+        """``formulation``: pair lists or neighbour tables; by default tables on CUDA, pairs on the CPU
+        (the same rule as relidar.core.backends.default_formulation; this backend builds either graph)."""
         try:
             import torch
         except ImportError as exc:
@@ -38,8 +41,11 @@ class TorchBackend:
 
         self._torch = torch
         self._device = torch.device(device)
-        self._graph = StudentGraph(load_student(weights).eval(), logit_scale).to(self._device).eval()
-        self._names = input_names(self._graph.num_levels)
+        if formulation not in (None, "pairs", "table"):
+            raise BackendError(f"{formulation!r}: use 'pairs' or 'table'", field="formulation")
+        self.formulation = formulation or ("table" if self._device.type == "cuda" else "pairs")
+        self._graph = StudentGraph(load_student(weights).eval(), logit_scale, self.formulation).to(self._device).eval()
+        self._names = input_names(self._graph.num_levels, self.formulation)
 
     def run(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         from relidar.core.graph import OUTPUTS

@@ -6,8 +6,9 @@ A checkpoint is three files in ``<run>/checkpoints/``, each written atomically:
   tensors and StudentConfig), plus the run's effective config (:data:`RUN_CONFIG_KEY`) and the step
   (:data:`STEP_KEY`) in the header -- what evaluation and export read, with
   ``relidar.model.weights.load_student`` like any student file;
-* ``step_NNNNNNN.state.pt``: optimizer, scheduler, the RNG states of torch, numpy and python, and the
-  position in the data (epoch, step in epoch) -- what only resuming needs;
+* ``step_NNNNNNN.state.pt``: optimizer, scheduler, the mixed-precision loss scaler (fp16 runs), the RNG
+  states of torch, numpy, python and the training GPU, and the position in the data (epoch, step in
+  epoch) -- what only resuming needs;
 * ``latest.json``: names the newest complete pair; written last, so it never points at a partial one.
 
 The run's final ``student.safetensors`` is the same weights file with the same header.
@@ -63,24 +64,30 @@ class TrainPosition:
     step_in_epoch: int
 
 
-def rng_state() -> dict[str, Any]:
+def rng_state(device: torch.device | str = "cpu") -> dict[str, Any]:
+    """The RNG states a resumed run needs; on CUDA only the training GPU's (``device``): a state per visible
+    GPU would not load on a machine with fewer GPUs, and a rank draws only from its own."""
     name, keys, pos, has_gauss, gauss = np.random.get_state()
     # numpy's key array as a tensor: the state file is loaded with weights_only, which admits no ndarray.
     state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate(),
                              "numpy": [name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss),
                                        float(gauss)]}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    device = torch.device(device)
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
     return state
 
 
-def set_rng_state(state: dict[str, Any]) -> None:
+def set_rng_state(state: dict[str, Any], device: torch.device | str = "cpu") -> None:
+    """Restore :func:`rng_state`; a saved GPU state goes to the GPU this run trains on (there is none to
+    restore when it resumes on the CPU)."""
     torch.set_rng_state(state["torch"])
     random.setstate(state["python"])
     name, keys, pos, has_gauss, gauss = state["numpy"]
     np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    device = torch.device(device)
+    if "cuda" in state and device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda"], device)
 
 
 def save_run_student(path: str | Path, model: Student, config: DistillConfig, step: int) -> Path:
@@ -116,15 +123,18 @@ def load_weights_into(path: str | Path, model: Student) -> None:
 
 
 def save_checkpoint(run_dir: Path, model: Student, optimizer: torch.optim.Optimizer,
-                    scheduler: Any, position: TrainPosition, config: DistillConfig, keep: int = 2) -> Path:
-    """Write the step's weights and state, then point ``latest.json`` at them; prune older ones."""
+                    scheduler: Any, position: TrainPosition, config: DistillConfig, keep: int = 2,
+                    scaler: torch.amp.GradScaler | None = None, device: torch.device | str = "cpu") -> Path:
+    """Write the step's weights and state, then point ``latest.json`` at them; prune older ones.
+    ``scaler``: the fp16 loss scaler (its scale and growth tracker), ``device``: the training device."""
     ckpt_dir = Path(run_dir) / CHECKPOINT_DIR
     stem = f"step_{position.step:07d}"
     weights = save_run_student(ckpt_dir / f"{stem}.safetensors", model, config, position.step)
     state = {
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
-        "rng": rng_state(),
+        "rng": rng_state(device),
+        "scaler": scaler.state_dict() if scaler is not None else None,
         "position": {"step": position.step, "epoch": position.epoch, "step_in_epoch": position.step_in_epoch},
     }
     buf = io.BytesIO()
@@ -160,8 +170,9 @@ def latest_checkpoint(run_dir: Path) -> tuple[Path, Path, int] | None:
 
 
 def load_checkpoint(run_dir: Path, model: Student, optimizer: torch.optim.Optimizer,
-                    scheduler: Any) -> TrainPosition:
-    """Restore everything :func:`save_checkpoint` wrote (RNG states included)."""
+                    scheduler: Any, scaler: torch.amp.GradScaler | None = None,
+                    device: torch.device | str = "cpu") -> TrainPosition:
+    """Restore everything :func:`save_checkpoint` wrote (RNG states and the loss scaler included)."""
     found = latest_checkpoint(run_dir)
     if found is None:
         raise CheckpointError(f"no checkpoint to resume from ({CHECKPOINT_DIR}/{LATEST} is missing)", path=run_dir,
@@ -172,7 +183,9 @@ def load_checkpoint(run_dir: Path, model: Student, optimizer: torch.optim.Optimi
     state = torch.load(state_path, map_location="cpu", weights_only=True)
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
-    set_rng_state(state["rng"])
+    set_rng_state(state["rng"], device)
+    if scaler is not None and state.get("scaler"):
+        scaler.load_state_dict(state["scaler"])
     pos = state["position"]
     return TrainPosition(step=int(pos["step"]), epoch=int(pos["epoch"]), step_in_epoch=int(pos["step_in_epoch"]))
 

@@ -68,6 +68,9 @@ class TrainConfig(StrictModel):
     seed: int = 0
     amp: Literal["off", "bf16", "fp16"] = Field("off", description="mixed precision on GPU (ignored on CPU)")
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    sparse_maps: Literal["auto", "pairs", "table"] = Field(
+        "auto", description="sparse-conv formulation: pair lists or neighbour tables (relidar.model.sparse.functional); "
+                            "auto = tables on CUDA, pairs on the CPU (where tables measured slower)")
     grad_clip: float | None = Field(10.0, gt=0.0)
     threads: int | None = Field(None, ge=1, description="CPU threads for torch (default: torch's choice)")
 

@@ -1,20 +1,67 @@
-"""Data-parallel training under ``torchrun``: process group set-up and BatchNorm over the global batch.
+"""Data-parallel training under ``torchrun``: which device each rank uses, process group set-up, and
+BatchNorm over the global batch.
 
 Each rank takes every world_size-th scan of the global batch (``relidar.training.data.rank_share``),
 DDP averages the gradients, and BatchNorm statistics are reduced over all ranks, so a run on W ranks
 optimises the same objective as one process on the whole global batch. ``torch.nn.SyncBatchNorm``
 refuses CPU tensors; :class:`GlobalBatchNorm1d` does the same reduction with differentiable
 all-reduces that gloo (CPU) and NCCL (GPU) both run.
+
+Placement (:func:`place_rank`): rank ``LOCAL_RANK`` of a node trains on ``cuda:LOCAL_RANK`` and the
+group talks NCCL, bound to that GPU (``torch.cuda.set_device`` + ``device_id``) before the first
+collective -- without both, NCCL puts every rank's communicator on ``cuda:0``. NCCL refuses two ranks
+on one GPU, so a node with more ranks than visible GPUs shares the GPUs round-robin over gloo instead
+(slower collectives, but a run that starts; ``summary.json`` records the backend). Only a machine
+with NVIDIA GPUs can show the NCCL half of this (``scripts/gpu_check.sh`` runs two ranks there).
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
+
+from relidar.core.errors import RelidarError
+
+DeviceChoice = Literal["auto", "cpu", "cuda"]
+
+
+class PlacementError(RelidarError, RuntimeError):
+    """A device request this machine cannot meet (CUDA asked for, none visible)."""
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where one rank trains (``device``: ``cpu`` or ``cuda:N``) and the collective backend of its group."""
+
+    device: str
+    backend: Literal["gloo", "nccl"]
+
+    @property
+    def shares_gpu(self) -> bool:
+        """A GPU shared by several ranks of this node (gloo instead of NCCL)."""
+        return self.device.startswith("cuda") and self.backend == "gloo"
+
+
+def place_rank(want: DeviceChoice | str, local_rank: int, local_world_size: int, cuda_devices: int) -> Placement:
+    """The device and group backend of rank ``local_rank`` of the ``local_world_size`` ranks on this node,
+    with ``cuda_devices`` GPUs visible; ``want`` is ``train.device`` (``auto``: CUDA when there is any)."""
+    if want not in ("auto", "cpu", "cuda"):
+        raise PlacementError(f"device {want!r}: choose auto, cpu or cuda", field="train.device")
+    if want == "cpu" or (want == "auto" and cuda_devices == 0):
+        return Placement("cpu", "gloo")
+    if cuda_devices == 0:
+        raise PlacementError("train.device is 'cuda' but no CUDA device is visible", field="train.device",
+                             hint="set train.device=cpu, or check CUDA_VISIBLE_DEVICES and the driver")
+    if not 0 <= local_rank < max(local_world_size, 1):
+        raise PlacementError(f"LOCAL_RANK {local_rank} is outside 0..{local_world_size - 1} (LOCAL_WORLD_SIZE)")
+    if local_world_size <= cuda_devices:
+        return Placement(f"cuda:{local_rank}", "nccl")
+    return Placement(f"cuda:{local_rank % cuda_devices}", "gloo")
 
 
 @dataclass(frozen=True)
@@ -22,6 +69,8 @@ class DistContext:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    device: str = "cpu"  # this rank's device, as placed by init_from_env (cpu when no group was started)
+    backend: str = ""    # the process group's backend; "" when there is no group
 
     @property
     def is_main(self) -> bool:
@@ -32,17 +81,26 @@ class DistContext:
         return self.world_size > 1
 
 
-def init_from_env(device_type: str) -> DistContext:
-    """Join the process group ``torchrun`` describes (RANK, WORLD_SIZE, MASTER_ADDR/PORT); a plain
+def init_from_env(want: DeviceChoice | str) -> DistContext:
+    """Join the process group ``torchrun`` describes (RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE,
+    MASTER_ADDR/PORT) on the device :func:`place_rank` picks for ``want`` (``train.device``); a plain
     ``python`` launch (no WORLD_SIZE) is a single process and starts no group."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return DistContext()
     rank = int(os.environ["RANK"])
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    # torchrun sets LOCAL_WORLD_SIZE; a hand launch without it is taken as one node
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
+    placement = place_rank(want, local_rank, local_world, torch.cuda.device_count())
+    device = torch.device(placement.device)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device_type == "cuda" else "gloo", rank=rank, world_size=world)
-    return DistContext(rank=rank, world_size=world, local_rank=local_rank)
+        dist.init_process_group(backend=placement.backend, rank=rank, world_size=world,
+                                device_id=device if placement.backend == "nccl" else None)
+    return DistContext(rank=rank, world_size=world, local_rank=local_rank, device=placement.device,
+                       backend=placement.backend)
 
 
 def shutdown(ctx: DistContext) -> None:
@@ -73,30 +131,38 @@ def all_reduce_mean(ctx: DistContext, value: Tensor) -> Tensor:
 
 
 class GlobalBatchNorm1d(nn.BatchNorm1d):
-    """BatchNorm1d whose training-mode statistics cover the rows of every rank (same state_dict keys)."""
+    """BatchNorm1d whose training-mode statistics cover the rows of every rank (same state_dict keys).
+
+    Statistics are computed in float32 whatever the input's dtype (under autocast the convolutions hand
+    it bf16/fp16), the row count is reduced in float64 (a half-precision count is inf above 65,504 rows),
+    and the output has the input's dtype, as ``nn.BatchNorm1d`` under autocast: the next layer's buffers
+    then match what it accumulates.
+    """
 
     def forward(self, x: Tensor) -> Tensor:
         if not (self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
             return super().forward(x)
         from torch.distributed.nn.functional import all_reduce
 
+        x32 = x.float()
         # Two reductions (sum, then the sum of squared deviations) rather than E[x²] - E[x]²: activations
         # with a large mean would lose the variance to cancellation in float32.
-        stats = all_reduce(torch.cat([x.new_full((1,), float(x.shape[0])), x.sum(dim=0)]))
+        rows = torch.full((1,), float(x.shape[0]), dtype=torch.float64, device=x.device)
+        stats = all_reduce(torch.cat([rows, x32.sum(dim=0).double()]))
         count = stats[0]
-        mean = stats[1:] / count
-        var = all_reduce(((x - mean) ** 2).sum(dim=0)) / count
+        mean = (stats[1:] / count).float()
+        var = (all_reduce(((x32 - mean) ** 2).sum(dim=0).double()) / count).float()
         if self.track_running_stats and self.running_mean is not None and self.running_var is not None:
             with torch.no_grad():
                 self.num_batches_tracked.add_(1)
                 m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
-                unbiased = var.detach() * count / torch.clamp(count - 1, min=1.0)
+                unbiased = (var.detach().double() * count / torch.clamp(count - 1, min=1.0)).float()
                 self.running_mean.mul_(1 - m).add_(mean.detach(), alpha=m)
                 self.running_var.mul_(1 - m).add_(unbiased, alpha=m)
-        y = (x - mean) * torch.rsqrt(var + self.eps)
+        y = (x32 - mean) * torch.rsqrt(var + self.eps)
         if self.affine:
-            y = y * self.weight + self.bias
-        return y
+            y = y * self.weight.float() + self.bias.float()
+        return y.to(x.dtype)
 
 
 def globalise_batchnorm(module: nn.Module) -> nn.Module:

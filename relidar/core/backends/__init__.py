@@ -2,7 +2,10 @@
 ``onnxruntime`` (CPU / CUDA), ``tensorrt`` (where importable with a GPU), ``torch``.
 
 :func:`make_backend` picks one for a bundle; ``auto`` prefers TensorRT (an engine for this GPU must be
-in the bundle), then ONNX Runtime, then PyTorch.
+in the bundle), then ONNX Runtime, then PyTorch. Each backend runs the kernel-map formulation that
+suits its device (:func:`default_formulation`): pair lists on a CPU, where they do a third of the
+multiply-adds and measured faster, neighbour tables on a GPU, where a graph of one gather and one GEMM
+per convolution beats thousands of small kernels (relidar.model.sparse.functional).
 """
 
 from __future__ import annotations
@@ -26,7 +29,12 @@ def _importable(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
-def _tensorrt_engine(bundle: "Bundle", device: str, precision: str | None = None):
+def default_formulation(bundle: "Bundle", device: str) -> str:
+    """Neighbour tables on a GPU where the bundle has that graph, pair lists otherwise."""
+    return "table" if device.startswith("cuda") and "table" in bundle.formulations else "pairs"
+
+
+def _tensorrt_engine(bundle: "Bundle", device: str, precision: str | None = None, formulation: str | None = None):
     import tensorrt as trt
 
     from relidar.core.backends.trt import TensorRTBackend, gpu_name
@@ -34,17 +42,18 @@ def _tensorrt_engine(bundle: "Bundle", device: str, precision: str | None = None
     index = int(device.split(":")[1]) if ":" in device else 0
     gpu = gpu_name(index)
     for wanted in ((precision,) if precision else ("fp16", "fp32")):
-        path = bundle.engine_for(gpu, trt.__version__, wanted)
-        if path is not None:
-            return TensorRTBackend(path, index)
+        spec = bundle.engine_for(gpu, trt.__version__, wanted, formulation=formulation)
+        if spec is not None:
+            return TensorRTBackend(bundle.path(spec.file), index, spec.formulation)
     raise BackendError(f"{bundle.root}: no {precision or ''} TensorRT engine for GPU {gpu!r} and TensorRT {trt.__version__}; build "
                        f"one with `relidar export tensorrt --bundle {bundle.root}`")
 
 
 def make_backend(bundle: "Bundle", backend: str = "auto", device: str = "cpu", threads: int | None = None,
-                 precision: str | None = None) -> Backend:
+                 precision: str | None = None, formulation: str | None = None) -> Backend:
     """The named backend for ``bundle``; ``auto`` = tensorrt (GPU device, engine present) > onnxruntime > torch.
-    ``precision`` ("fp16"/"fp32") picks a TensorRT engine; by default fp16 where built, else fp32."""
+    ``precision`` ("fp16"/"fp32") picks a TensorRT engine; by default fp16 where built, else fp32.
+    ``formulation`` ("pairs"/"table") overrides :func:`default_formulation` (benchmarks compare both)."""
     if backend not in BACKENDS:
         raise BackendError(f"backend {backend!r}: choose one of {BACKENDS}")
     if backend == "auto":
@@ -53,7 +62,7 @@ def make_backend(bundle: "Bundle", backend: str = "auto", device: str = "cpu", t
 
             if tensorrt_available():
                 try:
-                    return _tensorrt_engine(bundle, device, precision)
+                    return _tensorrt_engine(bundle, device, precision, formulation)
                 except BackendError:
                     pass  # no engine for this GPU yet: ONNX Runtime runs the same graph
         if _importable("onnxruntime"):
@@ -65,15 +74,16 @@ def make_backend(bundle: "Bundle", backend: str = "auto", device: str = "cpu", t
     if backend == "tensorrt":
         if not _importable("tensorrt"):
             raise BackendError("backend 'tensorrt': the tensorrt package is not installed (pip install tensorrt-cu12)")
-        return _tensorrt_engine(bundle, device if device.startswith("cuda") else "cuda:0", precision)
+        return _tensorrt_engine(bundle, device if device.startswith("cuda") else "cuda:0", precision, formulation)
+    chosen = formulation or default_formulation(bundle, device)
     if backend == "onnxruntime":
         from relidar.core.backends.ort import OnnxRuntimeBackend
 
-        return OnnxRuntimeBackend(bundle.student_onnx, device, threads)
-    return _plugin_backend(backend, bundle, device)
+        return OnnxRuntimeBackend(bundle.student_onnx_for(chosen), device, threads, chosen)
+    return _plugin_backend(backend, bundle, device, chosen)
 
 
-def _plugin_backend(name: str, bundle: "Bundle", device: str) -> Backend:
+def _plugin_backend(name: str, bundle: "Bundle", device: str, formulation: str) -> Backend:
     """A backend that lives above the core (``torch`` in relidar.model), found through the
     ``relidar.backends`` entry-point group so that the core never imports the layers above it."""
     from importlib.metadata import entry_points
@@ -86,4 +96,4 @@ def _plugin_backend(name: str, bundle: "Bundle", device: str) -> Backend:
         factory = found[0].load()
     except ImportError as exc:
         raise BackendError(f"backend {name!r} cannot be loaded here ({exc}); use backend 'onnxruntime'") from exc
-    return factory.from_bundle(bundle, device)
+    return factory.from_bundle(bundle, device, formulation)

@@ -16,9 +16,11 @@ class BackendError(RelidarError, RuntimeError):
 class Backend(Protocol):
     """Runs the student graph (its contract: relidar.core.graph) on a named numpy feed.
 
-    ``run`` returns ``labels`` [N] int32, ``scores`` [N] float32 and ``voxel_features`` [V, Cb] float32.
+    ``run`` returns ``labels`` [N] int32, ``scores`` [N] float32 and ``voxel_features`` [V, Cb] float32;
+    ``formulation`` ("pairs" or "table") says which kernel maps the feed must carry.
     """
 
     name: str
+    formulation: str
 
     def run(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]: ...

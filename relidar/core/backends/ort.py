@@ -1,38 +1,50 @@
-"""ONNX Runtime backend: CPU, or CUDA where onnxruntime-gpu and a GPU are present."""
+"""ONNX Runtime backend: CPU, or CUDA where onnxruntime-gpu and a GPU are present.
+
+A session asked for CUDA falls back to the CPU silently when the CUDA provider cannot load (no GPU,
+or an onnxruntime-gpu built for another CUDA / cuDNN than the machine has); ``get_available_providers``
+lists what is compiled in, not what loaded. So the backend checks the providers the session actually
+runs (``session.get_providers()``) and refuses a CUDA request the session does not honour.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Mapping
 
 import numpy as np
 
 from relidar.core.backends.base import BackendError
 from relidar.core.graph import OUTPUTS
 
+CUDA_PROVIDER = "CUDAExecutionProvider"
 
-def cuda_available() -> bool:
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        return False
-    return "CUDAExecutionProvider" in ort.get_available_providers()
+
+def require_active_provider(session: Any, device: str) -> tuple[str, ...]:
+    """The providers ``session`` runs on; raises when ``device`` is CUDA and CUDA is not among them."""
+    import onnxruntime as ort
+
+    active = tuple(session.get_providers())
+    if device.startswith("cuda") and CUDA_PROVIDER not in active:
+        raise BackendError(f"{device!r}: ONNX Runtime runs this graph on {list(active)}, not on CUDA (providers "
+                           f"compiled in: {ort.get_available_providers()})", field="device",
+                           hint="install the onnxruntime-gpu built for this machine's CUDA and cuDNN "
+                                "(docker/vehicle.Dockerfile pins one), or use device cpu")
+    return active
 
 
 class OnnxRuntimeBackend:
     name = "onnxruntime"
 
-    def __init__(self, onnx_path: str | Path, device: str = "cpu", threads: int | None = None) -> None:
+    def __init__(self, onnx_path: str | Path, device: str = "cpu", threads: int | None = None,
+                 formulation: str = "pairs") -> None:
+        self.formulation = formulation
         try:
             import onnxruntime as ort
         except ImportError as exc:
             raise BackendError("backend 'onnxruntime' needs the onnxruntime package (pip install onnxruntime)") from exc
         if device.startswith("cuda"):
-            if not cuda_available():
-                raise BackendError(f"device {device!r}: this onnxruntime has no CUDAExecutionProvider "
-                                   f"(available: {ort.get_available_providers()}); install onnxruntime-gpu or use cpu")
             index = int(device.split(":")[1]) if ":" in device else 0
-            providers: list = [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
+            providers: list = [(CUDA_PROVIDER, {"device_id": index}), "CPUExecutionProvider"]
         elif device == "cpu":
             providers = ["CPUExecutionProvider"]
         else:
@@ -49,6 +61,7 @@ class OnnxRuntimeBackend:
             self._session = ort.InferenceSession(str(onnx_path), sess_options=opts, providers=providers)
         except Exception as exc:  # onnxruntime raises its own untyped errors (Fail, InvalidGraph...)
             raise BackendError(f"{onnx_path}: ONNX Runtime cannot load this graph ({exc})") from exc
+        self.providers = require_active_provider(self._session, device)
         self._inputs = [i.name for i in self._session.get_inputs()]
         self.device = device
 

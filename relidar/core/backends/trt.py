@@ -3,7 +3,11 @@
 Device memory and copies go through cuda-python's runtime bindings (``cuda.bindings.runtime``, or
 ``cuda.cudart`` in older releases), so no PyTorch is needed. Written against TensorRT 10's Python API
 (tensor-name based I/O: ``set_input_shape``, ``set_tensor_address``, ``execute_async_v3``); this
-development machine has no GPU, so it has not run here.
+development machine has no GPU, so it has not run here (``scripts/gpu_check.sh`` runs it).
+
+The CUDA runtime's current device is per host thread: the constructor selects the engine's GPU, but
+``run`` may be called from another thread (a ROS executor's), which would target GPU 0 -- so ``run``
+selects it again (a cheap call when already current).
 """
 
 from __future__ import annotations
@@ -57,7 +61,9 @@ def gpu_name(device: int = 0) -> str:
 class TensorRTBackend:
     name = "tensorrt"
 
-    def __init__(self, engine_path: str | Path, device: int = 0) -> None:
+    def __init__(self, engine_path: str | Path, device: int = 0, formulation: str = "pairs") -> None:
+        self.formulation = formulation
+        self._device = device
         try:
             import tensorrt as trt
         except ImportError as exc:
@@ -89,6 +95,7 @@ class TensorRTBackend:
 
     def run(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         trt, cudart, ctx = self._trt, self._cudart, self._context
+        _check(cudart.cudaSetDevice(self._device), "cudaSetDevice")  # per thread: see the module docstring
         h2d = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
         d2h = cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
         for name in self._inputs:

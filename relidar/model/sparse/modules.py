@@ -1,5 +1,6 @@
 """nn.Modules over relidar.model.sparse.functional: each owns a weight [K, Cin, Cout] (+ optional bias)
-and knows the resolution level whose kernel maps it reads."""
+and knows the resolution level whose kernel maps it reads. The maps' type picks the formulation:
+pair lists (KernelMaps) or neighbour tables (NeighbourTables); the weights are the same for both."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from relidar.core.kernel_maps import KernelMaps
+from relidar.core.kernel_maps import KernelMaps, NeighbourTables
 from relidar.model.sparse import functional as F
 
 
@@ -37,7 +38,9 @@ class SubMConv3d(SparseConv):
 
     kernel_volume = 27
 
-    def forward(self, x: Tensor, maps: KernelMaps) -> Tensor:
+    def forward(self, x: Tensor, maps: KernelMaps | NeighbourTables) -> Tensor:
+        if isinstance(maps, NeighbourTables):
+            return F.subm_conv3d_table(x, self.weight, maps.subm[self.level], self.bias)
         return F.subm_conv3d(x, self.weight, maps.subm[self.level], self.bias)
 
 
@@ -46,7 +49,9 @@ class DownConv3d(SparseConv):
 
     kernel_volume = 8
 
-    def forward(self, x: Tensor, maps: KernelMaps) -> Tensor:
+    def forward(self, x: Tensor, maps: KernelMaps | NeighbourTables) -> Tensor:
+        if isinstance(maps, NeighbourTables):
+            return F.down_conv3d_table(x, self.weight, maps.down[self.level], maps.up[self.level], self.bias)
         return F.down_conv3d(x, self.weight, maps.down[self.level], maps.coords[self.level + 1].shape[0], self.bias)
 
 
@@ -55,7 +60,9 @@ class UpConv3d(SparseConv):
 
     kernel_volume = 8
 
-    def forward(self, x: Tensor, maps: KernelMaps) -> Tensor:
+    def forward(self, x: Tensor, maps: KernelMaps | NeighbourTables) -> Tensor:
+        if isinstance(maps, NeighbourTables):
+            return F.up_conv3d_table(x, self.weight, maps.up[self.level], maps.down[self.level], self.bias)
         return F.up_conv3d(x, self.weight, maps.down[self.level], maps.coords[self.level].shape[0], self.bias)
 
 
@@ -64,5 +71,5 @@ class PointConv(SparseConv):
 
     kernel_volume = 1
 
-    def forward(self, x: Tensor, maps: KernelMaps) -> Tensor:
+    def forward(self, x: Tensor, maps: KernelMaps | NeighbourTables) -> Tensor:
         return F.point_conv(x, self.weight, self.bias)

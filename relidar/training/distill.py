@@ -4,6 +4,10 @@ One process or several under ``torchrun`` (see ``relidar.training.distributed``)
 folder: ``config.yaml`` (effective config), ``metrics.csv`` (losses and learning rate per logged
 step), ``tensorboard/``, ``checkpoints/`` (see ``relidar.training.checkpoint``), ``student.safetensors``
 (final weights, config in its metadata) and ``summary.json``.
+
+Batches come from DataLoader workers (``relidar.training.data.step_loader``); the loop records how long
+it waits for each (``data_wait_ms`` in the metrics, ``timing`` in the summary). With ``data.online`` the
+teacher runs in the step on the batch's images (``relidar.training.teachers.online``), this rank's own copy.
 """
 
 from __future__ import annotations

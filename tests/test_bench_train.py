@@ -28,7 +28,7 @@ def test_bench_train_json(tmp_path) -> None:
     sizes = {mode: entry["bytes_per_frame"] for mode, entry in r["cache"].items()}
     assert list(sizes) == ["pairs float16", "grid float16", "grid int8, PCA 8-d"]
     assert sizes["grid int8, PCA 8-d"] < sizes["grid float16"] < sizes["pairs float16"]
-    assert set(r["batch_preparation"]["phases_ms_p50"]) == {"read_augment_draw", "voxelize", "kernel_maps", "tensors_pack"}
+    assert set(r["batch_preparation"]["phases_ms_p50"]) == {"read_augment_draw", "voxelize", "kernel_maps", "tensors", "pack"}
     assert set(r["loader"]) == {"cpu/workers=0", "cpu/workers=1"}
     assert r["forward_backward"]["cpu"]["scans_per_s"] > 0 and r["online_teacher"]["cpu"]["images_per_s"] > 0
     loop = r["training_loop"]["cpu/workers=1"]

@@ -36,12 +36,10 @@ import numpy as np
 import torch
 
 from relidar.core.frame import Frame
-from relidar.core.preprocess import Preprocessor
-from relidar.model.batch import to_torch
 from relidar.model.network import Student, StudentConfig
 from relidar.training.augment import AugmentConfig
 from relidar.training.config import DistillConfig, LoaderConfig
-from relidar.training.data import DistillDataset, PackedBatch, StepBatches, step_loader
+from relidar.training.data import DistillDataset, PackedBatch, StepBatches, collate, step_loader
 from relidar.training.distill import build_optimizer, distill, pair_features
 from relidar.training.feature_cache import CacheReader, CacheSettings, CacheStorage, prepare_cache
 from relidar.training.losses import LossConfig, batch_loss
@@ -178,30 +176,28 @@ def bench_cache_modes(cfg: TrainBenchConfig, reader: Reader, teacher: MemoTeache
 
 
 def bench_batch_preparation(cfg: TrainBenchConfig, cache: Any, patch_grid: Any = None) -> dict[str, Any]:
-    """A step's batch built serially, phase by phase."""
+    """A step's batch built serially (what the training thread did before), phase by phase."""
     dataset = _dataset(cache, cfg)
     steps = StepBatches(dataset, cfg.student, cfg.batch_size, patch_grid=patch_grid, total=cfg.steps)
-    pre = Preprocessor.of(cfg.student)
-    phases: dict[str, list[float]] = {"read_augment_draw": [], "voxelize": [], "kernel_maps": [], "tensors_pack": []}
-    voxels = 0
+    names = ("read_augment_draw", "voxelize", "kernel_maps", "tensors", "pack")
+    phases: dict[str, list[float]] = {k: [] for k in names}
+    packed = None
     for step in range(cfg.steps):
+        timings: dict[str, float] = {}
         t0 = time.perf_counter()
         samples = steps.samples(step)
         t1 = time.perf_counter()
-        vx = pre.voxelize_scans([s.points for s in samples])
+        batch = collate(samples, cfg.student, patch_grid, timings)
         t2 = time.perf_counter()
-        inputs = pre.with_maps(vx)
+        packed = PackedBatch.pack(batch)
         t3 = time.perf_counter()
-        to_torch(inputs)
-        packed = PackedBatch.pack(steps.batch(step))  # everything again: the rest is what collate + pack add
-        t4 = time.perf_counter()
-        rest = (t4 - t3) - (t3 - t1) - (t1 - t0)
-        for key, dt in zip(phases, (t1 - t0, t2 - t1, t3 - t2, max(rest, 0.0))):
-            phases[key].append(dt)
-        voxels = vx.num_voxels
+        timings.update(read_augment_draw=t1 - t0, pack=t3 - t2)
+        for k in names:
+            phases[k].append(timings[k])
     total = [sum(v[i] for v in phases.values()) for i in range(cfg.steps)]
     return {"phases_ms_p50": {k: 1e3 * float(np.median(v)) for k, v in phases.items()},
-            **_rate(total, cfg.batch_size), "voxels_per_batch": voxels, "batch_bytes": packed.nbytes}
+            **_rate(total, cfg.batch_size), "voxels_per_batch": int(batch.inputs.features.shape[0]),
+            "batch_bytes": packed.nbytes}
 
 
 def bench_loader(cfg: TrainBenchConfig, cache: Any, workers: int, device: torch.device, patch_grid: Any = None

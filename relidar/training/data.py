@@ -15,6 +15,7 @@ from pageable memory. Workers or not, the batches are the same.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -169,10 +170,18 @@ class PackedBatch:
         return sum(b.numel() * b.element_size() for b in self.buffers.values())
 
 
-def collate(samples: Sequence[ScanSample], student: StudentConfig, patch_grid: PatchGrid | None = None) -> Batch:
+def collate(samples: Sequence[ScanSample], student: StudentConfig, patch_grid: PatchGrid | None = None,
+            timings: dict[str, float] | None = None) -> Batch:
     """Voxelize the scans together, build kernel maps, keep the pairs whose point lies in the crop.
-    Samples without features (online) need ``patch_grid``, the teacher's, to plan its pass."""
-    inputs = Preprocessor.of(student).batch([s.points for s in samples])
+    Samples without features (online) need ``patch_grid``, the teacher's, to plan its pass.
+    ``timings`` (if given) accumulates seconds in "voxelize", "kernel_maps" and "tensors"."""
+    timings = timings if timings is not None else {}
+    t0 = time.perf_counter()
+    pre = Preprocessor.of(student)
+    voxels = pre.voxelize_scans([s.points for s in samples])
+    t1 = time.perf_counter()
+    inputs = pre.with_maps(voxels)
+    t2 = time.perf_counter()
     offsets = np.cumsum([0] + [len(s.points) for s in samples])
     pair_point = np.concatenate([s.pair_point + offsets[b] for b, s in enumerate(samples)])
     pair_scan = np.concatenate([np.full(len(s.pair_point), b, dtype=np.int64) for b, s in enumerate(samples)])
@@ -192,7 +201,7 @@ def collate(samples: Sequence[ScanSample], student: StudentConfig, patch_grid: P
         dim = samples[0].pair_features.shape[1]
         rows = np.concatenate([s.pair_features for s in samples]) if pair_point.size else np.zeros((0, dim), np.float32)
         features = torch.from_numpy(rows[keep].astype(np.float32))
-    return Batch(
+    batch = Batch(
         inputs=to_torch(inputs),
         point_scan=torch.from_numpy(np.repeat(np.arange(len(samples)), np.diff(offsets))),
         labels=labels,
@@ -204,6 +213,9 @@ def collate(samples: Sequence[ScanSample], student: StudentConfig, patch_grid: P
         num_scans=len(samples),
         teacher_inputs=teacher_inputs,
     )
+    for key, dt in (("voxelize", t1 - t0), ("kernel_maps", t2 - t1), ("tensors", time.perf_counter() - t2)):
+        timings[key] = timings.get(key, 0.0) + dt
+    return batch
 
 
 class DistillDataset:

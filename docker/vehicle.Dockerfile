@@ -42,7 +42,7 @@ COPY requirements.txt requirements-runtime.txt pyproject.toml README.md ./
 RUN python3 -m venv --system-site-packages /opt/venv \
     && grep -hv '^-r' requirements-runtime.txt requirements.txt > /tmp/pins.txt \
     && /opt/venv/bin/pip install --no-cache-dir -c /tmp/pins.txt \
-       numpy pyyaml pydantic typer rich safetensors pillow matplotlib ftfy rosbags onnx jsonschema \
+       numpy numba pyyaml pydantic typer rich safetensors pillow matplotlib ftfy rosbags onnx jsonschema \
     && /opt/venv/bin/pip install --no-cache-dir onnxruntime-gpu==1.26.0 tensorrt-cu12==10.16.1.11 cuda-python==12.8.0
 COPY relidar/ relidar/
 COPY ros2_ws/src/relidar_ros/ ros2_ws/src/relidar_ros/
@@ -52,6 +52,8 @@ RUN . /opt/ros/${ROS_DISTRO}/setup.sh \
        --build-base /tmp/colcon-build --install-base /opt/relidar_ws/install --merge-install \
     && head -1 /opt/relidar_ws/install/lib/relidar_ros/segmenter | grep -qx '#!/opt/venv/bin/python' \
     && rm -rf /tmp/colcon-build /tmp/colcon-log
+# the voxelization loops compiled into numba's on-disk cache now, not on the vehicle's first scan
+RUN /opt/venv/bin/python -c "from relidar.core import compiled; compiled.warm_up()"
 
 ENV PATH=/opt/venv/bin:${PATH} \
     RMW_IMPLEMENTATION=rmw_fastrtps_cpp \

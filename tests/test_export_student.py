@@ -1,6 +1,6 @@
-"""Student -> ONNX, in both kernel-map formulations: TensorRT-parsable ops, symbolic sizes, and ONNX
-Runtime equal to the PyTorch student (BatchNorm in eval mode, unfolded; classification recomputed densely)
-at two sizes; the neighbour-table graph is one gather and one GEMM per convolution."""
+"""Student -> ONNX, in both kernel-map formulations: TensorRT-parsable ops (pairs after tensorrt_compatible),
+symbolic sizes, and ONNX Runtime equal to the PyTorch student (BatchNorm in eval mode, unfolded; classification
+recomputed densely) at two sizes; the neighbour-table graph is one gather and one GEMM per convolution."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ ort = pytest.importorskip("onnxruntime")
 
 from relidar.core.graph import OUTPUTS, input_names  # noqa: E402
 from relidar.core.kernel_maps import KernelMaps, NeighbourTables  # noqa: E402
-from relidar.export.onnx_student import example_feed, export_student_onnx, table_example  # noqa: E402
+from relidar.export.onnx_student import example_feed, export_student_onnx, table_example, tensorrt_compatible  # noqa: E402
 from relidar.model.network import Student, StudentConfig  # noqa: E402
 
 # Operators TensorRT 10's ONNX parser supports, from its operator support matrix
@@ -69,9 +69,17 @@ def _feed(student: Student, points: np.ndarray, text: np.ndarray, formulation: s
     return feed if formulation == "pairs" else table_example(feed, student.config.num_levels)
 
 
+def _reductions(model) -> list[str]:
+    return [{a.name: a.s.decode() for a in n.attribute}.get("reduction", "none")
+            for n in model.graph.node if n.op_type in ("ScatterND", "ScatterElements")]
+
+
 def test_ops_are_tensorrt_parsable(exported) -> None:
-    _, path, _ = exported
-    model = onnx.load(str(path))
+    _, path, formulation = exported
+    exported_model = onnx.load(str(path))
+    if formulation == "pairs":  # ONNX Runtime's fast form (see onnx_student), rewritten for TensorRT
+        assert set(_reductions(exported_model)) == {"add", "none"}
+    model = tensorrt_compatible(exported_model)
     onnx.checker.check_model(model)
     assert model.opset_import[0].version >= 17
     ops = {n.op_type for n in model.graph.node}
@@ -142,6 +150,21 @@ def test_onnxruntime_matches_pytorch_at_two_sizes(exported, n_points: int, class
     assert np.all(labels[feed["point_to_voxel"] < 0] == -1) and np.all(scores[labels == -1] == 0)
     assert (labels == ref_labels).mean() >= 0.999
     np.testing.assert_allclose(scores, ref_scores, atol=1e-4)
+
+
+def test_tensorrt_form_computes_the_same(exported, tmp_path) -> None:
+    """The rewrite TensorRT gets (gather + add + plain scatter) gives ONNX Runtime's outputs bit for bit."""
+    student, path, formulation = exported
+    rewritten = tmp_path / "student_trt.onnx"
+    onnx.save(tensorrt_compatible(onnx.load(str(path))), str(rewritten))
+    text = _text(4, 24)
+    feed = _feed(student, _cloud(5000, seed=11, extent=15.0), text, formulation)
+    outs = []
+    for p in (path, rewritten):
+        session = ort.InferenceSession(str(p), providers=["CPUExecutionProvider"])
+        outs.append(session.run(list(OUTPUTS), {i.name: feed[i.name] for i in session.get_inputs()}))
+    for a, b in zip(*outs):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_maps_with_empty_pair_lists_run(exported) -> None:

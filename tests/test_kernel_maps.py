@@ -1,5 +1,5 @@
-"""Kernel maps and neighbour tables: numpy and torch builders agree exactly; both checked against a brute-force
-dict lookup."""
+"""Kernel maps and neighbour tables: the compiled builder, the numpy ops and torch agree exactly; both checked
+against a brute-force dict lookup."""
 
 from __future__ import annotations
 
@@ -11,8 +11,10 @@ from relidar.core.kernel_maps import (
     KernelMapError,
     KernelMaps,
     NeighbourTables,
+    NumpyOps,
     build_kernel_maps_numpy,
     build_neighbour_tables_numpy,
+    build_with,
     down_offsets,
     subm_offsets,
 )
@@ -32,7 +34,7 @@ def _assert_equal(a: KernelMaps, b: KernelMaps) -> None:
     ta, tb = a.to_tensors(), b.to_tensors()
     assert len(ta) == len(tb)
     for x, y in zip(ta, tb):
-        np.testing.assert_array_equal(x, y.cpu().numpy())
+        np.testing.assert_array_equal(x, y if isinstance(y, np.ndarray) else y.cpu().numpy())
 
 
 def _brute_force_check(maps: KernelMaps) -> None:
@@ -67,6 +69,7 @@ def test_numpy_and_torch_agree_on_random_clouds_and_match_brute_force(seed: int)
     a = build_kernel_maps_numpy(vx.coords, vx.grid_shape, 4)
     b = build_kernel_maps_torch(torch.from_numpy(vx.coords), vx.grid_shape, 4)
     _assert_equal(a, b)
+    _assert_equal(a, build_with(NumpyOps(), vx.coords, vx.grid_shape, 4))
     _brute_force_check(a)
 
 
@@ -75,6 +78,7 @@ def test_numpy_and_torch_agree_on_real_kitti_scan(kitti_scan_path) -> None:
     a = build_kernel_maps_numpy(vx.coords, vx.grid_shape, 5)
     b = build_kernel_maps_torch(torch.from_numpy(vx.coords), vx.grid_shape, 5)
     _assert_equal(a, b)
+    _assert_equal(a, build_with(NumpyOps(), vx.coords, vx.grid_shape, 5))
     assert [a.num_voxels(lv) for lv in range(5)] == sorted((a.num_voxels(lv) for lv in range(5)), reverse=True)
 
 
@@ -92,6 +96,25 @@ def test_empty_cloud_gives_empty_maps() -> None:
     maps = build_kernel_maps_numpy(np.zeros((0, 4), np.int64), (8, 8, 8), 3)
     assert all(t.shape[-1] == 0 for t in maps.to_tensors() if t.ndim == 2 and t.shape[0] == 2)
     assert maps.num_voxels(2) == 0
+    _assert_equal(maps, build_with(NumpyOps(), np.zeros((0, 4), np.int64), (8, 8, 8), 3))
+
+
+def test_compiled_pairs_are_contiguous_int64_arrays() -> None:
+    vx = _random_voxels(4, n=500)
+    maps = build_kernel_maps_numpy(vx.coords, vx.grid_shape, 3)
+    for t in maps.to_tensors():
+        assert t.dtype == np.int64 and t.flags.c_contiguous  # fed to ONNX Runtime with no copy
+    reference = build_with(NumpyOps(), vx.coords, vx.grid_shape, 3)
+    for a, b in zip(maps.to_tensors(), reference.to_tensors()):
+        assert a.shape == b.shape
+
+
+def test_bad_arguments_raise_in_both_builders() -> None:
+    for build in (build_kernel_maps_numpy, lambda c, s, n: build_with(NumpyOps(), c, s, n)):
+        with pytest.raises(KernelMapError, match="num_levels"):
+            build(np.zeros((3, 4), np.int64), (8, 8, 8), 0)
+        with pytest.raises(KernelMapError, match=r"\[V, 4\]"):
+            build(np.zeros((3, 3), np.int64), (8, 8, 8), 2)
 
 
 def _brute_force_tables(tables: NeighbourTables, maps: KernelMaps) -> None:

@@ -42,7 +42,7 @@ def _compare(points: np.ndarray, config: StudentConfig, seed: int = 0, formulati
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("profile,formulation", [("fast", "pairs"), ("base", "pairs"), ("fast", "table"),
+@pytest.mark.parametrize("profile,formulation", [("fast", "pairs"), ("realtime", "pairs"), ("base", "pairs"), ("fast", "table"),
                                                  ("base", "table")])
 def test_equal_to_spconv_on_real_kitti_scan(kitti_scan_path, profile: str, formulation: str) -> None:
     points = read_scan(kitti_scan_path)

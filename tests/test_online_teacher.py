@@ -23,7 +23,8 @@ from relidar.training.data import (
     PackedBatch,
     StepBatches,
     ensure_cache,
-    split_frames,
+    held_out_tail,
+    split_data,
     step_loader,
 )
 from relidar.training.distill import distill
@@ -58,9 +59,8 @@ def tiny_cfg(tmp_path_factory) -> DistillConfig:
 
 
 def test_workers_prepare_the_same_batches_and_packing_round_trips(tiny_cfg) -> None:
-    cache = ensure_cache(tiny_cfg.data)
-    split = split_frames(len(cache), tiny_cfg.data)
-    dataset = DistillDataset(cache, split.train, tiny_cfg.sampling, tiny_cfg.augment, tiny_cfg.train.seed)
+    split = split_data(tiny_cfg.data)
+    dataset = DistillDataset(split.train_cache, split.train, tiny_cfg.sampling, tiny_cfg.augment, tiny_cfg.train.seed)
     steps = StepBatches(dataset, tiny_cfg.student, 2, total=4)
     serial = [steps.batch(s) for s in range(1, 4)]
     for b in serial:
@@ -97,7 +97,7 @@ def kitti(tmp_path_factory) -> Path:
 
 def _online_tree(cache: Path, dataset: Path, online: bool) -> dict:
     tree = tiny_config_tree(cache)
-    del tree["data"]["synthetic"]
+    del tree["data"]["synthetic"], tree["data"]["val"]
     tree["data"]["val_fraction"] = 0.2
     if online:
         tree["data"]["online"] = {"dataset": str(dataset), "min_depth": 0.1}
@@ -118,9 +118,10 @@ def test_online_teacher_trains_the_student_an_exact_cache_trains(kitti, tmp_path
     cache = CacheReader(exact)
     frames = OnlineFrames(online.data.online, teacher.feature_dim)
     assert len(frames) == len(cache) and frames.frame_ids == cache.frame_ids
-    split = split_frames(len(cache), online.data)
+    train, _ = held_out_tail(len(cache), online.data)
+    assert split_data(from_cache.data).train == train  # the online run trains on the frames the cached one does
     for src, grid in ((cache, None), (frames, teacher.patch_grid)):
-        ds = DistillDataset(src, split.train, online.sampling, online.augment, online.train.seed)
+        ds = DistillDataset(src, train, online.sampling, online.augment, online.train.seed)
         batch = StepBatches(ds, online.student, 2, patch_grid=grid).batch(1)
         if grid is None:
             want = batch
@@ -173,7 +174,7 @@ def test_ddp_ranks_each_run_their_own_teacher(kitti, tmp_path) -> None:
          "-m", "relidar.cli.distill", "--config", str(path), "--out", str(tmp_path / "ddp"), "--no-progress"],
         capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    got = load_file(str(next((tmp_path / "ddp").glob("distill_*")) / "student.safetensors"))
+    got = load_file(str(tmp_path / "ddp" / "student.safetensors"))  # --out is the run folder
     ref = load_file(str(single.weights))
     for k in ref:
         torch.testing.assert_close(got[k], ref[k], rtol=1e-3, atol=1e-4, msg=lambda m, k=k: f"{k}: {m}")

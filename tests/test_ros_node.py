@@ -443,6 +443,15 @@ def test_processor_labels_as_the_segmenter_and_rejects_what_it_cannot_use(bundle
     with pytest.raises(ParameterError) as refused:
         processor.set_classes([" "])
     assert refused.value.field == "classes" and processor.class_names() == list(out.class_names)
+    # the node's two pipeline stages: a scan prepared before a vocabulary change is labelled with the
+    # vocabulary it was prepared with (its text embeddings travel in its feed), the next with the new one
+    prepared = processor.prepare(xyzi_cloud(scan), settings)
+    processor.set_classes(["road", "car"])
+    before = processor.finish(prepared)
+    assert before.class_names == out.class_names
+    np.testing.assert_array_equal(read_cloud(before.cloud)["label"], arr["label"])
+    after = processor.label(xyzi_cloud(scan), settings)
+    assert after.class_names == ("road", "car") and read_cloud(after.cloud)["label"].max() <= 2
     for bundle, words in (("", "empty"), (str(tmp_path / "missing"), "does not exist"), (str(tmp_path), "cannot load")):
         with pytest.raises(StartupError) as failed:
             load_segmenter(bundle, "auto", "cpu")

@@ -318,7 +318,7 @@ def run_train_bench(cfg: TrainBenchConfig, threads: int | None = None,
             for w in cfg.workers:
                 phase(f"training loop, {w} workers, {device}")
                 result["training_loop"][f"{device.type}/workers={w}"] = bench_training_loop(
-                    cfg, exact_dir, w, device.type, root / "runs")
+                    cfg, exact_dir, w, device.type, root / "runs" / f"{device.type}_workers_{w}")
         result["bottleneck"] = {}
         for device in devices:
             loaders = {k: v["scans_per_s"] for k, v in result["loader"].items() if k.startswith(device.type + "/")}

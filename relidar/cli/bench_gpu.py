@@ -17,8 +17,8 @@ def register(apps: Apps) -> None:
 
 
 def bench_gpu(
-    out: Path = typer.Option(Path("runs/gpu_check"), "--out", help="Folder for gpu_check.json, summary.md and the "
-                                                                  "check's scratch files (work/)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Folder to write (new or empty): gpu_check.json, summary.md "
+                                       "and the check's scratch files (work/); default runs/bench_gpu_<YYYYmmdd-HHMMSS>."),
     scan: Optional[Path] = typer.Option(None, "--scan", help="Lidar scan (.bin KITTI or .npy); default: the KITTI frame "
                                                              "in ../shared/data, else a synthetic 64-beam scan."),
     repeat: int = typer.Option(10, "--repeat", min=1, help="Timed repetitions per measurement."),
@@ -40,6 +40,9 @@ def bench_gpu(
     if unknown:
         typer.echo(f"gpu_check: --only {unknown}: choose from {', '.join(SECTIONS)}", err=True)
         raise typer.Exit(1)
+    from relidar.core.rundir import run_dir
+
+    out = run_dir(out, "bench_gpu")  # after the GPU check: no folder where no GPU is visible
     options = GpuCheckOptions(out=out, scan=scan, repeat=3 if quick else repeat,
                               sections=tuple(s for s in SECTIONS if not only or s in only))
     if quick:

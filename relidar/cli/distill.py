@@ -25,7 +25,8 @@ def distill(
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="Distillation config YAML (see configs/)."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Run folder to continue from its latest checkpoint (uses the "
                                                                  "config saved there)."),
-    out: Path = typer.Option(Path("runs"), "--out", "-o", help="Parent folder of the timestamped run folder."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder to write (new or empty); default "
+                                       "runs/distill_<loss>_<YYYYmmdd-HHMMSS>."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Distill the teacher's features into the student; writes config, CSV/TensorBoard logs, checkpoints
@@ -73,6 +74,7 @@ def distill(
         table.add_row("seconds", f"{result.seconds:.1f}")
         table.add_row("evaluate", f"relidar evaluate --checkpoint {result.weights}")
         console.print(table)
+        console.print(f"wrote {result.run_dir}\nwrote {result.weights}", highlight=False, soft_wrap=True)
 
 
 def _run(console, cfg, out, resume, ctx, show_progress):

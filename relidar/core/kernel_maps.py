@@ -13,9 +13,10 @@ downsampled by 2):
   o = (ix&1)*4 + (iy&1)*2 + (iz&1), each a [2, P] array of (parent at level l+1, child at level l).
   The transposed (upsampling) convolution reuses them in the other direction.
 
-One algorithm (:func:`build_with`) over a small table of array operations: numpy here (the node
-and the ONNX Runtime path use it); relidar.model.kernel_maps_torch runs the same algorithm with torch
-(CPU or CUDA) and gives identical integers.
+One algorithm (:func:`build_with`) over a small table of array operations: :class:`NumpyOps` here,
+relidar.model.kernel_maps_torch with torch (CPU or CUDA); both give identical integers. What the node
+and the ONNX Runtime path call, :func:`build_kernel_maps_numpy`, replays the same algorithm as compiled
+loops (relidar.core.compiled: the same integers, several times faster); the numpy ops are its reference.
 
 The same maps also come as dense tables (:class:`NeighbourTables`, :func:`build_tables_with`), the
 formulation for GPUs (one gather and one GEMM per convolution instead of a gather, a GEMM and a
@@ -31,7 +32,7 @@ from typing import Any, Generic, Sequence, TypeVar
 import numpy as np
 
 from relidar.core.errors import RelidarError
-from relidar.core.voxelize import pack_keys, unique_inverse, unpack_keys
+from relidar.core.voxelize import pack_keys, unpack_keys
 
 A = TypeVar("A")  # np.ndarray, or torch.Tensor for maps built or moved by the model layer
 
@@ -179,7 +180,9 @@ def build_tables_with(ops: Any, maps: KernelMaps) -> NeighbourTables:
     return NeighbourTables(subm=tuple(subm), down=tuple(down), up=tuple(up))
 
 
-class _NumpyOps:
+class NumpyOps:
+    """:func:`build_with`'s array operations in numpy: the reference for :func:`build_kernel_maps_numpy`."""
+
     @staticmethod
     def asarray(a: np.ndarray) -> np.ndarray:
         return np.asarray(a, dtype=np.int64)
@@ -188,7 +191,10 @@ class _NumpyOps:
     def full(shape: tuple[int, ...], value: int) -> np.ndarray:
         return np.full(shape, value, dtype=np.int64)
 
-    unique_inverse = staticmethod(unique_inverse)
+    @staticmethod
+    def unique_inverse(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        uniq, inverse = np.unique(keys, return_inverse=True)
+        return uniq, inverse.reshape(-1)
 
     searchsorted = staticmethod(np.searchsorted)
     flatnonzero = staticmethod(np.flatnonzero)
@@ -265,11 +271,15 @@ def _subm_pairs(ops: Any, keys: Any, shape: Sequence[int]) -> tuple[Any, ...]:
     return tuple(pairs)
 
 
-def build_with(ops: Any, coords0: Any, grid_shape: Sequence[int], num_levels: int) -> KernelMaps:
+def _check(coords0: Any, num_levels: int) -> None:
     if num_levels < 1:
         raise KernelMapError(f"num_levels must be >= 1, got {num_levels}")
     if coords0.ndim != 2 or coords0.shape[1] != 4:
         raise KernelMapError(f"voxel coords must be [V, 4] (batch, ix, iy, iz), got shape {tuple(coords0.shape)}")
+
+
+def build_with(ops: Any, coords0: Any, grid_shape: Sequence[int], num_levels: int) -> KernelMaps:
+    _check(coords0, num_levels)
     shapes = _level_shapes(grid_shape, num_levels)
     coords = [coords0]
     subm = []
@@ -304,10 +314,37 @@ def build_with(ops: Any, coords0: Any, grid_shape: Sequence[int], num_levels: in
 
 
 def build_kernel_maps_numpy(coords: np.ndarray, grid_shape: Sequence[int], num_levels: int) -> KernelMaps:
-    """Kernel maps from sorted unique voxel coords [V, 4] (as from :func:`relidar.core.voxelize.voxelize`)."""
-    return build_with(_NumpyOps(), np.asarray(coords, dtype=np.int64), grid_shape, num_levels)
+    """Kernel maps from sorted unique voxel coords [V, 4] (as from :func:`relidar.core.voxelize.voxelize`).
+
+    :func:`build_with`'s algorithm as compiled loops: the same arrays as ``build_with(NumpyOps(), ...)``.
+    Every pair array is a contiguous view into one buffer per level.
+    """
+    from relidar.core import compiled  # numba: loaded on first use, not when the module is imported
+
+    coords0 = np.asarray(coords, dtype=np.int64)
+    _check(coords0, num_levels)
+    shapes = [np.asarray(s, dtype=np.int64) for s in _level_shapes(grid_shape, num_levels)]
+    level_coords = [coords0]
+    subm = []
+    down = []
+    c = np.ascontiguousarray(coords0)
+    for level in range(num_levels):
+        shape = shapes[level]
+        flat, start = compiled.subm_pairs(compiled.pack(c, shape), int(shape[1]) + 2, int(shape[2]) + 2)
+        subm.append(_split_pairs(flat, start))
+        if level == num_levels - 1:
+            break
+        c, flat, start = compiled.down_pairs(c, shapes[level + 1])
+        level_coords.append(c)
+        down.append(_split_pairs(flat, start))
+    return KernelMaps(coords=tuple(level_coords), subm=tuple(subm), down=tuple(down))
+
+
+def _split_pairs(flat: np.ndarray, start: np.ndarray) -> tuple[np.ndarray, ...]:
+    """[2, P_k] views of a flat buffer holding each offset's (out..., in...) one after the other."""
+    return tuple(flat[2 * start[k]:2 * start[k + 1]].reshape(2, -1) for k in range(len(start) - 1))
 
 
 def build_neighbour_tables_numpy(maps: KernelMaps) -> NeighbourTables:
     """Neighbour tables from numpy kernel maps (as :func:`build_kernel_maps_numpy` makes them)."""
-    return build_tables_with(_NumpyOps(), maps)
+    return build_tables_with(NumpyOps(), maps)

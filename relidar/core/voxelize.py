@@ -1,8 +1,9 @@
 """Points -> sparse voxels: integer coordinates, the point->voxel index and mean per-voxel input features.
 
-numpy only (the ROS node runs it with no PyTorch). Voxels come out sorted lexicographically by
-(batch, ix, iy, iz) -- the order of a packed integer key -- so the numpy and torch kernel-map builders
-agree exactly on every index.
+No PyTorch (the ROS node runs it): the per-point loop is compiled with numba (relidar.core.compiled,
+the why and the measurements there); the per-voxel feature columns are numpy. Voxels come out sorted
+lexicographically by (batch, ix, iy, iz) -- the order of a packed integer key -- so the numpy and torch
+kernel-map builders agree exactly on every index.
 """
 
 from __future__ import annotations
@@ -103,44 +104,25 @@ def unpack_keys(keys: np.ndarray, grid_shape: Sequence[int]) -> np.ndarray:
     return np.stack(key_digits(keys, grid_shape), axis=1)
 
 
-def unique_inverse(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``np.unique(keys, return_inverse=True)`` for int64 keys, the inverse flat.
-
-    Keys in [0, 2**32) -- a scan's packed voxel keys -- are sorted by two stable 16-bit passes
-    (numpy's stable sort of uint16 is a radix sort): ~2x faster than np.unique's comparison sort.
-    """
-    n = keys.shape[0]
-    if n == 0 or int(keys.min()) < 0 or int(keys.max()) >= 1 << 32:
-        uniq, inverse = np.unique(keys, return_inverse=True)
-        return uniq, inverse.reshape(-1)
-    low_first = np.argsort((keys & 0xFFFF).astype(np.uint16), kind="stable")
-    order = low_first[np.argsort((keys[low_first] >> 16).astype(np.uint16), kind="stable")]
-    sorted_keys = keys[order]
-    first = np.empty(n, dtype=bool)
-    first[0] = True
-    np.not_equal(sorted_keys[1:], sorted_keys[:-1], out=first[1:])
-    inverse = np.empty(n, dtype=np.int64)
-    inverse[order] = np.cumsum(first) - 1
-    return sorted_keys[first], inverse
-
-
 def _feature_columns(names: Sequence[str], mean_xyz: np.ndarray, mean_i: np.ndarray,
                      coords: np.ndarray, grid: VoxelGrid) -> np.ndarray:
-    centre = (coords[:, 1:4].astype(np.float64) + 0.5) * grid.voxel_size + np.asarray(grid.crop_min)
-    columns = {
-        "x": lambda: mean_xyz[:, 0],
-        "y": lambda: mean_xyz[:, 1],
-        "z": lambda: mean_xyz[:, 2],
-        "intensity": lambda: mean_i,
-        "dx": lambda: (mean_xyz[:, 0] - centre[:, 0]) / grid.voxel_size,
-        "dy": lambda: (mean_xyz[:, 1] - centre[:, 1]) / grid.voxel_size,
-        "dz": lambda: (mean_xyz[:, 2] - centre[:, 2]) / grid.voxel_size,
-        "range": lambda: np.linalg.norm(mean_xyz, axis=1),
-    }
     for name in names:
-        if name not in columns:
+        if name not in INPUT_FEATURES:
             raise VoxelizeError(f"unknown input feature {name!r}; choose from {INPUT_FEATURES}")
-    return np.stack([columns[n]() for n in names], axis=1).astype(np.float32)
+    features = np.empty((mean_xyz.shape[0], len(names)), dtype=np.float32)
+    for j, name in enumerate(names):
+        if name in ("x", "y", "z"):
+            column = mean_xyz[:, "xyz".index(name)]
+        elif name == "intensity":
+            column = mean_i
+        elif name == "range":
+            column = np.linalg.norm(mean_xyz, axis=1)
+        else:  # offset of the mean point from the voxel centre, in voxel units
+            axis = "xyz".index(name[1])
+            centre = (coords[:, 1 + axis].astype(np.float64) + 0.5) * grid.voxel_size + grid.crop_min[axis]
+            column = (mean_xyz[:, axis] - centre) / grid.voxel_size
+        features[:, j] = column  # float64 -> float32, rounded as astype would
+    return features
 
 
 def voxelize(points: np.ndarray, grid: VoxelGrid, feature_names: Sequence[str] = ("x", "y", "z", "intensity"),
@@ -160,28 +142,18 @@ def voxelize(points: np.ndarray, grid: VoxelGrid, feature_names: Sequence[str] =
             raise VoxelizeError("batch_index must be >= 0")
     nb = int(batch_size) if batch_size is not None else (int(bidx.max()) + 1 if n else 1)
     shape = grid.shape
-    # float64 cell arithmetic, in place; per-column bound tests (NaN and +-inf fail them, so
-    # non-finite points fall outside with no separate test): ~2x faster than the [N, 3] forms
-    cell = pts[:, :3] - np.asarray(grid.crop_min, dtype=np.float64)
-    cell /= grid.voxel_size
-    np.floor(cell, out=cell)
-    inside = (cell[:, 0] >= 0) & (cell[:, 1] >= 0) & (cell[:, 2] >= 0)
-    for axis in range(3):
-        inside &= cell[:, axis] < shape[axis]
-    sel = np.flatnonzero(inside)
-    cell_in = cell[sel].astype(np.int64)
-    sx, sy, sz = (int(d) + 2 for d in shape)  # pack_keys inlined: no [P, 4] coords array
-    point_keys = ((bidx[sel] * sx + (cell_in[:, 0] + 1)) * sy + (cell_in[:, 1] + 1)) * sz + (cell_in[:, 2] + 1)
-    keys, inverse = unique_inverse(point_keys)
-    v = keys.shape[0]
-    coords = unpack_keys(keys, shape)
-    counts = np.bincount(inverse, minlength=v).astype(np.float64)
-    counts = np.maximum(counts, 1.0)
-    # bincount accumulates in float64 whatever the weights' dtype: no float64 copy of the points
-    mean_xyz = np.stack([np.bincount(inverse, weights=pts[sel, j], minlength=v) for j in range(3)], axis=1) / counts[:, None]
-    mean_i = (np.bincount(inverse, weights=pts[sel, 3], minlength=v) if pts.shape[1] > 3 else np.zeros(v)) / counts
-    point_to_voxel = np.full(n, -1, dtype=np.int64)
-    point_to_voxel[sel] = inverse
+    if pts.dtype != np.float32 and pts.dtype != np.float64:
+        pts = pts.astype(np.float64)  # what the float64 cell arithmetic would upcast them to anyway
+    from relidar.core import compiled  # numba: loaded on first use, not when the module is imported
+
+    shape_arr = np.asarray(shape, dtype=np.int64)
+    keys, point_to_voxel, sums, counts = compiled.voxelize_points(
+        np.ascontiguousarray(pts), np.asarray(grid.crop_min, dtype=np.float64), float(grid.voxel_size), shape_arr,
+        np.ascontiguousarray(bidx))
+    coords = compiled.unpack(keys, shape_arr)
+    denominator = np.maximum(counts, 1).astype(np.float64)
+    mean_xyz = sums[:, :3] / denominator[:, None]
+    mean_i = sums[:, 3] / denominator  # zeros where the points have no 4th column
     features = _feature_columns(feature_names, mean_xyz, mean_i, coords, grid)
     return Voxels(coords=coords, features=features, point_to_voxel=point_to_voxel, batch_size=nb,
                   grid_shape=shape, feature_names=tuple(feature_names))

@@ -119,7 +119,11 @@ def build_engine(onnx_path: Path, shapes: ProfileShapes, fp16: bool, workspace_b
     builder = trt.Builder(logger)
     network = builder.create_network(0)  # TensorRT 10: networks are always explicit-batch
     parser = trt.OnnxParser(network, logger)
-    if not parser.parse_from_file(str(onnx_path)):
+    import onnx
+
+    from relidar.export.onnx_student import tensorrt_compatible
+
+    if not parser.parse(tensorrt_compatible(onnx.load(str(onnx_path))).SerializeToString(), str(onnx_path)):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise TensorRTError(f"{onnx_path}: TensorRT's ONNX parser rejected the graph: {errors}")
     config = builder.create_builder_config()

@@ -25,8 +25,9 @@ from relidar.model.sparse.modules import DownConv3d, PointConv, SparseConv, SubM
 class Architecture:
     """Widths and depths: ``encoder[s]`` is stage s's width after downsampling to level s+1, ``decoder[s]``
     the width after upsampling from level L-s to L-s-1; ``blocks`` residual blocks per stage, except the
-    last decoder stage (back at level 0), which has ``final_blocks`` (default ``blocks``): with 0 it is
-    upsample + concat with the stem's features, and the linear head acts as its 1x1 conv.
+    last ``final_stages`` decoder stages (the last is back at level 0), which have ``final_blocks``
+    (default ``blocks``): with 0 a stage is upsample + concat with the encoder's features at its level,
+    and at level 0 the linear head acts as its 1x1 conv.
     ``stem_convs`` 3x3x3 convs at level 0 before the first downsampling."""
 
     stem: int
@@ -35,9 +36,10 @@ class Architecture:
     blocks: int
     stem_convs: int = 2
     final_blocks: int | None = None
+    final_stages: int = 1
 
     def stage_blocks(self, decoder_stage: int) -> int:
-        if decoder_stage == len(self.decoder) - 1 and self.final_blocks is not None:
+        if decoder_stage >= len(self.decoder) - self.final_stages and self.final_blocks is not None:
             return self.final_blocks
         return self.blocks
 
@@ -55,9 +57,14 @@ PROFILES: dict[str, Architecture] = {
     # Decoder widths no wider than the encoder's at the same level: 1.5 GMAC on a 47k-voxel KITTI scan.
     "fast": Architecture(stem=16, encoder=(16, 32, 48, 64), decoder=(48, 32, 24, 24), blocks=1,
                          stem_convs=1, final_blocks=0),
+    # fast without the residual block of the level-1 decoder stage (upsample + concat there too): level 1
+    # holds ~half the voxels of level 0 and ~8 neighbours each, so that block was ~1/4 of fast's sparse-conv
+    # rows and multiply-adds. Its speed and quality cost against fast: README "A 10 Hz lidar on a CPU".
+    "realtime": Architecture(stem=16, encoder=(16, 32, 48, 64), decoder=(48, 32, 24, 24), blocks=1,
+                             stem_convs=1, final_blocks=0, final_stages=2),
 }
 
-ProfileName = Literal["base", "fast"]
+ProfileName = Literal["base", "fast", "realtime"]
 
 
 class StudentConfig(StrictModel):

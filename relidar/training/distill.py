@@ -29,7 +29,7 @@ from torch import nn
 
 from relidar.core.config import save_config
 from relidar.core.errors import RelidarError
-from relidar.core.rundir import make_run_dir
+from relidar.core.rundir import run_dir as new_run_dir
 from relidar.model.kernel_maps_torch import build_neighbour_tables_torch
 from relidar.model.network import Student
 from relidar.training.checkpoint import (
@@ -45,9 +45,9 @@ from relidar.training.data import (
     Batch,
     DistillDataset,
     StepBatches,
-    ensure_cache,
+    held_out_tail,
     loader_workers,
-    split_frames,
+    split_data,
     step_loader,
     steps_per_epoch,
 )
@@ -93,9 +93,12 @@ def pick_device(config: DistillConfig, ctx: DistContext) -> torch.device:
 
 
 def build_optimizer(model: nn.Module, config: DistillConfig) -> torch.optim.Optimizer:
-    opt = config.optimizer
+    """The optimizer of ``config.loss.type``: ``optimizer`` with its ``per_loss`` overrides applied, so each
+    loss can be trained as its own paper trains it (SLidR: SGD lr 0.5; ScaLR: AdamW lr 2e-3)."""
+    opt = config.optimizer.for_loss(config.loss.type)
     if opt.name == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=opt.lr, momentum=opt.momentum, weight_decay=opt.weight_decay)
+        return torch.optim.SGD(model.parameters(), lr=opt.lr, momentum=opt.momentum, dampening=opt.dampening,
+                               weight_decay=opt.weight_decay)
     return torch.optim.AdamW(model.parameters(), lr=opt.lr, weight_decay=opt.weight_decay)
 
 
@@ -214,13 +217,13 @@ class _Logger:
             self.writer.close()
 
 
-def prepare_run_dir(config: DistillConfig, out: Path, resume: Path | None, ctx: DistContext, name: str) -> Path:
+def prepare_run_dir(config: DistillConfig, out: Path | None, resume: Path | None, ctx: DistContext, name: str) -> Path:
     if resume is not None:
         if not (Path(resume) / CONFIG_NAME).is_file():
             raise DistillError(f"not a distillation run folder ({CONFIG_NAME} missing)", path=resume,
                                hint="pass the run folder `relidar distill` wrote")
         return Path(resume)
-    run_dir = make_run_dir(out, name) if ctx.is_main else None
+    run_dir = new_run_dir(out, name) if ctx.is_main else None
     run_dir = Path(str(broadcast_object(ctx, str(run_dir) if run_dir else None)))
     if ctx.is_main:
         save_config(config, run_dir / CONFIG_NAME)
@@ -229,43 +232,50 @@ def prepare_run_dir(config: DistillConfig, out: Path, resume: Path | None, ctx: 
 
 def distill(
     config: DistillConfig,
-    out: Path | str = "runs",
+    out: Path | str | None = None,
     resume: Path | str | None = None,
     ctx: DistContext = DistContext(),
     on_step: Callable[[int, int, dict[str, float]], None] | None = None,
     run_name: str | None = None,
     teacher: BatchTeacher | None = None,
 ) -> DistillResult:
-    """Train the student on ``config`` (a resumed run passes the run folder as ``resume`` and the config
-    saved in it). ``on_step(step, total, losses)`` is called on rank 0 after every step (progress bars).
-    ``teacher``: with ``data.online``, an already built teacher to use instead of the one the config
-    names (tests, custom checkpoints); each rank passes its own."""
+    """Train the student on ``config`` into the run folder ``out`` (exactly that folder, new or empty;
+    default ``runs/<run_name>_<stamp>``, ``run_name`` defaulting to ``distill_<loss>``). A resumed run passes
+    the run folder as ``resume`` and the config saved in it. ``on_step(step, total, losses)`` is called on
+    rank 0 after every step (progress bars). ``teacher``: with ``data.online``, an already built teacher to
+    use instead of the one the config names (tests, custom checkpoints); each rank passes its own."""
     threads_before = torch.get_num_threads()
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
     try:
-        return _distill(config, Path(out), Path(resume) if resume else None, ctx, on_step, run_name, teacher)
+        return _distill(config, Path(out) if out is not None else None, Path(resume) if resume else None, ctx, on_step,
+                        run_name, teacher)
     finally:
         torch.set_num_threads(threads_before)
 
 
 def _training_frames(config: DistillConfig, ctx: DistContext, device: torch.device, teacher: BatchTeacher | None
-                     ) -> tuple[Any, BatchTeacher | None]:
-    """The training scans (a cache, or with ``data.online`` the dataset and this rank's own teacher)."""
+                     ) -> tuple[Any, tuple[int, ...], int, BatchTeacher | None]:
+    """The training scans: a cache and its training frames, or with ``data.online`` the dataset's frames
+    and this rank's own teacher; and how many scans are held out."""
     online = config.data.online
     if online is not None:
         teacher = teacher or build_online_teacher(online.teacher, device)
-        pooling = config.loss.superpixel_pooling
-        return OnlineFrames(online, teacher.feature_dim, superpixels=pooling), teacher
+        frames = OnlineFrames(online, teacher.feature_dim, superpixels=config.loss.superpixel_pooling)
+        n = min(len(frames), config.data.max_frames) if config.data.max_frames else len(frames)
+        if config.data.val is not None:  # held out in their own cache, which only evaluation reads
+            return frames, tuple(range(n)), 0, teacher
+        train, val = held_out_tail(n, config.data)
+        return frames, train, len(val), teacher
     if ctx.is_main:
-        cache = ensure_cache(config.data)
+        split = split_data(config.data)
     barrier(ctx)
     if not ctx.is_main:
-        cache = ensure_cache(config.data)
-    return cache, None
+        split = split_data(config.data)
+    return split.train_cache, split.train, len(split.val), None
 
 
-def _distill(config: DistillConfig, out: Path, resume: Path | None, ctx: DistContext,
+def _distill(config: DistillConfig, out: Path | None, resume: Path | None, ctx: DistContext,
              on_step: Callable[[int, int, dict[str, float]], None] | None, run_name: str | None,
              teacher: BatchTeacher | None) -> DistillResult:
     start_time = time.perf_counter()
@@ -274,13 +284,12 @@ def _distill(config: DistillConfig, out: Path, resume: Path | None, ctx: DistCon
         raise DistillError(f"{config.train.batch_size} must be a multiple of the {ctx.world_size} data-parallel "
                            "processes", field="train.batch_size")
 
-    cache, teacher = _training_frames(config, ctx, device, teacher)
+    cache, train_frames, n_val, teacher = _training_frames(config, ctx, device, teacher)
     if cache.feature_dim != config.student.out_dim:
         where = config.data.online.dataset if config.data.online else config.data.cache
         raise DistillError(f"{config.student.out_dim} but the teacher features of {where} are "
                            f"{cache.feature_dim}-d", field="student.out_dim", hint=f"set student.out_dim={cache.feature_dim}")
-    split = split_frames(len(cache), config.data)
-    dataset = DistillDataset(cache, split.train, config.sampling, config.augment, config.train.seed)
+    dataset = DistillDataset(cache, train_frames, config.sampling, config.augment, config.train.seed)
     spe = steps_per_epoch(len(dataset), config.train.batch_size)
     n_steps = total_steps(config, len(dataset))
 
@@ -330,7 +339,7 @@ def _distill(config: DistillConfig, out: Path, resume: Path | None, ctx: DistCon
             with autocast_context(config, device):
                 k = pair_features(train_model, batch, formulation)
             losses = batch_loss(config.loss, k.float(), batch.pair_features, batch.pair_scan, batch.num_scans,
-                                batch.pair_superpixel)
+                                batch.pair_superpixel, config.sampling.scope)
             optimizer.zero_grad(set_to_none=True)
             if scaler is not None:
                 scaler.scale(losses["total"]).backward()
@@ -367,8 +376,8 @@ def _distill(config: DistillConfig, out: Path, resume: Path | None, ctx: DistCon
         weights = final_weights_path(run_dir)
         if ctx.is_main:
             save_run_student(weights, model, config, step)
-            summary = {"steps": step, "steps_per_epoch": spe, "train_frames": len(split.train),
-                       "val_frames": len(split.val), "final": last, "seconds": time.perf_counter() - start_time,
+            summary = {"steps": step, "steps_per_epoch": spe, "train_frames": len(train_frames),
+                       "val_frames": n_val, "final": last, "seconds": time.perf_counter() - start_time,
                        "world_size": ctx.world_size, "device": str(device), "backend": ctx.backend or None,
                        "sparse_maps": formulation, "amp": config.train.amp if device.type == "cuda" else "off",
                        "loader_workers": loader_workers(config.data.loader, device, local_world),

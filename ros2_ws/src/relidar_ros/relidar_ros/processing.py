@@ -20,6 +20,12 @@ score). This module adds what the node decides around it: the point-count limit,
 scale, the range gate and score threshold that make a point ``unknown``
 (``relidar_ros.labelling``), and one lock so that a new vocabulary (the ``classes`` parameter,
 set from the executor thread) never changes under a scan being labelled.
+
+Labelling is two halves, :meth:`ScanProcessor.prepare` (parse, gate, voxelize: the Segmenter's
+numpy/numba preprocessing) and :meth:`ScanProcessor.finish` (network, labels, output cloud), so
+that the node can prepare the next scan on one core while the network runs on the other: both
+halves release the GIL for their heavy parts. A prepared scan carries its vocabulary (names,
+colours and text embeddings), so a vocabulary change between the halves cannot mix two.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ import numpy as np
 from relidar.core.bundle import BundleError
 from relidar.core.errors import RelidarError
 from relidar.core.pointcloud2 import cloud_to_xyzi, CloudData, PointCloud2Like, PointCloudError
+from relidar.core.preprocess import StudentInputs
 from relidar.core.segmenter import Segmenter
 from relidar_ros.labelling import final_labels, labelled_cloud, LabelPolicy, range_mask
 from relidar_ros.parameters import ParameterError
@@ -70,6 +77,21 @@ class LabelledScan:
     class_names: tuple[str, ...]
     palette: np.ndarray           # [C, 3] uint8, the vocabulary's colours
     timings_ms: dict[str, float]  # preprocess_ms, network_ms, postprocess_ms, total_ms, convert_ms
+
+
+@dataclass(frozen=True)
+class PreparedScan:
+    """A scan parsed, gated and voxelized, waiting for the network (``ScanProcessor.prepare``)."""
+
+    points: np.ndarray                  # [N, 4] float32 finite points, intensity as received
+    selected: np.ndarray                # [N] bool, inside [min_range, max_range]
+    inputs: StudentInputs | None        # voxels + kernel maps of the selected points, or None
+    embeddings: np.ndarray              # [C, D] the class embeddings it is labelled with
+    class_names: tuple[str, ...]
+    palette: np.ndarray                 # [C, 3] uint8
+    policy: LabelPolicy
+    parse_ms: float
+    preprocess_ms: float
 
 
 def load_segmenter(bundle: str, backend: str, device: str) -> Segmenter:
@@ -113,6 +135,10 @@ class ScanProcessor:
 
     def label(self, msg: PointCloud2Like, settings: Settings) -> LabelledScan:
         """Label every finite point of ``msg``; raise ScanRejected for a cloud it cannot use."""
+        return self.finish(self.prepare(msg, settings))
+
+    def prepare(self, msg: PointCloud2Like, settings: Settings) -> PreparedScan:
+        """Parse, gate and voxelize ``msg``; raise ScanRejected for a cloud it cannot use."""
         t0 = time.perf_counter()
         n = int(msg.width) * int(msg.height)
         if n > settings.max_points:
@@ -127,23 +153,35 @@ class ScanProcessor:
             raise ScanRejected('no point of the cloud has finite x, y, z')
         selected = range_mask(points, settings.policy)
         t_parsed = time.perf_counter()
-        timings: dict[str, float] = {}
+        inputs = None
         with self._lock:
             vocabulary = self._segmenter.vocabulary
             names = tuple(str(c) for c in vocabulary.class_names)
             palette = np.asarray(vocabulary.colors, dtype=np.uint8).reshape(-1, 3)
-            if selected.any():
-                net_points = points[selected]  # a copy: the published intensity stays as received
-                if settings.intensity_scale != 1.0:
-                    net_points[:, 3] *= np.float32(settings.intensity_scale)
-                result = self._segmenter(net_points)
-                seg_labels, seg_scores = result.labels, result.scores
-                timings = {f'{k}_ms': float(v) for k, v in result.timings_ms.items()}
-            else:
-                seg_labels, seg_scores = np.zeros(0, np.int32), np.zeros(0, np.float32)
+            embeddings = vocabulary.embeddings
+        if selected.any():
+            net_points = points[selected]  # a copy: the published intensity stays as received
+            if settings.intensity_scale != 1.0:
+                net_points[:, 3] *= np.float32(settings.intensity_scale)
+            inputs = self._segmenter.preprocess(net_points)
+        t_prepared = time.perf_counter()
+        return PreparedScan(points, selected, inputs, embeddings, names, palette, settings.policy,
+                            parse_ms=1e3 * (t_parsed - t0),
+                            preprocess_ms=1e3 * (t_prepared - t_parsed))
+
+    def finish(self, scan: PreparedScan) -> LabelledScan:
+        """Run the network on a prepared scan; return its labels and the labelled cloud."""
+        timings: dict[str, float] = {'preprocess_ms': scan.preprocess_ms}
+        if scan.inputs is not None:
+            result = self._segmenter.label(scan.inputs, scan.embeddings,
+                                           preprocess_ms=scan.preprocess_ms)
+            seg_labels, seg_scores = result.labels, result.scores
+            timings = {f'{k}_ms': float(v) for k, v in result.timings_ms.items()}
+        else:
+            seg_labels, seg_scores = np.zeros(0, np.int32), np.zeros(0, np.float32)
         t_inferred = time.perf_counter()
-        labels, scores = final_labels(points.shape[0], selected, seg_labels, seg_scores,
-                                      len(names), settings.policy)
-        cloud = labelled_cloud(points, labels, scores, palette)
-        timings['convert_ms'] = 1e3 * ((t_parsed - t0) + (time.perf_counter() - t_inferred))
-        return LabelledScan(cloud, names, palette, timings)
+        labels, scores = final_labels(scan.points.shape[0], scan.selected, seg_labels, seg_scores,
+                                      len(scan.class_names), scan.policy)
+        cloud = labelled_cloud(scan.points, labels, scores, scan.palette)
+        timings['convert_ms'] = scan.parse_ms + 1e3 * (time.perf_counter() - t_inferred)
+        return LabelledScan(cloud, scan.class_names, scan.palette, timings)

@@ -32,12 +32,19 @@ the bundle's crop, or scored below ``score_threshold``; it is drawn grey.
 The jobs live apart: parameters (``parameters``, from the schema file), the newest-scan mailbox
 (``latest_scan``), labelling (``processing``, over the core's Segmenter), counters, diagnostics and
 the legend (``diagnostics``). This module wires them to ROS: publishers, the subscription, the
-worker thread, parameter changes, and the entry point that turns start-up errors into one
+two worker threads, parameter changes, and the entry point that turns start-up errors into one
 [FATAL] line and exit code 1.
+
+Two worker threads make a two-stage pipeline: ``relidar-prepare`` parses and voxelizes the
+newest scan while ``relidar-segmenter`` runs the network on the one before (on two cores the
+stages overlap; both release the GIL). The preparer starts on a scan only once the network has
+taken the one it prepared before, so at most one scan waits between the stages and the
+newest-scan rule still holds.
 """
 
 from __future__ import annotations
 
+import queue
 import sys
 import threading
 import time
@@ -65,7 +72,13 @@ from relidar_ros.parameters import (
     unknown_parameters,
     usage,
 )
-from relidar_ros.processing import load_segmenter, ScanProcessor, ScanRejected, Settings
+from relidar_ros.processing import (
+    load_segmenter,
+    PreparedScan,
+    ScanProcessor,
+    ScanRejected,
+    Settings,
+)
 from sensor_msgs.msg import PointCloud2
 from std_msgs.msg import Float64
 from visualization_msgs.msg import MarkerArray
@@ -120,7 +133,13 @@ class SegmenterNode(Node):
                                              qos.sensor_input())
         self._diag_timer = self.create_timer(1.0, self._publish_diagnostics)
         self._stop = threading.Event()
+        # the scan prepared ahead of the network, and the turn to prepare the next one
+        self._prepared: queue.Queue[tuple[PointCloud2, int, PreparedScan]] = queue.Queue(maxsize=1)
+        self._may_prepare = threading.Semaphore(1)
+        self._preparer = threading.Thread(target=self._prepare_scans, name='relidar-prepare',
+                                          daemon=True)
         self._worker = threading.Thread(target=self._work, name='relidar-segmenter', daemon=True)
+        self._preparer.start()
         self._worker.start()
         self.get_logger().info(
             f"bundle {values['bundle']} on {self._processor.backend}/{values['device']}; "
@@ -154,24 +173,48 @@ class SegmenterNode(Node):
     def _on_cloud(self, msg: PointCloud2) -> None:
         self._counters.received(self._mailbox.put(msg, time.monotonic_ns()))
 
+    def _prepare_scans(self) -> None:
+        while not self._stop.is_set():
+            if not self._may_prepare.acquire(timeout=0.2):
+                continue
+            item = None
+            while item is None and not self._stop.is_set():
+                item = self._mailbox.take(timeout_s=0.2)
+            if item is None:
+                return
+            msg, received_ns = item
+            try:
+                prepared = self._processor.prepare(msg, self._settings)
+            except Exception as exc:  # noqa: BLE001 - counted like a failure of the network stage
+                self._may_prepare.release()
+                self._count_failure(exc)
+                continue
+            self._prepared.put((msg, received_ns, prepared))
+
     def _work(self) -> None:
         while not self._stop.is_set():
-            item = self._mailbox.take(timeout_s=0.2)
-            if item is None:
-                continue
             try:
-                self._process(*item)
-            except ScanRejected as exc:
-                self._counters.rejected(exc.one_line())
-                self.get_logger().warning(f'rejected a cloud: {exc.one_line()}',
-                                          throttle_duration_sec=WARN_THROTTLE_S)
+                msg, received_ns, prepared = self._prepared.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            self._may_prepare.release()  # the next scan is prepared while this one runs
+            try:
+                self._process(msg, received_ns, prepared)
             except Exception as exc:  # noqa: BLE001 - one bad scan must not stop a node on a car
-                self._counters.failed()
-                self.get_logger().error(f'processing a scan failed: {exc!r}',
-                                        throttle_duration_sec=WARN_THROTTLE_S)
+                self._count_failure(exc)
 
-    def _process(self, msg: PointCloud2, received_ns: int) -> None:
-        scan = self._processor.label(msg, self._settings)
+    def _count_failure(self, exc: Exception) -> None:
+        if isinstance(exc, ScanRejected):
+            self._counters.rejected(exc.one_line())
+            self.get_logger().warning(f'rejected a cloud: {exc.one_line()}',
+                                      throttle_duration_sec=WARN_THROTTLE_S)
+        else:
+            self._counters.failed()
+            self.get_logger().error(f'processing a scan failed: {exc!r}',
+                                    throttle_duration_sec=WARN_THROTTLE_S)
+
+    def _process(self, msg: PointCloud2, received_ns: int, prepared: PreparedScan) -> None:
+        scan = self._processor.finish(prepared)
         frame = msg.header.frame_id
         if self._legend_key != (frame, scan.class_names):
             self._legend_key = (frame, scan.class_names)
@@ -200,9 +243,10 @@ class SegmenterNode(Node):
         self._pub_diag.publish(diag)
 
     def close(self) -> None:
-        """Stop the worker thread (the node itself is destroyed by the caller)."""
+        """Stop the worker threads (the node itself is destroyed by the caller)."""
         self._stop.set()
         self._mailbox.close()
+        self._preparer.join(timeout=5.0)
         self._worker.join(timeout=5.0)
 
 

@@ -91,8 +91,9 @@ def test_cache_equals_direct_computation(tmp_path, teacher, reader):
         np.testing.assert_array_equal(got.pair_point, pairs.point_index)
         np.testing.assert_array_equal(got.pair_camera, pairs.camera_index)
         np.testing.assert_allclose(got.pair_uv, pairs.uv)
-        assert got.pair_features.dtype == np.float16
-        np.testing.assert_allclose(got.pair_features.astype(np.float32), pairs.features, atol=2e-3)
+        assert got.features.layout == "pairs" and got.features.values.dtype == np.float16  # the default storage
+        assert got.pair_features.dtype == np.float32
+        np.testing.assert_allclose(got.pair_features, pairs.features, atol=2e-3)
         np.testing.assert_array_equal(got.superpixels, sp)
         assert (got.superpixels[got.pair_point] >= 0).all()
         unpaired = np.setdiff1d(np.arange(frame.num_points), got.pair_point)

@@ -14,7 +14,9 @@ Writes ``gpu_check.json`` (everything measured) and ``summary.md`` (the same, re
 * ``backends``: ONNX Runtime CPU (the reference) and CUDA, torch on CUDA and TensorRT fp32/fp16 on the
   KITTI scan, a tiny scan with empty pair lists, a max-size scan, and 1 / 256 classes: label agreement,
   max feature error, build time, median latency;
-* ``maskclip``: MaskCLIP ViT-B/16 (random weights) time and peak memory at KITTI and nuScenes image sizes.
+* ``maskclip``: MaskCLIP ViT-B/16 (random weights) time and peak memory at KITTI and nuScenes image sizes;
+* ``train``: ``relidar bench train`` on the real KITTI frame, CPU and CUDA side by side: data loading in
+  DataLoader workers with pinned memory, forward+backward, the online teacher, the loop's wait, the bottleneck.
 
 Each section is recorded even when another fails (its error in the JSON). Without an NVIDIA GPU the run
 is refused before anything starts (:func:`require_gpu`). Nothing of this has run on a GPU where it was
@@ -71,7 +73,7 @@ class GpuCheckOptions:
     amps: tuple[str, ...] = ("off", "bf16", "fp16")
     repeat: int = 10
     max_points: int = 200_000         # the max-size scan, and the TensorRT profile's maximum
-    sections: tuple[str, ...] = ("versions", "student", "kernel_maps", "ddp", "resume", "backends", "maskclip")
+    sections: tuple[str, ...] = ("versions", "student", "kernel_maps", "ddp", "resume", "backends", "maskclip", "train")
 
 
 @dataclass
@@ -114,6 +116,7 @@ def run_gpu_check(options: GpuCheckOptions, on_section: Callable[[str], None] | 
         "resume": lambda: resume_check(work / "resume"),
         "backends": lambda: backend_checks(work / "backends", scan, options.max_points, options.repeat),
         "maskclip": lambda: maskclip_check(max(3, options.repeat // 2)),
+        "train": lambda: train_check(options.scan, options.repeat),
     }
     for name in options.sections:
         _record(report, name, jobs[name], on_section)
@@ -560,6 +563,19 @@ def maskclip_check(repeat: int, device: str = "cuda:0",
             if cuda:
                 torch.cuda.empty_cache()
     return rows
+
+
+def train_check(scan: Path | None, repeat: int) -> dict[str, Any]:
+    """``relidar bench train`` on the KITTI frame the scan belongs to (default: the shared one), CPU and CUDA."""
+    from relidar.bench.train import TrainBenchConfig, run_train_bench
+
+    shared = os.environ.get("RELIDAR_SHARED_DATA") or Path(__file__).resolve().parents[2].parent / "shared" / "data"
+    frame = Path(scan).parent if scan is not None else Path(shared) / "kitti" / "000000"
+    if not (frame / "image_2.png").is_file():
+        raise GpuCheckError("the training bench needs a KITTI frame folder (velodyne.bin, image_2.png, calib.txt)",
+                            path=frame, hint="pass --scan <frame folder>/velodyne.bin")
+    return run_train_bench(TrainBenchConfig(dataset=frame, devices=("cpu", "cuda"), workers=(0, 2, 4),
+                                            steps=max(4, repeat)))
 
 
 # --- the readable summary -----------------------------------------------------------------------------

@@ -32,6 +32,7 @@ class Apps:
 # Each module exposes ``register(apps: Apps) -> None``.
 COMMAND_MODULES: tuple[str, ...] = (
     "relidar.cli.bench_student",
+    "relidar.cli.bench_train",
     "relidar.cli.synth",
     "relidar.cli.render_bev",
     "relidar.cli.replay",

@@ -9,7 +9,7 @@ import typer
 
 from relidar.cli.app import Apps
 
-SECTIONS = ("versions", "student", "kernel_maps", "ddp", "resume", "backends", "maskclip")
+SECTIONS = ("versions", "student", "kernel_maps", "ddp", "resume", "backends", "maskclip", "train")
 
 
 def register(apps: Apps) -> None:

@@ -50,18 +50,27 @@ def prepare(
                                                                         "$WORLD_SIZE or 1)."),
     limit: Optional[int] = typer.Option(None, "--limit", help="Only the first N frames of the dataset."),
     superpixels: int = typer.Option(150, "--superpixels", help="SLIC segments per camera image (contrastive pooling)."),
+    layout: str = typer.Option("pairs", "--layout", help="pairs: one teacher feature per point-pixel pair; grid: the "
+                                                        "cameras' patch grids (the cells pairs read), sampled when read."),
+    dtype: str = typer.Option("float16", "--dtype", help="float32, float16, or int8 (one float16 scale per row)."),
+    projection_dim: Optional[int] = typer.Option(None, "--projection-dim", help="Keep this many dims of a PCA basis fitted "
+                                                                                "on the data (stored with the cache)."),
+    projection_frames: int = typer.Option(8, "--projection-frames", help="Frames, spread over the dataset, the PCA basis "
+                                                                        "is fitted on."),
     option: Optional[list[str]] = typer.Option(None, "--option", help="Reader option key=value (repeatable), e.g. "
                                                                       "sequences=[\"08\"] or lidar_topic=/points."),
 ) -> None:
-    """Run the teacher once per frame and store points, labels, point-pixel pairs with fp16 teacher
-    features and superpixel ids, one checksummed file per frame; report what was done, skipped, failed.
+    """Run the teacher once per frame and store points, labels, point-pixel pairs with their teacher
+    features (per pair or as patch grids, fp32/fp16/int8, optionally PCA-projected) and superpixel ids,
+    one checksummed file per frame; report what was done, skipped, failed.
     The class vocabulary for evaluation and export comes from the same teacher's text tower:
     `relidar vocabulary build --teacher <same> --model <same> --pretrained <same>`."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+    from relidar.core.config import validate
     from relidar.core.errors import RelidarError
-    from relidar.training.feature_cache import CacheSettings, prepare_cache
+    from relidar.training.feature_cache import CacheSettings, CacheStorage, prepare_cache
     from relidar.training.readers.base import open_dataset, parse_options
 
     console = Console()
@@ -69,6 +78,8 @@ def prepare(
     world_size = world_size if world_size is not None else int(os.environ.get("WORLD_SIZE", "1"))
     if not 0 <= rank < max(world_size, 1):
         raise RelidarError(f"{rank} must be in 0..{world_size - 1} (--world-size {world_size})", field="--rank")
+    storage = validate(CacheStorage, {"layout": layout, "dtype": dtype, "projection_dim": projection_dim,
+                                      "projection_frames": projection_frames}, error=RelidarError, what="storage options")
     reader = open_dataset(dataset, **parse_options(option or []))
     teacher_obj = _build_teacher(teacher, model, pretrained, image_size, device, dataset, console, rank, world_size)
     console.print(f"rank {rank}/{world_size}: {reader!r} -> {out} with teacher {teacher_obj.name} (dim {teacher_obj.feature_dim})")
@@ -80,7 +91,7 @@ def prepare(
             progress.update(task, completed=done, total=total, description=f"rank {rank} preparing ({status})")
 
         report = prepare_cache(
-            reader, out, teacher_obj, settings=CacheSettings(superpixel_segments=superpixels),
+            reader, out, teacher_obj, settings=CacheSettings(superpixel_segments=superpixels, storage=storage),
             rank=rank, world_size=world_size, limit=limit, on_frame=on_frame,
         )
     _print_report(console, report)
@@ -125,6 +136,9 @@ def _print_report(console, report) -> None:
     from rich.table import Table
 
     table = Table(title=f"relidar prepare, rank {report.rank} of {report.world_size}")
+    table.caption = f"storage: {report.storage}" + (
+        f" (the projection keeps {100 * report.projection_energy:.1f} % of the fitted features' energy)"
+        if report.projection_energy is not None else "")
     for col in ("assigned", "done", "skipped", "recomputed", "failed", "frames/s", "MB/frame", "pairs/frame", "bytes/pair"):
         table.add_column(col, justify="right")
     n = len(report.done)

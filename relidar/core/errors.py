@@ -27,6 +27,10 @@ class RelidarError(Exception):
         self.hint = hint
         super().__init__(self.one_line())
 
+    def __reduce__(self):
+        # Pickled with its fields (DataLoader workers send errors to the training process this way).
+        return (_rebuild_error, (type(self), self.message, self.path, self.field, self.hint))
+
     def one_line(self) -> str:
         """The message as the CLI prints it: one line, path and field first, the fix last."""
         parts = [str(self.path)] if self.path is not None else []
@@ -36,3 +40,8 @@ class RelidarError(Exception):
         if self.hint:
             text += f" ({self.hint})"
         return " ".join(text.split())  # one line whatever the parts held
+
+
+def _rebuild_error(cls: type[RelidarError], message: str, path: Path | None, field: str | None,
+                   hint: str | None) -> RelidarError:
+    return cls(message, path=path, field=field, hint=hint)

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
 from relidar.core.config import StrictModel
 from relidar.model.network import StudentConfig
 from relidar.training.augment import AugmentConfig
+from relidar.training.feature_cache import CacheStorage
 from relidar.training.losses import LossConfig, LossName
 from relidar.training.sampling import SamplingConfig
+from relidar.training.teachers.online import OnlineSource
 
 
 class SyntheticSource(StrictModel):
@@ -24,6 +26,16 @@ class SyntheticSource(StrictModel):
     frames: int = Field(24, ge=2, description="sweeps to generate")
     world: dict = Field(default_factory=dict, description="SynthConfig fields, e.g. {seed: 0, lidar: {beams: 32}}")
     teacher: dict = Field(default_factory=dict, description="SimulatedTeacherConfig fields, e.g. {feature_dim: 64}")
+    storage: CacheStorage = Field(CacheStorage(), description="how the cache keeps the teacher's features")
+
+
+class LoaderConfig(StrictModel):
+    """Batch preparation in DataLoader workers (``relidar.training.data.step_loader``)."""
+
+    workers: Annotated[int, Field(ge=0)] | Literal["auto"] = Field("auto", description="worker processes; auto: none on the CPU, else the "
+                                                               "cores per rank less one, at most 8")
+    prefetch: int = Field(2, ge=1, description="batches each worker prepares ahead")
+    pin_memory: Literal["auto", "on", "off"] = Field("auto", description="page-locked batches (auto: when training on CUDA)")
 
 
 class ScanSource(StrictModel):
@@ -48,6 +60,10 @@ class DataConfig(ScanSource):
                                                      "(synthetic) another world seed")
     val_fraction: float = Field(0.0, ge=0.0, lt=1.0, description="without `val` only: hold out the last fraction of "
                                                                  "`cache` (not independent of the training scans)")
+    online: OnlineSource | None = Field(None, description="train on this dataset with the teacher in the training step "
+                                                          "(no cache; meant for GPUs); `cache` and `val` are then only "
+                                                          "evaluated on")
+    loader: LoaderConfig = LoaderConfig()
 
     @model_validator(mode="after")
     def _check_split(self) -> "DataConfig":

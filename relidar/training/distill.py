@@ -4,6 +4,10 @@ One process or several under ``torchrun`` (see ``relidar.training.distributed``)
 folder: ``config.yaml`` (effective config), ``metrics.csv`` (losses and learning rate per logged
 step), ``tensorboard/``, ``checkpoints/`` (see ``relidar.training.checkpoint``), ``student.safetensors``
 (final weights, config in its metadata) and ``summary.json``.
+
+Batches come from DataLoader workers (``relidar.training.data.step_loader``); the loop records how long
+it waits for each (``data_wait_ms`` in the metrics, ``timing`` in the summary). With ``data.online`` the
+teacher runs in the step on the batch's images (``relidar.training.teachers.online``), this rank's own copy.
 """
 
 from __future__ import annotations
@@ -11,12 +15,13 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import random
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -39,10 +44,11 @@ from relidar.training.config import DistillConfig
 from relidar.training.data import (
     Batch,
     DistillDataset,
-    collate,
-    global_batch_positions,
-    rank_share,
+    StepBatches,
+    held_out_tail,
+    loader_workers,
     split_data,
+    step_loader,
     steps_per_epoch,
 )
 from relidar.training.distributed import (
@@ -55,6 +61,8 @@ from relidar.training.distributed import (
     place_rank,
 )
 from relidar.training.losses import batch_loss
+from relidar.training.teachers.base import BatchTeacher
+from relidar.training.teachers.online import OnlineFrames, build_online_teacher, online_pair_features
 
 CONFIG_NAME = "config.yaml"
 METRICS_CSV = "metrics.csv"
@@ -128,6 +136,28 @@ def pair_features(model: nn.Module, batch: Batch, formulation: str = "pairs") ->
     maps = batch.inputs.maps if formulation == "pairs" else build_neighbour_tables_torch(batch.inputs.maps)
     voxel_out = model(batch.inputs.features, maps)
     return voxel_out.index_select(0, batch.pair_voxel)
+
+
+@dataclass
+class StepTimes:
+    """Where the training loop's time went, per step: waiting for the next batch from the loader
+    (``wait``; ~0 when batch preparation keeps up), the online teacher (``teacher``) and the rest."""
+
+    wait: list[float]
+    teacher: list[float]
+    total: list[float]
+
+    def summary(self) -> dict[str, float]:
+        """Milliseconds; the first step (which also starts the workers) is reported apart."""
+        def stats(name: str, xs: list[float]) -> dict[str, float]:
+            rest = np.asarray(xs[1:] or xs, dtype=np.float64) * 1e3
+            return {f"{name}_first_ms": xs[0] * 1e3 if xs else float("nan"),
+                    f"{name}_mean_ms": float(rest.mean()) if rest.size else float("nan"),
+                    f"{name}_p90_ms": float(np.percentile(rest, 90)) if rest.size else float("nan")}
+
+        out = {**stats("data_wait", self.wait), **stats("teacher", self.teacher), **stats("step", self.total)}
+        out["data_wait_fraction"] = float(sum(self.wait[1:]) / max(sum(self.total[1:]), 1e-12)) if len(self.total) > 1 else 0.0
+        return out
 
 
 def total_steps(config: DistillConfig, num_train: int) -> int:
@@ -207,39 +237,59 @@ def distill(
     ctx: DistContext = DistContext(),
     on_step: Callable[[int, int, dict[str, float]], None] | None = None,
     run_name: str | None = None,
+    teacher: BatchTeacher | None = None,
 ) -> DistillResult:
     """Train the student on ``config`` into the run folder ``out`` (exactly that folder, new or empty;
     default ``runs/<run_name>_<stamp>``, ``run_name`` defaulting to ``distill_<loss>``). A resumed run passes
     the run folder as ``resume`` and the config saved in it. ``on_step(step, total, losses)`` is called on
-    rank 0 after every step (progress bars)."""
+    rank 0 after every step (progress bars). ``teacher``: with ``data.online``, an already built teacher to
+    use instead of the one the config names (tests, custom checkpoints); each rank passes its own."""
     threads_before = torch.get_num_threads()
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
     try:
         return _distill(config, Path(out) if out is not None else None, Path(resume) if resume else None, ctx, on_step,
-                        run_name)
+                        run_name, teacher)
     finally:
         torch.set_num_threads(threads_before)
 
 
+def _training_frames(config: DistillConfig, ctx: DistContext, device: torch.device, teacher: BatchTeacher | None
+                     ) -> tuple[Any, tuple[int, ...], int, BatchTeacher | None]:
+    """The training scans: a cache and its training frames, or with ``data.online`` the dataset's frames
+    and this rank's own teacher; and how many scans are held out."""
+    online = config.data.online
+    if online is not None:
+        teacher = teacher or build_online_teacher(online.teacher, device)
+        frames = OnlineFrames(online, teacher.feature_dim, superpixels=config.loss.superpixel_pooling)
+        n = min(len(frames), config.data.max_frames) if config.data.max_frames else len(frames)
+        if config.data.val is not None:  # held out in their own cache, which only evaluation reads
+            return frames, tuple(range(n)), 0, teacher
+        train, val = held_out_tail(n, config.data)
+        return frames, train, len(val), teacher
+    if ctx.is_main:
+        split = split_data(config.data)
+    barrier(ctx)
+    if not ctx.is_main:
+        split = split_data(config.data)
+    return split.train_cache, split.train, len(split.val), None
+
+
 def _distill(config: DistillConfig, out: Path | None, resume: Path | None, ctx: DistContext,
-             on_step: Callable[[int, int, dict[str, float]], None] | None, run_name: str | None) -> DistillResult:
+             on_step: Callable[[int, int, dict[str, float]], None] | None, run_name: str | None,
+             teacher: BatchTeacher | None) -> DistillResult:
     start_time = time.perf_counter()
     device = pick_device(config, ctx)
     if config.train.batch_size % ctx.world_size:
         raise DistillError(f"{config.train.batch_size} must be a multiple of the {ctx.world_size} data-parallel "
                            "processes", field="train.batch_size")
 
-    if ctx.is_main:
-        split = split_data(config.data)
-    barrier(ctx)
-    if not ctx.is_main:
-        split = split_data(config.data)
-    cache = split.train_cache
+    cache, train_frames, n_val, teacher = _training_frames(config, ctx, device, teacher)
     if cache.feature_dim != config.student.out_dim:
-        raise DistillError(f"{config.student.out_dim} but the teacher features in {config.data.cache} are "
+        where = config.data.online.dataset if config.data.online else config.data.cache
+        raise DistillError(f"{config.student.out_dim} but the teacher features of {where} are "
                            f"{cache.feature_dim}-d", field="student.out_dim", hint=f"set student.out_dim={cache.feature_dim}")
-    dataset = DistillDataset(cache, split.train, config.sampling, config.augment, config.train.seed)
+    dataset = DistillDataset(cache, train_frames, config.sampling, config.augment, config.train.seed)
     spe = steps_per_epoch(len(dataset), config.train.batch_size)
     n_steps = total_steps(config, len(dataset))
 
@@ -269,14 +319,23 @@ def _distill(config: DistillConfig, out: Path | None, resume: Path | None, ctx: 
     logger = _Logger(run_dir, config, position.step, ctx.is_main)
     last: dict[str, float] = {}
     step = position.step
+    steps = StepBatches(dataset, config.student, config.train.batch_size, ctx.rank, ctx.world_size,
+                        teacher.patch_grid if teacher is not None else None, total=n_steps)
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    batches = step_loader(steps, step, n_steps, config.data.loader, device, local_world)
+    times = StepTimes([], [], [])
+    since_log: list[float] = []
     try:
         model.train()
         while step < n_steps:
-            epoch, in_epoch = divmod(step, spe)
-            positions = rank_share(global_batch_positions(dataset, epoch, in_epoch, config.train.batch_size),
-                                   ctx.rank, ctx.world_size)
-            samples = dataset.batch(positions, epoch, in_epoch, ctx.rank, ctx.world_size)
-            batch = collate(samples, config.student).to(device)
+            t_step = time.perf_counter()
+            epoch = step // spe
+            batch = next(batches).to(device)
+            t_data = time.perf_counter()
+            if batch.teacher_inputs is not None:
+                batch = replace(batch, pair_features=online_pair_features(teacher, batch.teacher_inputs, device),
+                                teacher_inputs=None)
+            t_teacher = time.perf_counter()
             with autocast_context(config, device):
                 k = pair_features(train_model, batch, formulation)
             losses = batch_loss(config.loss, k.float(), batch.pair_features, batch.pair_scan, batch.num_scans,
@@ -297,10 +356,16 @@ def _distill(config: DistillConfig, out: Path | None, resume: Path | None, ctx: 
             lr = optimizer.param_groups[0]["lr"]
             scheduler.step()
             step += 1
+            times.wait.append(t_data - t_step)
+            times.teacher.append(t_teacher - t_data)
+            times.total.append(time.perf_counter() - t_step)
+            since_log.append(times.wait[-1])
             if step % config.logging.every_steps == 0 or step == n_steps:
                 last = {f"loss_{k_}": float(all_reduce_mean(ctx, v.detach())) for k_, v in losses.items()}
                 last["lr"] = lr
                 last["epoch"] = epoch
+                last["data_wait_ms"] = 1e3 * float(np.mean(since_log))
+                since_log = []
                 logger.log(step, last)
             if on_step is not None and ctx.is_main:
                 on_step(step, n_steps, last)
@@ -311,14 +376,17 @@ def _distill(config: DistillConfig, out: Path | None, resume: Path | None, ctx: 
         weights = final_weights_path(run_dir)
         if ctx.is_main:
             save_run_student(weights, model, config, step)
-            summary = {"steps": step, "steps_per_epoch": spe, "train_frames": len(split.train),
-                       "val_frames": len(split.val), "final": last, "seconds": time.perf_counter() - start_time,
+            summary = {"steps": step, "steps_per_epoch": spe, "train_frames": len(train_frames),
+                       "val_frames": n_val, "final": last, "seconds": time.perf_counter() - start_time,
                        "world_size": ctx.world_size, "device": str(device), "backend": ctx.backend or None,
-                       "sparse_maps": formulation, "amp": config.train.amp if device.type == "cuda" else "off"}
+                       "sparse_maps": formulation, "amp": config.train.amp if device.type == "cuda" else "off",
+                       "loader_workers": loader_workers(config.data.loader, device, local_world),
+                       "timing": times.summary()}
             (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         barrier(ctx)
     finally:
         logger.close()
+        del batches  # stops the loader's workers
     return DistillResult(run_dir=run_dir, weights=final_weights_path(run_dir), steps=step,
                          final_loss=last.get("loss_total", float("nan")), seconds=time.perf_counter() - start_time)
 

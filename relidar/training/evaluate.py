@@ -38,7 +38,7 @@ from relidar.core.vocabulary import Vocabulary
 from relidar.model.batch import TorchInputs, to_torch
 from relidar.model.network import Student
 from relidar.training.config import DataConfig, DistillConfig
-from relidar.training.data import split_data, synthetic_vocabulary
+from relidar.training.data import ensure_cache, split_data, synthetic_vocabulary
 from relidar.training.feature_cache import CachedFrame, CacheReader
 from relidar.training.metrics import SegmentationScores, confusion_matrix, miou_over, scores_from_confusion
 
@@ -387,10 +387,12 @@ def evaluate_finetune(model: Student, data: LabelledSet, config: DistillConfig, 
 
 
 def resolve_vocabulary(config: DistillConfig) -> Vocabulary:
+    """The vocabulary ``config`` names, in the feature space of its cache (through the cache's projection
+    when it keeps projected features)."""
     if config.eval.vocabulary:
-        return Vocabulary.load(config.eval.vocabulary)
+        return ensure_cache(config.data).project_vocabulary(Vocabulary.load(config.eval.vocabulary))
     if config.data.synthetic is not None:
-        return synthetic_vocabulary(config.data.synthetic)
+        return ensure_cache(config.data).project_vocabulary(synthetic_vocabulary(config.data.synthetic))
     raise EvaluationError("eval.vocabulary: no vocabulary given; pass the Vocabulary JSON of the teacher's text "
                           "encoder (eval.vocabulary=PATH), made with `relidar vocabulary build --classes ... --teacher ...`")
 
@@ -502,5 +504,9 @@ def evaluate(model: Student, config: DistillConfig, device: torch.device | str =
     ood = None
     if config.eval.ood is not None:
         other = labelled_set("out-of-distribution", config.eval.ood, vocabulary, config.eval.max_scans)
+        if other.val_cache.feature_space != data.val_cache.feature_space:
+            raise EvaluationError(f"{config.eval.ood.cache} holds {other.val_cache.feature_space}, the training data "
+                                  f"{data.val_cache.feature_space}", field="eval.ood",
+                                  hint="prepare both with the same teacher and projection")
         ood = evaluate_set(model, other, config, vocabulary, device, 0, phase)
     return EvaluationResult(vocabulary=vocabulary, in_distribution=result, ood=ood)

@@ -57,22 +57,47 @@ def assign_cameras(frame: Frame, min_depth: float = 0.1) -> PointPixels:
     return PointPixels(point_index.astype(np.int64), camera_index.astype(np.int64), uvs[camera_index, point_index])
 
 
-def sample_bilinear(grid: np.ndarray, uv: np.ndarray, image_height: int, image_width: int) -> np.ndarray:
-    """Bilinear samples [M,D] of a feature grid [h,w,D] (over an image of the given size) at pixels uv [M,2]."""
-    h, w = grid.shape[:2]
-    # Continuous grid coordinates in which cell centres sit at integers.
+@dataclass(frozen=True)
+class BilinearStencil:
+    """Where bilinear samples of an h x w feature grid read: for each of M pixels, the flat indices
+    (row * w + col) of its four neighbouring cell centres and their weights [M, 4] (rows sum to 1)."""
+
+    cells: np.ndarray    # [M, 4] int64: (y0, x0), (y0, x1), (y1, x0), (y1, x1)
+    weights: np.ndarray  # [M, 4] float32
+
+
+def bilinear_stencil(uv: np.ndarray, grid_shape: tuple[int, int], image_height: int, image_width: int) -> BilinearStencil:
+    """The cells and weights a bilinear sample at pixels uv [M,2] reads (cell centres at integers of
+    the continuous grid coordinates, clamped at the border)."""
+    h, w = grid_shape
     x = np.clip(uv[:, 0].astype(np.float64) * w / image_width - 0.5, 0.0, w - 1.0)
     y = np.clip(uv[:, 1].astype(np.float64) * h / image_height - 0.5, 0.0, h - 1.0)
     x0 = np.minimum(np.floor(x).astype(np.int64), max(w - 2, 0))
     y0 = np.minimum(np.floor(y).astype(np.int64), max(h - 2, 0))
     x1 = np.minimum(x0 + 1, w - 1)
     y1 = np.minimum(y0 + 1, h - 1)
-    fx = (x - x0)[:, None]
-    fy = (y - y0)[:, None]
-    g = grid.astype(np.float32, copy=False)
-    top = g[y0, x0] * (1 - fx) + g[y0, x1] * fx
-    bottom = g[y1, x0] * (1 - fx) + g[y1, x1] * fx
-    return (top * (1 - fy) + bottom * fy).astype(np.float32)
+    fx = (x - x0).astype(np.float32)
+    fy = (y - y0).astype(np.float32)
+    cells = np.stack([y0 * w + x0, y0 * w + x1, y1 * w + x0, y1 * w + x1], axis=1)
+    weights = np.stack([(1 - fx) * (1 - fy), fx * (1 - fy), (1 - fx) * fy, fx * fy], axis=1)
+    return BilinearStencil(cells, weights)
+
+
+def apply_stencil(rows: np.ndarray, stencil: BilinearStencil, row_of_cell: np.ndarray | None = None) -> np.ndarray:
+    """[M, D] float32 bilinear samples from feature rows [K, D]: row ``row_of_cell[c]`` holds grid cell c
+    (all cells in row-major order when ``row_of_cell`` is None)."""
+    index = stencil.cells if row_of_cell is None else row_of_cell[stencil.cells]
+    g = rows.astype(np.float32, copy=False)
+    out = g[index[:, 0]] * stencil.weights[:, 0:1]
+    for corner in range(1, 4):
+        out += g[index[:, corner]] * stencil.weights[:, corner:corner + 1]
+    return out
+
+
+def sample_bilinear(grid: np.ndarray, uv: np.ndarray, image_height: int, image_width: int) -> np.ndarray:
+    """Bilinear samples [M,D] of a feature grid [h,w,D] (over an image of the given size) at pixels uv [M,2]."""
+    h, w = grid.shape[:2]
+    return apply_stencil(grid.reshape(h * w, -1), bilinear_stencil(uv, (h, w), image_height, image_width))
 
 
 def build_pairs(frame: Frame, grids: Sequence[np.ndarray | None], pixels: PointPixels | None = None) -> PointPixelPairs:

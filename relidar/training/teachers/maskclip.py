@@ -18,7 +18,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from relidar.core.text.spec import RANDOM_WEIGHTS, ClipTextSpec, NamedTextSpec, TextEncoderSpec
-from relidar.training.teachers.base import TeacherError
+from relidar.training.teachers.base import PatchGrid, TeacherError
 
 # open_clip's own constants; used when a model carries no preprocess config.
 _OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -124,9 +124,38 @@ class MaskCLIPTeacher:
 
     def encode_image(self, image: np.ndarray) -> np.ndarray:
         """[h, w, D] float32 unit-norm MaskCLIP features of one HxWx3 uint8 RGB image."""
-        with self._torch.inference_mode():
-            feats = self.dense_features(self.preprocess(image))
-        return feats[0].float().cpu().numpy()
+        return self.encode_images([self._image_tensor(image)])[0].cpu().numpy()
+
+    # --- BatchTeacher (online mode) ----------------------------------------------------------
+
+    @property
+    def patch_grid(self) -> PatchGrid:
+        return PatchGrid(self._image_size, self._patch)
+
+    @property
+    def device(self) -> Any:
+        return self._device
+
+    def encode_images(self, images: Sequence[Any]) -> list[Any]:
+        """[h, w, D] float32 unit-norm features (tensors on the teacher's device) of HxWx3 uint8 RGB image
+        tensors; images of the same size run through the ViT together, in chunks of ``batch_size``."""
+        torch = self._torch
+        out: list[Any] = [None] * len(images)
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for i, image in enumerate(images):
+            if image.ndim != 3 or image.shape[2] != 3 or image.dtype != torch.uint8:
+                raise TeacherError(f"encode_images needs HxWx3 uint8 RGB images, got shape {tuple(image.shape)} "
+                                   f"dtype {image.dtype}")
+            groups.setdefault(tuple(image.shape), []).append(i)
+        with torch.inference_mode():
+            for members in groups.values():
+                for lo in range(0, len(members), self._batch_size):
+                    chunk = members[lo:lo + self._batch_size]
+                    pixels = torch.stack([images[i] for i in chunk]).to(self._device, non_blocking=True)
+                    feats = self.dense_features(self._preprocess_batch(pixels)).float()
+                    for i, f in zip(chunk, feats):
+                        out[i] = f
+        return out
 
     def encode_text(self, prompts: Sequence[str]) -> np.ndarray:
         """[P, D] float32 unit-norm text embeddings (open_clip's ``encode_text``, normalised)."""
@@ -144,20 +173,24 @@ class MaskCLIPTeacher:
 
     def grid_shape(self, height: int, width: int) -> tuple[int, int]:
         """Patch grid (h, w) for an image of ``height`` x ``width``: shorter side -> ``image_size``."""
-        scale = self._image_size / min(height, width)
-        ph, pw = self._patch
-        return max(1, round(height * scale / ph)), max(1, round(width * scale / pw))
+        return self.patch_grid.shape(height, width)
+
+    def _image_tensor(self, image: np.ndarray) -> Any:
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise TeacherError(f"encode_image needs an HxWx3 uint8 RGB image, got shape {image.shape} dtype {image.dtype}")
+        return self._torch.from_numpy(np.array(image, copy=True))
 
     def preprocess(self, image: np.ndarray) -> Any:
         """HxWx3 uint8 RGB -> [1,3,gh*p,gw*p] float tensor, resized per axis and CLIP-normalised."""
-        torch = self._torch
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise TeacherError(f"encode_image needs an HxWx3 uint8 RGB image, got shape {image.shape} dtype {image.dtype}")
-        gh, gw = self.grid_shape(image.shape[0], image.shape[1])
+        return self._preprocess_batch(self._image_tensor(image)[None].to(self._device))
+
+    def _preprocess_batch(self, images: Any) -> Any:
+        """[B,H,W,3] uint8 tensor on the device -> [B,3,gh*p,gw*p] float, resized per axis and CLIP-normalised."""
+        gh, gw = self.grid_shape(int(images.shape[1]), int(images.shape[2]))
         size = (gh * self._patch[0], gw * self._patch[1])
-        x = torch.from_numpy(np.array(image, copy=True)).to(self._device).permute(2, 0, 1)[None].float() / 255.0
+        x = images.permute(0, 3, 1, 2).float() / 255.0
         if tuple(x.shape[-2:]) != size:
-            x = torch.nn.functional.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
+            x = self._torch.nn.functional.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
         return (x - self._mean) / self._std
 
     def positional_embedding(self, gh: int, gw: int) -> Any:

@@ -8,10 +8,10 @@ import shutil
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 import torch
 
-from relidar.core.vocabulary import Vocabulary, class_colour, embed_classes
+from relidar.core.viz.palette import palette_for
+from relidar.core.vocabulary import Vocabulary, embed_classes
 from relidar.export.bundle import write_bundle
 from relidar.model.network import Student, StudentConfig
 from relidar.training.synthetic.teacher import synthetic_text_encoder
@@ -54,7 +54,7 @@ def write_test_bundle(out_dir: str | Path, profile: str = "fast", classes: Seque
     synonyms = tuple((c.replace("_", " ").replace("-", " "),) for c in classes)
     templates = ("a photo of a {}.", "a photo of the {} in the street.")
     vocab = Vocabulary(class_names=tuple(classes), synonyms=synonyms,
-                       colors=np.array([class_colour(c) for c in classes], dtype=np.uint8),
+                       colors=palette_for(classes),
                        embeddings=embed_classes(synonyms, templates, encoder.encode_text), templates=templates,
                        encoder=encoder.spec)
     return write_bundle(out_dir, student, vocab, encoder, include_weights=include_weights)

@@ -36,8 +36,9 @@ def test_bench_student_command_writes_sane_json(tmp_path) -> None:
     assert data["ours_ms_p50"] > 0 and data["spconv_ms_p50"] > 0 and data["ratio"] > 0
     assert len(data["ours_ms"]) == len(data["spconv_ms"]) == 2
     assert data["threads"] == 1
-    run_dirs = list((tmp_path / "runs").iterdir())
-    assert len(run_dirs) == 1 and (run_dirs[0] / "student.yaml").is_file()
+    # --out is exactly the run folder (relidar.core.rundir), and every file written is named
+    assert (tmp_path / "runs" / "student.yaml").is_file() and (tmp_path / "runs" / "bench_student.json").is_file()
+    assert "bench_student.json" in result.output
 
 
 def test_bench_student_rejects_unknown_profile(tmp_path) -> None:

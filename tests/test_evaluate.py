@@ -14,13 +14,18 @@ from relidar.core.config import load_config
 from relidar.training.config import DistillConfig
 from relidar.training.evaluate import (
     ZeroShotAccumulator,
+    balanced_pick,
+    fraction_tag,
+    knn_label_agreement,
     label_map,
     linear_cka,
+    spread,
     structural_gap,
     to_vocabulary_labels,
     train_linear_probe,
 )
 from relidar.training.losses import relational_terms
+from relidar.training.metrics import miou_over, scores_from_confusion
 
 
 def test_gap_by_hand_and_matches_loss_term() -> None:
@@ -47,6 +52,50 @@ def test_linear_cka_reference_properties() -> None:
     kx, ky = h @ x @ x.T @ h, h @ y @ y.T @ h
     hsic = lambda a, b: np.trace(a @ b)  # noqa: E731
     assert linear_cka(x, y) == pytest.approx(hsic(kx, ky) / np.sqrt(hsic(kx, kx) * hsic(ky, ky)), rel=1e-9)
+
+
+def shares_of(x: np.ndarray, y: np.ndarray, k: int) -> np.ndarray:
+    """Brute force: every row's cosine to every other, the k largest, the share with its label."""
+    xn = x / np.linalg.norm(x, axis=1, keepdims=True)
+    shares = []
+    for i in range(len(x)):
+        sims = [(float(xn[i] @ xn[j]), j) for j in range(len(x)) if j != i]
+        nn = [j for _, j in sorted(sims, reverse=True)[:k]]
+        shares.append(np.mean(y[nn] == y[i]))
+    return np.array(shares)
+
+
+def test_knn_label_agreement_against_brute_force() -> None:
+    rng = np.random.default_rng(0)
+    y = np.array([0] * 30 + [1] * 10)
+    x = rng.standard_normal((40, 6)) + 1.5 * np.eye(6)[y]
+    k = 5
+    shares = shares_of(x, y, k)
+    expected = np.mean([shares[y == 0].mean(), shares[y == 1].mean()])
+    assert knn_label_agreement(x, y, k) == pytest.approx(expected)
+    # perfectly separated classes agree fully; features independent of the labels sit near chance (class-balanced)
+    assert knn_label_agreement(np.eye(2)[y] + 1e-3 * rng.standard_normal((40, 2)), y, k) == pytest.approx(1.0)
+    noise = rng.standard_normal((2000, 8))
+    labels = rng.integers(0, 2, 2000)
+    assert abs(knn_label_agreement(noise, labels, 10) - 0.5) < 0.05
+    assert np.isnan(knn_label_agreement(x[:3], y[:3], 5))
+    # a class with no more than k rows is left out: only class 0 counts here
+    assert knn_label_agreement(x[:35], y[:35], 5) == pytest.approx(shares_of(x[:35], y[:35], 5)[y[:35] == 0].mean())
+
+
+def test_balanced_pick_and_seen_mious() -> None:
+    rng = np.random.default_rng(0)
+    labels = np.array([0] * 100 + [1] * 7 + [-1] * 50 + [2] * 30)
+    pick = balanced_pick(labels, 20, rng)
+    assert np.bincount(labels[pick]).tolist() == [20, 7, 20] and len(set(pick.tolist())) == len(pick)
+    # confusion rows = truth: class 0 perfect, class 1 all predicted 0, class 2 absent from the truth
+    cm = np.array([[10, 0, 0], [5, 0, 0], [0, 0, 0]])
+    scores = scores_from_confusion(cm)
+    assert scores.miou == pytest.approx((10 / 15 + 0.0) / 2)
+    assert miou_over(scores, np.array([True, False, True])) == pytest.approx(10 / 15)
+    assert np.isnan(miou_over(scores, np.array([False, False, True])))
+    assert fraction_tag(0.01) == "1pct" and fraction_tag(0.1) == "10pct" and fraction_tag(0.005) == "0.5pct"
+    assert spread(tuple(range(100)), 3) == [0, 50, 99] and spread((4, 5), 0) == [4]
 
 
 def test_linear_probe_separates_blobs() -> None:
@@ -87,21 +136,25 @@ def test_evaluate_cli_writes_report(tmp_path: Path) -> None:
 
     tree = tiny_config_tree(tmp_path / "cache")
     tree["train"]["epochs"] = 1
-    tree["eval"]["ood"] = {**tree["data"], "cache": str(tmp_path / "ood"), "val_fraction": 0.5}
-    tree["eval"]["ood"]["synthetic"] = {**tree["data"]["synthetic"], "frames": 2,
-                                        "world": {**tree["data"]["synthetic"]["world"], "seed": 5}}
+    # out of distribution: another world and another sensor (24 beams), its own training and held-out streets
+    ood = tiny_config_tree(tmp_path / "ood", frames=2, seed=5)["data"]
+    for source in (ood, ood["val"]):
+        source["synthetic"]["world"]["lidar"]["beams"] = 24
+    tree["eval"]["ood"] = ood
     cfg = load_config(write_config(tmp_path / "c.yaml", tree), DistillConfig)
     run = distill(cfg, out=tmp_path / "runs")
     app = single_command_app(command)
     result = CliRunner().invoke(app, ["--checkpoint", str(run.weights), "--out", str(tmp_path / "eval"),
-                                      "eval.few_shot.scans=1"])
+                                      "eval.few_shot.probe_max_scans=1"])
     assert result.exit_code == 0, result.output
-    folder = next((tmp_path / "eval").glob("evaluate_*"))
+    folder = tmp_path / "eval"  # --out is exactly the report folder
     report = json.loads((folder / "report.json").read_text())
-    assert report["linear_probe"]["k_scans"] == 1
-    assert set(report["summary"]) >= {"zero_shot_miou", "zero_shot_miou_visible", "teacher_miou_visible",
-                                      "few_shot_miou", "gap", "cka", "finetune_miou", "ood_zero_shot_miou",
-                                      "ood_few_shot_miou"}
+    assert report["linear_probe"]["scans"] == 1
+    keys = {"zero_shot_miou", "zero_shot_miou_seen", "zero_shot_miou_visible", "zero_shot_miou_visible_seen",
+            "teacher_miou_visible", "probe_miou", "probe_miou_seen", "gap", "gap_balanced", "cka", "knn_agreement",
+            "teacher_knn_agreement", "finetune_miou_50pct"}
+    assert set(report["summary"]) >= keys | {f"ood_{k}" for k in keys}
+    assert report["finetune"][0]["scans"] == 2 and report["ood"]["finetune"][0]["scans"] == 1
     assert len(report["zero_shot"]["all"]["confusion"]) == len(report["classes"])
     for png in ("iou_per_class.png", "confusion_zero_shot.png", "bev_0_ground_truth.png", "bev_0_prediction.png"):
         assert (folder / png).stat().st_size > 1000, png

@@ -95,5 +95,5 @@ def test_import_contracts_fail_on_an_upward_import(tmp_path: Path) -> None:
     broken = _run(args, env, tmp_path, 300)
     report = broken.stdout + broken.stderr
     assert broken.returncode != 0, report
-    assert "relidar's layers: cli > bench | demo > training | export > model > core BROKEN" in report
+    assert "layers: cli > bench | demo | viewer > training | export > model > core BROKEN" in report
     assert "relidar.core.geometry -> relidar.training" in report

@@ -40,7 +40,14 @@ def test_relational_by_hand() -> None:
     assert t.cross_diag.item() == pytest.approx(0.1, abs=1e-6)
     assert t.cross_offdiag.item() == pytest.approx(0.3, abs=1e-6)
     assert relational_loss(K, Q).item() == pytest.approx(1.0, abs=1e-6)
-    assert relational_loss(K, Q, intra_weight=2.0, cross_weight=0.5).item() == pytest.approx(1.2 + 0.2, abs=1e-6)
+    # each of the three terms weighted on its own
+    assert relational_loss(K, Q, intra_weight=2.0, cross_diag_weight=0.5, cross_offdiag_weight=0.0).item() == \
+        pytest.approx(1.2 + 0.05, abs=1e-6)
+    assert relational_loss(K, Q, 0.0, 0.0, 3.0).item() == pytest.approx(0.9, abs=1e-6)
+    cfg = LossConfig(type="relational", intra_weight=0.0, cross_diag_weight=1.0, cross_offdiag_weight=0.0)
+    assert scan_loss(cfg, K, Q)["total"].item() == pytest.approx(0.1, abs=1e-6)
+    with pytest.raises(ValueError, match="at least one"):
+        LossConfig(type="relational", intra_weight=0.0, cross_diag_weight=0.0, cross_offdiag_weight=0.0)
 
 
 def test_contrastive_by_hand() -> None:
@@ -118,4 +125,36 @@ def test_batch_loss_is_mean_over_scans() -> None:
     # scan 0: 0.1, scan 1: K == Q -> 0
     assert batch_loss(cfg, k, q, scans, 2)["total"].item() == pytest.approx(0.05, abs=1e-6)
     # a scan with one pair has no relation and is skipped
-    assert batch_loss(cfg, k[:3], q[:3], scans[:3], 2)["total"].item() == pytest.approx(0.1, abs=1e-6)
+    assert batch_loss(cfg, k[:3], q[:3], scans[:3], 2, scope="scan")["total"].item() == pytest.approx(0.1, abs=1e-6)
+
+
+def test_batch_scope_is_one_loss_over_all_pairs() -> None:
+    # Scan 0: pairs (K, Q); scan 1: one pair. Batch scope: one InfoNCE over the 3 pairs, so scan 0's
+    # points see scan 1's pixel as a negative; scan scope drops scan 1 (a single pair) altogether.
+    k = torch.cat([K, torch.tensor([[0.8, 0.6]])])
+    q = torch.cat([Q, torch.tensor([[0.0, 1.0]])])
+    scans = torch.tensor([0, 0, 1])
+    cfg = LossConfig(type="contrastive", temperature=1.0)
+    logits = k @ q.T
+    expected = torch.nn.functional.cross_entropy(logits, torch.arange(3)).item()
+    assert batch_loss(cfg, k, q, scans, 2, scope="batch")["total"].item() == pytest.approx(expected, abs=1e-6)
+    assert batch_loss(cfg, k, q, scans, 2, scope="scan")["total"].item() == pytest.approx(
+        contrastive_loss(K, Q, temperature=1.0).item(), abs=1e-6)
+    # relational relations span scans: the intra term of the batch is the mean over all 6 off-diagonal entries
+    rel = LossConfig(type="relational")
+    kn, qn = torch.nn.functional.normalize(k, dim=1), torch.nn.functional.normalize(q, dim=1)
+    d = (kn @ kn.T - qn @ qn.T).abs()
+    intra = (d.sum() - d.diagonal().sum()) / 6
+    assert relational_terms(k, q).intra.item() == pytest.approx(intra.item(), abs=1e-6)
+    assert batch_loss(rel, k, q, scans, 2)["total"].item() == pytest.approx(relational_loss(k, q).item(), abs=1e-6)
+
+
+def test_batch_scope_superpixels_stay_per_scan() -> None:
+    # Two scans both use superpixel id 0: in a batch they are two superpixels, not one.
+    k = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    q = torch.tensor([[1.0, 0.0], [0.6, 0.8]])
+    scans = torch.tensor([0, 1])
+    sp = torch.tensor([0, 0])
+    cfg = LossConfig(type="contrastive", temperature=1.0, superpixel_pooling=True)
+    got = batch_loss(cfg, k, q, scans, 2, superpixels=sp)["total"].item()
+    assert got == pytest.approx(contrastive_loss(k, q, temperature=1.0).item(), abs=1e-6)

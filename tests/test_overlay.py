@@ -11,7 +11,8 @@ from typer.testing import CliRunner
 
 from relidar.cli.app import build_app
 from relidar.core.frame import Camera, Frame
-from relidar.core.viz.overlay import OverlayError, depth_colors, label_palette, overlay_frame, splat
+from relidar.core.viz.overlay import OverlayError, depth_colors, overlay_frame, splat
+from relidar.core.viz.palette import palette_for
 
 K = np.array([[50.0, 0.0, 120.0], [0.0, 50.0, 100.0], [0.0, 0.0, 1.0]])
 T_CAM_FROM_LIDAR = np.array([[0.0, -1.0, 0.0, 0.0], [0.0, 0.0, -1.0, 0.0], [1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0]])
@@ -49,7 +50,7 @@ def test_depth_overlay_colours_projected_points() -> None:
 
 def test_label_overlay_and_errors() -> None:
     ov = overlay_frame(_frame(np.array([1, -1, 0, 0])), color="label", radius=0)
-    pal = label_palette(2)
+    pal = palette_for(("road", "car"))
     assert ov.image[100, 120].tolist() == pal[1].tolist()  # car
     assert ov.image[100, 110].tolist() == [128, 128, 128]  # ignored
     with pytest.raises(OverlayError, match="no per-point labels"):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from relidar.training.sampling import SamplingConfig, balanced_draw, kmeans, sample_pairs
+from relidar.training.sampling import SamplingConfig, balanced_draw, batch_counts, kmeans, sample_pairs
 
 
 def test_uniform_draws_distinct_pairs() -> None:
@@ -51,3 +51,20 @@ def test_balanced_sampling_evens_out_rare_features() -> None:
     assert np.bincount(truth[idx], minlength=2).tolist() == [100, 100]
     uniform = sample_pairs(5100, SamplingConfig(pairs_per_scan=200), rng)
     assert np.bincount(truth[uniform], minlength=2)[1] < 20
+
+
+def test_batch_counts_match_a_uniform_draw_over_the_union() -> None:
+    sizes = np.array([5000, 1000, 200, 0])
+    n = 600
+    rng = np.random.default_rng(0)
+    draws = np.stack([batch_counts(sizes, n, rng) for _ in range(3000)])
+    assert (draws.sum(axis=1) == n).all() and (draws <= sizes).all() and (draws[:, 3] == 0).all()
+    # the reference: draw n distinct pairs from the concatenated pairs, count per scan
+    owner = np.repeat(np.arange(4), sizes)
+    ref = np.stack([np.bincount(owner[rng.choice(len(owner), n, replace=False)], minlength=4) for _ in range(3000)])
+    np.testing.assert_allclose(draws.mean(axis=0), ref.mean(axis=0), atol=1.5)
+    np.testing.assert_allclose(draws.std(axis=0), ref.std(axis=0), rtol=0.1, atol=0.2)
+    np.testing.assert_allclose(draws.mean(axis=0), n * sizes / sizes.sum(), atol=1.5)
+    # fewer pairs than asked: all of them
+    assert batch_counts([3, 4], 100, rng).tolist() == [3, 4]
+    assert sample_pairs(10, SamplingConfig(), rng, n=0).size == 0

@@ -151,3 +151,55 @@ def test_bad_bundle_and_backend(tmp_path, tmp_path_factory) -> None:
     with pytest.raises(BundleError) as err:
         Segmenter(shared_bundle(tmp_path_factory), backend="nope")
     assert err.value.path == shared_bundle(tmp_path_factory) and "'nope'" in err.value.message
+
+
+def _voxel_of(xyz: np.ndarray, seg: Segmenter) -> list[tuple[int, int, int]]:
+    grid = seg.preprocessor.grid
+    cells = np.floor((xyz.astype(np.float64) - np.asarray(grid.crop_min)) / grid.voxel_size).astype(np.int64)
+    return [tuple(c) for c in cells]
+
+
+@pytest.mark.parametrize("source", ["synthetic", "kitti"])
+def test_non_finite_points_are_repaired_and_counted(segmenter: Segmenter, source: str, request) -> None:
+    import warnings
+
+    if source == "kitti":
+        from relidar.core.scan_io import read_scan
+
+        scan = read_scan(request.getfixturevalue("kitti_scan_path"))
+    else:
+        scan = _scan(20000)
+    rng = np.random.default_rng(3)
+    n = len(scan)
+    bad = scan.copy()
+    rows_i = rng.choice(n, max(1, n // 1000), replace=False)  # 0.1 % of the intensities NaN or inf
+    bad[rows_i, 3] = rng.choice([np.nan, np.inf, -np.inf], len(rows_i))
+    rows_xyz = rng.choice(np.setdiff1d(np.arange(n), rows_i), max(1, n // 100), replace=False)
+    bad[rows_xyz, rng.integers(0, 3, len(rows_xyz))] = rng.choice([np.nan, np.inf], len(rows_xyz))
+    clean = np.ones(n, bool)
+    clean[rows_i] = clean[rows_xyz] = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no numpy RuntimeWarning on the way
+        result = segmenter(bad)
+    reference = segmenter(scan[clean])
+    # the finite points are labelled exactly as in the scan without the bad points
+    np.testing.assert_array_equal(result.labels[clean], reference.labels)
+    np.testing.assert_array_equal(result.scores[clean], reference.scores)
+    assert np.isfinite(result.scores).all()
+    assert result.non_finite_xyz == len(rows_xyz) and result.non_finite_intensity == len(rows_i)
+    assert np.all(result.labels[rows_xyz] == -1) and np.all(result.scores[rows_xyz] == 0)
+    # a point with a bad intensity takes its voxel's label (found here by brute force), else -1
+    by_voxel = dict(zip(_voxel_of(scan[clean, :3], segmenter), reference.labels))
+    expected = [by_voxel.get(v, -1) for v in _voxel_of(scan[rows_i, :3], segmenter)]
+    assert result.labels[rows_i].tolist() == expected
+    assert any(e >= 0 for e in expected) or source == "synthetic"
+
+
+def test_all_non_finite_scan(segmenter: Segmenter) -> None:
+    import warnings
+
+    scan = np.full((100, 4), np.nan, np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = segmenter(scan, return_features=True)
+    assert np.all(result.labels == -1) and result.non_finite_xyz == 100 and result.features.shape == (100, 32)

@@ -8,6 +8,7 @@ import pytest
 from relidar.core.geometry import make_transform, quaternion_to_rotation
 from relidar.core.pointcloud2 import cloud_to_xyzi, read_cloud
 from relidar.training.synthetic.classes import from_kitti_ids
+from relidar.training.synthetic.truth import TruthStore, image_digest, read_truth
 from relidar.training.synthetic.world import SynthConfig, SyntheticWorld
 from relidar.training.synthetic.writers import BagWriter, SemanticKittiWriter, WriterError, rotation_to_quaternion
 
@@ -69,6 +70,11 @@ def test_bag_round_trip(tmp_path, samples, storage):
         np.testing.assert_allclose(np.linalg.inv(T_base_cam) @ T_base_lidar, cam.T_cam_from_lidar, atol=1e-9)
     img = images["front_left"][0][1]
     np.testing.assert_array_equal(np.asarray(img.data).reshape(img.height, img.width, 3), samples[0].frame.cameras[1].image)
+    # The renderer's masks go beside the bag (not into it), one file per camera image, found by image.
+    store = TruthStore()
+    assert store.scan(path) == 3 * 3
+    truth = store.lookup(samples[2].frame.cameras[1].image)
+    np.testing.assert_array_equal(truth.instances, samples[2].camera_truth[1].instances)
 
 
 def test_bag_refuses_existing_folder(tmp_path):
@@ -89,6 +95,10 @@ def test_semantickitti_layout(tmp_path, samples):
         assert set(np.unique(raw)) <= {10, 11, 18, 30, 31, 40, 48, 50, 70, 72, 80, 81}
         np.testing.assert_array_equal(from_kitti_ids(raw), s.frame.labels)
         assert (seq / "image_2" / f"{i:06d}.png").is_file()
+        digest, truth = read_truth(seq / "truth_2" / f"{i:06d}.npz")
+        assert digest == image_digest(s.frame.cameras[0].image)
+        np.testing.assert_array_equal(truth.classes, s.camera_truth[0].classes)
+        np.testing.assert_array_equal(truth.depth, s.camera_truth[0].depth)
     calib = {line.split(":")[0]: np.array(line.split(":")[1].split(), float) for line in (seq / "calib.txt").read_text().splitlines()}
     front = samples[0].frame.cameras[0]
     np.testing.assert_allclose(calib["P2"].reshape(3, 4)[:, :3], front.K)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from relidar.core.viz.bev import BevError, BevView, label_colours, rasterize_bev, render_bev
+from relidar.core.viz.bev import BevError, BevView, rasterize_bev, render_bev
 
 
 def test_points_land_where_computed_by_hand():
@@ -29,12 +29,6 @@ def test_highest_point_is_drawn():
     assert img[1, 1].tolist() == [255, 0, 0]
 
 
-def test_label_colours_ignore():
-    pal = np.array([[1, 2, 3], [4, 5, 6]], np.uint8)
-    out = label_colours(np.array([1, -1, 0, 7]), pal, ignore_colour=(9, 9, 9))
-    assert out.tolist() == [[4, 5, 6], [9, 9, 9], [1, 2, 3], [9, 9, 9]]
-
-
 def test_render_bev_png(tmp_path):
     rng = np.random.default_rng(0)
     xyz = rng.uniform(-20, 20, (500, 3))
@@ -53,3 +47,17 @@ def test_render_bev_argument_errors(tmp_path):
         render_bev(tmp_path / "x.png", xyz, labels=np.zeros(3, int))
     with pytest.raises(BevError, match="colours"):
         rasterize_bev(xyz, np.zeros((2, 3), np.uint8))
+
+
+def test_value_picture_has_a_colour_bar_and_non_finite_points_are_skipped(tmp_path):
+    xyz = np.array([[1.0, 1.0, 0.0], [np.nan, 0.0, 0.0], [2.0, np.inf, 0.0]] * 50)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no numpy RuntimeWarning from the NaN/inf points
+        path = render_bev(tmp_path / "s.png", xyz, values=np.zeros(len(xyz)), value_label="score",
+                          view=BevView((-5, 5), (-5, 5), 0.05))
+    img = np.asarray(Image.open(path).convert("RGB")).astype(int)
+    # every point scores 0 (viridis' dark purple): viridis' yellow end can only come from the colour bar
+    yellow = (np.abs(img - np.array([253, 231, 37])).sum(axis=2) < 30)
+    assert yellow.sum() > 20 and yellow.any(axis=0).nonzero()[0].min() > img.shape[1] * 0.7

@@ -47,6 +47,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "relidar.cli.bench_segment",
     "relidar.cli.bench_gpu",
     "relidar.cli.vocabulary",
+    "relidar.cli.view",
 )
 
 
@@ -56,8 +57,10 @@ def _one_line_errors() -> Iterator[None]:
     try:
         yield
     except RelidarError as exc:
-        click.secho(f"error: {exc.one_line()}", err=True, fg="red")
-        raise click.exceptions.Exit(1) from None
+        typer.secho(f"error: {exc.one_line()}", err=True, fg="red")
+        # typer vendors its own click: only its Exit ends the command quietly (click.exceptions.Exit printed
+        # a traceback outside CliRunner)
+        raise typer.Exit(1) from None
 
 
 class RelidarGroup(TyperGroup):
@@ -83,6 +86,21 @@ def single_command_app(command: Callable[..., Any]) -> typer.Typer:
     return app
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        import relidar
+
+        typer.echo(f"relidar {relidar.__version__}")
+        raise typer.Exit()
+
+
+def _root_options(
+    version: bool = typer.Option(False, "--version", "-V", callback=_print_version, is_eager=True,
+                                 help="Print relidar's version and exit."),
+) -> None:
+    """Distill a CLIP-family 2D model into a 3D sparse-conv lidar network; export it; label lidar scans."""
+
+
 def build_app() -> typer.Typer:
     root = typer.Typer(
         name="relidar",
@@ -92,7 +110,10 @@ def build_app() -> typer.Typer:
         pretty_exceptions_show_locals=False,
         # Docstrings are wrapped at 100 columns in the source; markdown mode re-flows them to the terminal.
         rich_markup_mode="markdown",
+        # -h as well as --help, on every command (click passes the names down to subcommands)
+        context_settings={"help_option_names": ["-h", "--help"]},
     )
+    root.callback()(_root_options)
     apps = Apps(
         root=root,
         bench=typer.Typer(help="Benchmarks: timings and memory as JSON, side by side with a reference.",

@@ -25,27 +25,26 @@ def bench_node(
     device: str = typer.Option("cpu", "--device", help="Node parameter 'device'."),
     domain_id: Optional[int] = typer.Option(None, "--domain-id", help="ROS domain for the run (default: one from the pid)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the results here (JSON)."),
-    out: Path = typer.Option(Path("runs"), "--out", help="Folder for the timestamped run folder (node log, results)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Run folder to write (node log, results; new or empty); default "
+                                       "runs/bench_node_<YYYYmmdd-HHMMSS>."),
 ) -> None:
     """Publish one scan at --rate through real DDS to the node (a child process) and measure
     publish -> labelled-cloud latency, drops and the node's resident memory."""
     from rich.console import Console
     from rich.table import Table
 
-    from relidar.core.rundir import make_run_dir
+    from relidar.cli.common import print_written
+    from relidar.core.errors import RelidarError
+    from relidar.core.rundir import run_dir as new_run_dir
     from relidar.core.scan_io import read_scan
-    from relidar_ros.bench import NodeBenchConfig, NodeBenchError, run_node_bench
+    from relidar_ros.bench import NodeBenchConfig, run_node_bench
 
     console = Console()
+    # errors below are RelidarErrors: the relidar group prints each in one line and exits 1
     if not bundle.is_dir():
-        console.print(f"[red]--bundle {bundle}: no such folder (write one with `relidar export bundle`)[/red]")
-        raise typer.Exit(1)
-    try:
-        points = read_scan(scan)
-    except (OSError, ValueError) as exc:
-        console.print(f"[red]--scan {scan}: {exc}[/red]")
-        raise typer.Exit(1) from None
-    run_dir = make_run_dir(out, "bench_node")
+        raise RelidarError("no such folder", path=bundle, field="--bundle", hint="write one with `relidar export bundle`")
+    points = read_scan(scan)
+    run_dir = new_run_dir(out, "bench_node")
     cfg = NodeBenchConfig(bundle=bundle, scan=points[:, :4].astype("float32"), rate_hz=rate, seconds=seconds,
                           backend=backend, device=device,
                           domain_id=domain_id if domain_id is not None else 1 + os.getpid() % 200,
@@ -54,11 +53,7 @@ def bench_node(
     def tick(elapsed: float, published: int, labelled: int) -> None:
         console.print(f"{elapsed:5.1f} s  published {published}  labelled {labelled}", highlight=False)
 
-    try:
-        result = run_node_bench(cfg, on_tick=tick)
-    except NodeBenchError as exc:
-        console.print(str(exc), style="red", markup=False, highlight=False)
-        raise typer.Exit(1) from None
+    result = run_node_bench(cfg, on_tick=tick)
     result["scan"] = str(scan)
     write_bench_json(result, run_dir / "bench_node.json", json_out)
     table = Table(title=f"segmenter node at {rate:g} Hz for {seconds:g} s")
@@ -70,4 +65,4 @@ def bench_node(
         v = result[key]
         table.add_row(key, f"{v:.1f}" if isinstance(v, float) else str(v))
     console.print(table)
-    console.print(f"results: {run_dir / 'bench_node.json'}")
+    print_written(console, [*sorted(p for p in run_dir.iterdir() if p.is_file()), *([json_out] if json_out else [])])

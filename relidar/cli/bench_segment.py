@@ -69,4 +69,6 @@ def bench_segment(
         if result.sweep:
             data["sweep_plot"] = str(plot_sweep(result, json_out.with_name(json_out.stem + "_sweep.png")))
         json_out.write_text(json.dumps(data, indent=2) + "\n")
-        console.print(f"wrote {json_out}")
+        console.print(f"wrote {json_out}", highlight=False, soft_wrap=True)
+        if result.sweep:
+            console.print(f"wrote {data['sweep_plot']}", highlight=False, soft_wrap=True)

@@ -30,7 +30,8 @@ def bench_student(
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="torch intra-op threads for the whole run (default: "
                                                                          "torch's own choice)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the results here (JSON)."),
-    out: Path = typer.Option(Path("runs"), "--out", help="Folder for the timestamped run folder (results, effective config)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Run folder to write (results, effective config; new or empty); default "
+                                       "runs/bench_student_<YYYYmmdd-HHMMSS>."),
 ) -> None:
     """Time our student (kernel maps + forward) and the same network in spconv, interleaved, and
     check they give the same output."""
@@ -39,9 +40,10 @@ def bench_student(
     from rich.table import Table
 
     from relidar.bench.spconv_reference import spconv_available
+    from relidar.cli.common import print_written
     from relidar.core.config import save_config
     from relidar.core.errors import RelidarError
-    from relidar.core.rundir import make_run_dir
+    from relidar.core.rundir import run_dir as new_run_dir
     from relidar.core.scan_io import read_scan
     from relidar.model.network import PROFILES, StudentConfig
     from relidar.model.weights import read_student_config
@@ -75,7 +77,7 @@ def bench_student(
         result = run_student_bench(config, points, repeat=repeat, warmup=warmup, weights=weights, seed=seed,
                                    on_step=lambda done, total: progress.update(task, completed=done))
     result.scan = scan_name
-    run_dir = make_run_dir(out, "bench_student")
+    run_dir = new_run_dir(out, "bench_student")
     save_config(config, run_dir / "student.yaml")
     write_bench_json(result.to_json(), run_dir / "bench_student.json", json_out)
     table = Table(title=f"student {result.profile} vs spconv: {result.points} points, {result.voxels} voxels, {result.threads} threads")
@@ -96,4 +98,4 @@ def bench_student(
     for name, value in rows:
         table.add_row(name, value)
     console.print(table)
-    console.print(f"results: {run_dir / 'bench_student.json'}")
+    print_written(console, [*sorted(p for p in run_dir.iterdir() if p.is_file()), *([json_out] if json_out else [])])

@@ -1,4 +1,4 @@
-"""``relidar compare``: the losses side by side on the same data, several seeds each."""
+"""``relidar compare``: the losses side by side on the same data, paired seeds, claims decided with intervals."""
 
 from __future__ import annotations
 
@@ -15,53 +15,54 @@ def register(apps: Apps) -> None:
 
 
 def compare(
-    overrides: Optional[list[str]] = typer.Argument(None, help="Config overrides, section.key=value (e.g. train.max_steps=50)."),
+    overrides: Optional[list[str]] = typer.Argument(None, help="Distillation config overrides, section.key=value "
+                                                               "(e.g. train.max_steps=50)."),
     config: Path = typer.Option(..., "--config", "-c", help="Distillation config YAML; its loss section is replaced per run."),
-    losses: str = typer.Option("contrastive,similarity,relational", "--losses", help="Comma-separated losses to compare."),
-    seeds: int = typer.Option(3, "--seeds", help="Runs per loss (seeds train.seed, train.seed+1, ...)."),
-    out: Path = typer.Option(Path("runs"), "--out", "-o", help="Parent folder of the timestamped comparison folder."),
+    plan: Optional[Path] = typer.Option(None, "--plan", "-p", help="Comparison plan YAML (losses, seeds, claims' metrics, "
+                                                                   "controls; see configs/compare_synthetic.yaml). "
+                                                                   "Default: 3 losses x 5 seeds, random-init and oracle "
+                                                                   "controls."),
+    losses: Optional[str] = typer.Option(None, "--losses", help="Comma-separated losses (overrides the plan's)."),
+    seeds: Optional[int] = typer.Option(None, "--seeds", help="Paired seeds per loss (overrides the plan's; at least 2)."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Runs in parallel, one torch thread each (overrides the "
+                                                                  "plan's)."),
+    controls: bool = typer.Option(True, "--controls/--no-controls", help="Run the plan's controls (random init, oracle, "
+                                                                        "ablations, teacher switches)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Comparison folder to write (new or empty); default "
+                                       "runs/compare_<YYYYmmdd-HHMMSS>."),
 ) -> None:
-    """Distill and evaluate one student per (loss, seed) on the same data; write compare.md/json (zero-shot
-    mIoU, few-shot mIoU, structural gap, mean ± std over seeds) and gap_vs_miou.png."""
+    """Distill and evaluate one student per (loss, seed) on the same data, with the plan's controls; write
+    plan.md (before any run), compare.md/json (table with 95 % intervals, the paper's claims with paired
+    differences and a verdict each), learning_curves.png and gap_vs_miou.png."""
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-    from rich.table import Table
 
+    from relidar.cli.common import print_written
     from relidar.core.config import load_config
-    from relidar.core.rundir import make_run_dir
-    from relidar.training.compare import COLUMNS, parse_losses
+    from relidar.core.rundir import run_dir
+    from relidar.training.compare import ComparePlan, parse_losses, verdict_lines
     from relidar.training.compare import compare as run_compare
     from relidar.training.config import DistillConfig
 
     console = Console()
-    names = parse_losses(losses)
     cfg = load_config(config, DistillConfig, overrides or [])
-    out_dir = make_run_dir(out, "compare")
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console) as bar:
-        task = bar.add_task("compare", total=None)
-        result = run_compare(
-            cfg, names, seeds, out_dir,
-            on_event=lambda m: bar.update(task, description=m, completed=0, total=None),
-            on_step=lambda s, n, _l: bar.update(task, completed=s, total=n),
-        )
-    table = Table(title=f"relidar compare ({seeds} seed(s); mean ± std)")
-    table.add_column("loss")
-    keys = [(k, h) for k, h in COLUMNS if any(k in row for row in result.table.values())]
-    for _, h in keys:
-        table.add_column(h, justify="right")
-    for loss, row in result.table.items():
-        cells = []
-        for k, _ in keys:
-            if k not in row:
-                cells.append("–")
-            elif "miou" in k:
-                cells.append(f"{100 * row[k][0]:.1f} ± {100 * row[k][1]:.1f}")
-            else:
-                cells.append(f"{row[k][0]:.3f} ± {row[k][1]:.3f}")
-        table.add_row(loss, *cells)
-    console.print(table)
-    console.print(f"table: {result.markdown}\nscatter: {result.scatter}\nruns: {result.out_dir / 'runs'}")
+    the_plan = load_config(plan, ComparePlan) if plan is not None else ComparePlan()
+    update: dict = {}
+    if losses is not None:
+        update["losses"] = parse_losses(losses)
+    if seeds is not None:
+        update["seeds"] = seeds
+    if workers is not None:
+        update["workers"] = workers
+    if not controls:
+        update.update({"random_init": False, "oracle": None, "ablations": {}, "teacher_switches": {}})
+    the_plan = ComparePlan.model_validate({**the_plan.model_dump(), **update})
+    out_dir = run_dir(out, "compare")
+    with console.status("compare") as status:
+        result = run_compare(cfg, the_plan, out_dir, on_event=lambda m: status.update(f"compare: {m}"))
+    console.print(result.markdown.read_text().split("## Claims")[0].split("## Results")[1])
+    for line in verdict_lines(result.claims):
+        console.print(line)
+    print_written(console, [result.markdown, *result.plots.values(), *sorted(result.out_dir.glob("*.json"))])
 
 
 def main() -> None:

@@ -17,7 +17,8 @@ def register(apps: Apps) -> None:
 def demo(
     overrides: Optional[list[str]] = typer.Argument(None, help="Budget overrides key=value (e.g. frames=12 steps=80); see "
                                                                "relidar.demo.pipeline.DemoConfig."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (default: a timestamped folder under runs/)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder to write (new or empty); default "
+                                       "runs/demo_<YYYYmmdd-HHMMSS>."),
 ) -> None:
     """Generate a synthetic driving log, prepare teacher features, distill a 'fast' student with the
     relational loss, evaluate it zero-shot and few-shot, export a model bundle to OUT/bundle, segment a
@@ -27,12 +28,12 @@ def demo(
     from rich.table import Table
 
     from relidar.core.config import load_config
-    from relidar.core.rundir import make_run_dir
+    from relidar.core.rundir import run_dir
     from relidar.demo.pipeline import DemoConfig, run_demo
 
     console = Console()
     config = load_config(None, DemoConfig, overrides or [])
-    out_dir = out if out is not None else make_run_dir("runs", "demo")
+    out_dir = run_dir(out, "demo")
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console) as bar:
         task = bar.add_task("demo", total=None)
@@ -45,11 +46,13 @@ def demo(
     where.add_column("what")
     where.add_column("where", overflow="fold")
     labels = {
-        "log": "synthetic log (SemanticKITTI layout)", "cache": "teacher feature cache", "vocabulary": "vocabulary",
+        "log": "synthetic log (SemanticKITTI layout: 00 trained on, 08 held out)", "cache": "teacher feature cache",
+        "cache_val": "teacher feature cache, held-out street", "vocabulary": "vocabulary",
         "run": "distillation run (config, CSV, TensorBoard, checkpoints)", "weights": "student weights",
         "report": "evaluation report (+ JSON, PNGs beside)", "bundle": "model bundle",
         "picture_segmented": "segmented scan (bundle)", "picture_ground_truth": "ground truth",
-        "picture_scores": "label scores", "summary": "demo summary (JSON)",
+        "picture_scores": "label scores", "picture_labelled_ply": "labelled scan (PLY; `relidar view` opens it)",
+        "summary": "demo summary (JSON)",
     }
     for key, label in labels.items():
         if key in result.paths:
@@ -59,7 +62,7 @@ def demo(
     scores.add_column("metric")
     scores.add_column("value", justify="right")
     for k, v in result.summary.items():
-        scores.add_row(k, f"{100 * v:.1f}%" if "miou" in k else f"{v:.3f}")
+        scores.add_row(k, f"{100 * v:.1f}%" if "miou" in k or k == "student_over_teacher_visible" else f"{v:.3f}")
     for k, v in result.seconds.items():
         scores.add_row(f"seconds: {k}", f"{v:.1f}")
     console.print(scores)

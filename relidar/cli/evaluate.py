@@ -21,7 +21,8 @@ def evaluate(
                                                                "eval.vocabulary=V.json (from `relidar vocabulary build`)."),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="Config YAML to use instead of the one stored in the "
                                                                        "weights (its data and eval sections)."),
-    out: Path = typer.Option(Path("runs"), "--out", "-o", help="Parent folder of the timestamped report folder."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Report folder to write (new or empty); default "
+                                       "runs/evaluate_<YYYYmmdd-HHMMSS>."),
     device: str = typer.Option("cpu", "--device", help="'cpu' or 'cuda'."),
 ) -> None:
     """Evaluate a student: zero-shot mIoU (all and camera-visible points), linear probe and fine-tuning
@@ -29,8 +30,9 @@ def evaluate(
     from rich.console import Console
     from rich.table import Table
 
+    from relidar.cli.common import print_written
     from relidar.core.config import ConfigError, load_config, save_config
-    from relidar.core.rundir import make_run_dir
+    from relidar.core.rundir import run_dir as new_run_dir
     from relidar.model.weights import load_student
     from relidar.training.checkpoint import read_run_config
     from relidar.training.config import DistillConfig
@@ -44,11 +46,11 @@ def evaluate(
         if cfg.student != model.config:
             raise ConfigError(f"differs from the student {checkpoint} holds", path=config, field="student",
                               hint="use the config the student was trained with, or leave --config out")
-        run_dir = make_run_dir(out, "evaluate")
+        run_dir = new_run_dir(out, "evaluate")
     else:
         # The run's own config (stored in the weights), with the overrides applied on top.
         stored = read_run_config(checkpoint)
-        run_dir = make_run_dir(out, "evaluate")
+        run_dir = new_run_dir(out, "evaluate")
         cfg = load_config(save_config(stored, run_dir / "checkpoint_config.yaml"), DistillConfig, overrides or [])
     save_config(cfg, run_dir / "config.yaml")
     with console.status("evaluating") as status:
@@ -60,7 +62,7 @@ def evaluate(
     for k, v in result.summary().items():
         table.add_row(k, f"{v:.4f}")
     console.print(table)
-    console.print(f"report: {files['markdown']}  (JSON {files['json'].name}, PNGs beside)")
+    print_written(console, sorted(run_dir.glob("*.yaml")) + list(files.values()))
 
 
 def main() -> None:

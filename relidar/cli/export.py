@@ -91,6 +91,7 @@ def export_bundle(
     for key, value in manifest_summary(written.manifest).items():
         table.add_row(key, str(value))
     console.print(table)
+    console.print(f"wrote {root} (model bundle)", highlight=False, soft_wrap=True)
 
 
 def export_tensorrt_command(

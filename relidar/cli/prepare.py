@@ -70,7 +70,7 @@ def prepare(
     if not 0 <= rank < max(world_size, 1):
         raise RelidarError(f"{rank} must be in 0..{world_size - 1} (--world-size {world_size})", field="--rank")
     reader = open_dataset(dataset, **parse_options(option or []))
-    teacher_obj = _build_teacher(teacher, model, pretrained, image_size, device, rank, world_size)
+    teacher_obj = _build_teacher(teacher, model, pretrained, image_size, device, dataset, console, rank, world_size)
     console.print(f"rank {rank}/{world_size}: {reader!r} -> {out} with teacher {teacher_obj.name} (dim {teacher_obj.feature_dim})")
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TimeRemainingColumn(), console=console) as progress:
@@ -84,14 +84,28 @@ def prepare(
             rank=rank, world_size=world_size, limit=limit, on_frame=on_frame,
         )
     _print_report(console, report)
+    console.print(f"wrote {out} (feature cache; per-rank report in {out / 'reports'})", highlight=False, soft_wrap=True)
+    if report.failed:
+        # The summary above lists them; a non-zero exit lets scripts and CI notice (rerunning resumes).
+        fid, why = report.failed[0]
+        raise RelidarError(f"{len(report.failed)} of {report.assigned} frame(s) failed (listed above; the cache {out} "
+                           f"holds the others); frame {fid}: {why}",
+                           hint="fix the listed files and rerun: done frames are skipped")
 
 
-def _build_teacher(kind: TeacherKind, model: str, pretrained: str, image_size: int, device: str, rank: int = 0,
-                   world_size: int = 1):
+def _build_teacher(kind: TeacherKind, model: str, pretrained: str, image_size: int, device: str, dataset: Path,
+                   console, rank: int = 0, world_size: int = 1):
     if kind is TeacherKind.synthetic:
-        from relidar.training.synthetic.teacher import SimulatedTeacher
+        from relidar.training.synthetic.teacher import SimulatedTeacher, SimulatedTeacherConfig
+        from relidar.training.synthetic.truth import TruthStore
 
-        return SimulatedTeacher()
+        truth = TruthStore()
+        if truth.scan(dataset):  # the renderer's masks `relidar synth` wrote beside the images
+            return SimulatedTeacher(truth=truth)
+        # Images without masks (a real dataset, an older log): only the colour teacher can read them.
+        console.print(f"no renderer masks (truth_2/ or *_truth/) under {dataset}: using the version-1 (colour) "
+                      "simulated teacher")
+        return SimulatedTeacher(SimulatedTeacherConfig(version=1))
     import torch
 
     from relidar.training.teachers.maskclip import MaskCLIPTeacher

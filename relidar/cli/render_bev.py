@@ -32,37 +32,39 @@ def render_bev_command(
     import numpy as np
     from rich.console import Console
 
-    from relidar.core.scan_io import ScanFormatError, read_scan
+    from relidar.core.scan_io import ScanFormatError, read_label_file, read_scan
     from relidar.core.viz.bev import BevView, render_bev
-    from relidar.training.synthetic.classes import CLASS_NAMES, PALETTE, from_kitti_ids
+    from relidar.core.viz.palette import palette_for
 
     console = Console()
     view = BevView((-extent, extent), (-extent, extent), resolution)
     if scan is not None:
         points = read_scan(scan)
+        if not np.isfinite(points[:, :3]).all(axis=1).any():
+            raise ScanFormatError(f"no finite points to draw ({len(points)} points)", path=scan,
+                                  hint="the scan is empty or all NaN/inf")
         if labels is not None:
-            raw = np.fromfile(labels, dtype="<u4")
-            if raw.shape[0] != len(points):
-                raise ScanFormatError(f"{raw.shape[0]} labels for {len(points)} points in {scan}", path=labels,
-                                      field="--labels", hint="pass the .label file of this scan")
-            render_bev(out, points[:, :3], labels=from_kitti_ids(raw), palette=PALETTE, class_names=CLASS_NAMES,
-                       view=view, title=title or scan.name)
-        else:
-            import matplotlib
+            from relidar.training.readers.semantickitti import CLASS_NAMES as KITTI_CLASSES
+            from relidar.training.readers.semantickitti import learning_map
 
+            raw = read_label_file(labels, len(points))
+            render_bev(out, points[:, :3], labels=learning_map(-1)[raw & 0xFFFF], palette=palette_for(KITTI_CLASSES),
+                       class_names=KITTI_CLASSES, view=view, title=title or f"{scan.name}: {labels.name}")
+        else:
             inten = points[:, 3]
-            scale = max(float(np.percentile(inten, 99)), 1e-6)
-            rgb = (matplotlib.colormaps["viridis"](np.clip(inten / scale, 0, 1))[:, :3] * 255).astype(np.uint8)
-            render_bev(out, points[:, :3], colours=rgb, view=view, title=title or f"{scan.name} (intensity)")
+            top = max(float(np.percentile(inten[np.isfinite(inten)], 99)) if np.isfinite(inten).any() else 1.0, 1e-6)
+            render_bev(out, points[:, :3], values=inten, value_range=(0.0, top), value_label="intensity", view=view,
+                       title=title or f"{scan.name} (intensity)")
     else:
+        from relidar.training.synthetic.classes import CLASS_NAMES
         from relidar.training.synthetic.world import SynthConfig, SyntheticWorld
 
         cfg = SynthConfig(seed=seed, lidar={"beams": beams}, cameras={"names": ["front"], "width": 32, "height": 32})
         sample = SyntheticWorld(cfg).sample(frame)
-        render_bev(out, sample.frame.points[:, :3], labels=sample.frame.labels, palette=PALETTE,
+        render_bev(out, sample.frame.points[:, :3], labels=sample.frame.labels, palette=palette_for(CLASS_NAMES),
                    class_names=CLASS_NAMES, view=view,
                    title=title or f"synthetic scan: seed {seed}, frame {frame}, {beams} beams, ground truth")
-    console.print(f"wrote {out}")
+    console.print(f"wrote {out}", highlight=False, soft_wrap=True)
 
 
 def render_teacher_command(
@@ -85,6 +87,8 @@ def render_teacher_command(
     cfg = validate(SynthConfig, {"seed": seed, "cameras": {"names": [camera], "width": width, "height": height}},
                    what="synthetic world options")
     sample = SyntheticWorld(cfg).sample(frame)
-    acc = teacher_picture(out, sample.frame.cameras[0].image, sample.camera_truth[0].classes, SimulatedTeacher(),
+    teacher = SimulatedTeacher()
+    teacher.remember(sample)
+    acc = teacher_picture(out, sample.frame.cameras[0].image, sample.camera_truth[0].classes, teacher,
                           title=f"simulated teacher, seed {seed}, frame {frame}, camera {camera}")
     console.print(f"wrote {out} (teacher pixel accuracy {acc:.3f})")

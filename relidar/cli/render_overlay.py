@@ -54,4 +54,4 @@ def render_overlay(
     console.print(f"{len(reader)} frames; cameras of this frame: {', '.join(c.name for c in fr.cameras)}")
     for note in reader.notes:
         console.print(f"[yellow]{note}[/yellow]")
-    console.print(f"wrote {out}")
+    console.print(f"wrote {out}", highlight=False, soft_wrap=True)

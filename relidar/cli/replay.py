@@ -39,15 +39,11 @@ def replay(
     from rich.table import Table
 
     from relidar_ros.environment import use_default_fastdds_profile
-    from relidar_ros.replay import NODE_NAME, ReplayError, bag_topics, replay_bag
+    from relidar_ros.replay import NODE_NAME, bag_topics, replay_bag
 
     console = Console()
     use_default_fastdds_profile()
-    try:
-        listing = bag_topics(bag)
-    except ReplayError as exc:
-        console.print(str(exc), style="red", markup=False, highlight=False)
-        raise typer.Exit(1) from None
+    listing = bag_topics(bag)  # a ReplayError is a RelidarError: the relidar group prints it in one line
     table = Table(title=f"{bag}")
     for col in ("topic", "type", "messages", "latched"):
         table.add_column(col)
@@ -68,9 +64,6 @@ def replay(
             stats = replay_bag(bag, rate=rate, loop=loop, topics=topics, delay_s=delay,
                                wait_for_subscribers_s=wait_for_subscribers, on_progress=on_progress,
                                domain_id=domain_id, clock_hz=clock_hz if clock else 0.0, start_paused=start_paused)
-        except ReplayError as exc:
-            console.print(str(exc), style="red", markup=False, highlight=False)
-            raise typer.Exit(1) from None
         except KeyboardInterrupt:
             console.print("stopped")
             return

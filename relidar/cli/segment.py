@@ -1,59 +1,246 @@
-"""``relidar segment INPUT --bundle DIR --out OUT``: label one scan file with a bundle."""
+"""``relidar segment INPUT --bundle DIR --out OUT``: label scans with a bundle and write what other tools open.
+
+INPUT is one scan file (.bin/.npy/.pcd/.ply), a folder of scan files, a SemanticKITTI root or
+sequence folder (``sequences/XX/velodyne`` or ``velodyne/``), or a rosbag2 (folder, .mcap or .db3).
+OUT is exactly the folder written (new or empty; ``relidar.core.rundir``):
+
+    OUT/<scan>.ply, OUT/<scan>.label           scan files and folders of them
+    OUT/sequences/XX/predictions/<scan>.label  SemanticKITTI input: the layout its evaluation tools read
+    OUT/sequences/XX/ply/<scan>.ply
+    OUT/labels.yaml                            .label ids -> class names and colours
+    OUT/bag/                                   rosbag2 (MCAP): the node's labelled clouds + legend
+    OUT/<scan>_bev.png                         bird's-eye views of the first --pictures scans
+
+Scans that cannot be read are listed and make the exit code 1 (the others are still written); so
+does an input in which no scan had a point to label. Non-finite points are repaired and counted by
+the Segmenter (``relidar.core.segmenter``).
+"""
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Optional
 
+import numpy as np
 import typer
 
 from relidar.cli.app import Apps
+
+OUTPUT_KINDS = ("ply", "label", "bag", "png")
 
 
 def register(apps: Apps) -> None:
     apps.root.command("segment")(segment)
 
 
+@dataclass(frozen=True)
+class _Scan:
+    source: Path        # the file it came from (the bag for bag messages)
+    folder: Path        # output sub-folder for its per-scan files, relative to OUT
+    label_folder: Path  # where its .label goes, relative to OUT
+    stem: str
+    stamp_ns: int
+    frame_id: str
+    read: Callable[[], np.ndarray]  # the scan's [N,4] points
+
+
+def _is_bag(path: Path) -> bool:
+    return (path.is_dir() and (path / "metadata.yaml").is_file()) or path.suffix.lower() in (".mcap", ".db3")
+
+
+def _scans(path: Path, lidar_topic: str | None, intensity_scale: float) -> tuple[str, list[_Scan]]:
+    """What INPUT holds, and its scans in order (read lazily)."""
+    from relidar.core.errors import RelidarError
+    from relidar.core.scan_io import SCAN_SUFFIXES, read_scan
+
+    period = 100_000_000  # scans from files get 10 Hz stamps in the bag
+    if not path.exists():
+        raise RelidarError("no such file or folder", path=path, field="INPUT")
+    if _is_bag(path):
+        from relidar.training.readers.rosbag import RosbagReader
+
+        reader = RosbagReader(path, lidar_topic=lidar_topic, intensity_scale=intensity_scale)
+        frame = reader.lidar_frame
+        return f"rosbag2 {path} ({reader.lidar_topic})", [
+            _Scan(path, Path("."), Path("."), f"{i:06d}", int(fid.split("_")[0]), frame,
+                  (lambda i=i: reader[i].points)) for i, fid in enumerate(reader.frame_ids)]
+    if path.is_file():
+        return f"scan {path}", [_Scan(path, Path("."), Path("."), path.stem, period, "lidar",
+                                      lambda: read_scan(path))]
+    sequences = sorted(d for d in (path / "sequences").glob("*") if (d / "velodyne").is_dir()) \
+        if (path / "sequences").is_dir() else ([path] if (path / "velodyne").is_dir() else [])
+    if sequences:
+        out = []
+        for seq in sequences:
+            rel = Path("sequences") / seq.name
+            for k, f in enumerate(sorted((seq / "velodyne").glob("*.bin"))):
+                out.append(_Scan(f, rel / "ply", rel / "predictions", f.stem, (k + 1) * period, "velodyne",
+                                 lambda f=f: read_scan(f)))
+        return f"SemanticKITTI {path} (sequences {', '.join(s.name for s in sequences)})", out
+    files = sorted(f for f in path.iterdir() if f.is_file() and f.suffix.lower() in SCAN_SUFFIXES)
+    if not files:
+        raise RelidarError("holds no scan files (.bin/.npy/.pcd/.ply), no SemanticKITTI sequence and no rosbag2",
+                           path=path, field="INPUT", hint="give a scan, a folder of scans, a sequence or a bag")
+    return f"folder {path}", [_Scan(f, Path("."), Path("."), f.stem, (k + 1) * period, "lidar", lambda f=f: read_scan(f))
+                              for k, f in enumerate(files)]
+
+
 def segment(
-    scan: Path = typer.Argument(..., help="Scan file: .bin (KITTI), .npy [N,>=3], .pcd or .ply."),
+    input: Path = typer.Argument(..., help="A scan file (.bin KITTI, .npy [N,>=3], .pcd, .ply), a folder of them, a "
+                                 "SemanticKITTI root or sequence, or a rosbag2 (folder, .mcap, .db3)."),
     bundle: Path = typer.Option(..., "--bundle", help="Model bundle folder (`relidar export bundle`)."),
-    out: Path = typer.Option(..., "--out", help="Output folder: <scan>.ply (coloured, with label and score) and "
-                             "<scan>_bev.png (bird's-eye view with a legend)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder to write (new or empty): labelled PLY, SemanticKITTI "
+                             ".label files + labels.yaml, a labelled rosbag2 (MCAP) in OUT/bag, BEV pictures."),
+    write: str = typer.Option(",".join(OUTPUT_KINDS), "--write", help="Which outputs, comma-separated: "
+                              "ply, label, bag, png."),
     backend: str = typer.Option("auto", "--backend", help="auto, onnxruntime, tensorrt or torch."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N."),
-    classes: str = typer.Option("", "--classes", help="Comma-separated class names to use instead of the bundle's "
-                                "vocabulary (encoded with the bundle's text encoder)."),
-    extent: float = typer.Option(50.0, "--range", min=1.0, help="Half-width of the BEV picture, metres."),
+    classes: Optional[str] = typer.Option(None, "--classes", help="Comma-separated class names to use instead of the "
+                                          "bundle's vocabulary (encoded with the bundle's text encoder)."),
+    pictures: int = typer.Option(1, "--pictures", min=0, help="Bird's-eye views of the first N scans."),
+    extent: float = typer.Option(50.0, "--range", min=1.0, help="Half-width of the BEV pictures, metres."),
+    lidar_topic: Optional[str] = typer.Option(None, "--lidar-topic", help="PointCloud2 topic of a bag with several."),
+    intensity_scale: float = typer.Option(1.0, "--intensity-scale", help="Bag input: brings the driver's intensity "
+                                          "to 0..1 (0.00392 for drivers publishing 0..255)."),
 ) -> None:
-    """Label every point of a scan; write a coloured .ply and a BEV picture with a class legend."""
+    """Label every point of the scans in INPUT; write labelled PLY (with intensity), SemanticKITTI .label
+    files, a labelled rosbag2 (MCAP) for `ros2 bag play`/RViz/Foxglove and bird's-eye views."""
     from rich.console import Console
-    from rich.table import Table
 
-    from relidar.core.scan_io import read_scan, write_ply
+    from relidar.cli.common import parse_classes, print_written
+    from relidar.core.errors import RelidarError
+    from relidar.core.rundir import new_output_dir
     from relidar.core.segmenter import Segmenter
-    from relidar.core.viz.bev import BevView, label_colours, render_bev
 
     console = Console()
-    points = read_scan(scan)
+    kinds = tuple(k.strip() for k in write.split(","))
+    unknown = [k for k in kinds if k not in OUTPUT_KINDS]
+    if unknown or not kinds:
+        raise RelidarError(f"{write!r}: unknown output {', '.join(unknown) or '(none)'}", field="--write",
+                           hint=f"choose from {', '.join(OUTPUT_KINDS)}")
+    class_list = parse_classes(classes)
+    what, scans = _scans(input, lidar_topic, intensity_scale)
+    if input.is_file() and not _is_bag(input):
+        first = scans[0].read()  # one scan file: a bad file is the command's one error, before anything is written
+        scans = [dataclasses.replace(scans[0], read=lambda: first)]
     seg = Segmenter(bundle, backend=backend, device=device)
-    if classes.strip():
-        seg.set_classes([c.strip() for c in classes.split(",") if c.strip()])
-    result = seg(points)
-    vocab = seg.vocabulary
-    out.mkdir(parents=True, exist_ok=True)
-    colours = label_colours(result.labels, vocab.colors)
-    ply = write_ply(out / f"{scan.stem}.ply", points[:, :3], colours, label=result.labels, score=result.scores)
-    png = render_bev(out / f"{scan.stem}_bev.png", points[:, :3], labels=result.labels, palette=vocab.colors,
-                     class_names=vocab.class_names, view=BevView((-extent, extent), (-extent, extent), 0.1),
-                     title=f"{scan.name}: {len(points)} points, {seg.backend}, {result.timings_ms['total']:.0f} ms")
-    table = Table(title=f"{scan.name} ({seg.backend})")
+    if class_list is not None:
+        seg.set_classes(class_list)
+    out = new_output_dir(out)
+    console.print(f"{what}: {len(scans)} scan(s) -> {out} ({seg.backend})", highlight=False)
+    with _Outputs(out, kinds, seg.vocabulary, pictures, extent) as outputs:
+        for scan in scans:
+            try:
+                points = scan.read()
+            except RelidarError as exc:
+                outputs.failed.append((scan.source, exc.one_line()))
+                console.print(f"[yellow]skipped: {exc.one_line()}[/yellow]", highlight=False)
+                continue
+            outputs.add(scan, points, seg(points))
+    _summary(console, outputs, seg)
+    print_written(console, outputs.written)
+    if outputs.failed:
+        raise RelidarError(f"{len(outputs.failed)} of {len(scans)} scan(s) could not be read (listed above; the "
+                           "others were written)", path=input, hint="fix or remove those files")
+    if outputs.labelled_scans == 0:
+        raise RelidarError("no scan had a finite point to label; the outputs are empty", path=input)
+
+
+class _Outputs:
+    """Writes each labelled scan in the requested formats and keeps the counts for the summary."""
+
+    def __init__(self, out: Path, kinds: tuple[str, ...], vocabulary, pictures: int, extent: float) -> None:
+        self.out, self.kinds, self.vocab = out, kinds, vocabulary
+        self.pictures, self.extent = pictures, extent
+        self.written: list[Path] = []
+        self.failed: list[tuple[Path, str]] = []
+        self.warnings: list[str] = []
+        self.counts = np.zeros(len(vocabulary.class_names) + 1, dtype=np.int64)  # last: unknown
+        self.score_sums = np.zeros(len(vocabulary.class_names))
+        self.scans = self.labelled_scans = self.non_finite_xyz = self.non_finite_intensity = 0
+        self.milliseconds = 0.0
+        self._bag = None
+
+    def __enter__(self) -> "_Outputs":
+        if "bag" in self.kinds:
+            from relidar.export.labelled import LabelledBagWriter
+
+            self._bag = LabelledBagWriter(self.out / "bag", self.vocab.class_names, self.vocab.colors).__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bag is not None:
+            self._bag.__exit__(None, None, None)
+            if self._bag.messages:
+                self.written.append(self._bag.path)
+        if "label" in self.kinds and self.scans:
+            from relidar.export.labelled import LABELS_YAML, write_labels_yaml
+
+            self.written.append(write_labels_yaml(self.out / LABELS_YAML, self.vocab.class_names, self.vocab.colors))
+
+    def add(self, scan: _Scan, points: np.ndarray, result) -> None:
+        from relidar.core.viz.bev import BevView, render_bev
+        from relidar.export.labelled import LabelledScan, write_labelled_ply, write_scan_labels
+
+        vocab = self.vocab
+        labelled = LabelledScan(scan.stem, points, result.labels, result.scores, scan.stamp_ns, scan.frame_id)
+        finite = len(points) - result.non_finite_xyz
+        if finite == 0:
+            self.warnings.append(f"{scan.source}: {len(points)} points, none finite: nothing to label "
+                                 "(its outputs are empty)" if len(points) else f"{scan.source}: no points (empty scan)")
+        else:
+            self.labelled_scans += 1
+        self.scans += 1
+        self.non_finite_xyz += result.non_finite_xyz
+        self.non_finite_intensity += result.non_finite_intensity
+        self.milliseconds += result.timings_ms["total"]
+        known = (result.labels >= 0) & (result.labels < len(vocab.class_names))
+        self.counts[:-1] += np.bincount(result.labels[known], minlength=len(vocab.class_names))
+        self.counts[-1] += int((~known).sum())
+        self.score_sums += np.bincount(result.labels[known], weights=result.scores[known],
+                                       minlength=len(vocab.class_names))
+        if "ply" in self.kinds:
+            self.written.append(write_labelled_ply(self._path(scan.folder, f"{scan.stem}.ply"), labelled, vocab.colors))
+        if "label" in self.kinds:
+            self.written.append(write_scan_labels(self._path(scan.label_folder, f"{scan.stem}.label"), labelled,
+                                                  vocab.class_names))
+        if self._bag is not None:
+            self._bag.write(labelled)
+        if "png" in self.kinds and self.scans <= self.pictures and finite:
+            view = BevView((-self.extent, self.extent), (-self.extent, self.extent), 0.1)
+            self.written.append(render_bev(
+                self._path(scan.folder, f"{scan.stem}_bev.png"), points[:, :3], labels=result.labels,
+                palette=vocab.colors, class_names=vocab.class_names, view=view,
+                title=f"{scan.stem if scan.source.stem == scan.stem else f'{scan.source.name} {scan.stem}'}: "
+                      f"{len(points)} points, labels"))
+
+    def _path(self, folder: Path, name: str) -> Path:
+        path = self.out / folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
+
+def _summary(console, outputs: _Outputs, seg) -> None:
+    from rich.table import Table
+
+    names = seg.vocabulary.class_names
+    table = Table(title=f"{outputs.scans} scan(s) labelled with {seg.backend}, "
+                        f"{outputs.milliseconds / max(outputs.scans, 1):.0f} ms per scan")
     table.add_column("class")
     table.add_column("points", justify="right")
     table.add_column("mean score", justify="right")
-    for k, name in enumerate(vocab.class_names):
-        mask = result.labels == k
-        if mask.any():
-            table.add_row(name, str(int(mask.sum())), f"{float(result.scores[mask].mean()):.2f}")
-    table.add_row("(outside crop)", str(int((result.labels < 0).sum())), "-")
+    for k, name in enumerate(names):
+        if outputs.counts[k]:
+            table.add_row(name, str(int(outputs.counts[k])), f"{outputs.score_sums[k] / outputs.counts[k]:.2f}")
+    table.add_row("unknown (outside the crop box, non-finite)", str(int(outputs.counts[-1])), "-")
     console.print(table)
-    console.print(" ".join(f"{k} {v:.1f} ms" for k, v in result.timings_ms.items()))
-    console.print(f"wrote {ply}\nwrote {png}")
+    repaired = [f"{n} {what}" for n, what in (
+        (outputs.non_finite_xyz, "point(s) with a NaN/inf coordinate left unknown"),
+        (outputs.non_finite_intensity, "point(s) with NaN/inf intensity kept out of the features, labelled by their voxel"),
+    ) if n]
+    if repaired:
+        console.print(f"[yellow]repaired: {'; '.join(repaired)}[/yellow]", highlight=False)
+    for text in outputs.warnings:
+        console.print(f"[yellow]warning: {text}[/yellow]", highlight=False)

@@ -29,7 +29,9 @@ def register(apps: Apps) -> None:
 
 def synth(
     frames: int = typer.Option(100, "--frames", min=1, help="Number of lidar sweeps (10 Hz) to generate."),
-    out: Path = typer.Option(Path("runs"), "--out", help="Folder under which a timestamped run folder is created."),
+    out: Path = typer.Option(..., "--out", help="Folder to write: the rosbag2 itself (--format bag; must not exist yet) "
+                             "or the SemanticKITTI root (sequences/00/...; new or empty). synth_config.yaml and "
+                             "synth_summary.json go inside."),
     format: Format = typer.Option(Format.bag, "--format", help="bag: rosbag2 (no labels); semantickitti: labelled folders."),
     seed: int = typer.Option(0, "--seed", min=0, help="World seed: same seed, same street and sensor data."),
     beams: int = typer.Option(32, "--beams", min=1, max=256, help="Lidar beams (32 ~ HDL-32E, 64 ~ HDL-64E)."),
@@ -47,7 +49,7 @@ def synth(
 
     from relidar.core.config import load_config, save_config
     from relidar.core.errors import RelidarError
-    from relidar.core.rundir import make_run_dir
+    from relidar.core.rundir import OutputError, new_output_dir
     from relidar.training.synthetic.cameras import MOUNTS
     from relidar.training.synthetic.world import SynthConfig, SyntheticWorld
     from relidar.training.synthetic.writers import BagWriter, SemanticKittiWriter
@@ -60,10 +62,14 @@ def synth(
     overrides = [f"seed={seed}", f"lidar.beams={beams}", f"cameras.names=[{','.join(names)}]",
                  f"cameras.width={width}", f"cameras.height={height}"]
     cfg = load_config(config, SynthConfig, overrides)
-    run_dir = make_run_dir(out, f"synth_{format.value}")
-    save_config(cfg, run_dir / "synth_config.yaml")
+    if format is Format.bag:
+        if out.exists():
+            raise OutputError("already exists; a rosbag2 is written as a new folder", path=out, field="--out",
+                              hint="choose a new --out or remove the old bag")
+        writer = BagWriter(out, storage.value)
+    else:
+        writer = SemanticKittiWriter(new_output_dir(out))
     world = SyntheticWorld(cfg)
-    writer = BagWriter(run_dir / "bag", storage.value) if format is Format.bag else SemanticKittiWriter(run_dir)
     num_points = 0
     start = time.perf_counter()
     progress = Progress(TextColumn("[bold]synth"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
@@ -79,12 +85,15 @@ def synth(
         "format": format.value, "frames": frames, "seed": seed, "beams": beams, "cameras": names,
         "image_size": [width, height], "points_per_frame": num_points / frames,
         "seconds": elapsed, "frames_per_second": frames / elapsed,
-        "output": str(run_dir / "bag") if format is Format.bag else str(run_dir / "sequences" / "00"),
+        "output": str(out),
     }
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    save_config(cfg, out / "synth_config.yaml")
+    (out / "synth_summary.json").write_text(json.dumps(summary, indent=2))
     table = Table(title="synthetic sequence")
     table.add_column("what")
     table.add_column("value")
     for k, v in summary.items():
         table.add_row(k, f"{v:.2f}" if isinstance(v, float) else str(v))
     console.print(table)
+    kind = "rosbag2" if format is Format.bag else "SemanticKITTI log (sequences/00)"
+    console.print(f"wrote {out} ({kind}; `relidar prepare {out}` and `relidar segment {out}` read it)")

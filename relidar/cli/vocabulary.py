@@ -83,8 +83,9 @@ def build(
                                  _ProgressEncoder(encoder, lambda n: progress.advance(task, n)), encoder.text_spec)
     out.parent.mkdir(parents=True, exist_ok=True)
     vocab.save(out)
-    console.print(f"wrote {out} and {out.with_name(out.stem + '.embeddings.npy').name}: {vocab.num_classes} classes, "
-                  f"{vocab.feature_dim}-d, {total} prompts, encoder {vocab.encoder.describe()}")
+    console.print(f"{vocab.num_classes} classes, {vocab.feature_dim}-d, {total} prompts, encoder "
+                  f"{vocab.encoder.describe()}", highlight=False)
+    console.print(f"wrote {out}\nwrote {out.with_name(out.stem + '.embeddings.npy')}", highlight=False, soft_wrap=True)
     _print_vocabulary(console, vocab, str(out), top=5)
 
 

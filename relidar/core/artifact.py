@@ -91,6 +91,10 @@ def read_json(path: Path, error: type[RelidarError], *, what: str, missing_hint:
         raw = json.loads(path.read_text())
     except FileNotFoundError as exc:
         raise error(f"{what} not found", path=path, hint=missing_hint) from exc
+    except IsADirectoryError as exc:
+        raise error(f"is a directory, not a {what}", path=path, hint=missing_hint) from exc
+    except OSError as exc:  # permissions, I/O errors
+        raise error(f"{what} cannot be read ({exc.strerror or exc})", path=path, hint=hint) from exc
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise error(f"{what} is not valid JSON ({exc})", path=path, hint=hint) from exc
     if not isinstance(raw, dict):

@@ -17,12 +17,13 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
     os.close(fd)
     tmp_path = Path(tmp)
-    # mkstemp creates 0600; outputs (caches, bundles, checkpoints) are meant to be shared like any file.
     umask = os.umask(0)
     os.umask(umask)
-    os.chmod(tmp_path, 0o666 & ~umask)
     try:
         yield tmp_path
+        # mkstemp creates 0600 (and some writers, e.g. safetensors, recreate the file): outputs (caches,
+        # bundles, checkpoints) are meant to be shared like any file, so the mode is set after writing.
+        os.chmod(tmp_path, 0o666 & ~umask)
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp_path, target)

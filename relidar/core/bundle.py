@@ -15,7 +15,8 @@ Layout (file names are fixed; the manifest lists each with its sha256 and size):
                                  ``relidar export tensorrt``
 
 Loading (:func:`load_bundle`) checks the format version, that every listed file exists with the
-listed size and sha256, and that the parts fit together (vocabulary dim = student out_dim = text
+listed size and sha256, that the manifest's preprocessing values are those the student ONNX was
+exported with (stored in its metadata, ``relidar.core.contract``), and that the parts fit together (vocabulary dim = student out_dim = text
 encoder dim, head shape); any failure is a :class:`BundleError` naming the file and what to do.
 numpy only: no PyTorch, no onnx package. The writer is ``relidar.export.bundle``; checksums, the
 version check and the manifest I/O are ``relidar.core.artifact``'s.
@@ -249,8 +250,36 @@ def load_bundle(root: str | Path, verify: bool = True) -> Bundle:
     bundle = Bundle(root=root, manifest=manifest)
     if verify:
         verify_files(root, manifest)
+        check_student_contract(bundle)
         check_consistency(bundle)
     return bundle
+
+
+def check_student_contract(bundle: Bundle) -> None:
+    """The manifest's preprocessing values equal those the student ONNX was exported with (its metadata;
+    ``relidar.core.contract``): an edited manifest is refused, naming the field."""
+    import json
+
+    from relidar.core.contract import CONTRACT_KEY, contract_mismatch, preprocessing_contract, read_onnx_metadata
+
+    path = bundle.student_onnx
+    try:
+        metadata = read_onnx_metadata(path)
+    except RelidarError as exc:
+        raise BundleError(exc.message, path=path, hint=exc.hint) from exc
+    if CONTRACT_KEY not in metadata:
+        raise BundleError(f"carries no preprocessing contract (metadata {CONTRACT_KEY!r}): exported by an older relidar",
+                          path=path, hint="re-export the bundle with `relidar export bundle`")
+    try:
+        stored = json.loads(metadata[CONTRACT_KEY])
+    except json.JSONDecodeError as exc:
+        raise BundleError(f"metadata {CONTRACT_KEY!r} is not JSON ({exc})", path=path, hint="re-export the bundle") from exc
+    expected = preprocessing_contract(bundle.manifest.student, bundle.manifest.logit_scale)
+    key = contract_mismatch(stored, expected)
+    if key is not None:
+        raise BundleError(f"is {expected.get(key)!r}, but {path.name} was exported for {stored.get(key)!r} (its "
+                          "metadata); the manifest was edited", path=bundle.root / MANIFEST, field=key,
+                          hint="restore the manifest or re-export the bundle")
 
 
 def write_manifest(root: Path, manifest: Manifest) -> Path:

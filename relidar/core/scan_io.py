@@ -1,161 +1,235 @@
-"""Single lidar scans as files: read KITTI ``.bin``, numpy ``.npy``, ``.pcd`` / ``.ply`` (through Open3D,
-imported only for those); write labelled, coloured binary ``.ply``."""
+"""Single lidar scans as files, read strictly and written in formats other tools open.
+
+Readers (:func:`read_scan`): KITTI ``.bin`` (float32 x, y, z, intensity), numpy ``.npy`` ([N, >=3]),
+``.ply`` through plyfile and ``.pcd`` through pypcd4 (ascii, binary and binary_compressed). One
+code path per format, each on a well-kept library, and strict: a file is read completely or refused
+with a :class:`ScanFormatError` naming the file and the fix -- a truncated body, a size that is not
+a whole number of points or a header whose point count disagrees with the data is never repaired by
+guessing. (Open3D, which relidar used before, accepted a truncated PLY and invented points, and
+filled a missing ``z`` with zeros.) Non-finite coordinates are *not* dropped here: the
+:class:`relidar.core.segmenter.Segmenter` drops and counts them, so every consumer sees the same count.
+
+Writers: labelled PLY (x, y, z, intensity, red, green, blue and per-point fields such as label and
+score; CloudCompare, MeshLab, Open3D and plyfile read it) and SemanticKITTI ``.label`` files (uint32
+per point, semantic id in the lower 16 bits) with the SemanticKITTI raw ids of the class names the
+benchmark defines, so its evaluation and visualisation tools read them.
+"""
 
 from __future__ import annotations
 
+import io
+import zlib
 from pathlib import Path
+from typing import Mapping, Sequence
 
 import numpy as np
 
 from relidar.core.errors import RelidarError
 
+SCAN_SUFFIXES = (".bin", ".npy", ".pcd", ".ply")
+INTENSITY_NAMES = ("intensity", "intensities", "reflectance", "remission", "i")
+KITTI_POINT_BYTES = 16  # float32 x, y, z, intensity
+
+# SemanticKITTI's raw label ids (semantic-kitti.yaml) of its 19 evaluation classes; 0 is "unlabeled".
+SEMANTIC_KITTI_RAW_IDS: dict[str, int] = {
+    "car": 10, "bicycle": 11, "motorcycle": 15, "truck": 18, "other-vehicle": 20, "person": 30,
+    "bicyclist": 31, "motorcyclist": 32, "road": 40, "parking": 44, "sidewalk": 48, "other-ground": 49,
+    "building": 50, "fence": 51, "vegetation": 70, "trunk": 71, "terrain": 72, "pole": 80,
+    "traffic-sign": 81,
+}  # fmt: skip
+UNLABELED_RAW_ID = 0
+# Classes outside SemanticKITTI's list get 1000 + their index (below 2**16, clear of its ids < 260).
+CUSTOM_RAW_ID_BASE = 1000
+
 
 class ScanFormatError(RelidarError, ValueError):
-    """A scan file that cannot be read as points; the message names the file and the problem."""
+    """A scan or label file that cannot be read or written as points; names the file and the fix."""
 
 
 def read_scan(path: str | Path) -> np.ndarray:
-    """[N,4] float32 (x, y, z, intensity); intensity is 0 where the file has none."""
+    """[N,4] float32 (x, y, z, intensity); intensity is 0 where the file has none. N may be 0."""
     p = Path(path)
+    if p.is_dir():
+        raise ScanFormatError("is a directory, not a scan file", path=p,
+                              hint="give one .bin/.npy/.pcd/.ply file; `relidar segment` also takes a folder")
     if not p.is_file():
-        raise ScanFormatError(f"{p}: scan file not found")
+        raise ScanFormatError("scan file not found", path=p)
     suffix = p.suffix.lower()
     if suffix == ".bin":
-        raw = np.fromfile(p, dtype=np.float32)
-        if raw.size % 4:
-            raise ScanFormatError(
-                f"{p}: {raw.size * 4} bytes is not a whole number of KITTI points (16 bytes: x, y, z, intensity)"
-            )
-        pts = raw.reshape(-1, 4)
+        pts = _read_bin(p)
     elif suffix == ".npy":
-        try:
-            arr = np.load(p, allow_pickle=False)
-        except ValueError as exc:
-            raise ScanFormatError(f"{p}: not a plain numpy array file ({exc})") from exc
-        if arr.ndim != 2 or arr.shape[1] < 3:
-            raise ScanFormatError(f"{p}: expected an [N, >=3] array, got shape {arr.shape}")
-        pts = np.zeros((arr.shape[0], 4), dtype=np.float32)
-        pts[:, : min(4, arr.shape[1])] = arr[:, :4]
-    elif suffix in (".pcd", ".ply"):
-        pts = _read_open3d(p)
+        pts = _read_npy(p)
+    elif suffix == ".ply":
+        pts = _read_ply(p)
+    elif suffix == ".pcd":
+        pts = _read_pcd(p)
     else:
-        raise ScanFormatError(f"{p}: unknown scan format {suffix!r} (supported: .bin, .npy, .pcd, .ply)")
+        raise ScanFormatError(f"unknown scan format {suffix!r}", path=p,
+                              hint=f"supported: {', '.join(SCAN_SUFFIXES)}")
     return np.ascontiguousarray(pts, dtype=np.float32)
 
 
-def _read_open3d(p: Path) -> np.ndarray:
-    """Open3D reads every .pcd/.ply variant; where it cannot be imported (not installed, or a system
-    library such as libusb missing) uncompressed files are parsed here with numpy."""
+def _read_bin(p: Path) -> np.ndarray:
+    size = p.stat().st_size
+    if size % KITTI_POINT_BYTES:
+        raise ScanFormatError(
+            f"{size} bytes is not a multiple of {KITTI_POINT_BYTES} (a KITTI .bin holds float32 x, y, z, intensity "
+            "per point)", path=p,
+            hint="the file is truncated or not a KITTI scan")
+    return np.fromfile(p, dtype="<f4").reshape(-1, 4)
+
+
+def _read_npy(p: Path) -> np.ndarray:
     try:
-        import open3d as o3d
-    except ImportError as exc:
-        return _read_uncompressed(p, f"Open3D is not importable here ({exc})")
-    cloud = o3d.t.io.read_point_cloud(str(p))
-    if "positions" not in cloud.point or cloud.point["positions"].shape[0] == 0:
-        raise ScanFormatError(f"{p}: no points could be read (empty or not a point cloud file)")
-    columns = {"x": cloud.point["positions"].numpy()[:, 0], "y": cloud.point["positions"].numpy()[:, 1],
-               "z": cloud.point["positions"].numpy()[:, 2]}
-    for name in _INTENSITY_NAMES:
-        if name in cloud.point:
-            columns[name] = cloud.point[name].numpy().reshape(-1)
-    return _xyzi(p, columns)
+        arr = np.load(p, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:  # EOFError: empty or cut-short file
+        raise ScanFormatError(f"not a readable numpy .npy array ({type(exc).__name__}: {exc})", path=p,
+                              hint="save points with numpy.save as an [N, >=3] float array") from exc
+    if not isinstance(arr, np.ndarray) or arr.dtype.kind not in "fiu":
+        raise ScanFormatError(f"holds {getattr(arr, 'dtype', type(arr).__name__)} values, not real numbers", path=p,
+                              hint="save points as an [N, >=3] float array")
+    if arr.ndim != 2 or arr.shape[1] < 3:
+        raise ScanFormatError(f"expected an [N, >=3] array (x, y, z[, intensity]), got shape {arr.shape}", path=p)
+    pts = np.zeros((arr.shape[0], 4), dtype=np.float32)
+    pts[:, : min(4, arr.shape[1])] = arr[:, :4]
+    return pts
 
 
-_INTENSITY_NAMES = ("intensity", "intensities", "reflectance", "i")
-_PLY_TYPES = {"char": "i1", "uchar": "u1", "short": "i2", "ushort": "u2", "int": "i4", "uint": "u4", "float": "f4",
-              "double": "f8", "int8": "i1", "uint8": "u1", "int16": "i2", "uint16": "u2", "int32": "i4",
-              "uint32": "u4", "float32": "f4", "float64": "f8"}
-
-
-def _xyzi(p: Path, columns: dict[str, np.ndarray]) -> np.ndarray:
-    if not all(k in columns for k in "xyz"):
-        raise ScanFormatError(f"{p}: no x, y, z fields (found {sorted(columns)})")
-    pts = np.zeros((len(columns["x"]), 4), dtype=np.float32)
+def _columns_to_points(p: Path, columns: Mapping[str, np.ndarray], what: str) -> np.ndarray:
+    missing = [k for k in "xyz" if k not in columns]
+    if missing:
+        raise ScanFormatError(f"{what} has no {', '.join(missing)} field (fields: {', '.join(columns) or 'none'})",
+                              path=p, hint="a point cloud needs x, y and z")
+    n = len(columns["x"])
+    pts = np.zeros((n, 4), dtype=np.float32)
     for j, k in enumerate("xyz"):
         pts[:, j] = columns[k]
-    for name in _INTENSITY_NAMES:
+    for name in INTENSITY_NAMES:
         if name in columns:
             pts[:, 3] = columns[name]
             break
     return pts
 
 
-def _read_uncompressed(p: Path, why_not_open3d: str) -> np.ndarray:
-    data = p.read_bytes()
-    if p.suffix.lower() == ".ply":
-        end = data.find(b"end_header\n")
-        if not data.startswith(b"ply") or end < 0:
-            raise ScanFormatError(f"{p}: not a PLY file (no 'ply' ... 'end_header' header)")
-        lines = data[:end].decode("ascii", "replace").splitlines()
-        fmt = next((ln.split()[1] for ln in lines if ln.startswith("format")), "")
-        fields, count, in_vertex = [], 0, False
-        for ln in lines:
-            parts = ln.split()
-            if parts[:1] == ["element"]:
-                in_vertex = parts[1] == "vertex"
-                count = int(parts[2]) if in_vertex else count
-            elif parts[:1] == ["property"] and in_vertex:
-                if parts[1] == "list" or parts[1] not in _PLY_TYPES:
-                    raise ScanFormatError(f"{p}: vertex property {ln!r} is not supported without Open3D ({why_not_open3d})")
-                fields.append((parts[2], _PLY_TYPES[parts[1]]))
-        body = data[end + len(b"end_header\n"):]
-        if fmt == "ascii":
-            table = np.loadtxt(body.decode().splitlines()[:count], dtype=np.float64, ndmin=2)
-            return _xyzi(p, {name: table[:, j] for j, (name, _) in enumerate(fields)})
-        order = {"binary_little_endian": "<", "binary_big_endian": ">"}.get(fmt)
-        if order is None:
-            raise ScanFormatError(f"{p}: unknown PLY format {fmt!r}")
-        rows = np.frombuffer(body, dtype=[(n, order + t) for n, t in fields], count=count)
-        return _xyzi(p, {n: rows[n] for n, _ in fields})
-    end = data.find(b"\nDATA ")
-    if end < 0:
-        raise ScanFormatError(f"{p}: not a PCD file (no DATA line)")
-    line_end = data.index(b"\n", end + 1)
-    head = {ln.split()[0]: ln.split()[1:] for ln in data[:line_end].decode("ascii", "replace").splitlines()
-            if ln.strip() and not ln.startswith("#")}
-    names, sizes, types = head["FIELDS"], [int(s) for s in head["SIZE"]], head["TYPE"]
-    counts = [int(c) for c in head.get("COUNT", ["1"] * len(names))]
-    n = int(head["POINTS"][0])
-    mode = head["DATA"][0]
-    body = data[line_end + 1:]
-    if mode == "ascii":
-        table = np.loadtxt(body.decode().splitlines()[:n], dtype=np.float64, ndmin=2)
-        return _xyzi(p, {name: table[:, j] for j, name in enumerate(names)})
-    if mode != "binary":
-        raise ScanFormatError(f"{p}: PCD DATA {mode} needs Open3D, which is unavailable: {why_not_open3d}")
-    kinds = {"F": "f", "I": "i", "U": "u"}
-    dtype = [(name, f"<{kinds[t]}{s}", (c,)) if c > 1 else (name, f"<{kinds[t]}{s}")
-             for name, s, t, c in zip(names, sizes, types, counts)]
-    rows = np.frombuffer(body, dtype=dtype, count=n)
-    return _xyzi(p, {name: rows[name] for name in names if rows[name].ndim == 1})
+def _read_ply(p: Path) -> np.ndarray:
+    import plyfile
+
+    try:
+        data = plyfile.PlyData.read(str(p))
+    except (plyfile.PlyParseError, ValueError, EOFError, UnicodeDecodeError) as exc:
+        raise ScanFormatError(f"not a readable PLY file ({exc})", path=p,
+                              hint="the file is truncated or not a point cloud PLY") from exc
+    if "vertex" not in data:
+        raise ScanFormatError("PLY has no 'vertex' element", path=p, hint="a point cloud PLY stores points as vertices")
+    rows = data["vertex"].data
+    names = rows.dtype.names or ()
+    scalar = {n: np.asarray(rows[n]) for n in names if rows.dtype[n].kind in "fiu" and rows.dtype[n].shape == ()}
+    return _columns_to_points(p, scalar, "PLY vertex element")
 
 
-def write_ply(path: str | Path, xyz: np.ndarray, colours: np.ndarray, **fields: np.ndarray) -> Path:
-    """Binary little-endian PLY: x, y, z (float32), red, green, blue (uint8) and any extra per-point
-    ``fields`` (1-D arrays of int32 / float32 / uint8, e.g. label, score) -- what RViz, Open3D,
-    CloudCompare and MeshLab read."""
+def _read_pcd(p: Path) -> np.ndarray:
+    from pydantic import ValidationError
+    from pypcd4 import PointCloud
+
+    try:
+        cloud = PointCloud.from_path(p)
+        arr = cloud.pc_data
+    except ValidationError as exc:  # pypcd4 validates the header with pydantic
+        fields = sorted({str(e["loc"][0]).upper() for e in exc.errors() if e["loc"]})
+        raise ScanFormatError(f"not a PCD file: its header lacks or garbles {', '.join(fields)}", path=p,
+                              hint="a PCD header has FIELDS, SIZE, TYPE, COUNT, WIDTH, HEIGHT, POINTS and DATA lines") from exc
+    except (ValueError, KeyError, IndexError, EOFError, UnicodeDecodeError, zlib.error, RuntimeError, TypeError) as exc:
+        raise ScanFormatError(f"not a readable PCD file ({type(exc).__name__}: {exc})", path=p,
+                              hint="the file is truncated or its header does not match its data") from exc
+    if len(arr) != cloud.metadata.points:
+        raise ScanFormatError(f"header says {cloud.metadata.points} points, the data holds {len(arr)}", path=p,
+                              hint="the file is truncated")
+    names = arr.dtype.names or ()
+    scalar = {n: np.asarray(arr[n]).reshape(-1) for n in names if arr.dtype[n].shape == ()}
+    return _columns_to_points(p, scalar, "PCD")
+
+
+def write_ply(path: str | Path, xyz: np.ndarray, colours: np.ndarray, intensity: np.ndarray | None = None,
+              **fields: np.ndarray) -> Path:
+    """Binary little-endian PLY, atomically: x, y, z (float32), intensity (float32, when given), red,
+    green, blue (uint8) and any extra per-point ``fields`` (1-D int32 / uint16 / float32 / uint8 arrays, e.g.
+    label, score)."""
+    import plyfile
+
     from relidar.core.atomic import atomic_write_bytes
 
     xyz = np.asarray(xyz, dtype=np.float32)
     n = xyz.shape[0]
-    ply_types = {np.dtype(np.float32): "float", np.dtype(np.int32): "int", np.dtype(np.uint8): "uchar"}
-    dtype = [("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("red", "u1"), ("green", "u1"), ("blue", "u1")]
-    extra = {}
+    columns: dict[str, np.ndarray] = {"x": xyz[:, 0], "y": xyz[:, 1], "z": xyz[:, 2]}
+    if intensity is not None:
+        columns["intensity"] = np.asarray(intensity, dtype=np.float32).reshape(-1)
+    rgb = np.asarray(colours, dtype=np.uint8).reshape(-1, 3)
+    columns.update(red=rgb[:, 0], green=rgb[:, 1], blue=rgb[:, 2])
+    allowed = {np.dtype(t) for t in (np.float32, np.int32, np.uint16, np.uint8)}
     for name, values in fields.items():
         arr = np.asarray(values).reshape(-1)
-        if arr.dtype not in ply_types or arr.shape[0] != n:
-            raise ScanFormatError(f"{path}: field {name!r} must be [N]={n} int32/float32/uint8, got {arr.shape} {arr.dtype}")
-        extra[name] = arr
-        dtype.append((name, arr.dtype.newbyteorder("<").str))
-    rows = np.empty(n, dtype=dtype)
-    rows["x"], rows["y"], rows["z"] = xyz[:, 0], xyz[:, 1], xyz[:, 2]
-    rgb = np.asarray(colours, dtype=np.uint8)
-    rows["red"], rows["green"], rows["blue"] = rgb[:, 0], rgb[:, 1], rgb[:, 2]
-    for name, arr in extra.items():
+        if arr.dtype not in allowed:
+            raise ScanFormatError(f"field {name!r} is {arr.dtype}; int32, uint16, float32 or uint8 only", path=path)
+        columns[name] = arr
+    for name, arr in columns.items():
+        if len(arr) != n:
+            raise ScanFormatError(f"field {name!r} has {len(arr)} values for {n} points", path=path)
+    rows = np.empty(n, dtype=[(k, v.dtype.newbyteorder("<").str) for k, v in columns.items()])
+    for name, arr in columns.items():
         rows[name] = arr
-    header = ["ply", "format binary_little_endian 1.0", f"element vertex {n}"]
-    header += [f"property float {a}" for a in "xyz"] + [f"property uchar {c}" for c in ("red", "green", "blue")]
-    header += [f"property {ply_types[arr.dtype]} {name}" for name, arr in extra.items()]
-    header += ["end_header"]
-    atomic_write_bytes(path, ("\n".join(header) + "\n").encode() + rows.tobytes())
+    buf = io.BytesIO()
+    plyfile.PlyData([plyfile.PlyElement.describe(rows, "vertex")], byte_order="<").write(buf)
+    atomic_write_bytes(path, buf.getvalue())
     return Path(path)
+
+
+def semantic_kitti_ids(class_names: Sequence[str]) -> np.ndarray:
+    """[C] uint32 raw label ids for a vocabulary's classes: SemanticKITTI's own id where the name is one
+    of its classes, else ``CUSTOM_RAW_ID_BASE + index``."""
+    return np.array([SEMANTIC_KITTI_RAW_IDS.get(n, CUSTOM_RAW_ID_BASE + k) for k, n in enumerate(class_names)],
+                    dtype=np.uint32)
+
+
+def labels_to_raw_ids(labels: np.ndarray, class_names: Sequence[str]) -> np.ndarray:
+    """Class indices (anything outside ``0..C-1`` is unknown) -> [N] uint32 SemanticKITTI raw ids (0 = unlabeled)."""
+    labels = np.asarray(labels)
+    ids = semantic_kitti_ids(class_names)
+    out = np.full(len(labels), UNLABELED_RAW_ID, dtype=np.uint32)
+    ok = (labels >= 0) & (labels < len(ids))
+    out[ok] = ids[labels[ok]]
+    return out
+
+
+def write_label_file(path: str | Path, raw_ids: np.ndarray) -> Path:
+    """A SemanticKITTI ``.label``: one little-endian uint32 per point (instance id 0), atomically."""
+    from relidar.core.atomic import atomic_write_bytes
+
+    atomic_write_bytes(path, np.asarray(raw_ids, dtype="<u4").tobytes())
+    return Path(path)
+
+
+def read_label_file(path: str | Path, num_points: int | None = None) -> np.ndarray:
+    """[N] uint32 raw ids of a SemanticKITTI ``.label`` (instance bits kept); checks the size and, when
+    given, that it holds one label per point of its scan."""
+    p = Path(path)
+    if not p.is_file():
+        raise ScanFormatError("label file not found" if not p.is_dir() else "is a directory, not a .label file", path=p)
+    size = p.stat().st_size
+    if size % 4:
+        raise ScanFormatError(f"{size} bytes is not a multiple of 4 (one uint32 per point)", path=p,
+                              hint="the file is truncated or not a SemanticKITTI .label")
+    raw = np.fromfile(p, dtype="<u4")
+    if num_points is not None and len(raw) != num_points:
+        raise ScanFormatError(f"{len(raw)} labels for a scan of {num_points} points", path=p,
+                              hint="give the .label file of this scan")
+    return raw
+
+
+def semantic_kitti_label_config(class_names: Sequence[str], colours: np.ndarray) -> dict:
+    """The ``labels`` / ``color_map`` (BGR, as semantic-kitti.yaml) of a vocabulary's raw ids, for a
+    config file beside written ``.label`` files (semantic-kitti-api's visualiser reads this layout)."""
+    ids = semantic_kitti_ids(class_names)
+    labels = {UNLABELED_RAW_ID: "unlabeled", **{int(i): str(n) for i, n in zip(ids, class_names)}}
+    bgr = {UNLABELED_RAW_ID: [0, 0, 0], **{int(i): [int(c[2]), int(c[1]), int(c[0])] for i, c in zip(ids, colours)}}
+    # ``classes``: the vocabulary's names in index order (what PLY/bag ``label`` values index); relidar's own key
+    return {"labels": labels, "color_map": bgr, "classes": [str(n) for n in class_names]}

@@ -1,5 +1,13 @@
 """One Segmenter for every consumer (the ROS node, ``relidar segment``, the benchmarks).
 
+Non-finite input is repaired here, visibly, so every consumer gets the same answer and the same
+count: a point with a NaN/inf coordinate has no place in the grid and is left unlabelled (-1); a point
+with finite coordinates but NaN/inf intensity takes no part in its voxel's features (one such value
+would otherwise spread through the sparse convolutions: on the real KITTI scan with 0.1 % of the
+intensities NaN, 98 % of the points came out "car") and takes the label of its voxel when other
+points fill that voxel, else -1. The network therefore sees exactly the scan without the bad points:
+the labels of every finite point equal those of that clean scan. :class:`Segmentation` counts both.
+
 points [N, >=3] -> voxelization + kernel maps (``relidar.core.preprocess``, compiled numba loops, the same object
 training and export use; no PyTorch) -> the bundle's student graph on a
 backend -> per-point label and score (and, on request, the D-dim per-point feature: the bundle's
@@ -21,7 +29,8 @@ from relidar.core.backends import BackendError, make_backend
 from relidar.core.bundle import BundleError, load_bundle
 from relidar.core.errors import RelidarError
 from relidar.core.preprocess import Preprocessor, StudentInputs
-from relidar.core.vocabulary import Vocabulary, VocabularyError, check_class_names, class_colour, embed_classes
+from relidar.core.viz.palette import class_colour
+from relidar.core.vocabulary import Vocabulary, VocabularyError, check_class_names, embed_classes
 
 __all__ = ["Segmentation", "Segmenter", "SegmenterError", "BundleError"]
 
@@ -36,6 +45,13 @@ class Segmentation:
     scores: np.ndarray            # [N] float32 softmax probability of the label (0 where label is -1)
     features: np.ndarray | None   # [N, D] float32 unit rows when requested (zeros where label is -1)
     timings_ms: dict[str, float]  # "preprocess", "network", "postprocess", "total"
+    non_finite_xyz: int = 0        # points with a NaN/inf coordinate: left unlabelled (-1)
+    non_finite_intensity: int = 0  # points with finite x, y, z but NaN/inf intensity: labelled by their voxel
+
+    @property
+    def repaired(self) -> int:
+        """How many points had non-finite values (both kinds)."""
+        return self.non_finite_xyz + self.non_finite_intensity
 
 
 class Segmenter:
@@ -103,6 +119,58 @@ class Segmenter:
         return out
 
     def __call__(self, points: np.ndarray, return_features: bool = False) -> Segmentation:
+        pts = np.asarray(points)
+        if pts.ndim != 2 or pts.shape[1] < 3:
+            raise SegmenterError(f"must be [N, >=3] (x, y, z[, intensity]), got shape {pts.shape}", field="points")
+        xyz_ok = np.isfinite(pts[:, :3]).all(axis=1)
+        clean = xyz_ok & np.isfinite(pts[:, 3]) if pts.shape[1] > 3 else xyz_ok
+        if clean.all():
+            return self._label(pts, return_features)
+        result = self._label(pts[clean], return_features)
+        n = len(pts)
+        labels = np.full(n, -1, dtype=np.int32)
+        scores = np.zeros(n, dtype=np.float32)
+        labels[clean], scores[clean] = result.labels, result.scores
+        features = None
+        if result.features is not None:
+            features = np.zeros((n, result.features.shape[1]), np.float32)
+            features[clean] = result.features
+        bad_intensity = np.flatnonzero(xyz_ok & ~clean)
+        if len(bad_intensity):
+            # The clean point that stands for each of these points' voxels (-1: the voxel has no clean point).
+            source = self._voxel_mates(pts[clean], pts[bad_intensity])
+            ok = source >= 0
+            rows = bad_intensity[ok]
+            labels[rows] = result.labels[source[ok]]
+            scores[rows] = result.scores[source[ok]]
+            if features is not None:
+                features[rows] = result.features[source[ok]]
+        return Segmentation(labels=labels, scores=scores, features=features, timings_ms=result.timings_ms,
+                            non_finite_xyz=int((~xyz_ok).sum()), non_finite_intensity=len(bad_intensity))
+
+    def _voxel_mates(self, clean: np.ndarray, others: np.ndarray) -> np.ndarray:
+        """For each of ``others`` (finite x, y, z), the index of a ``clean`` point in the same voxel, or -1."""
+        from relidar.core.voxelize import pack_keys
+
+        xyz_only = np.zeros((len(others), 4), np.float32)
+        xyz_only[:, :3] = others[:, :3]
+        grid = self.preprocessor.grid.shape
+        mine = self.preprocessor.voxelize(clean)
+        theirs = self.preprocessor.voxelize(xyz_only)
+        keys = pack_keys(mine.coords, grid)  # sorted: voxels come out in key order
+        wanted = pack_keys(theirs.coords, grid)
+        at = np.minimum(np.searchsorted(keys, wanted), max(len(keys) - 1, 0))
+        found = (at < len(keys)) & (keys[at] == wanted) if len(keys) else np.zeros(len(wanted), bool)
+        representative = np.full(mine.num_voxels, -1, dtype=np.int64)
+        inside = np.flatnonzero(mine.point_to_voxel >= 0)
+        representative[mine.point_to_voxel[inside]] = inside
+        voxel_source = np.where(found, representative[at], -1) if len(keys) else np.full(len(wanted), -1)
+        out = np.full(len(others), -1, dtype=np.int64)
+        placed = theirs.point_to_voxel >= 0
+        out[placed] = voxel_source[theirs.point_to_voxel[placed]]
+        return out
+
+    def _label(self, points: np.ndarray, return_features: bool) -> Segmentation:
         t0 = time.perf_counter()
         inputs = self.preprocess(points)
         return self.label(inputs, return_features=return_features, preprocess_ms=(time.perf_counter() - t0) * 1e3)

@@ -10,7 +10,6 @@ valid class names (:func:`check_class_names`).
 
 from __future__ import annotations
 
-import hashlib
 import io
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from relidar.core.atomic import atomic_write_bytes
 from relidar.core.config import StrictModel
 from relidar.core.errors import RelidarError
 from relidar.core.text.spec import TextEncoderSpec
+from relidar.core.viz.palette import class_colour
 
 VOCABULARY_FORMAT_VERSION = 2
 
@@ -79,52 +79,46 @@ DEFAULT_TEMPLATES: tuple[str, ...] = (
 )
 
 NUSCENES_CLASSES: tuple[ClassSpec, ...] = (
-    ClassSpec("barrier", ("barrier", "concrete barrier", "road barrier", "guard rail"), (112, 128, 144)),
-    ClassSpec("bicycle", ("bicycle", "bike"), (220, 20, 60)),
-    ClassSpec("bus", ("bus", "city bus", "coach"), (255, 127, 80)),
-    ClassSpec("car", ("car", "sedan", "suv", "van"), (255, 158, 0)),
-    ClassSpec("construction_vehicle", ("construction vehicle", "excavator", "crane", "bulldozer"), (233, 150, 70)),
-    ClassSpec("motorcycle", ("motorcycle", "motorbike", "scooter"), (255, 61, 99)),
-    ClassSpec("pedestrian", ("pedestrian", "person", "people walking"), (0, 0, 230)),
-    ClassSpec("traffic_cone", ("traffic cone", "cone"), (47, 79, 79)),
-    ClassSpec("trailer", ("trailer", "semi-trailer", "cargo trailer"), (255, 140, 0)),
-    ClassSpec("truck", ("truck", "lorry", "pickup truck"), (255, 99, 71)),
-    ClassSpec("driveable_surface", ("road", "street", "asphalt road", "lane"), (0, 207, 191)),
-    ClassSpec("other_flat", ("traffic island", "median strip", "rail track", "curb"), (175, 0, 75)),
-    ClassSpec("sidewalk", ("sidewalk", "pavement", "footpath"), (75, 0, 75)),
-    ClassSpec("terrain", ("grass", "grassland", "soil", "sand", "lawn"), (112, 180, 60)),
-    ClassSpec("manmade", ("building", "wall", "fence", "pole", "traffic sign", "bridge"), (222, 184, 135)),
-    ClassSpec("vegetation", ("tree", "trees", "bush", "hedge", "vegetation"), (0, 175, 0)),
+    ClassSpec("barrier", ("barrier", "concrete barrier", "road barrier", "guard rail"), class_colour("barrier")),
+    ClassSpec("bicycle", ("bicycle", "bike"), class_colour("bicycle")),
+    ClassSpec("bus", ("bus", "city bus", "coach"), class_colour("bus")),
+    ClassSpec("car", ("car", "sedan", "suv", "van"), class_colour("car")),
+    ClassSpec("construction_vehicle", ("construction vehicle", "excavator", "crane", "bulldozer"), class_colour("construction_vehicle")),
+    ClassSpec("motorcycle", ("motorcycle", "motorbike", "scooter"), class_colour("motorcycle")),
+    ClassSpec("pedestrian", ("pedestrian", "person", "people walking"), class_colour("pedestrian")),
+    ClassSpec("traffic_cone", ("traffic cone", "cone"), class_colour("traffic_cone")),
+    ClassSpec("trailer", ("trailer", "semi-trailer", "cargo trailer"), class_colour("trailer")),
+    ClassSpec("truck", ("truck", "lorry", "pickup truck"), class_colour("truck")),
+    ClassSpec("driveable_surface", ("road", "street", "asphalt road", "lane"), class_colour("driveable_surface")),
+    ClassSpec("other_flat", ("traffic island", "median strip", "rail track", "curb"), class_colour("other_flat")),
+    ClassSpec("sidewalk", ("sidewalk", "pavement", "footpath"), class_colour("sidewalk")),
+    ClassSpec("terrain", ("grass", "grassland", "soil", "sand", "lawn"), class_colour("terrain")),
+    ClassSpec("manmade", ("building", "wall", "fence", "pole", "traffic sign", "bridge"), class_colour("manmade")),
+    ClassSpec("vegetation", ("tree", "trees", "bush", "hedge", "vegetation"), class_colour("vegetation")),
 )
 
-# Colours are the SemanticKITTI API's colour map (semantic-kitti.yaml lists BGR; these are RGB).
+# Colours: the one palette (relidar.core.viz.palette), by class name.
 SEMANTIC_KITTI_CLASSES: tuple[ClassSpec, ...] = (
-    ClassSpec("car", ("car", "sedan", "van"), (100, 150, 245)),
-    ClassSpec("bicycle", ("bicycle", "bike"), (100, 230, 245)),
-    ClassSpec("motorcycle", ("motorcycle", "motorbike"), (30, 60, 150)),
-    ClassSpec("truck", ("truck", "lorry"), (80, 30, 180)),
-    ClassSpec("other-vehicle", ("bus", "trailer", "tram", "caravan"), (0, 0, 255)),
-    ClassSpec("person", ("person", "pedestrian", "people walking"), (255, 30, 30)),
-    ClassSpec("bicyclist", ("bicyclist", "cyclist", "person riding a bicycle"), (255, 40, 200)),
-    ClassSpec("motorcyclist", ("motorcyclist", "person riding a motorcycle"), (150, 30, 90)),
-    ClassSpec("road", ("road", "street", "asphalt road"), (255, 0, 255)),
-    ClassSpec("parking", ("parking lot", "parking space"), (255, 150, 255)),
-    ClassSpec("sidewalk", ("sidewalk", "pavement", "footpath"), (75, 0, 75)),
-    ClassSpec("other-ground", ("traffic island", "median strip", "gravel"), (175, 0, 75)),
-    ClassSpec("building", ("building", "house", "wall"), (255, 200, 0)),
-    ClassSpec("fence", ("fence", "railing", "guard rail"), (255, 120, 50)),
-    ClassSpec("vegetation", ("vegetation", "bush", "hedge", "tree crown"), (0, 175, 0)),
-    ClassSpec("trunk", ("tree trunk", "trunk"), (135, 60, 0)),
-    ClassSpec("terrain", ("grass", "soil", "lawn", "terrain"), (150, 240, 80)),
-    ClassSpec("pole", ("pole", "street light", "lamp post"), (255, 240, 150)),
-    ClassSpec("traffic-sign", ("traffic sign", "road sign", "street sign"), (255, 0, 0)),
+    ClassSpec("car", ("car", "sedan", "van"), class_colour("car")),
+    ClassSpec("bicycle", ("bicycle", "bike"), class_colour("bicycle")),
+    ClassSpec("motorcycle", ("motorcycle", "motorbike"), class_colour("motorcycle")),
+    ClassSpec("truck", ("truck", "lorry"), class_colour("truck")),
+    ClassSpec("other-vehicle", ("bus", "trailer", "tram", "caravan"), class_colour("other-vehicle")),
+    ClassSpec("person", ("person", "pedestrian", "people walking"), class_colour("person")),
+    ClassSpec("bicyclist", ("bicyclist", "cyclist", "person riding a bicycle"), class_colour("bicyclist")),
+    ClassSpec("motorcyclist", ("motorcyclist", "person riding a motorcycle"), class_colour("motorcyclist")),
+    ClassSpec("road", ("road", "street", "asphalt road"), class_colour("road")),
+    ClassSpec("parking", ("parking lot", "parking space"), class_colour("parking")),
+    ClassSpec("sidewalk", ("sidewalk", "pavement", "footpath"), class_colour("sidewalk")),
+    ClassSpec("other-ground", ("traffic island", "median strip", "gravel"), class_colour("other-ground")),
+    ClassSpec("building", ("building", "house", "wall"), class_colour("building")),
+    ClassSpec("fence", ("fence", "railing", "guard rail"), class_colour("fence")),
+    ClassSpec("vegetation", ("vegetation", "bush", "hedge", "tree crown"), class_colour("vegetation")),
+    ClassSpec("trunk", ("tree trunk", "trunk"), class_colour("trunk")),
+    ClassSpec("terrain", ("grass", "soil", "lawn", "terrain"), class_colour("terrain")),
+    ClassSpec("pole", ("pole", "street light", "lamp post"), class_colour("pole")),
+    ClassSpec("traffic-sign", ("traffic sign", "road sign", "street sign"), class_colour("traffic-sign")),
 )
-
-def class_colour(name: str) -> tuple[int, int, int]:
-    """A stable, fairly saturated display colour for a class no list gives one (hashed from its name)."""
-    digest = hashlib.blake2b(name.encode(), digest_size=3).digest()
-    return tuple(int(60 + (b * 195) // 255) for b in digest)  # type: ignore[return-value]
-
 
 def class_prompts(synonyms: Sequence[str], templates: Sequence[str]) -> list[str]:
     """Every template filled with every synonym (synonym-major order)."""

@@ -7,6 +7,7 @@ See ``relidar.core.bundle`` for the layout.
 from __future__ import annotations
 
 import datetime as _dt
+import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -136,6 +137,10 @@ def write_bundle(out_dir: str | Path, student: Student, vocabulary: Vocabulary, 
                           f"{cfg.out_dim}", hint="ship the text tower of the teacher the student was distilled from")
     out.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    # mkdtemp makes the folder 0700; a bundle is read by other users and containers with other uids.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(stage, 0o777 & ~umask)
     try:
         student = student.eval()
         points = trace_points if trace_points is not None else example_points(cfg)

@@ -12,10 +12,12 @@ relidar.model.sparse.functional) exports from the same weights.
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
 
+from relidar.core.contract import contract_metadata
 from relidar.core.graph import OUTPUTS, Formulation, dynamic_axes, graph_feed, input_names
 from relidar.core.kernel_maps import KernelMaps, build_neighbour_tables_numpy
 from relidar.core.preprocess import Preprocessor
@@ -87,7 +89,8 @@ def export_student_onnx(student: Student, path: str | Path, example: dict[str, n
 
     The example should have every pair list non-empty where possible; sizes are symbolic anyway.
     Uses the TorchScript exporter (``dynamo=False``): its ``dynamic_axes`` give symbolic dims for
-    gathers/scatters over value-sized tensors with no guards to satisfy.
+    gathers/scatters over value-sized tensors with no guards to satisfy. The graph's preprocessing
+    contract (``relidar.core.contract``) goes into the file's metadata, where loading a bundle checks it.
     """
     import warnings
 
@@ -102,7 +105,26 @@ def export_student_onnx(student: Student, path: str | Path, example: dict[str, n
         torch.onnx.export(graph, args, str(path), input_names=names, output_names=list(OUTPUTS),
                           dynamic_axes=dynamic_axes(graph.num_levels, formulation), opset_version=opset,
                           do_constant_folding=True, dynamo=False)
+    _write_metadata(path, contract_metadata(student_contract(student), logit_scale))
     return path
+
+
+def student_contract(student: Student) -> SimpleNamespace:
+    """What the graph's preprocessing contract is made of, from the student itself."""
+    cfg = student.config
+    return SimpleNamespace(voxel_size=cfg.voxel_size, crop_min=cfg.crop_min, crop_max=cfg.crop_max,
+                           input_features=tuple(cfg.input_features), num_levels=cfg.num_levels,
+                           backbone_dim=student.backbone.out_channels, out_dim=cfg.out_dim)
+
+
+def _write_metadata(path: Path, entries: dict[str, str]) -> None:
+    import onnx
+
+    model = onnx.load(str(path))
+    for key, value in entries.items():
+        prop = model.metadata_props.add()
+        prop.key, prop.value = key, value
+    onnx.save(model, str(path))
 
 
 def example_feed(student: Student, points: np.ndarray, text_embeddings: np.ndarray) -> dict[str, np.ndarray]:

@@ -9,7 +9,7 @@ from pydantic import Field, model_validator
 from relidar.core.config import StrictModel
 from relidar.model.network import StudentConfig
 from relidar.training.augment import AugmentConfig
-from relidar.training.losses import LossConfig
+from relidar.training.losses import LossConfig, LossName
 from relidar.training.sampling import SamplingConfig
 
 
@@ -26,11 +26,44 @@ class SyntheticSource(StrictModel):
     teacher: dict = Field(default_factory=dict, description="SimulatedTeacherConfig fields, e.g. {feature_dim: 64}")
 
 
-class DataConfig(StrictModel):
+class ScanSource(StrictModel):
+    """One set of scans: a teacher feature cache (built from the synthetic world first, if asked)."""
+
     cache: str = Field(..., description="teacher feature cache folder (written by `relidar prepare`)")
     synthetic: SyntheticSource | None = Field(None, description="generate + prepare the synthetic world into `cache` if absent")
-    val_fraction: float = Field(0.25, ge=0.0, lt=1.0, description="last fraction of the frames, held out for evaluation")
     max_frames: int | None = Field(None, ge=1, description="use only the first frames of the cache")
+
+
+class DataConfig(ScanSource):
+    """Training scans (``cache``) and the held-out ones evaluation scores on.
+
+    Held-out scans come from their own cache (``val``): the official validation split of a dataset
+    (nuScenes: the devkit's ``val`` scenes; SemanticKITTI: sequence 08, training on 00-07 and 09-10),
+    or, in the synthetic world, another street (another world seed). ``val_fraction`` (the tail of
+    ``cache``) exists for data without a split; consecutive sweeps re-scan the same objects, so such
+    scans are not independent of the training ones.
+    """
+
+    val: ScanSource | None = Field(None, description="held-out scans: the official validation split's cache, or "
+                                                     "(synthetic) another world seed")
+    val_fraction: float = Field(0.0, ge=0.0, lt=1.0, description="without `val` only: hold out the last fraction of "
+                                                                 "`cache` (not independent of the training scans)")
+
+    @model_validator(mode="after")
+    def _check_split(self) -> "DataConfig":
+        if self.val is not None and self.val_fraction > 0:
+            raise ValueError("give held-out scans either as `val` (a cache) or as `val_fraction`, not both")
+        return self
+
+
+class OptimizerSettings(StrictModel):
+    """Overrides of the optimizer for one loss (unset fields keep the common value)."""
+
+    name: Literal["adamw", "sgd"] | None = None
+    lr: float | None = Field(None, gt=0.0)
+    weight_decay: float | None = Field(None, ge=0.0)
+    momentum: float | None = Field(None, ge=0.0, lt=1.0)
+    dampening: float | None = Field(None, ge=0.0, lt=1.0)
 
 
 class OptimizerConfig(StrictModel):
@@ -38,6 +71,18 @@ class OptimizerConfig(StrictModel):
     lr: float = Field(2e-3, gt=0.0)
     weight_decay: float = Field(1e-4, ge=0.0)
     momentum: float = Field(0.9, ge=0.0, lt=1.0, description="sgd only")
+    dampening: float = Field(0.0, ge=0.0, lt=1.0, description="sgd only (SLidR uses 0.1)")
+    per_loss: dict[LossName, OptimizerSettings] = Field(
+        default_factory=dict, description="settings for one loss.type, e.g. {contrastive: {name: sgd, lr: 0.5}}: each "
+                                          "loss trained as its own paper trains it")
+
+    def for_loss(self, loss: str) -> "OptimizerConfig":
+        """The settings a run with ``loss.type == loss`` uses (per_loss overrides applied)."""
+        over = self.per_loss.get(loss)  # type: ignore[call-overload]
+        if over is None:
+            return self
+        fields = {k: v for k, v in over.model_dump().items() if v is not None}
+        return self.model_copy(update=fields)
 
 
 class ScheduleConfig(StrictModel):
@@ -69,13 +114,29 @@ class LoggingConfig(StrictModel):
 
 
 class FewShotConfig(StrictModel):
-    scans: int = Field(4, ge=1, description="k labelled scans for the linear probe")
+    """Few-shot evaluation as the literature measures it (SLidR, ST-SLidR, ScaLR): a linear probe on the
+    frozen backbone trained on the labelled training scans (they use 100 %), and fine-tuning the
+    backbone with a new linear classifier on 1 % of them (SLidR/ST-SLidR ``dataset_skip_step: 100``; ScaLR ``finetune_1p``)."""
+
+    probe_fraction: float = Field(1.0, gt=0.0, le=1.0, description="fraction of the labelled training scans the linear "
+                                                                    "probe trains on (SLidR/ScaLR: 100 %)")
+    probe_max_scans: int | None = Field(None, ge=1, description="at most this many of them (a CPU budget)")
     probe_steps: int = Field(150, ge=1)
     probe_lr: float = Field(5e-2, gt=0.0)
-    points_per_scan: int = Field(8192, ge=16, description="labelled points per scan the probe trains on")
-    finetune_fraction: float = Field(0.25, gt=0.0, le=1.0, description="fraction of the labelled train scans fine-tuned on")
-    finetune_steps: int = Field(0, ge=0, description="0 skips fine-tuning")
-    finetune_lr: float = Field(1e-3, gt=0.0)
+    points_per_scan: int = Field(8192, ge=16, description="labelled points per scan the probe and fine-tuning train on")
+    finetune_fractions: list[float] = Field(
+        default_factory=lambda: [0.01, 0.1], description="fractions of the labelled training scans fine-tuned on "
+                                                         "(at least one scan each): 1 % as SLidR/ST-SLidR/ScaLR, and 10 %")
+    finetune_steps: int = Field(0, ge=0, description="optimizer steps per fine-tuning; 0 skips fine-tuning")
+    finetune_lr: float = Field(1e-3, gt=0.0, description="backbone learning rate of fine-tuning (AdamW)")
+    finetune_head_lr: float = Field(1e-2, gt=0.0, description="learning rate of the new classifier (ST-SLidR: 100x the "
+                                                              "backbone's)")
+
+    @model_validator(mode="after")
+    def _check(self) -> "FewShotConfig":
+        if any(not 0 < f <= 1 for f in self.finetune_fractions):
+            raise ValueError(f"finetune_fractions {self.finetune_fractions} must each be in (0, 1]")
+        return self
 
 
 class EvalConfig(StrictModel):
@@ -83,8 +144,13 @@ class EvalConfig(StrictModel):
                                                      "teacher's, when data.synthetic is set")
     max_scans: int | None = Field(None, ge=1, description="evaluate at most this many held-out scans")
     few_shot: FewShotConfig = FewShotConfig()
-    gap_pairs: int = Field(1024, ge=4, description="held-out pairs per scan for the structural gap")
-    ood: DataConfig | None = Field(None, description="another dataset for out-of-distribution few-shot and zero-shot")
+    gap_pairs: int = Field(1024, ge=4, description="held-out pairs per scan for the structural gap and k-NN agreement")
+    knn: int = Field(10, ge=1, description="neighbours of the k-NN label agreement")
+    teacher_seen_iou: float = Field(0.05, ge=0.0, le=1.0, description="a class counts as seen by the teacher when the "
+                                                                      "teacher's own zero-shot IoU on the held-out pairs "
+                                                                      "reaches this")
+    ood: DataConfig | None = Field(None, description="another dataset (another world and sensor) for out-of-distribution "
+                                                     "zero-shot and few-shot; its `val` holds its scored scans")
     bev_scans: int = Field(1, ge=0, description="BEV pictures of prediction vs ground truth")
 
 

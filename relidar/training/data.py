@@ -1,9 +1,13 @@
 """Training data over a teacher feature cache: per-scan samples and sparse batches of several scans.
 
-Randomness is stateless: the frame order of epoch e comes from ``(seed, e)`` and the augmentation
-and pair draws of frame i in epoch e from ``(seed, e, i)``. A resumed run therefore reproduces
-every later batch from the step counter alone, and data-parallel ranks agree on the global batch
-without talking to each other.
+Randomness is stateless: the frame order of epoch e comes from ``(seed, e)``, the augmentation
+and pair draws of frame i in epoch e from ``(seed, e, i)``, and (batch-scope sampling) the share of
+a batch's pairs each scan gives from ``(seed, e, step in epoch, rank)``. A resumed run therefore
+reproduces every later batch from the step counter alone, and data-parallel ranks agree on the
+global batch without talking to each other.
+
+Held-out scans come from their own cache (``DataConfig.val``: an official validation split, or
+another synthetic street), see :func:`split_data`.
 """
 
 from __future__ import annotations
@@ -21,13 +25,14 @@ from relidar.core.preprocess import Preprocessor
 from relidar.model.batch import TorchInputs, to_torch
 from relidar.model.network import StudentConfig
 from relidar.training.augment import AugmentConfig, augment_points
-from relidar.training.config import DataConfig, SyntheticSource
+from relidar.training.config import DataConfig, ScanSource, SyntheticSource
 from relidar.training.feature_cache import CachedFrame, CacheReader
-from relidar.training.sampling import SamplingConfig, kmeans, sample_pairs
+from relidar.training.sampling import SamplingConfig, batch_counts, kmeans, sample_pairs
 
 _ORDER_TAG = 0x0D15
 _SAMPLE_TAG = 0x5A4E
 _CLUSTER_TAG = 0xC1A5
+_BATCH_TAG = 0xBA7C
 
 
 class DataError(RelidarError, ValueError):
@@ -36,22 +41,42 @@ class DataError(RelidarError, ValueError):
 
 @dataclass(frozen=True)
 class Split:
-    """Cache frame indices used for training and held out for evaluation."""
+    """The training scans (frame indices of ``train_cache``) and the held-out ones (of ``val_cache``)."""
 
+    train_cache: CacheReader
     train: tuple[int, ...]
+    val_cache: CacheReader
     val: tuple[int, ...]
 
 
-def split_frames(num_frames: int, config: DataConfig) -> Split:
-    """The last ``val_fraction`` of the frames are held out: consecutive sweeps look alike, so a
-    contiguous tail keeps near-duplicates out of the held-out set."""
-    n = min(num_frames, config.max_frames) if config.max_frames else num_frames
+def _frames(cache: CacheReader, source: ScanSource) -> int:
+    return min(len(cache), source.max_frames) if source.max_frames else len(cache)
+
+
+def split_data(config: DataConfig, on_frame=None) -> Split:
+    """Training and held-out scans of ``config`` (caches built first where the config says so).
+
+    With ``val`` the held-out scans are that cache's; otherwise the last ``val_fraction`` of
+    ``cache`` (a contiguous tail, so at least the scans inside it are not interleaved with
+    training ones); with neither, none are held out.
+    """
+    cache = ensure_cache(config, on_frame)
+    n = _frames(cache, config)
+    if config.val is not None:
+        val_cache = ensure_cache(config.val, on_frame)
+        if val_cache.class_names != cache.class_names:
+            raise DataError(f"data.val: {config.val.cache} has classes {list(val_cache.class_names)} but {config.cache} "
+                            f"has {list(cache.class_names)}; prepare both from the same dataset")
+        if val_cache.feature_dim != cache.feature_dim:
+            raise DataError(f"data.val: {config.val.cache} holds {val_cache.feature_dim}-d teacher features, {config.cache} "
+                            f"{cache.feature_dim}-d; prepare both with the same teacher")
+        return Split(cache, tuple(range(n)), val_cache, tuple(range(_frames(val_cache, config.val))))
     n_val = int(round(n * config.val_fraction))
     if config.val_fraction > 0 and n_val == 0 and n >= 2:
         n_val = 1
     if n - n_val < 1:
         raise DataError(f"data: {n} frames leave none to train on with val_fraction={config.val_fraction}")
-    return Split(train=tuple(range(n - n_val)), val=tuple(range(n - n_val, n)))
+    return Split(cache, tuple(range(n - n_val)), cache, tuple(range(n - n_val, n)))
 
 
 @dataclass(frozen=True)
@@ -153,12 +178,15 @@ class DistillDataset:
                                            self.sampling.kmeans_iterations, rng)
         return self._clusters[frame]
 
-    def sample(self, position: int, epoch: int) -> ScanSample:
+    def sample(self, position: int, epoch: int, num_pairs: int | None = None,
+               cached: CachedFrame | None = None) -> ScanSample:
+        """Scan ``position`` as epoch ``epoch`` sees it, with ``num_pairs`` pairs drawn (default
+        ``sampling.pairs_per_scan``); ``cached`` is the frame when the caller has read it already."""
         frame = self.frames[position]
-        cached = self.cache[frame]
+        cached = cached if cached is not None else self.cache[frame]
         rng = np.random.default_rng(np.random.SeedSequence([self.seed, epoch, frame, _SAMPLE_TAG]))
         clusters = self.clusters(frame, cached) if self.sampling.mode == "balanced" else None
-        chosen = sample_pairs(cached.num_pairs, self.sampling, rng, clusters)
+        chosen = sample_pairs(cached.num_pairs, self.sampling, rng, clusters, num_pairs)
         points = augment_points(cached.points, self.augment, rng)
         return ScanSample(
             frame_index=frame,
@@ -168,6 +196,19 @@ class DistillDataset:
             pair_features=cached.pair_features[chosen].astype(np.float32),
             pair_superpixel=cached.superpixels[cached.pair_point[chosen]].astype(np.int64),
         )
+
+
+    def batch(self, positions: Sequence[int], epoch: int, step_in_epoch: int, rank: int = 0,
+              world_size: int = 1) -> list[ScanSample]:
+        """The samples of one step: this rank's ``positions`` of the global batch, with pairs drawn as
+        ``sampling.scope`` says (batch scope: ``pairs_per_batch / world_size`` over the union of their pairs)."""
+        if self.sampling.scope == "scan":
+            return [self.sample(int(p), epoch) for p in positions]
+        frames = [self.cache[self.frames[int(p)]] for p in positions]
+        rng = np.random.default_rng(np.random.SeedSequence([self.seed, epoch, step_in_epoch, rank, _BATCH_TAG]))
+        n = max(2, self.sampling.pairs_per_batch // world_size)
+        counts = batch_counts([f.num_pairs for f in frames], n, rng)
+        return [self.sample(int(p), epoch, int(c), f) for p, c, f in zip(positions, counts, frames)]
 
 
 def steps_per_epoch(num_frames: int, batch_size: int) -> int:
@@ -215,7 +256,9 @@ def build_synthetic_cache(cache_dir: str | Path, source: SyntheticSource, on_fra
             return self._names
 
         def _load(self, index: int):
-            return world.sample(index).frame
+            sample = world.sample(index)
+            teacher.remember(sample)  # the version-2 teacher reads the renderer's masks of these images
+            return sample.frame
 
     teacher = SimulatedTeacher(SimulatedTeacherConfig.model_validate(source.teacher))
     report = prepare_cache(SyntheticWorldReader(), cache_dir, teacher, on_frame=on_frame)
@@ -233,7 +276,7 @@ def synthetic_vocabulary(source: SyntheticSource):
     return build_vocabulary(synthetic_class_specs(), DEFAULT_TEMPLATES, teacher, teacher.text_spec)
 
 
-def ensure_cache(config: DataConfig, on_frame=None) -> CacheReader:
+def ensure_cache(config: ScanSource, on_frame=None) -> CacheReader:
     """The cache ``config`` names, built first from the synthetic world when it says so and it is absent."""
     from relidar.training.feature_cache import MANIFEST_NAME
 

@@ -24,7 +24,7 @@ from torch import nn
 
 from relidar.core.config import save_config
 from relidar.core.errors import RelidarError
-from relidar.core.rundir import make_run_dir
+from relidar.core.rundir import run_dir as new_run_dir
 from relidar.model.kernel_maps_torch import build_neighbour_tables_torch
 from relidar.model.network import Student
 from relidar.training.checkpoint import (
@@ -40,10 +40,9 @@ from relidar.training.data import (
     Batch,
     DistillDataset,
     collate,
-    ensure_cache,
     global_batch_positions,
     rank_share,
-    split_frames,
+    split_data,
     steps_per_epoch,
 )
 from relidar.training.distributed import (
@@ -86,9 +85,12 @@ def pick_device(config: DistillConfig, ctx: DistContext) -> torch.device:
 
 
 def build_optimizer(model: nn.Module, config: DistillConfig) -> torch.optim.Optimizer:
-    opt = config.optimizer
+    """The optimizer of ``config.loss.type``: ``optimizer`` with its ``per_loss`` overrides applied, so each
+    loss can be trained as its own paper trains it (SLidR: SGD lr 0.5; ScaLR: AdamW lr 2e-3)."""
+    opt = config.optimizer.for_loss(config.loss.type)
     if opt.name == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=opt.lr, momentum=opt.momentum, weight_decay=opt.weight_decay)
+        return torch.optim.SGD(model.parameters(), lr=opt.lr, momentum=opt.momentum, dampening=opt.dampening,
+                               weight_decay=opt.weight_decay)
     return torch.optim.AdamW(model.parameters(), lr=opt.lr, weight_decay=opt.weight_decay)
 
 
@@ -185,13 +187,13 @@ class _Logger:
             self.writer.close()
 
 
-def prepare_run_dir(config: DistillConfig, out: Path, resume: Path | None, ctx: DistContext, name: str) -> Path:
+def prepare_run_dir(config: DistillConfig, out: Path | None, resume: Path | None, ctx: DistContext, name: str) -> Path:
     if resume is not None:
         if not (Path(resume) / CONFIG_NAME).is_file():
             raise DistillError(f"not a distillation run folder ({CONFIG_NAME} missing)", path=resume,
                                hint="pass the run folder `relidar distill` wrote")
         return Path(resume)
-    run_dir = make_run_dir(out, name) if ctx.is_main else None
+    run_dir = new_run_dir(out, name) if ctx.is_main else None
     run_dir = Path(str(broadcast_object(ctx, str(run_dir) if run_dir else None)))
     if ctx.is_main:
         save_config(config, run_dir / CONFIG_NAME)
@@ -200,24 +202,27 @@ def prepare_run_dir(config: DistillConfig, out: Path, resume: Path | None, ctx: 
 
 def distill(
     config: DistillConfig,
-    out: Path | str = "runs",
+    out: Path | str | None = None,
     resume: Path | str | None = None,
     ctx: DistContext = DistContext(),
     on_step: Callable[[int, int, dict[str, float]], None] | None = None,
     run_name: str | None = None,
 ) -> DistillResult:
-    """Train the student on ``config`` (a resumed run passes the run folder as ``resume`` and the config
-    saved in it). ``on_step(step, total, losses)`` is called on rank 0 after every step (progress bars)."""
+    """Train the student on ``config`` into the run folder ``out`` (exactly that folder, new or empty;
+    default ``runs/<run_name>_<stamp>``, ``run_name`` defaulting to ``distill_<loss>``). A resumed run passes
+    the run folder as ``resume`` and the config saved in it. ``on_step(step, total, losses)`` is called on
+    rank 0 after every step (progress bars)."""
     threads_before = torch.get_num_threads()
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
     try:
-        return _distill(config, Path(out), Path(resume) if resume else None, ctx, on_step, run_name)
+        return _distill(config, Path(out) if out is not None else None, Path(resume) if resume else None, ctx, on_step,
+                        run_name)
     finally:
         torch.set_num_threads(threads_before)
 
 
-def _distill(config: DistillConfig, out: Path, resume: Path | None, ctx: DistContext,
+def _distill(config: DistillConfig, out: Path | None, resume: Path | None, ctx: DistContext,
              on_step: Callable[[int, int, dict[str, float]], None] | None, run_name: str | None) -> DistillResult:
     start_time = time.perf_counter()
     device = pick_device(config, ctx)
@@ -226,14 +231,14 @@ def _distill(config: DistillConfig, out: Path, resume: Path | None, ctx: DistCon
                            "processes", field="train.batch_size")
 
     if ctx.is_main:
-        cache = ensure_cache(config.data)
+        split = split_data(config.data)
     barrier(ctx)
     if not ctx.is_main:
-        cache = ensure_cache(config.data)
+        split = split_data(config.data)
+    cache = split.train_cache
     if cache.feature_dim != config.student.out_dim:
         raise DistillError(f"{config.student.out_dim} but the teacher features in {config.data.cache} are "
                            f"{cache.feature_dim}-d", field="student.out_dim", hint=f"set student.out_dim={cache.feature_dim}")
-    split = split_frames(len(cache), config.data)
     dataset = DistillDataset(cache, split.train, config.sampling, config.augment, config.train.seed)
     spe = steps_per_epoch(len(dataset), config.train.batch_size)
     n_steps = total_steps(config, len(dataset))
@@ -270,11 +275,12 @@ def _distill(config: DistillConfig, out: Path, resume: Path | None, ctx: DistCon
             epoch, in_epoch = divmod(step, spe)
             positions = rank_share(global_batch_positions(dataset, epoch, in_epoch, config.train.batch_size),
                                    ctx.rank, ctx.world_size)
-            batch = collate([dataset.sample(int(p), epoch) for p in positions], config.student).to(device)
+            samples = dataset.batch(positions, epoch, in_epoch, ctx.rank, ctx.world_size)
+            batch = collate(samples, config.student).to(device)
             with autocast_context(config, device):
                 k = pair_features(train_model, batch, formulation)
             losses = batch_loss(config.loss, k.float(), batch.pair_features, batch.pair_scan, batch.num_scans,
-                                batch.pair_superpixel)
+                                batch.pair_superpixel, config.sampling.scope)
             optimizer.zero_grad(set_to_none=True)
             if scaler is not None:
                 scaler.scale(losses["total"]).backward()

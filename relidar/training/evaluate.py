@@ -1,13 +1,22 @@
-"""Evaluation of a distilled student: zero-shot, few-shot (linear probe, fine-tuning), structural gap.
+"""Evaluation of a distilled student: zero-shot, few-shot (linear probe, fine-tuning), structural measures.
+
+All scores are on held-out scans (``DataConfig.val``: an official validation split or another street).
 
 * zero-shot: each point takes the vocabulary class whose text embedding is closest (cosine) to its
   student embedding; scored on all points inside the student's crop and on the camera-visible ones
-  (points with a pixel pair).
-* few-shot: a linear classifier on the frozen backbone's per-point features, trained on k labelled
-  scans of the training split; and fine-tuning the whole student (head initialised as the zero-shot
-  classifier) on a fraction of the labelled training scans. Scored on the held-out scans, of the
-  training dataset and of another one (``eval.ood``).
-* structural gap on held-out pairs: mean over i≠j of ``|KKᵀ - QQᵀ|`` and linear CKA of K and Q.
+  (points with a pixel pair). mIoU is given over every class present and over the classes the
+  teacher itself can see (its own 2D zero-shot IoU on the held-out pairs reaches
+  ``eval.teacher_seen_iou``): a student cannot be asked to find what its teacher never finds.
+* few-shot, as SLidR / ST-SLidR / ScaLR measure it: a linear probe on the frozen backbone's
+  per-point features trained on the labelled training scans (``probe_fraction``, 100 % in those
+  papers), and fine-tuning the backbone with a new linear classifier on 1 % (and 10 %) of them; in
+  distribution and on another dataset (``eval.ood``: another world and sensor).
+* structure, on held-out pairs: the paper's gap, mean over i≠j of ``|KKᵀ - QQᵀ|`` on uniformly drawn
+  pairs (the relational loss's intra term: relational distillation minimises it by construction),
+  and three measures no loss optimises: linear CKA of K and Q, the gap on pairs drawn equally from
+  every ground-truth class (no loss sees labels), and the k-NN label agreement (the share of a
+  point's k nearest neighbours in the student's space that carry its label, class-balanced) next
+  to the same for the teacher's features.
 
 Dataset labels are matched to vocabulary classes by name; labels of classes the vocabulary lacks
 are ignored.
@@ -29,12 +38,13 @@ from relidar.core.vocabulary import Vocabulary
 from relidar.model.batch import TorchInputs, to_torch
 from relidar.model.network import Student
 from relidar.training.config import DataConfig, DistillConfig
-from relidar.training.data import ensure_cache, split_frames, synthetic_vocabulary
+from relidar.training.data import split_data, synthetic_vocabulary
 from relidar.training.feature_cache import CachedFrame, CacheReader
-from relidar.training.metrics import SegmentationScores, confusion_matrix, scores_from_confusion
+from relidar.training.metrics import SegmentationScores, confusion_matrix, miou_over, scores_from_confusion
 
 _PROBE_TAG = 0x9B0E
 _GAP_TAG = 0x6A9
+_BALANCE_TAG = 0xBA1
 
 
 class EvaluationError(RelidarError, ValueError):
@@ -113,10 +123,14 @@ def zero_shot_predict(embedding: np.ndarray, text: np.ndarray) -> np.ndarray:
     return np.argmax(embedding @ text.T, axis=1)
 
 
+def _unit(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
 def structural_gap(k: np.ndarray, q: np.ndarray) -> dict[str, float]:
     """Mean over i≠j of |KKᵀ - QQᵀ| (rows normalised) and linear CKA between K and Q."""
-    kn = k / np.maximum(np.linalg.norm(k, axis=1, keepdims=True), 1e-12)
-    qn = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
+    kn, qn = _unit(k), _unit(q)
     n = kn.shape[0]
     diff = np.abs(kn @ kn.T - qn @ qn.T)
     gap = float((diff.sum() - np.trace(diff)) / max(n * (n - 1), 1))
@@ -130,6 +144,30 @@ def linear_cka(x: np.ndarray, y: np.ndarray) -> float:
     num = np.linalg.norm(xc.T @ yc) ** 2
     den = np.linalg.norm(xc.T @ xc) * np.linalg.norm(yc.T @ yc)
     return float(num / den) if den > 0 else float("nan")
+
+
+def balanced_pick(labels: np.ndarray, per_class: int, rng: np.random.Generator) -> np.ndarray:
+    """Up to ``per_class`` indices of each label >= 0, drawn without replacement (sorted)."""
+    chosen = []
+    for c in np.unique(labels[labels >= 0]):
+        members = np.flatnonzero(labels == c)
+        chosen.append(rng.choice(members, size=min(per_class, len(members)), replace=False))
+    return np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, dtype=np.int64)
+
+
+def knn_label_agreement(features: np.ndarray, labels: np.ndarray, k: int) -> float:
+    """Class-balanced share of each row's ``k`` nearest other rows (cosine) that carry its label: per
+    class, the mean share over its rows; then the mean over classes. Classes with no more than ``k``
+    rows are left out (their share could not reach 1); NaN when none is left."""
+    classes, counts = np.unique(labels, return_counts=True)
+    if not (counts > k).any():
+        return float("nan")
+    f = _unit(features)
+    sim = f @ f.T
+    np.fill_diagonal(sim, -np.inf)
+    neighbours = np.argpartition(-sim, k - 1, axis=1)[:, :k]
+    share = (labels[neighbours] == labels[:, None]).mean(axis=1)
+    return float(np.mean([share[labels == c].mean() for c, n in zip(classes, counts) if n > k]))
 
 
 def train_linear_probe(features: np.ndarray, labels: np.ndarray, num_classes: int, steps: int, lr: float,
@@ -157,47 +195,65 @@ def train_linear_probe(features: np.ndarray, labels: np.ndarray, num_classes: in
 
 @dataclass(frozen=True)
 class LabelledSet:
-    """Labelled scans for evaluation: a cache, its training and held-out frames, labels in vocabulary ids."""
+    """Labelled scans for evaluation: training scans (for few-shot) and held-out ones (scored), labels
+    mapped to vocabulary ids."""
 
     name: str
-    cache: CacheReader
+    train_cache: CacheReader
     train: tuple[int, ...]
+    val_cache: CacheReader
     val: tuple[int, ...]
     lut: np.ndarray
 
     def labels(self, cached: CachedFrame) -> np.ndarray:
         if cached.labels is None:
-            raise EvaluationError(f"frame {cached.frame_id} has no labels; evaluation needs labelled data", path=self.cache.root)
+            raise EvaluationError(f"{self.name}: frame {cached.frame_id} has no labels; evaluation needs labelled data",
+                                  path=self.train_cache.root)
         return to_vocabulary_labels(cached.labels.astype(np.int64), self.lut)
 
 
 def labelled_set(name: str, data: DataConfig, vocabulary: Vocabulary, max_scans: int | None) -> LabelledSet:
-    cache = ensure_cache(data)
-    split = split_frames(len(cache), data)
+    split = split_data(data)
     if not split.val:
-        raise EvaluationError("no held-out frames; set data.val_fraction > 0", path=data.cache)
-    lut = label_map(cache.class_names, vocabulary)
+        raise EvaluationError("no held-out scans", path=data.cache, field="data.val",
+                              hint="set data.val (the validation split's cache, or another synthetic street)")
+    lut = label_map(split.train_cache.class_names, vocabulary)
     if (lut < 0).all():
-        raise EvaluationError(f"{data.cache}: none of its classes {list(cache.class_names)} is in the vocabulary "
-                              f"{list(vocabulary.class_names)}")
+        raise EvaluationError(f"{data.cache}: none of its classes {list(split.train_cache.class_names)} is in the "
+                              f"vocabulary {list(vocabulary.class_names)}")
     val = split.val[:max_scans] if max_scans else split.val
-    return LabelledSet(name=name, cache=cache, train=split.train, val=val, lut=lut)
+    return LabelledSet(name=name, train_cache=split.train_cache, train=split.train, val_cache=split.val_cache, val=val,
+                       lut=lut)
 
 
-def evaluate_zero_shot(model: Student, data: LabelledSet, vocabulary: Vocabulary, device: torch.device,
-                       keep_predictions: int = 0, gap_pairs: int = 1024, seed: int = 0,
-                       on_scan: Callable[[], None] | None = None) -> dict[str, Any]:
-    """Zero-shot scores over the held-out scans, the structural gap on their pairs, and the first
-    ``keep_predictions`` scans' points, labels and predictions (for pictures)."""
+def spread(frames: Sequence[int], count: int) -> list[int]:
+    """``count`` of ``frames`` evenly spread over them (consecutive sweeps are near-duplicates)."""
+    count = max(1, min(count, len(frames)))
+    return [frames[int(i)] for i in np.linspace(0, len(frames) - 1, count).round().astype(int)]
+
+
+def fraction_tag(fraction: float) -> str:
+    """0.01 -> '1pct', 0.1 -> '10pct', 0.005 -> '0.5pct' (summary keys)."""
+    return f"{100 * fraction:g}pct"
+
+
+def evaluate_zero_shot(model: Student | None, data: LabelledSet, vocabulary: Vocabulary, device: torch.device,
+                       keep_predictions: int = 0, gap_pairs: int = 1024, seed: int = 0, knn: int = 10,
+                       teacher_seen_iou: float = 0.05, on_scan: Callable[[], None] | None = None,
+                       outputs: Callable[[CachedFrame, np.ndarray], ScanOutput] | None = None) -> dict[str, Any]:
+    """Zero-shot scores over the held-out scans, the structural measures on their pairs, and the first
+    ``keep_predictions`` scans' points, labels and predictions (for pictures). ``outputs(frame, labels)``
+    replaces the student's forward pass (the oracle control: ``relidar.training.oracle``)."""
     text = vocabulary.embeddings.astype(np.float32)
     acc = ZeroShotAccumulator(vocabulary.num_classes)
     teacher_cm = np.zeros((vocabulary.num_classes, vocabulary.num_classes), dtype=np.int64)
     gaps: list[dict[str, float]] = []
+    pool_k, pool_q, pool_y = [], [], []
     kept: list[dict[str, np.ndarray]] = []
     for i, frame in enumerate(data.val):
-        cached = data.cache[frame]
-        out = scan_output(model, cached.points, device)
+        cached = data.val_cache[frame]
         target = data.labels(cached)
+        out = outputs(cached, target) if outputs is not None else scan_output(model, cached.points, device)
         pred = zero_shot_predict(out.embedding, text)
         acc.add(pred, target, out.inside, cached.pair_point.astype(np.int64))
         # The teacher's own zero-shot labels of the paired points: the ceiling distillation aims at.
@@ -206,27 +262,46 @@ def evaluate_zero_shot(model: Student, data: LabelledSet, vocabulary: Vocabulary
         teacher_cm += confusion_matrix(pair_target[ok_t],
                                        zero_shot_predict(cached.pair_features[ok_t].astype(np.float32), text),
                                        vocabulary.num_classes)
-        # Structural gap on this scan's pairs whose point the student sees.
+        # The paper's gap on uniformly drawn pairs of this scan whose point the student sees.
         rng = np.random.default_rng(np.random.SeedSequence([seed, frame, _GAP_TAG]))
         ok = np.flatnonzero(out.inside[cached.pair_point])
         if len(ok) >= 4:
             pick = rng.choice(ok, size=min(gap_pairs, len(ok)), replace=False)
             gaps.append(structural_gap(out.embedding[cached.pair_point[pick]],
                                        cached.pair_features[pick].astype(np.float32)))
+        # A labelled pool for the measures that use classes.
+        lab = np.flatnonzero(out.inside[cached.pair_point] & ok_t)
+        if len(lab):
+            pick = rng.choice(lab, size=min(gap_pairs, len(lab)), replace=False)
+            pool_k.append(out.embedding[cached.pair_point[pick]])
+            pool_q.append(cached.pair_features[pick].astype(np.float32))
+            pool_y.append(pair_target[pick])
         if i < keep_predictions:
             kept.append({"frame_id": cached.frame_id, "points": cached.points, "target": target, "prediction": pred,
                          "inside": out.inside})
         if on_scan:
             on_scan()
-    all_scores = scores_from_confusion(acc.all_points)
-    vis_scores = scores_from_confusion(acc.visible)
+    teacher = scores_from_confusion(teacher_cm)
+    seen = np.nan_to_num(teacher.iou, nan=0.0) >= teacher_seen_iou
+    balanced = {"gap_balanced": float("nan"), "knn_agreement": float("nan"), "teacher_knn_agreement": float("nan")}
+    if pool_y:
+        y = np.concatenate(pool_y)
+        classes = len(np.unique(y))
+        rng = np.random.default_rng(np.random.SeedSequence([seed, _BALANCE_TAG]))
+        pick = balanced_pick(y, max(2, gap_pairs // classes), rng)
+        k_b, q_b, y_b = np.concatenate(pool_k)[pick], np.concatenate(pool_q)[pick], y[pick]
+        if len(pick) >= 4:
+            balanced = {"gap_balanced": structural_gap(k_b, q_b)["gap"], "knn_agreement": knn_label_agreement(k_b, y_b, knn),
+                        "teacher_knn_agreement": knn_label_agreement(q_b, y_b, knn)}
     return {
-        "all": all_scores,
-        "visible": vis_scores,
-        "teacher": scores_from_confusion(teacher_cm),
+        "all": scores_from_confusion(acc.all_points),
+        "visible": scores_from_confusion(acc.visible),
+        "teacher": teacher,
+        "seen": seen,
         "inside_fraction": float(np.mean(acc.inside_fraction)) if acc.inside_fraction else 0.0,
         "gap": float(np.mean([g["gap"] for g in gaps])) if gaps else float("nan"),
         "cka": float(np.mean([g["cka"] for g in gaps])) if gaps else float("nan"),
+        **balanced,
         "scans": len(data.val),
         "kept": kept,
     }
@@ -236,7 +311,7 @@ def _labelled_points(model: Student, data: LabelledSet, frames: Sequence[int], p
                      device: torch.device) -> tuple[np.ndarray, np.ndarray]:
     xs, ys = [], []
     for frame in frames:
-        cached = data.cache[frame]
+        cached = data.train_cache[frame]
         out = scan_output(model, cached.points, device)
         target = data.labels(cached)
         ok = np.flatnonzero(out.inside & (target >= 0))
@@ -247,54 +322,68 @@ def _labelled_points(model: Student, data: LabelledSet, frames: Sequence[int], p
     return np.concatenate(xs), np.concatenate(ys)
 
 
-def evaluate_linear_probe(model: Student, data: LabelledSet, config: DistillConfig, num_classes: int,
-                          device: torch.device, seed: int = 0) -> dict[str, Any]:
-    """Linear probe on k labelled training scans (evenly spread over the split), scored on the held-out ones."""
-    fs = config.eval.few_shot
-    k = min(fs.scans, len(data.train))
-    frames = [data.train[int(i)] for i in np.linspace(0, len(data.train) - 1, k).round().astype(int)]
-    x, y = _labelled_points(model, data, frames, fs.points_per_scan, seed, device)
-    weight, bias = train_linear_probe(x, y, num_classes, fs.probe_steps, fs.probe_lr, seed)
+def _score_linear(model: Student, data: LabelledSet, weight: np.ndarray, bias: np.ndarray, num_classes: int,
+                  device: torch.device) -> SegmentationScores:
+    """Scores on the held-out scans of the classifier ``backbone features @ weight + bias``."""
     cm = np.zeros((num_classes, num_classes), dtype=np.int64)
     for frame in data.val:
-        cached = data.cache[frame]
+        cached = data.val_cache[frame]
         out = scan_output(model, cached.points, device)
         target = data.labels(cached)
         keep = out.inside & (target >= 0)
         pred = np.argmax(out.backbone[keep] @ weight + bias, axis=1)
         cm += confusion_matrix(target[keep], pred, num_classes)
-    return {"scores": scores_from_confusion(cm), "k_scans": k, "train_points": int(len(y))}
+    return scores_from_confusion(cm)
 
 
-def evaluate_finetune(model: Student, data: LabelledSet, config: DistillConfig, vocabulary: Vocabulary,
-                      device: torch.device, seed: int = 0) -> dict[str, Any] | None:
-    """Fine-tune a copy of the whole student with cross-entropy on a fraction of the labelled training
-    scans; the classifier starts as the zero-shot one (cosine to the text embeddings, temperature 0.07)."""
+def evaluate_linear_probe(model: Student, data: LabelledSet, config: DistillConfig, num_classes: int,
+                          device: torch.device, seed: int = 0) -> dict[str, Any]:
+    """Linear probe on the frozen backbone, trained on ``probe_fraction`` of the labelled training scans
+    (evenly spread), scored on the held-out ones."""
     fs = config.eval.few_shot
-    if fs.finetune_steps == 0:
-        return None
-    n = max(1, int(round(len(data.train) * fs.finetune_fraction)))
-    frames = [data.train[int(i)] for i in np.linspace(0, len(data.train) - 1, n).round().astype(int)]
-    student = copy.deepcopy(model).to(device).train()
-    text = torch.from_numpy(vocabulary.embeddings).to(device)
-    opt = torch.optim.AdamW(student.parameters(), lr=fs.finetune_lr, weight_decay=1e-4)
+    count = int(np.ceil(fs.probe_fraction * len(data.train)))
+    if fs.probe_max_scans:
+        count = min(count, fs.probe_max_scans)
+    frames = spread(data.train, count)
+    x, y = _labelled_points(model, data, frames, fs.points_per_scan, seed, device)
+    weight, bias = train_linear_probe(x, y, num_classes, fs.probe_steps, fs.probe_lr, seed)
+    return {"scores": _score_linear(model, data, weight, bias, num_classes, device), "scans": len(frames),
+            "train_points": int(len(y))}
+
+
+def evaluate_finetune(model: Student, data: LabelledSet, config: DistillConfig, num_classes: int,
+                      device: torch.device, fraction: float, seed: int = 0) -> dict[str, Any]:
+    """Fine-tune a copy of the backbone with a new linear classifier (cross-entropy) on ``fraction`` of the
+    labelled training scans (at least one, evenly spread), as SLidR / ST-SLidR do (a fresh head with a
+    higher learning rate than the backbone's: ST-SLidR ``lr_head``). Scored on the held-out scans."""
+    fs = config.eval.few_shot
+    frames = spread(data.train, int(round(len(data.train) * fraction)))
+    torch.manual_seed(seed)
+    backbone = copy.deepcopy(model.backbone).to(device).train()
+    head = torch.nn.Linear(model.backbone.out_channels, num_classes).to(device)
+    opt = torch.optim.AdamW([{"params": backbone.parameters(), "lr": fs.finetune_lr},
+                             {"params": head.parameters(), "lr": fs.finetune_head_lr}], weight_decay=1e-4)
     rng = np.random.default_rng(np.random.SeedSequence([seed, _PROBE_TAG, 1]))
     with torch.enable_grad():
         for step in range(fs.finetune_steps):
-            cached = data.cache[frames[step % len(frames)]]
+            cached = data.train_cache[frames[step % len(frames)]]
             target = data.labels(cached)
-            inputs, p2v = _inputs(student, cached.points, device)
+            inputs, p2v = _inputs(model, cached.points, device)
             ok = np.flatnonzero((p2v >= 0) & (target >= 0))
+            if not len(ok):
+                continue
             pick = rng.choice(ok, size=min(fs.points_per_scan, len(ok)), replace=False)
-            emb = F.normalize(student(inputs.features, inputs.maps).float(), dim=1)
-            logits = emb.index_select(0, torch.from_numpy(p2v[pick]).to(device)) @ text.T / 0.07
-            loss = F.cross_entropy(logits, torch.from_numpy(target[pick]).to(device))
+            logits = head(backbone(inputs.features, inputs.maps).index_select(0, torch.from_numpy(p2v[pick]).to(device)))
+            loss = F.cross_entropy(logits.float(), torch.from_numpy(target[pick]).to(device))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-    student.eval()
-    result = evaluate_zero_shot(student, data, vocabulary, device, gap_pairs=4)
-    return {"scores": result["all"], "scans": n, "steps": fs.finetune_steps}
+    student = copy.deepcopy(model)
+    student.backbone = backbone.eval()
+    weight = head.weight.detach().cpu().numpy().T.astype(np.float32)
+    bias = head.bias.detach().cpu().numpy().astype(np.float32)
+    return {"scores": _score_linear(student, data, weight, bias, num_classes, device), "scans": len(frames),
+            "fraction": fraction, "steps": fs.finetune_steps}
 
 
 def resolve_vocabulary(config: DistillConfig) -> Vocabulary:
@@ -307,56 +396,96 @@ def resolve_vocabulary(config: DistillConfig) -> Vocabulary:
 
 
 @dataclass
+class SetResult:
+    """Everything measured on one labelled set (in-distribution, or out-of-distribution)."""
+
+    zero_shot: dict[str, Any]
+    linear_probe: dict[str, Any]
+    finetune: list[dict[str, Any]]
+
+    def summary(self, prefix: str = "") -> dict[str, float]:
+        zs, seen = self.zero_shot, self.zero_shot["seen"]
+        out = {
+            f"{prefix}zero_shot_miou": zs["all"].miou,
+            f"{prefix}zero_shot_miou_seen": miou_over(zs["all"], seen),
+            f"{prefix}zero_shot_miou_visible": zs["visible"].miou,
+            f"{prefix}zero_shot_miou_visible_seen": miou_over(zs["visible"], seen),
+            f"{prefix}teacher_miou_visible": zs["teacher"].miou,
+            f"{prefix}teacher_seen_classes": float(seen.sum()),
+            f"{prefix}probe_miou": self.linear_probe["scores"].miou,
+            f"{prefix}probe_miou_seen": miou_over(self.linear_probe["scores"], seen),
+            f"{prefix}gap": zs["gap"],
+            f"{prefix}gap_balanced": zs["gap_balanced"],
+            f"{prefix}cka": zs["cka"],
+            f"{prefix}knn_agreement": zs["knn_agreement"],
+            f"{prefix}teacher_knn_agreement": zs["teacher_knn_agreement"],
+        }
+        for ft in self.finetune:
+            out[f"{prefix}finetune_miou_{fraction_tag(ft['fraction'])}"] = ft["scores"].miou
+        return out
+
+    def to_json(self, names: Sequence[str]) -> dict[str, Any]:
+        def scores(s: SegmentationScores) -> dict:
+            return {**s.as_dict(names), "confusion": s.confusion.tolist()}
+
+        zs = self.zero_shot
+        return {
+            "zero_shot": {"all": scores(zs["all"]), "visible": scores(zs["visible"]),
+                          "teacher_visible": scores(zs["teacher"]),
+                          "teacher_seen": [n for n, s in zip(names, zs["seen"]) if s],
+                          "inside_fraction": zs["inside_fraction"], "scans": zs["scans"]},
+            "structure": {k: zs[k] for k in ("gap", "gap_balanced", "cka", "knn_agreement", "teacher_knn_agreement")},
+            "linear_probe": {"scans": self.linear_probe["scans"], "train_points": self.linear_probe["train_points"],
+                             **scores(self.linear_probe["scores"])},
+            "finetune": [{"fraction": ft["fraction"], "scans": ft["scans"], "steps": ft["steps"], **scores(ft["scores"])}
+                         for ft in self.finetune],
+        }
+
+
+@dataclass
 class EvaluationResult:
     """Everything a report shows; ``to_json`` drops the arrays kept for pictures."""
 
     vocabulary: Vocabulary
-    zero_shot: dict[str, Any]
-    linear_probe: dict[str, Any]
-    finetune: dict[str, Any] | None
-    ood: dict[str, Any] | None
+    in_distribution: SetResult
+    ood: SetResult | None
+
+    @property
+    def zero_shot(self) -> dict[str, Any]:
+        return self.in_distribution.zero_shot
 
     def summary(self) -> dict[str, float]:
-        """The headline numbers (what `relidar compare` tabulates)."""
-        out = {
-            "zero_shot_miou": self.zero_shot["all"].miou,
-            "zero_shot_miou_visible": self.zero_shot["visible"].miou,
-            "teacher_miou_visible": self.zero_shot["teacher"].miou,
-            "few_shot_miou": self.linear_probe["scores"].miou,
-            "gap": self.zero_shot["gap"],
-            "cka": self.zero_shot["cka"],
-        }
-        if self.finetune is not None:
-            out["finetune_miou"] = self.finetune["scores"].miou
+        """The headline numbers (what `relidar compare` tabulates); out-of-distribution ones prefixed ``ood_``."""
+        out = self.in_distribution.summary()
         if self.ood is not None:
-            out["ood_zero_shot_miou"] = self.ood["zero_shot"]["all"].miou
-            out["ood_few_shot_miou"] = self.ood["linear_probe"]["scores"].miou
+            out.update(self.ood.summary("ood_"))
         return out
 
     def to_json(self) -> dict[str, Any]:
         names = self.vocabulary.class_names
-
-        def scores(s: SegmentationScores) -> dict:
-            return {**s.as_dict(names), "confusion": s.confusion.tolist()}
-
-        out: dict[str, Any] = {
-            "summary": self.summary(),
-            "classes": list(names),
-            "zero_shot": {"all": scores(self.zero_shot["all"]), "visible": scores(self.zero_shot["visible"]),
-                          "teacher_visible": scores(self.zero_shot["teacher"]),
-                          "inside_fraction": self.zero_shot["inside_fraction"], "scans": self.zero_shot["scans"]},
-            "structural_gap": {"gap": self.zero_shot["gap"], "cka": self.zero_shot["cka"]},
-            "linear_probe": {"k_scans": self.linear_probe["k_scans"], "train_points": self.linear_probe["train_points"],
-                             **scores(self.linear_probe["scores"])},
-        }
-        if self.finetune is not None:
-            out["finetune"] = {"scans": self.finetune["scans"], "steps": self.finetune["steps"],
-                               **scores(self.finetune["scores"])}
+        out: dict[str, Any] = {"summary": self.summary(), "classes": list(names),
+                               **self.in_distribution.to_json(names)}
         if self.ood is not None:
-            out["ood"] = {"zero_shot": scores(self.ood["zero_shot"]["all"]),
-                          "linear_probe": scores(self.ood["linear_probe"]["scores"]),
-                          "gap": self.ood["zero_shot"]["gap"]}
+            out["ood"] = self.ood.to_json(names)
         return out
+
+
+def evaluate_set(model: Student, data: LabelledSet, config: DistillConfig, vocabulary: Vocabulary,
+                 device: torch.device, keep_predictions: int = 0,
+                 phase: Callable[[str], None] = lambda _name: None) -> SetResult:
+    """Zero-shot, structural measures, linear probe and fine-tuning on one labelled set."""
+    ev, seed = config.eval, config.train.seed
+    phase(f"{data.name}: zero-shot")
+    zs = evaluate_zero_shot(model, data, vocabulary, device, keep_predictions=keep_predictions,
+                            gap_pairs=ev.gap_pairs, seed=seed, knn=ev.knn, teacher_seen_iou=ev.teacher_seen_iou)
+    phase(f"{data.name}: linear probe")
+    probe = evaluate_linear_probe(model, data, config, vocabulary.num_classes, device, seed)
+    finetune = []
+    if ev.few_shot.finetune_steps:
+        for fraction in ev.few_shot.finetune_fractions:
+            phase(f"{data.name}: fine-tuning on {fraction_tag(fraction)}")
+            finetune.append(evaluate_finetune(model, data, config, vocabulary.num_classes, device, fraction, seed))
+    return SetResult(zero_shot=zs, linear_probe=probe, finetune=finetune)
 
 
 def evaluate(model: Student, config: DistillConfig, device: torch.device | str = "cpu",
@@ -367,21 +496,11 @@ def evaluate(model: Student, config: DistillConfig, device: torch.device | str =
     if vocabulary.feature_dim != model.config.out_dim:
         raise EvaluationError(f"vocabulary embeddings are {vocabulary.feature_dim}-d but the student emits "
                               f"{model.config.out_dim}-d; use the vocabulary of the teacher it was distilled from")
-    seed = config.train.seed
     phase = on_phase or (lambda _name: None)
     data = labelled_set("in-distribution", config.data, vocabulary, config.eval.max_scans)
-    phase("zero-shot")
-    zs = evaluate_zero_shot(model, data, vocabulary, device, keep_predictions=config.eval.bev_scans,
-                            gap_pairs=config.eval.gap_pairs, seed=seed)
-    phase("linear probe")
-    probe = evaluate_linear_probe(model, data, config, vocabulary.num_classes, device, seed)
-    phase("fine-tuning")
-    ft = evaluate_finetune(model, data, config, vocabulary, device, seed)
+    result = evaluate_set(model, data, config, vocabulary, device, config.eval.bev_scans, phase)
     ood = None
     if config.eval.ood is not None:
-        phase("out-of-distribution")
         other = labelled_set("out-of-distribution", config.eval.ood, vocabulary, config.eval.max_scans)
-        ood = {"zero_shot": evaluate_zero_shot(model, other, vocabulary, device, gap_pairs=config.eval.gap_pairs,
-                                               seed=seed),
-               "linear_probe": evaluate_linear_probe(model, other, config, vocabulary.num_classes, device, seed)}
-    return EvaluationResult(vocabulary=vocabulary, zero_shot=zs, linear_probe=probe, finetune=ft, ood=ood)
+        ood = evaluate_set(model, other, config, vocabulary, device, 0, phase)
+    return EvaluationResult(vocabulary=vocabulary, in_distribution=result, ood=ood)

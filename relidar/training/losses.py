@@ -1,17 +1,26 @@
 """Distillation losses between student features K and teacher features Q of N point-pixel pairs.
 
 Every loss takes K [N, D] and Q [N, D] (row i of each belongs to pair i), normalises the rows and
-returns a scalar. They are computed per scan and averaged over the scans of a batch (see
-``batch_loss``): pairs of two different scenes carry no relation worth matching, and a per-scan loss
-makes a data-parallel run over shards of the global batch the same objective as one process.
+returns a scalar. ``batch_loss`` applies it in one of two scopes:
+
+* ``batch`` (the default, as the literature does it): one loss over all pairs drawn from the batch,
+  so a point's negatives (contrastive) and relations (relational) include other scans' pixels.
+  PPKT/SLidR draw their ``num_matches`` = 4096 pairs from the pairs of the whole batch and apply the
+  loss to them at once (SLidR ``pretrain/lightning_trainer.py``, ``loss``: ``np.random.choice`` over
+  ``pairing_points`` of the batch); ScaLR concatenates the pairs of every scan of the batch before its
+  loss (``utils/distiller.py``). Under data parallelism each process applies it to its share, as
+  SLidR and ST-SLidR do ("each loss is applied independently on each GPU").
+* ``scan``: the loss of each scan's pairs alone, averaged over the batch's scans (an ablation).
 
 * contrastive (PPKT / SLidR): cross-entropy of ``K Qᵀ / τ`` against the diagonal -- each point must
   pick its own pixel among the scan's pixels; optionally K and Q are first averaged within each
   superpixel (SLidR), so that points of one object are not pushed away from each other's pixels.
 * similarity (ScaLR / OpenScene): mean of ``1 - cos(k_i, q_i)``.
-* relational (Mahmoud, Harakeh, Waslander, ECCV 2024): intra-modal mean over i≠j of
-  ``|KKᵀ - QQᵀ|`` and cross-modal mean over i of ``|k_i·q_i - 1|`` plus mean over i≠j of
-  ``|KQᵀ - QQᵀ|``, weighted.
+* relational (Mahmoud, Harakeh, Waslander, ECCV 2024, arXiv 2409.00845): intra-modal mean over
+  i≠j of ``|KKᵀ - QQᵀ|`` and cross-modal mean over i of ``|k_i·q_i - 1|`` (the diagonal of
+  ``|KQᵀ - QQᵀ|``, since ``q_i·q_i = 1``) plus mean over i≠j of ``|KQᵀ - QQᵀ|``. The paper sums
+  them (L = L_intra + L_cross); each of the three terms has its own weight here, so that a term can
+  be ablated (``intra_weight``, ``cross_diag_weight``, ``cross_offdiag_weight``, all 1 by default).
 """
 
 from __future__ import annotations
@@ -46,11 +55,15 @@ class LossConfig(StrictModel):
     superpixel_pooling: bool = Field(
         False, description="contrastive: average K and Q within each superpixel before the loss (SLidR)"
     )
-    intra_weight: float = Field(1.0, ge=0.0, description="relational: weight of the intra-modal term")
-    cross_weight: float = Field(1.0, ge=0.0, description="relational: weight of the cross-modal term")
+    intra_weight: float = Field(1.0, ge=0.0, description="relational: weight of the intra-modal term, mean_i≠j |KKᵀ-QQᵀ|")
+    cross_diag_weight: float = Field(1.0, ge=0.0, description="relational: weight of the cross-modal diagonal, mean_i |k_i·q_i-1|")
+    cross_offdiag_weight: float = Field(1.0, ge=0.0, description="relational: weight of the cross-modal off-diagonal, "
+                                                                 "mean_i≠j |KQᵀ-QQᵀ|")
 
     @model_validator(mode="after")
     def _check(self) -> "LossConfig":
+        if self.type == "relational" and self.intra_weight + self.cross_diag_weight + self.cross_offdiag_weight == 0:
+            raise ValueError("relational: at least one of intra_weight, cross_diag_weight, cross_offdiag_weight must be > 0")
         if self.type == "combined":
             if not self.weights or not any(w > 0 for w in self.weights.values()):
                 raise ValueError("type 'combined' needs weights, e.g. {relational: 1.0, similarity: 0.5}")
@@ -130,13 +143,15 @@ def relational_terms(k: Tensor, q: Tensor) -> RelationalTerms:
     )
 
 
-def relational_loss(k: Tensor, q: Tensor, intra_weight: float = 1.0, cross_weight: float = 1.0) -> Tensor:
+def relational_loss(k: Tensor, q: Tensor, intra_weight: float = 1.0, cross_diag_weight: float = 1.0,
+                    cross_offdiag_weight: float = 1.0) -> Tensor:
     t = relational_terms(k, q)
-    return intra_weight * t.intra + cross_weight * (t.cross_diag + t.cross_offdiag)
+    return intra_weight * t.intra + cross_diag_weight * t.cross_diag + cross_offdiag_weight * t.cross_offdiag
 
 
 def scan_loss(config: LossConfig, k: Tensor, q: Tensor, superpixels: Tensor | None = None) -> dict[str, Tensor]:
-    """Every contributing loss of one scan's pairs, unweighted, by name, plus ``total`` (weighted sum)."""
+    """Every contributing loss of one set of pairs (a scan's, or a whole batch's), unweighted, by name, plus
+    ``total`` (weighted sum). ``superpixels`` must be unique over the set (see :func:`batch_superpixels`)."""
     out: dict[str, Tensor] = {}
     total = k.new_zeros((), dtype=torch.float32)
     for name, weight in config.terms().items():
@@ -145,21 +160,35 @@ def scan_loss(config: LossConfig, k: Tensor, q: Tensor, superpixels: Tensor | No
         elif name == "similarity":
             value = similarity_loss(k, q)
         else:
-            value = relational_loss(k, q, config.intra_weight, config.cross_weight)
+            value = relational_loss(k, q, config.intra_weight, config.cross_diag_weight, config.cross_offdiag_weight)
         out[name] = value
         total = total + weight * value
     out["total"] = total
     return out
 
 
-def batch_loss(config: LossConfig, k: Tensor, q: Tensor, pair_scan: Tensor, num_scans: int,
-               superpixels: Tensor | None = None) -> dict[str, Tensor]:
-    """Mean over scans of :func:`scan_loss`; ``pair_scan`` [N] says which scan of the batch each pair is from.
+def batch_superpixels(superpixels: Tensor, pair_scan: Tensor) -> Tensor:
+    """Superpixel ids made unique over a batch (each scan's ids are unique only within it); -1 stays -1."""
+    span = int(superpixels.max().item()) + 1 if superpixels.numel() else 1
+    return torch.where(superpixels >= 0, pair_scan * span + superpixels, superpixels)
 
-    Scans with fewer than two pairs are skipped (no relation, no negative); if none is left the
-    result is a zero connected to K, so a backward pass still runs in every data-parallel rank.
+
+def batch_loss(config: LossConfig, k: Tensor, q: Tensor, pair_scan: Tensor, num_scans: int,
+               superpixels: Tensor | None = None, scope: Literal["batch", "scan"] = "batch") -> dict[str, Tensor]:
+    """The loss of a batch's pairs; ``pair_scan`` [N] says which scan of the batch each pair is from.
+
+    ``scope="batch"``: one :func:`scan_loss` over all pairs (negatives and relations across scans).
+    ``scope="scan"``: the mean over scans of each scan's :func:`scan_loss`. Sets with fewer than two
+    pairs are skipped (no relation, no negative); if none is left the result is a zero connected to
+    K, so a backward pass still runs in every data-parallel rank.
     """
     _check_pair(k, q)
+    if scope == "batch":
+        if k.shape[0] < 2:
+            zero = k.sum() * 0.0
+            return {name: zero for name in (*config.terms(), "total")}
+        sp = batch_superpixels(superpixels, pair_scan) if superpixels is not None else None
+        return scan_loss(config, k, q, sp)
     per_scan: list[dict[str, Tensor]] = []
     for s in range(num_scans):
         sel = torch.nonzero(pair_scan == s, as_tuple=False).squeeze(1)

@@ -1,4 +1,4 @@
-"""Segmentation metrics: confusion matrix, per-class IoU, mIoU (numpy)."""
+"""Segmentation metrics: confusion matrix, per-class IoU, mIoU (over all classes present, or a subset) (numpy)."""
 
 from __future__ import annotations
 
@@ -59,3 +59,11 @@ def scores_from_confusion(confusion: np.ndarray) -> SegmentationScores:
     total = cm.sum()
     acc = float(tp.sum() / total) if total > 0 else float("nan")
     return SegmentationScores(iou=iou, miou=miou, accuracy=acc, confusion=confusion.astype(np.int64))
+
+
+def miou_over(scores: SegmentationScores, classes: np.ndarray) -> float:
+    """mIoU over the classes ``classes`` (a boolean mask [C]) selects, among those present in the ground
+    truth (the convention of :func:`scores_from_confusion`); NaN when none is left."""
+    present = scores.confusion.sum(axis=1) > 0
+    keep = present & np.asarray(classes, dtype=bool)
+    return float(np.mean(scores.iou[keep])) if keep.any() else float("nan")

@@ -10,7 +10,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from relidar.core.atomic import atomic_path, atomic_write_bytes
-from relidar.training.evaluate import EvaluationResult
+from relidar.training.evaluate import EvaluationResult, SetResult, fraction_tag
 from relidar.training.metrics import SegmentationScores
 
 
@@ -48,7 +48,8 @@ def plot_iou_bars(path: Path, series: dict[str, SegmentationScores], class_names
     ax.set_xticks(x, list(class_names), rotation=45, ha="right")
     ax.set_ylabel("IoU (%)")
     ax.set_ylim(0, 100)
-    ax.legend(fontsize=8)
+    # Below the axes, never over the bars.
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.32), ncol=min(len(series), 2), frameon=False)
     ax.set_title("per-class IoU")
     return _save(fig, path)
 
@@ -99,6 +100,19 @@ def scores_table(rows: dict[str, SegmentationScores], class_names: Sequence[str]
     return "\n".join(lines)
 
 
+def score_rows(result: SetResult) -> dict[str, SegmentationScores]:
+    """The per-class score rows of one labelled set, by label."""
+    rows: dict[str, SegmentationScores] = {
+        "zero-shot, all points": result.zero_shot["all"],
+        "zero-shot, camera-visible": result.zero_shot["visible"],
+        "teacher (2D) zero-shot, camera-visible": result.zero_shot["teacher"],
+        f"linear probe, {result.linear_probe['scans']} scans": result.linear_probe["scores"],
+    }
+    for ft in result.finetune:
+        rows[f"fine-tuned, {fraction_tag(ft['fraction'])} ({ft['scans']} scans)"] = ft["scores"]
+    return rows
+
+
 def write_report(out_dir: Path | str, result: EvaluationResult, title: str = "relidar evaluation",
                  extra: dict[str, Any] | None = None) -> dict[str, Path]:
     """Write report.json, report.md and the PNGs into ``out_dir``; returns what was written, by name."""
@@ -113,31 +127,28 @@ def write_report(out_dir: Path | str, result: EvaluationResult, title: str = "re
     atomic_write_bytes(out / "report.json", (json.dumps(payload, indent=2, allow_nan=True) + "\n").encode())
     files["json"] = out / "report.json"
 
-    rows: dict[str, SegmentationScores] = {
-        "zero-shot, all points": result.zero_shot["all"],
-        "zero-shot, camera-visible": result.zero_shot["visible"],
-        "teacher (2D) zero-shot, camera-visible": result.zero_shot["teacher"],
-        f"linear probe, k={result.linear_probe['k_scans']}": result.linear_probe["scores"],
-    }
-    if result.finetune is not None:
-        rows[f"fine-tuned, {result.finetune['scans']} scans"] = result.finetune["scores"]
+    rows = score_rows(result.in_distribution)
     if result.ood is not None:
-        rows["OOD zero-shot"] = result.ood["zero_shot"]["all"]
-        rows["OOD linear probe"] = result.ood["linear_probe"]["scores"]
+        rows.update({f"OOD {k}": v for k, v in score_rows(result.ood).items()})
     summary = result.summary()
     md = [f"# {title}", ""]
     if extra:
         md += [f"- {k}: `{v}`" for k, v in extra.items()] + [""]
-    md += ["## Summary", "", "| metric | value |", "|---|---|"]
+    md += ["## Summary", "", "mIoU values in %; the structural gap and CKA as plain numbers.", "",
+           "| metric | value |", "|---|---|"]
     for k, v in summary.items():
-        md.append(f"| {k} | {v:.4f} |")
-    md += ["", "mIoU in %, per class IoU (– where a class is absent from truth and prediction).", "",
-           "## Per-class IoU", "", scores_table(rows, names), "",
+        md.append(f"| {k} | {_fmt(v)} % |" if "miou" in k else f"| {k} | {v:.4f} |")
+    md += ["", "## Per-class IoU", "", "IoU and mIoU in % (– where a class is absent from truth and prediction).", "",
+           scores_table(rows, names), "",
            f"Zero-shot is scored on points inside the student's crop ({100 * result.zero_shot['inside_fraction']:.1f}% "
-           "of the points) of the held-out scans.", "",
-           "## Structural gap (held-out pairs)", "",
-           f"- mean |KKᵀ − QQᵀ| (i≠j): {result.zero_shot['gap']:.4f}",
-           f"- linear CKA(K, Q): {result.zero_shot['cka']:.4f}", ""]
+           "of the points) of the held-out scans. Classes the teacher sees (its own IoU reaches the "
+           f"`eval.teacher_seen_iou` threshold): {', '.join(n for n, s in zip(names, result.zero_shot['seen']) if s)}.", "",
+           "## Structure (held-out pairs)", "",
+           f"- the paper's gap, mean |KKᵀ − QQᵀ| (i≠j, uniform pairs): {result.zero_shot['gap']:.4f}",
+           f"- the same on pairs drawn equally per ground-truth class: {result.zero_shot['gap_balanced']:.4f}",
+           f"- linear CKA(K, Q): {result.zero_shot['cka']:.4f}",
+           f"- k-NN label agreement, student / teacher: {result.zero_shot['knn_agreement']:.4f} / "
+           f"{result.zero_shot['teacher_knn_agreement']:.4f}", ""]
     files["iou"] = plot_iou_bars(out / "iou_per_class.png", {k: v for k, v in rows.items() if "OOD" not in k},
                                  names, voc.colors)
     files["confusion"] = plot_confusion(out / "confusion_zero_shot.png", result.zero_shot["all"].confusion, names,

@@ -1,4 +1,11 @@
-"""Which point-pixel pairs of a scan a training step uses: N per scan, uniform or class-balanced.
+"""Which point-pixel pairs a training step uses: N over the whole batch (the literature's way) or N per
+scan; uniform or class-balanced.
+
+Batch scope draws ``pairs_per_batch`` pairs uniformly without replacement from the union of the
+batch's pairs, as PPKT/SLidR draw their ``num_matches`` = 4096 (SLidR ``config/slidr_minkunet.yaml``;
+ST-SLidR ``config/pretrain/nuscenes/slidr/base_slidr.yaml``). It is done in two stages that give
+exactly that distribution: how many pairs each scan gives is one multivariate hypergeometric draw
+over the scans' pair counts, then each scan draws its count (uniformly, or balanced as below).
 
 Driving scenes are mostly road, building and vegetation; uniform draws let those dominate every
 relation matrix (the class imbalance the relational-distillation paper names). Without labels,
@@ -18,7 +25,12 @@ from relidar.core.config import StrictModel
 
 
 class SamplingConfig(StrictModel):
-    pairs_per_scan: int = Field(2048, ge=2, description="pairs N drawn from each scan per step")
+    scope: Literal["batch", "scan"] = Field(
+        "batch", description="batch: N pairs drawn over the whole batch, one loss over them (PPKT/SLidR/ScaLR); "
+                             "scan: N pairs per scan, loss per scan, averaged")
+    pairs_per_batch: int = Field(4096, ge=2, description="scope batch: pairs drawn over the batch per step "
+                                                          "(SLidR/ST-SLidR num_matches = 4096); per process under DDP")
+    pairs_per_scan: int = Field(2048, ge=2, description="scope scan: pairs drawn from each scan per step")
     mode: Literal["uniform", "balanced"] = Field("uniform", description="uniform draws, or equal draws per teacher-feature cluster")
     clusters: int = Field(16, ge=1, description="balanced: k-means clusters of the teacher features")
     kmeans_iterations: int = Field(10, ge=1)
@@ -84,10 +96,22 @@ def balanced_draw(groups: np.ndarray, n: int, rng: np.random.Generator) -> np.nd
     return rng.permutation(np.concatenate(chosen))
 
 
+def batch_counts(num_pairs: list[int] | np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """How many of ``n`` pairs drawn without replacement from the union of the scans' pairs fall in each
+    scan (multivariate hypergeometric); every pair of the batch when there are no more than ``n``."""
+    counts = np.asarray(num_pairs, dtype=np.int64)
+    if counts.sum() <= n:
+        return counts.copy()
+    return rng.multivariate_hypergeometric(counts, n).astype(np.int64)
+
+
 def sample_pairs(num_pairs: int, config: SamplingConfig, rng: np.random.Generator,
-                 clusters: np.ndarray | None = None) -> np.ndarray:
-    """Indices (into a scan's pairs) of the pairs to train on; ``clusters`` [num_pairs] for balanced mode."""
-    n = config.pairs_per_scan
+                 clusters: np.ndarray | None = None, n: int | None = None) -> np.ndarray:
+    """Indices (into a scan's pairs) of the pairs to train on: ``n`` of them (default
+    ``pairs_per_scan``); ``clusters`` [num_pairs] for balanced mode."""
+    n = config.pairs_per_scan if n is None else n
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
     if config.mode == "uniform":
         if num_pairs <= n:
             return rng.permutation(num_pairs)

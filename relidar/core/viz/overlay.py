@@ -38,17 +38,6 @@ def depth_colors(depth: np.ndarray, max_depth: float, cmap: str = "turbo_r") -> 
     return (colormaps[cmap](t)[:, :3] * 255).astype(np.uint8)
 
 
-def label_palette(num_classes: int) -> np.ndarray:
-    """[C,3] uint8 distinct colours (tab20, then hsv for more classes)."""
-    from matplotlib import colormaps
-
-    if num_classes <= 20:
-        cols = colormaps["tab20"](np.arange(num_classes) % 20)[:, :3]
-    else:
-        cols = colormaps["hsv"](np.linspace(0, 1, num_classes, endpoint=False))[:, :3]
-    return (cols * 255).astype(np.uint8)
-
-
 def splat(image: np.ndarray, uv: np.ndarray, depth: np.ndarray, colors: np.ndarray, radius: int = 1) -> np.ndarray:
     """A copy of ``image`` with each point a (2r+1)^2 square of its colour; nearer points win."""
     out = image.copy()
@@ -128,9 +117,12 @@ def overlay_labels(
     palette: np.ndarray | None = None,
     radius: int | None = None,
 ) -> Overlay:
-    """Points coloured by class (ignored points grey); legend lists the classes present in the image."""
+    """Points coloured by class in the one palette (relidar.core.viz.palette; unknown points grey); the
+    legend lists the classes present in the image."""
+    from relidar.core.viz.palette import UNKNOWN_COLOUR, UNKNOWN_NAME, palette_for
+
     if palette is None:
-        palette = label_palette(len(class_names))
+        palette = palette_for(class_names)
     palette = np.asarray(palette, dtype=np.uint8)
     if palette.shape != (len(class_names), 3):
         raise OverlayError(f"palette must be [{len(class_names)}, 3] RGB, got {palette.shape}")
@@ -138,13 +130,14 @@ def overlay_labels(
     m = proj.mask
     lab = np.asarray(labels)[m]
     valid = (lab >= 0) & (lab < len(class_names)) & (lab != ignore_index)
-    colors = np.full((len(lab), 3), 128, dtype=np.uint8)
+    colors = np.empty((len(lab), 3), dtype=np.uint8)
+    colors[:] = UNKNOWN_COLOUR
     colors[valid] = palette[lab[valid]]
     image = splat(camera.image, proj.uv[m], proj.depth[m], colors, auto_radius(camera) if radius is None else radius)
     present = np.unique(lab[valid])
     legend = [(class_names[c], palette[c]) for c in present]
     if (~valid).any():
-        legend.append(("ignored", np.array([128, 128, 128], np.uint8)))
+        legend.append((UNKNOWN_NAME, np.array(UNKNOWN_COLOUR, np.uint8)))
     return Overlay(_legend(image, legend), camera.name, len(points), int(m.sum()))
 
 

@@ -83,8 +83,12 @@ class _FramePaths:
 def read_rgb(path: Path) -> np.ndarray:
     if not path.is_file():
         raise DatasetError("image not found", path=path)
-    with Image.open(path) as im:
-        return np.asarray(im.convert("RGB"))
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB"))
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:  # truncated or not an image
+        raise DatasetError(f"not a readable image ({exc})", path=path,
+                           hint="the file is truncated or corrupt; copy it again") from exc
 
 
 class KittiObjectReader(Reader):

@@ -171,6 +171,7 @@ class RosbagReader(Reader):
             raise DatasetError(f"lidar topic {self.lidar_topic} has no messages", path=self.root)
         self._clouds = clouds
         lidar_frame = self._decode(self.lidar_topic, clouds[0]).header.frame_id
+        self.lidar_frame: str = lidar_frame
 
         self._cameras = self._rig_cameras(rig, topics) if rig else self._discover_cameras(topics, lidar_frame)
         if cameras is not None:

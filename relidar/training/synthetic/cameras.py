@@ -11,7 +11,7 @@ from relidar.core.config import StrictModel
 from relidar.core.geometry import make_transform, rotation_z
 from relidar.training.synthetic.classes import CLASSES, SKY_ALBEDOS, class_id
 from relidar.training.synthetic.raycast import PinholeGrid, cast
-from relidar.training.synthetic.scene import Primitives
+from relidar.training.synthetic.scene import Primitives, ground_instance
 from relidar.training.synthetic.texture import LANE_MARKING_RGB, WINDOW_RGB, lane_marking, value_noise, windows
 
 # Mounting in base_link: x, y, z (m) and yaw (deg, 0 = looking forward), nuScenes-like surround.
@@ -62,11 +62,15 @@ def T_base_from_optical(name: str) -> np.ndarray:
 @dataclass(frozen=True)
 class CameraRender:
     """``image`` HxWx3 uint8 RGB; ``classes`` HxW int16 class index (-1: sky); ``depth`` HxW float32
-    optical-axis depth in metres (inf: sky)."""
+    optical-axis depth in metres (inf: sky); ``instances`` HxW int64 object id (``scene.Primitives.obj``,
+    negative for ground tiles, 0 for sky); ``incidence`` HxW float32 |cos| of the angle between the
+    viewing ray and the surface normal (0 for sky)."""
 
     image: np.ndarray
     classes: np.ndarray
     depth: np.ndarray
+    instances: np.ndarray
+    incidence: np.ndarray
 
 
 def render(
@@ -118,4 +122,9 @@ def render(
     image = np.clip(np.rint(colour), 0, 255).astype(np.uint8).reshape(height, width, 3)
     depth = np.where(finite, hits.t * grid.z_of_unit, np.inf).astype(np.float32).reshape(height, width)
     classes = hits.cls.astype(np.int16).reshape(height, width)
-    return CameraRender(image=image, classes=classes, depth=depth)
+    instances = np.zeros(n, dtype=np.int64)
+    instances[hit] = prims.obj[hits.prim[hit]]
+    instances[ground] = ground_instance(hits.cls[ground], hits.point[ground, 0], hits.point[ground, 1])
+    incidence = np.where(finite, np.abs((grid.dirs * hits.normal).sum(axis=1)), 0.0).astype(np.float32)
+    return CameraRender(image=image, classes=classes, depth=depth, instances=instances.reshape(height, width),
+                        incidence=incidence.reshape(height, width))

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 from pydantic import Field
 
 from relidar.core.config import StrictModel
 from relidar.training.synthetic.classes import CLASSES, class_id
-from relidar.training.synthetic.raycast import SphericalGrid, cast
+from relidar.training.synthetic.raycast import SphericalGrid, cast, intersect_box
 from relidar.training.synthetic.scene import Primitives
 from relidar.training.synthetic.texture import lane_marking
 
@@ -28,6 +29,9 @@ class LidarConfig(StrictModel):
     dropout: float = Field(0.03, ge=0.0, lt=1.0, description="probability a return is lost, at short range")
     far_dropout: float = Field(0.25, ge=0.0, lt=1.0, description="extra loss probability at max_range (grows with range squared)")
     intensity_noise: float = Field(0.05, ge=0.0)
+    faint_return: float = Field(0.005, ge=0.0, description="received-power scale (reflectivity x |cos incidence| x "
+                                "(10 m / range)^2) below which returns fade out: dark asphalt at grazing angles far "
+                                "away is mostly lost, as with real spinning lidars; 0 keeps every return")
 
     def elevations_deg(self) -> np.ndarray:
         """Beam elevations, lowest first (ring 0 is the lowest beam, as Velodyne drivers number them)."""
@@ -53,26 +57,39 @@ class LidarScan:
     ring: np.ndarray
 
 
-def scan(prims: Primitives, T_world_lidar: np.ndarray, cfg: LidarConfig, rng: np.random.Generator) -> LidarScan:
-    """One full turn. ``rng`` draws the firing phase, noise and dropout (the caller seeds it per frame)."""
+def scan(prims: Primitives, T_world_lidar: np.ndarray, cfg: LidarConfig, rng: np.random.Generator,
+         blocked: Sequence[tuple[np.ndarray, np.ndarray]] = ()) -> LidarScan:
+    """One full turn. ``rng`` draws the firing phase, noise and dropout (the caller seeds it per frame).
+    ``blocked``: axis-aligned boxes (min corner, max corner) in the lidar frame that stop rays with no
+    return (the ego vehicle's roof and hood: datasets drop those points)."""
     az = cfg.azimuths()
     az = az + rng.uniform(0.0, az[1] - az[0])  # firing phase differs from turn to turn
     grid = SphericalGrid(T_world_lidar[:3, 3], T_world_lidar[:3, :3], np.deg2rad(cfg.elevations_deg()), az)
     hits = cast(grid, prims, cfg.max_range)
+    for lo, hi in blocked:
+        lo, hi = np.asarray(lo, dtype=np.float64), np.asarray(hi, dtype=np.float64)
+        t_body, _ = intersect_box(-(lo + hi)[None] / 2, grid.local_dirs, (hi - lo) / 2)
+        hits.t[t_body < hits.t] = np.inf
     n_az = len(az)
     ring = np.repeat(np.arange(cfg.beams, dtype=np.uint16), n_az)
     column = np.tile(np.arange(n_az), cfg.beams)
     t = hits.t + rng.normal(0.0, cfg.range_noise, hits.t.shape)
     p_drop = cfg.dropout + cfg.far_dropout * np.clip(hits.t / cfg.max_range, 0, 1) ** 2
-    keep = np.isfinite(hits.t) & (t >= cfg.min_range) & (rng.random(t.shape) >= p_drop)
+    finite = np.isfinite(hits.t)
+    refl_all = np.where(hits.prim >= 0, prims.reflectivity[np.maximum(hits.prim, 0)],
+                        _ground_reflectivity(hits.cls, hits.point))
+    if cfg.faint_return > 0:
+        cos_all = np.abs((grid.dirs * hits.normal).sum(axis=1))
+        power = refl_all * cos_all * (10.0 / np.where(finite, np.maximum(hits.t, 1.0), np.inf)) ** 2
+        p_drop = 1.0 - (1.0 - p_drop) * (1.0 - np.exp(-power / cfg.faint_return))
+    keep = finite & (t >= cfg.min_range) & (rng.random(t.shape) >= p_drop)
     # Returns in firing order: column by column, each column bottom beam to top.
     order = np.lexsort((ring, column))
     keep_idx = order[keep[order]]
     d = grid.local_dirs[keep_idx]
     xyz = d * t[keep_idx, None]
     cos_inc = np.abs((grid.dirs[keep_idx] * hits.normal[keep_idx]).sum(axis=1))
-    prim = hits.prim[keep_idx]
-    refl = np.where(prim >= 0, prims.reflectivity[np.maximum(prim, 0)], _ground_reflectivity(hits.cls[keep_idx], hits.point[keep_idx]))
+    refl = refl_all[keep_idx]
     intensity = refl * (0.25 + 0.75 * cos_inc) * (1.0 + rng.normal(0.0, cfg.intensity_noise, len(keep_idx)))
     points = np.concatenate([xyz, np.clip(intensity, 0.0, 1.0)[:, None]], axis=1).astype(np.float32)
     return LidarScan(points=points, labels=hits.cls[keep_idx].astype(np.int64), ring=ring[keep_idx])

@@ -6,6 +6,7 @@ import numpy as np
 
 LANE_MARKING_RGB = np.array([225.0, 225.0, 218.0])
 WINDOW_RGB = np.array([55.0, 68.0, 85.0])
+LANE_WIDTH_M = 3.1  # scene.LANE_WIDTH (kept here: the scene imports this module's neighbours, not the reverse)
 
 
 def _hash01(ix: np.ndarray, iy: np.ndarray, iz: np.ndarray, salt: int) -> np.ndarray:
@@ -29,7 +30,7 @@ def value_noise(p: np.ndarray, scale: float, salt: int = 0) -> np.ndarray:
 def lane_marking(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Dashed centre line (3 m of every 9 m) and solid edge lines of the main street."""
     centre = (np.abs(y) < 0.08) & (np.mod(x, 9.0) < 3.0)
-    edge = np.abs(np.abs(y) - 3.8) < 0.07
+    edge = np.abs(np.abs(y) - 2 * LANE_WIDTH_M) < 0.07
     return centre | edge
 
 

@@ -15,8 +15,15 @@ from relidar.training.synthetic.cameras import CameraConfig, CameraRender, T_bas
 from relidar.training.synthetic.classes import CLASS_NAMES, IGNORE_INDEX
 from relidar.training.synthetic.lidar import LidarConfig, scan
 from relidar.training.synthetic.scene import EGO_LANE_Y, Scene
+from relidar.training.synthetic.truth import ViewTruth
 
 LIDAR_MOUNT = (1.0, 0.0, 1.8)  # lidar origin in base_link, metres
+# The ego vehicle's roof and hood in base_link (min corner, max corner), metres: the lidar's steep beams
+# end on them, so the nearest ground ring lies several metres out, as on a real car.
+EGO_BODY: tuple[tuple[tuple[float, float, float], tuple[float, float, float]], ...] = (
+    ((0.0, -0.75, 0.2), (1.9, 0.75, 1.5)),  # the roof, lidar about 0.3 m above it
+    ((-0.9, -0.95, 0.2), (3.6, 0.95, 1.0)),  # body: trunk, doors and hood
+)
 
 
 class SynthConfig(StrictModel):
@@ -29,12 +36,11 @@ class SynthConfig(StrictModel):
 
 
 @dataclass(frozen=True)
-class CameraTruth:
-    """What the renderer knows about one camera image and a real dataset would not."""
+class CameraTruth(ViewTruth):
+    """What the renderer knows about one camera image and a real dataset would not (the masks of
+    ``ViewTruth``; ``classes`` holds IGNORE_INDEX for sky), with the camera's name."""
 
-    name: str
-    classes: np.ndarray  # HxW int16, IGNORE_INDEX for sky
-    depth: np.ndarray  # HxW float32 metres along the optical axis, inf for sky
+    name: str = ""
 
 
 @dataclass(frozen=True)
@@ -63,6 +69,8 @@ class SyntheticWorld:
         self.scene = Scene(config.seed)
         self.sun = sun_direction(config.seed)
         self.T_base_lidar = make_transform(np.eye(3), LIDAR_MOUNT)
+        mount = np.asarray(LIDAR_MOUNT)
+        self.ego_body_in_lidar = [(np.asarray(lo) - mount, np.asarray(hi) - mount) for lo, hi in EGO_BODY]
         self.T_base_optical = {name: T_base_from_optical(name) for name in config.cameras.names}
         self.K = config.cameras.intrinsics()
 
@@ -84,7 +92,7 @@ class SyntheticWorld:
         prims = self.scene.primitives_near(T_world_lidar[:3, 3], reach)
         sweep = scan(prims.select(np.flatnonzero(np.linalg.norm(prims.center[:, :2] - T_world_lidar[:2, 3], axis=1)
                                                  - prims.bounding_radius < cfg.lidar.max_range)),
-                     T_world_lidar, cfg.lidar, rng)
+                     T_world_lidar, cfg.lidar, rng, blocked=self.ego_body_in_lidar)
         cameras: list[Camera] = []
         truth: list[CameraTruth] = []
         for name in cfg.cameras.names:
@@ -93,7 +101,8 @@ class SyntheticWorld:
                                        self.sun, rng)
             T_cam_from_lidar = invert_transform(T_base_opt) @ self.T_base_lidar
             cameras.append(Camera(name=name, image=out.image, K=self.K.copy(), T_cam_from_lidar=T_cam_from_lidar))
-            truth.append(CameraTruth(name=name, classes=out.classes, depth=out.depth))
+            truth.append(CameraTruth(name=name, classes=out.classes, depth=out.depth, instances=out.instances,
+                                     incidence=out.incidence))
         stamp_ns = int(round(index * 1e9 / cfg.rate_hz))
         frame = Frame(
             frame_id=f"synth_{cfg.seed:04d}_{index:06d}",

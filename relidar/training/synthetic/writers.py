@@ -4,6 +4,10 @@ The bag follows ROS conventions so the project's bag reader treats it as a car's
 REP 105 frames (odom -> base_link on /tf, base_link -> lidar and base_link -> camera_<name>_optical on
 /tf_static, offered transient-local), header stamps at 10 Hz with cameras a few milliseconds off the
 lidar, as unsynchronised sensors are. Bags carry no labels (real ones have none); SemanticKITTI does.
+
+Beside the images both write the renderer's masks (``relidar.training.synthetic.truth``): the
+version-2 simulated teacher reads them when ``relidar prepare`` runs on the log. They are no part of the
+log's format: a reader for real data never looks at them.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from relidar.core.atomic import atomic_path
 from relidar.core.errors import RelidarError
 from relidar.core.pointcloud2 import build_cloud
 from relidar.training.synthetic.classes import to_kitti_ids
+from relidar.training.synthetic.truth import TRUTH_DIR_KITTI, TRUTH_SUFFIX_BAG, write_truth
 from relidar.training.synthetic.world import SyntheticSample
 
 LIDAR_TOPIC = "/lidar/points"
@@ -82,6 +87,8 @@ class BagWriter:
         self._writer = Writer(self.path, version=9, storage_plugin=plugin)
         self._connections: dict[str, object] = {}
         self._static_written = False
+        self._truth_dir = self.path.parent / (self.path.name + TRUTH_SUFFIX_BAG)
+        self._frames = 0
 
     def __enter__(self) -> "BagWriter":
         self._writer.open()
@@ -170,6 +177,10 @@ class BagWriter:
                 roi=T["sensor_msgs/msg/RegionOfInterest"](x_offset=0, y_offset=0, height=0, width=0, do_rectify=False),
             )
             self._put(info_topic(cam.name), "sensor_msgs/msg/CameraInfo", info, cam_stamp)
+        self._truth_dir.mkdir(exist_ok=True)
+        for cam, truth in zip(sample.frame.cameras, sample.camera_truth):
+            write_truth(self._truth_dir / f"{self._frames:06d}_{cam.name}.npz", cam.image, truth)
+        self._frames += 1
 
 
 def _kitti_row(M: np.ndarray) -> str:
@@ -185,7 +196,7 @@ class SemanticKittiWriter:
     def __init__(self, root: str | Path, sequence: int = 0, camera: str = "front") -> None:
         self.dir = Path(root) / "sequences" / f"{sequence:02d}"
         self.camera = camera
-        for sub in ("velodyne", "labels", "image_2"):
+        for sub in ("velodyne", "labels", "image_2", TRUTH_DIR_KITTI):
             (self.dir / sub).mkdir(parents=True, exist_ok=True)
         self._index = 0
         self._poses: list[np.ndarray] = []
@@ -216,6 +227,8 @@ class SemanticKittiWriter:
             to_kitti_ids(frame.labels).astype("<u4").tofile(tmp)
         with atomic_path(self.dir / "image_2" / f"{name}.png") as tmp:
             Image.fromarray(cam.image).save(tmp, format="PNG")
+        write_truth(self.dir / TRUTH_DIR_KITTI / f"{name}.npz", cam.image,
+                    sample.camera_truth[[c.name for c in frame.cameras].index(self.camera)])
         if not self._calib_written:
             P = np.zeros((3, 4))
             P[:, :3] = cam.K

@@ -18,8 +18,9 @@ from tiny_distill import tiny_config_tree, write_config
 
 from relidar.core.config import load_config
 from relidar.model.network import Student
+from relidar.model.weights import load_student
 from relidar.training.config import DistillConfig
-from relidar.training.distill import distill, load_student
+from relidar.training.distill import distill
 from relidar.training.evaluate import evaluate_zero_shot, labelled_set, resolve_vocabulary
 
 MARGIN = 0.05  # zero-shot mIoU points (as a fraction) the distilled student must gain over the untrained one
@@ -39,7 +40,7 @@ def test_distilled_student_beats_untrained_one_zero_shot(tmp_path: Path) -> None
     assert run.steps == 45
     vocabulary = resolve_vocabulary(cfg)
     held_out = labelled_set("held-out street", cfg.data, vocabulary, None)
-    trained, _ = load_student(run.weights)
+    trained = load_student(run.weights).eval()
     torch.manual_seed(cfg.train.seed)
     untrained = Student(cfg.student).eval()  # the weights the run started from
     distilled = evaluate_zero_shot(trained, held_out, vocabulary, torch.device("cpu"), gap_pairs=4)["all"].miou

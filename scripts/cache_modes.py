@@ -143,7 +143,7 @@ def quality_command(args) -> None:
             cache = work / ("cache_" + "_".join(storage.describe().replace(",", "").split()))
             cfg = validate(DistillConfig, quality_config(cache, storage, seed, args.epochs, args.frames, args.dim))
             t0 = time.perf_counter()
-            run = distill(cfg, out=work / "runs" / f"{cache.name}_seed{seed}")
+            run = distill(cfg, out=work / "runs" / f"{name}_seed{seed}")
             model = load_student(run.weights)
             summary = evaluate(model, cfg).summary()
             results[key] = {"mode": name, "storage": storage.describe(), "seed": seed, **summary,

@@ -394,7 +394,7 @@ def ddp_check(work: Path, device: str = "cuda") -> dict[str, Any]:
     if proc.returncode != 0:
         result["output_tail"] = (proc.stdout + proc.stderr)[-4000:]
         return result
-    run = next((work / "ddp").glob("distill_*"))
+    run = work / "ddp"  # --out is the run folder itself
     summary = json.loads((run / "summary.json").read_text())
     result.update({"backend": summary.get("backend"), "device": summary.get("device"), "amp": summary.get("amp"),
                    "sparse_maps": summary.get("sparse_maps"), "final_loss": summary["final"].get("loss_total"),
@@ -423,7 +423,7 @@ def resume_check(work: Path, stop_at: int = 3, tolerance: float = 1e-4, device: 
         distill(config, out=work / "interrupted", on_step=stop)
     except _Interrupted:
         pass
-    run = next((work / "interrupted").glob("distill_*"))
+    run = work / "interrupted"
     resumed = distill(load_config(run / CONFIG_NAME, DistillConfig), resume=run)
     diff = _max_weight_diff(resumed.weights, reference.weights)
     return {"steps": reference.steps, "interrupted_after_step": stop_at, "max_weight_diff": diff,

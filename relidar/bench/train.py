@@ -146,7 +146,7 @@ def _threads(n: int | None) -> Iterator[None]:
 
 
 def _dataset(cache: Any, cfg: TrainBenchConfig) -> DistillDataset:
-    return DistillDataset(cache, list(range(len(cache))), SamplingConfig(pairs_per_scan=cfg.pairs_per_scan),
+    return DistillDataset(cache, list(range(len(cache))), SamplingConfig(scope="scan", pairs_per_scan=cfg.pairs_per_scan),
                           AugmentConfig(), seed=0)
 
 
@@ -253,13 +253,13 @@ def bench_training_loop(cfg: TrainBenchConfig, cache_dir: Path, workers: int, de
     dcfg = DistillConfig.model_validate({
         "data": {"cache": str(cache_dir), "val_fraction": 0.0, "loader": {"workers": workers}},
         "student": {**cfg.student.model_dump(), "out_dim": CacheReader(cache_dir).feature_dim},
-        "sampling": {"pairs_per_scan": cfg.pairs_per_scan},
+        "sampling": {"scope": "scan", "pairs_per_scan": cfg.pairs_per_scan},  # --pairs is per scan
         "train": {"epochs": 100, "max_steps": cfg.steps + 1, "batch_size": cfg.batch_size, "device": device},
         "logging": {"checkpoint_every": 10**6, "tensorboard": False, "progress": False},
     })
     import json
 
-    result = distill(dcfg, out=out, run_name=f"bench_w{workers}")
+    result = distill(dcfg, out=out / f"bench_{device}_w{workers}")
     timing = json.loads((result.run_dir / "summary.json").read_text())["timing"]
     return {"workers": workers, "device": device, **timing,
             "scans_per_s": cfg.batch_size / (timing["step_mean_ms"] / 1e3) if timing["step_mean_ms"] else 0.0}
@@ -318,7 +318,7 @@ def run_train_bench(cfg: TrainBenchConfig, threads: int | None = None,
             for w in cfg.workers:
                 phase(f"training loop, {w} workers, {device}")
                 result["training_loop"][f"{device.type}/workers={w}"] = bench_training_loop(
-                    cfg, exact_dir, w, device.type, root / "runs" / f"{device.type}_workers_{w}")
+                    cfg, exact_dir, w, device.type, root / "runs")
         result["bottleneck"] = {}
         for device in devices:
             loaders = {k: v["scans_per_s"] for k, v in result["loader"].items() if k.startswith(device.type + "/")}

@@ -46,7 +46,8 @@ def bench_train(
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="torch intra-op threads (default: torch's choice)."),
     option: Optional[list[str]] = typer.Option(None, "--option", help="Reader option key=value (repeatable)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the results here (JSON)."),
-    out: Path = typer.Option(Path("runs"), "--out", help="Folder for the timestamped run folder."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Run folder to write (results; new or empty); default "
+                                       "runs/bench_train_<YYYYmmdd-HHMMSS>."),
 ) -> None:
     """Scans/s of data loading (cache read, voxelize, kernel maps; serially and in DataLoader workers with
     pinned memory), forward+backward and the online teacher, on the CPU and on CUDA where available;
@@ -57,7 +58,7 @@ def bench_train(
     from relidar.bench.train import TrainBenchConfig, run_train_bench
     from relidar.core.config import validate
     from relidar.core.errors import RelidarError
-    from relidar.core.rundir import make_run_dir
+    from relidar.core.rundir import run_dir as new_run_dir
     from relidar.model.network import StudentConfig
     from relidar.training.feature_cache import CacheStorage
     from relidar.training.readers.base import parse_options
@@ -78,7 +79,7 @@ def bench_train(
         pairs_per_scan=pairs_per_scan)
     with console.status("bench train") as status:
         result = run_train_bench(cfg, threads, on_phase=lambda p: status.update(f"bench train: {p}"))
-    run_dir = make_run_dir(out, "bench_train")
+    run_dir = new_run_dir(out, "bench_train")
     write_bench_json(result, run_dir / "bench_train.json", json_out)
 
     table = Table(title=f"bench train: {result['input']['points']} points x {batch_size} scans per step")

@@ -245,12 +245,14 @@ def test_projected_synthetic_cache_trains_and_evaluates_in_its_basis(tmp_path):
     tree = tiny_config_tree(tmp_path / "cache")
     tree["data"]["synthetic"]["storage"] = {"layout": "grid", "dtype": "int8", "projection_dim": 8,
                                             "projection_frames": 2}
+    tree["data"]["val"]["synthetic"]["storage"] = tree["data"]["synthetic"]["storage"]  # built in the training basis
     tree["student"]["out_dim"] = 8
     tree["train"]["epochs"] = 1
     cfg = load_config(write_config(tmp_path / "pca.yaml", tree), DistillConfig)
     result = distill(cfg, out=tmp_path / "runs")
     cache = CacheReader(tmp_path / "cache")
     assert cache.feature_dim == 8 and cache.storage.layout == "grid" and cache[0].pair_features.shape[1] == 8
+    assert CacheReader(tmp_path / "cache_val").feature_space == cache.feature_space
     report = evaluate(load_student(result.weights), cfg)
     full = synthetic_vocabulary(cfg.data.synthetic)
     want = full.embeddings @ cache.projection.basis

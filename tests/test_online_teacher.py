@@ -23,7 +23,6 @@ from relidar.training.data import (
     PackedBatch,
     StepBatches,
     ensure_cache,
-    held_out_tail,
     split_data,
     step_loader,
 )
@@ -60,7 +59,8 @@ def tiny_cfg(tmp_path_factory) -> DistillConfig:
 
 def test_workers_prepare_the_same_batches_and_packing_round_trips(tiny_cfg) -> None:
     split = split_data(tiny_cfg.data)
-    dataset = DistillDataset(split.train_cache, split.train, tiny_cfg.sampling, tiny_cfg.augment, tiny_cfg.train.seed)
+    cache = split.train_cache
+    dataset = DistillDataset(cache, split.train, tiny_cfg.sampling, tiny_cfg.augment, tiny_cfg.train.seed)
     steps = StepBatches(dataset, tiny_cfg.student, 2, total=4)
     serial = [steps.batch(s) for s in range(1, 4)]
     for b in serial:
@@ -97,7 +97,8 @@ def kitti(tmp_path_factory) -> Path:
 
 def _online_tree(cache: Path, dataset: Path, online: bool) -> dict:
     tree = tiny_config_tree(cache)
-    del tree["data"]["synthetic"], tree["data"]["val"]
+    del tree["data"]["synthetic"]
+    del tree["data"]["val"]  # held out: the dataset's own tail (the synthetic street's classes are not KITTI's)
     tree["data"]["val_fraction"] = 0.2
     if online:
         tree["data"]["online"] = {"dataset": str(dataset), "min_depth": 0.1}
@@ -118,10 +119,9 @@ def test_online_teacher_trains_the_student_an_exact_cache_trains(kitti, tmp_path
     cache = CacheReader(exact)
     frames = OnlineFrames(online.data.online, teacher.feature_dim)
     assert len(frames) == len(cache) and frames.frame_ids == cache.frame_ids
-    train, _ = held_out_tail(len(cache), online.data)
-    assert split_data(from_cache.data).train == train  # the online run trains on the frames the cached one does
+    split = split_data(from_cache.data)
     for src, grid in ((cache, None), (frames, teacher.patch_grid)):
-        ds = DistillDataset(src, train, online.sampling, online.augment, online.train.seed)
+        ds = DistillDataset(src, split.train, online.sampling, online.augment, online.train.seed)
         batch = StepBatches(ds, online.student, 2, patch_grid=grid).batch(1)
         if grid is None:
             want = batch
@@ -165,6 +165,8 @@ def test_ddp_ranks_each_run_their_own_teacher(kitti, tmp_path) -> None:
     tree["data"]["online"]["teacher"] = {"model": "ViT-S-16", "pretrained": "none", "image_size": 48}
     tree["student"]["out_dim"] = 384
     tree["train"]["epochs"] = 1
+    # Batch-scope pairs are drawn per rank (another objective than one process), as in test_distill_ddp.
+    tree["sampling"]["scope"] = "scan"
     path = write_config(tmp_path / "online.yaml", tree)
     single = distill(load_config(path, DistillConfig), out=tmp_path / "single")
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
@@ -174,7 +176,7 @@ def test_ddp_ranks_each_run_their_own_teacher(kitti, tmp_path) -> None:
          "-m", "relidar.cli.distill", "--config", str(path), "--out", str(tmp_path / "ddp"), "--no-progress"],
         capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    got = load_file(str(tmp_path / "ddp" / "student.safetensors"))  # --out is the run folder
+    got = load_file(str(tmp_path / "ddp" / "student.safetensors"))
     ref = load_file(str(single.weights))
     for k in ref:
         torch.testing.assert_close(got[k], ref[k], rtol=1e-3, atol=1e-4, msg=lambda m, k=k: f"{k}: {m}")

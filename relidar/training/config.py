@@ -61,8 +61,8 @@ class DataConfig(ScanSource):
     val_fraction: float = Field(0.0, ge=0.0, lt=1.0, description="without `val` only: hold out the last fraction of "
                                                                  "`cache` (not independent of the training scans)")
     online: OnlineSource | None = Field(None, description="train on this dataset with the teacher in the training step "
-                                                          "(no cache; meant for GPUs); `cache` and `val` are then only "
-                                                          "evaluated on")
+                                                          "(no cache; meant for GPUs); `cache` is then read by evaluation "
+                                                          "only (few-shot training scans)")
     loader: LoaderConfig = LoaderConfig()
 
     @model_validator(mode="after")

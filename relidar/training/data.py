@@ -6,15 +6,15 @@ a batch's pairs each scan gives from ``(seed, e, step in epoch, rank)``. A resum
 reproduces every later batch from the step counter alone, and data-parallel ranks agree on the
 global batch without talking to each other.
 
-Held-out scans come from their own cache (``DataConfig.val``: an official validation split, or
-another synthetic street), see :func:`split_data`.
-
 Because a step's batch is a function of the step number alone, batch preparation (cache read,
 augmentation, voxelization, kernel maps, tensor conversion) runs in DataLoader workers
 (:func:`step_loader`), ahead of the training step: a worker returns a :class:`PackedBatch`, whose
 tensors sit in one flat buffer per dtype so that the pin-memory thread pins a handful of buffers and
 the step copies them to the GPU in as many transfers, instead of ~100 kernel-map tensors one by one
 from pageable memory. Workers or not, the batches are the same.
+
+Held-out scans come from their own cache (``DataConfig.val``: an official validation split, or
+another synthetic street), see :func:`split_data`.
 """
 
 from __future__ import annotations
@@ -35,7 +35,13 @@ from relidar.model.batch import TorchInputs, to_torch
 from relidar.model.network import StudentConfig
 from relidar.training.augment import AugmentConfig, augment_points
 from relidar.training.config import DataConfig, LoaderConfig, ScanSource, SyntheticSource
-from relidar.training.feature_cache import CachedFrame, CacheReader, CameraImages
+from relidar.training.feature_cache import (
+    PROJECTION_NAME,
+    CachedFrame,
+    CacheReader,
+    CameraImages,
+    write_projection,
+)
 from relidar.training.sampling import SamplingConfig, batch_counts, kmeans, sample_pairs
 from relidar.training.teachers.base import PatchGrid
 from relidar.training.teachers.online import OnlineFrames, TeacherInputs, plan_teacher_inputs
@@ -54,26 +60,29 @@ class DataError(RelidarError, ValueError):
 class Split:
     """The training scans (frame indices of ``train_cache``) and the held-out ones (of ``val_cache``)."""
 
-    train_cache: CacheReader
+    train_cache: CacheReader | OnlineFrames
     train: tuple[int, ...]
-    val_cache: CacheReader
+    val_cache: CacheReader | OnlineFrames
     val: tuple[int, ...]
 
 
-def _frames(cache: CacheReader, source: ScanSource) -> int:
+def _frames(cache: CacheReader | OnlineFrames, source: ScanSource) -> int:
     return min(len(cache), source.max_frames) if source.max_frames else len(cache)
 
 
-def split_data(config: DataConfig, on_frame=None) -> Split:
+def split_data(config: DataConfig, on_frame=None, online: OnlineFrames | None = None) -> Split:
     """Training and held-out scans of ``config`` (caches built first where the config says so).
 
     With ``val`` the held-out scans are that cache's; otherwise the last ``val_fraction`` of
     ``cache`` (a contiguous tail, so at least the scans inside it are not interleaved with
-    training ones); with neither, none are held out.
+    training ones); with neither, none are held out. ``online`` (the ``data.online`` dataset, whose
+    teacher runs in the step) stands in for ``cache``, which training then does not open.
     """
-    cache = ensure_cache(config, on_frame)
+    cache = online if online is not None else ensure_cache(config, on_frame)
     n = _frames(cache, config)
     if config.val is not None:
+        if isinstance(cache, CacheReader):
+            share_projection(cache, config.val)
         val_cache = ensure_cache(config.val, on_frame)
         if val_cache.class_names != cache.class_names:
             raise DataError(f"data.val: {config.val.cache} has classes {list(val_cache.class_names)} but {config.cache} "
@@ -81,22 +90,31 @@ def split_data(config: DataConfig, on_frame=None) -> Split:
         if val_cache.feature_dim != cache.feature_dim:
             raise DataError(f"data.val: {config.val.cache} holds {val_cache.feature_dim}-d teacher features, {config.cache} "
                             f"{cache.feature_dim}-d; prepare both with the same teacher")
-        if val_cache.feature_space != cache.feature_space:
+        if isinstance(cache, CacheReader) and val_cache.feature_space != cache.feature_space:
             raise DataError(f"{config.val.cache} holds {val_cache.feature_space}, {config.cache} {cache.feature_space}",
-                            field="data.val", hint="prepare both with the same teacher and projection")
+                            field="data.val", hint=f"copy {Path(config.cache) / PROJECTION_NAME} into {config.val.cache} "
+                                                   "before preparing it, so that both share the basis")
         return Split(cache, tuple(range(n)), val_cache, tuple(range(_frames(val_cache, config.val))))
-    train, val = held_out_tail(n, config)
-    return Split(cache, train, cache, val)
-
-
-def held_out_tail(n: int, config: DataConfig) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """Frames 0..n-1 split into training ones and the held-out tail of ``val_fraction`` (at least one)."""
     n_val = int(round(n * config.val_fraction))
     if config.val_fraction > 0 and n_val == 0 and n >= 2:
         n_val = 1
     if n - n_val < 1:
         raise DataError(f"data: {n} frames leave none to train on with val_fraction={config.val_fraction}")
-    return tuple(range(n - n_val)), tuple(range(n - n_val, n))
+    return Split(cache, tuple(range(n - n_val)), cache, tuple(range(n - n_val, n)))
+
+
+def share_projection(train: CacheReader, val: ScanSource) -> None:
+    """A synthetic held-out cache still to be built takes the training cache's PCA basis (its own fit would
+    put its rows in another space, where the student's features and the projected text do not apply)."""
+    storage = val.synthetic.storage if val.synthetic is not None else None
+    target = Path(val.cache) / PROJECTION_NAME
+    if train.projection is None or storage is None or storage.projection_dim is None or target.exists():
+        return
+    if storage.projection_dim != train.projection.dim:
+        raise DataError(f"data.val.synthetic.storage.projection_dim is {storage.projection_dim}, the training cache's "
+                        f"basis {train.projection.dim}-d", field="data.val.synthetic.storage.projection_dim",
+                        hint=f"set it to {train.projection.dim}")
+    write_projection(target, train.projection)
 
 
 @dataclass(frozen=True)
@@ -309,7 +327,6 @@ class DistillDataset:
             pair_uv=cached.pair_uv[chosen],
             images=cached.features.images if online else None,
         )
-
 
     def batch(self, positions: Sequence[int], epoch: int, step_in_epoch: int, rank: int = 0,
               world_size: int = 1) -> list[ScanSample]:

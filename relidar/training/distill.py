@@ -21,7 +21,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 import torch
@@ -44,8 +44,8 @@ from relidar.training.config import DistillConfig
 from relidar.training.data import (
     Batch,
     DistillDataset,
+    Split,
     StepBatches,
-    held_out_tail,
     loader_workers,
     split_data,
     step_loader,
@@ -254,25 +254,21 @@ def distill(
         torch.set_num_threads(threads_before)
 
 
-def _training_frames(config: DistillConfig, ctx: DistContext, device: torch.device, teacher: BatchTeacher | None
-                     ) -> tuple[Any, tuple[int, ...], int, BatchTeacher | None]:
-    """The training scans: a cache and its training frames, or with ``data.online`` the dataset's frames
-    and this rank's own teacher; and how many scans are held out."""
+def _training_split(config: DistillConfig, ctx: DistContext, device: torch.device, teacher: BatchTeacher | None
+                    ) -> tuple[Split, BatchTeacher | None]:
+    """The training and held-out scans (with ``data.online`` the training ones are the dataset's, and the
+    teacher this rank's own); rank 0 builds missing caches first."""
     online = config.data.online
+    frames = None
     if online is not None:
         teacher = teacher or build_online_teacher(online.teacher, device)
         frames = OnlineFrames(online, teacher.feature_dim, superpixels=config.loss.superpixel_pooling)
-        n = min(len(frames), config.data.max_frames) if config.data.max_frames else len(frames)
-        if config.data.val is not None:  # held out in their own cache, which only evaluation reads
-            return frames, tuple(range(n)), 0, teacher
-        train, val = held_out_tail(n, config.data)
-        return frames, train, len(val), teacher
     if ctx.is_main:
-        split = split_data(config.data)
+        split = split_data(config.data, online=frames)
     barrier(ctx)
     if not ctx.is_main:
-        split = split_data(config.data)
-    return split.train_cache, split.train, len(split.val), None
+        split = split_data(config.data, online=frames)
+    return split, teacher
 
 
 def _distill(config: DistillConfig, out: Path | None, resume: Path | None, ctx: DistContext,
@@ -284,12 +280,13 @@ def _distill(config: DistillConfig, out: Path | None, resume: Path | None, ctx: 
         raise DistillError(f"{config.train.batch_size} must be a multiple of the {ctx.world_size} data-parallel "
                            "processes", field="train.batch_size")
 
-    cache, train_frames, n_val, teacher = _training_frames(config, ctx, device, teacher)
+    split, teacher = _training_split(config, ctx, device, teacher)
+    cache = split.train_cache
     if cache.feature_dim != config.student.out_dim:
         where = config.data.online.dataset if config.data.online else config.data.cache
         raise DistillError(f"{config.student.out_dim} but the teacher features of {where} are "
                            f"{cache.feature_dim}-d", field="student.out_dim", hint=f"set student.out_dim={cache.feature_dim}")
-    dataset = DistillDataset(cache, train_frames, config.sampling, config.augment, config.train.seed)
+    dataset = DistillDataset(cache, split.train, config.sampling, config.augment, config.train.seed)
     spe = steps_per_epoch(len(dataset), config.train.batch_size)
     n_steps = total_steps(config, len(dataset))
 
@@ -376,8 +373,8 @@ def _distill(config: DistillConfig, out: Path | None, resume: Path | None, ctx: 
         weights = final_weights_path(run_dir)
         if ctx.is_main:
             save_run_student(weights, model, config, step)
-            summary = {"steps": step, "steps_per_epoch": spe, "train_frames": len(train_frames),
-                       "val_frames": n_val, "final": last, "seconds": time.perf_counter() - start_time,
+            summary = {"steps": step, "steps_per_epoch": spe, "train_frames": len(split.train),
+                       "val_frames": len(split.val), "final": last, "seconds": time.perf_counter() - start_time,
                        "world_size": ctx.world_size, "device": str(device), "backend": ctx.backend or None,
                        "sparse_maps": formulation, "amp": config.train.amp if device.type == "cuda" else "off",
                        "loader_workers": loader_workers(config.data.loader, device, local_world),

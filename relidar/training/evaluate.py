@@ -504,9 +504,10 @@ def evaluate(model: Student, config: DistillConfig, device: torch.device | str =
     ood = None
     if config.eval.ood is not None:
         other = labelled_set("out-of-distribution", config.eval.ood, vocabulary, config.eval.max_scans)
-        if other.val_cache.feature_space != data.val_cache.feature_space:
-            raise EvaluationError(f"{config.eval.ood.cache} holds {other.val_cache.feature_space}, the training data "
-                                  f"{data.val_cache.feature_space}", field="eval.ood",
-                                  hint="prepare both with the same teacher and projection")
+        for cache in (other.train_cache, other.val_cache):
+            if cache.feature_space != data.train_cache.feature_space:
+                raise EvaluationError(f"{cache.root} holds {cache.feature_space}, the training cache "
+                                      f"{data.train_cache.feature_space}", field="eval.ood",
+                                      hint="prepare both with the same teacher and projection")
         ood = evaluate_set(model, other, config, vocabulary, device, 0, phase)
     return EvaluationResult(vocabulary=vocabulary, in_distribution=result, ood=ood)

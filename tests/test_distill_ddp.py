@@ -54,8 +54,8 @@ def test_two_processes_match_one(tmp_path: Path) -> None:
     initial_gap = 0.0
     for k in ref:
         if ref[k].is_floating_point():
-            # all-reduced gradients sum in another order than one process's: ~1e-4 seen on 1 weight in ~25,000
-            torch.testing.assert_close(got[k], ref[k], rtol=1e-3, atol=2e-4, msg=lambda m, k=k: f"{k}: {m}")
+            # all-reduced gradients sum in another order than one process's: up to 2.1e-4 seen on 1 weight in ~12,000
+            torch.testing.assert_close(got[k], ref[k], rtol=1e-3, atol=5e-4, msg=lambda m, k=k: f"{k}: {m}")
         else:
             assert torch.equal(got[k], ref[k]), k
     # the runs did move the weights (a vacuous match of two untrained students is no test)

@@ -16,21 +16,9 @@ from relidar.core.config import load_config
 from relidar.training.config import DistillConfig
 from relidar.training.data import ensure_cache
 from relidar.training.distill import distill
+from relidar.training.distributed import update_ratios
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _movement_ratio(got: dict, ref: dict, init: dict) -> dict[str, float]:
-    """Per tensor: how far two ranks' weights are from one process's, as a fraction of how far one
-    process moved them from the initial weights."""
-    out = {}
-    for k in ref:
-        if ref[k].is_floating_point():
-            moved = float((ref[k].double() - init[k].double()).abs().max())
-            out[k] = float((got[k].double() - ref[k].double()).abs().max()) / max(moved, 1e-12)
-        else:
-            assert torch.equal(got[k], ref[k]), k
-    return out
 
 
 def test_two_processes_match_one(tmp_path: Path) -> None:
@@ -79,7 +67,7 @@ def test_two_processes_match_one(tmp_path: Path) -> None:
     for step, median_bound, worst_bound in ((1, 0.02, 0.1), (2, 0.1, 0.5)):
         got = load_file(str(run / "checkpoints" / f"step_{step:07d}.safetensors"))
         ref = load_file(str(tmp_path / "single" / "checkpoints" / f"step_{step:07d}.safetensors"))
-        ratios = _movement_ratio(got, ref, init)
+        ratios = update_ratios(got, ref, init)
         values = sorted(ratios.values())
         worst = max(ratios, key=ratios.get)
         assert values[len(values) // 2] <= median_bound, f"step {step}: median {values[len(values) // 2]:.3g} of the update"

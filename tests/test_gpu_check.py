@@ -46,10 +46,14 @@ def test_harness_on_the_cpu(tmp_path: Path, tmp_path_factory) -> None:
         gpu_check._record(report, "backends", lambda: gpu_check.backend_checks(tmp_path / "b", scan, 3000, 1,
                                                                                device="cpu", engines=False,
                                                                                bundle_dir=bundle), None)
+        gpu_check._record(report, "ddp", lambda: gpu_check.ddp_check(tmp_path / "ddp", device="cpu", amps=("off",)), None)
         gpu_check._record(report, "broken", lambda: 1 / 0, None)
     sections = report.sections
     assert [n for n, s in sections.items() if not s["ok"]] == ["broken"]
     assert "ZeroDivisionError" in sections["broken"]["error"]
+    ddp = sections["ddp"]["result"]
+    assert ddp["ok"] and ddp["expected_backend"] == "gloo" and ddp["runs"]["off"]["within_bounds"], ddp
+    assert ddp["runs"]["off"]["step_1_update_ratio"]["median"] <= 0.02
     maps = sections["kernel_maps"]["result"]
     assert maps["maps_identical"] and maps["tables_identical"]
     rows = sections["student"]["result"]
@@ -60,6 +64,7 @@ def test_harness_on_the_cpu(tmp_path: Path, tmp_path_factory) -> None:
     assert cases["tiny"]["empty_pair_lists"] > 0 and cases["max_size"]["voxels"] > 2500
     for case in cases.values():
         for name, entry in case["backends"].items():
+            assert "error" not in entry, (name, entry)
             assert entry["label_agreement"] >= 0.999 and entry["max_feature_error"] <= 1e-4, (name, entry)
     json_path, md_path = gpu_check.write_report(report, tmp_path, "synthetic")
     assert json.loads(json_path.read_text())["sections"]["student"]["ok"]

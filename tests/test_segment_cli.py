@@ -155,3 +155,22 @@ def test_out_rule_and_bad_inputs(bundle: Path, tmp_path: Path) -> None:
     assert "RuntimeWarning" not in result.output
     result, text = _run("segment", tmp_path, "--bundle", bundle, "--out", tmp_path / "d", "--write", "ply")
     assert result.exit_code == 0 and f"wrote {tmp_path / 'd' / 's.ply'}" in text  # a folder of scans is an input
+
+
+def test_formulation_option_gives_the_same_labels(bundle: Path, tmp_path: Path) -> None:
+    """--formulation table runs the neighbour-table graph (one gather and one GEMM per conv) on the CPU:
+    the labels are the pair-list graph's; a misspelt value is one line and exit 1, nothing written."""
+    pts = _scan(seed=3)
+    np.save(tmp_path / "scan.npy", pts)
+    labels = {}
+    for formulation in ("pairs", "table"):
+        out = tmp_path / formulation
+        result, _ = _run("segment", tmp_path / "scan.npy", "--bundle", bundle, "--out", out, "--backend", "onnxruntime",
+                         "--formulation", formulation, "--write", "label")
+        assert result.exit_code == 0, result.output
+        labels[formulation] = read_label_file(out / "scan.label")
+    assert np.array_equal(labels["pairs"], labels["table"])
+    result, text = _run("segment", tmp_path / "scan.npy", "--bundle", bundle, "--out", tmp_path / "bad",
+                        "--formulation", "tables")
+    assert result.exit_code == 1 and "--formulation" in text and "choose from auto, pairs, table" in text
+    assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "bad").exists()

@@ -45,6 +45,7 @@ class SegmentBenchResult:
     points: int
     voxels: int
     backend: str
+    formulation: str
     profile: str
     voxel_size: float
     repeat: int
@@ -136,18 +137,19 @@ def time_spconv(bundle_dir: Path, points: np.ndarray, text: np.ndarray, logit_sc
 
 def run_segment_bench(bundle_dir: Path, points: np.ndarray, backend: str = "onnxruntime", device: str = "cpu",
                       repeat: int = 10, spconv: bool = True, sweep_sizes: Sequence[int] = (),
-                      sweep_repeat: int = 3, threads: int | None = None,
+                      sweep_repeat: int = 3, threads: int | None = None, formulation: str | None = None,
                       on_step: Callable[[str], None] | None = None) -> SegmentBenchResult:
     import os
 
     step = on_step or (lambda _msg: None)
-    seg = Segmenter(bundle_dir, backend=backend, device=device, threads=threads)
+    seg = Segmenter(bundle_dir, backend=backend, device=device, threads=threads, formulation=formulation)
     step(f"timing the segmenter ({seg.backend}) on {len(points)} points")
     runs = time_segmenter(seg, points, repeat)
     voxels = seg.preprocess(points).num_voxels
     spec = seg.bundle.manifest.student
     result = SegmentBenchResult(
-        points=int(len(points)), voxels=voxels, backend=seg.backend, profile=spec.profile, voxel_size=spec.voxel_size,
+        points=int(len(points)), voxels=voxels, backend=seg.backend, formulation=seg.formulation, profile=spec.profile,
+        voxel_size=spec.voxel_size,
         repeat=repeat, **{f"{s}_ms_p{q}": _p(runs[s], q) for s in STAGES for q in (50, 90)},
         peak_rss_mb=_peak_rss_mb(), threads=threads, load_average=[round(x, 2) for x in os.getloadavg()], cpu_count=os.cpu_count() or 0)
     for n in sweep_sizes:

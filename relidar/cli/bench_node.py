@@ -10,6 +10,7 @@ import typer
 
 from relidar.bench.output import write_bench_json
 from relidar.cli.app import Apps
+from relidar.cli.common import FORMULATION_HELP
 
 
 def register(apps: Apps) -> None:
@@ -23,6 +24,7 @@ def bench_node(
     seconds: float = typer.Option(30.0, "--seconds", min=1.0, help="How long to publish."),
     backend: str = typer.Option("auto", "--backend", help="Node parameter 'backend'."),
     device: str = typer.Option("cpu", "--device", help="Node parameter 'device'."),
+    formulation: str = typer.Option("auto", "--formulation", help="Node parameter 'formulation': " + FORMULATION_HELP),
     domain_id: Optional[int] = typer.Option(None, "--domain-id", help="ROS domain for the run (default: one from the pid)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the results here (JSON)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Run folder to write (node log, results; new or empty); default "
@@ -46,7 +48,7 @@ def bench_node(
     points = read_scan(scan)
     run_dir = new_run_dir(out, "bench_node")
     cfg = NodeBenchConfig(bundle=bundle, scan=points[:, :4].astype("float32"), rate_hz=rate, seconds=seconds,
-                          backend=backend, device=device,
+                          backend=backend, device=device, formulation=formulation,
                           domain_id=domain_id if domain_id is not None else 1 + os.getpid() % 200,
                           log_path=run_dir / "node.log")
 

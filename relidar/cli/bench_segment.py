@@ -9,6 +9,7 @@ from typing import Optional
 import typer
 
 from relidar.cli.app import Apps
+from relidar.cli.common import FORMULATION_HELP, formulation_choice
 
 DEFAULT_SWEEP = (30_000, 60_000, 120_000, 180_000, 250_000)
 
@@ -22,6 +23,7 @@ def bench_segment(
     scan: Path = typer.Option(..., "--scan", help="Scan to label (.bin/.npy/.pcd/.ply)."),
     backend: str = typer.Option("onnxruntime", "--backend", help="auto, onnxruntime, tensorrt or torch."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N."),
+    formulation: str = typer.Option("auto", "--formulation", help=FORMULATION_HELP),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="ONNX Runtime intra-op threads "
                                           "(default: one per physical core)."),
     repeat: int = typer.Option(10, "--repeat", min=1, help="Timed repetitions (after one warm-up)."),
@@ -50,10 +52,11 @@ def bench_segment(
     sizes = [int(n) for n in pieces]
     points = read_scan(scan)
     result = run_segment_bench(bundle, points, backend, device, repeat, spconv, sizes, sweep_repeat, threads,
+                               formulation=formulation_choice(formulation),
                                on_step=lambda msg: console.print(f"[dim]{msg}[/dim]"))
     data = result.to_json()
     data["scan"] = str(scan)
-    table = Table(title=f"segment: {result.points} points, {result.voxels} voxels, {result.backend}")
+    table = Table(title=f"segment: {result.points} points, {result.voxels} voxels, {result.backend} ({result.formulation})")
     table.add_column("stage")
     table.add_column("p50 ms", justify="right")
     table.add_column("p90 ms", justify="right")

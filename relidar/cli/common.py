@@ -1,5 +1,5 @@
-"""What several commands share: the one rule for ``--classes`` and naming every file written (the
-``--out`` rule, ``relidar.core.rundir``)."""
+"""What several commands share: the one rule for ``--classes``, ``--formulation``, and naming every file
+written (the ``--out`` rule, ``relidar.core.rundir``)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,20 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from relidar.core.vocabulary import VocabularyError, check_class_names
+
+FORMULATIONS = ("auto", "pairs", "table")
+FORMULATION_HELP = ("Sparse-convolution graph: pairs (kernel-offset pair lists) or table (neighbour tables); auto: "
+                    "table on CUDA, pairs on a CPU. On many-core CPUs table can be faster (README Benchmarks).")
+
+
+def formulation_choice(text: str) -> str | None:
+    """``--formulation``: None for auto (the backend's default for its device), else pairs or table."""
+    if text not in FORMULATIONS:
+        from relidar.core.errors import RelidarError
+
+        raise RelidarError(f"{text!r}: unknown formulation", field="--formulation",
+                           hint=f"choose from {', '.join(FORMULATIONS)}")
+    return None if text == "auto" else text
 
 
 def parse_classes(text: str | None) -> tuple[str, ...] | None:

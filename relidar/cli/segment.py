@@ -27,6 +27,7 @@ import numpy as np
 import typer
 
 from relidar.cli.app import Apps
+from relidar.cli.common import FORMULATION_HELP
 
 OUTPUT_KINDS = ("ply", "label", "bag", "png")
 
@@ -97,6 +98,7 @@ def segment(
                               "ply, label, bag, png."),
     backend: str = typer.Option("auto", "--backend", help="auto, onnxruntime, tensorrt or torch."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N."),
+    formulation: str = typer.Option("auto", "--formulation", help=FORMULATION_HELP),
     classes: Optional[str] = typer.Option(None, "--classes", help="Comma-separated class names to use instead of the "
                                           "bundle's vocabulary (encoded with the bundle's text encoder)."),
     pictures: int = typer.Option(1, "--pictures", min=0, help="Bird's-eye views of the first N scans."),
@@ -109,7 +111,7 @@ def segment(
     files, a labelled rosbag2 (MCAP) for `ros2 bag play`/RViz/Foxglove and bird's-eye views."""
     from rich.console import Console
 
-    from relidar.cli.common import parse_classes, print_written
+    from relidar.cli.common import formulation_choice, parse_classes, print_written
     from relidar.core.errors import RelidarError
     from relidar.core.rundir import new_output_dir
     from relidar.core.segmenter import Segmenter
@@ -125,7 +127,7 @@ def segment(
     if input.is_file() and not _is_bag(input):
         first = scans[0].read()  # one scan file: a bad file is the command's one error, before anything is written
         scans = [dataclasses.replace(scans[0], read=lambda: first)]
-    seg = Segmenter(bundle, backend=backend, device=device)
+    seg = Segmenter(bundle, backend=backend, device=device, formulation=formulation_choice(formulation))
     if class_list is not None:
         seg.set_classes(class_list)
     out = new_output_dir(out)

@@ -57,6 +57,7 @@ class NodeBenchConfig:
     seconds: float = 30.0
     backend: str = 'auto'
     device: str = 'cpu'
+    formulation: str = 'auto'
     domain_id: int = 0
     startup_timeout_s: float = 120.0
     log_path: Path | None = None
@@ -89,7 +90,8 @@ def run_node_bench(cfg: NodeBenchConfig,
     cloud = build_cloud({'x': pts[:, 0], 'y': pts[:, 1], 'z': pts[:, 2], 'intensity': pts[:, 3]})
 
     proc = start_segmenter(cfg.bundle, cfg.domain_id, f'backend:={cfg.backend}',
-                           f'device:={cfg.device}', input_topic=INPUT_TOPIC, log_path=cfg.log_path)
+                           f'device:={cfg.device}', f'formulation:={cfg.formulation}',
+                           input_topic=INPUT_TOPIC, log_path=cfg.log_path)
     context = rclpy.Context()
     rclpy.init(context=context, domain_id=cfg.domain_id,
                signal_handler_options=SignalHandlerOptions.NO)

@@ -94,7 +94,7 @@ class PreparedScan:
     preprocess_ms: float
 
 
-def load_segmenter(bundle: str, backend: str, device: str) -> Segmenter:
+def load_segmenter(bundle: str, backend: str, device: str, formulation: str = 'auto') -> Segmenter:
     """Return the bundle's Segmenter, or raise StartupError saying why it cannot be had."""
     if not bundle:
         raise StartupError('parameter is empty', field='bundle',
@@ -104,7 +104,8 @@ def load_segmenter(bundle: str, backend: str, device: str) -> Segmenter:
         raise StartupError('bundle folder does not exist', path=bundle, field='bundle',
                            hint='pass the folder written by `relidar export bundle`')
     try:
-        return Segmenter(bundle, backend=backend, device=device)
+        return Segmenter(bundle, backend=backend, device=device,
+                         formulation=None if formulation == 'auto' else formulation)
     except (BundleError, RelidarError, ValueError, KeyError, OSError) as exc:
         raise StartupError(f'cannot load the bundle: {exc}', path=bundle, field='bundle') from None
 

@@ -110,7 +110,8 @@ class SegmenterNode(Node):
         check_ranges(values)
         self._settings = Settings.from_parameters(values)
         self._processor = ScanProcessor(
-            load_segmenter(values['bundle'], values['backend'], values['device']))
+            load_segmenter(values['bundle'], values['backend'], values['device'],
+                           values['formulation']))
         bundle_classes = self._processor.class_names()
         classes = list(self.declare_parameter(
             'classes', bundle_classes, self._specs['classes'].descriptor()).value)

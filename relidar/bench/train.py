@@ -40,7 +40,7 @@ from relidar.model.network import Student, StudentConfig
 from relidar.training.augment import AugmentConfig
 from relidar.training.config import DistillConfig, LoaderConfig
 from relidar.training.data import DistillDataset, PackedBatch, StepBatches, collate, step_loader
-from relidar.training.distill import build_optimizer, distill, pair_features
+from relidar.training.distill import build_optimizer, distill, pair_features, sparse_formulation
 from relidar.training.feature_cache import CacheReader, CacheSettings, CacheStorage, prepare_cache
 from relidar.training.losses import LossConfig, batch_loss
 from relidar.training.readers.base import Reader
@@ -217,7 +217,7 @@ def bench_loader(cfg: TrainBenchConfig, cache: Any, workers: int, device: torch.
             "ms_per_batch": 1e3 * dt / n}
 
 
-def bench_forward_backward(cfg: TrainBenchConfig, cache: Any, device: torch.device) -> dict[str, float]:
+def bench_forward_backward(cfg: TrainBenchConfig, cache: Any, device: torch.device) -> dict[str, Any]:
     torch.manual_seed(0)
     model = Student(cfg.student).to(device).train()
     dcfg = DistillConfig.model_validate({"data": {"cache": "unused"}, "student": cfg.student.model_dump()})
@@ -226,17 +226,18 @@ def bench_forward_backward(cfg: TrainBenchConfig, cache: Any, device: torch.devi
     batches = [steps[s].to(device) for s in range(min(cfg.steps, 3))]
     loss_cfg = LossConfig()
     calls = iter(range(10**9))
+    formulation = sparse_formulation(dcfg, device)  # what distill trains with on this device
 
     def step() -> None:
         batch = batches[next(calls) % len(batches)]
-        k = pair_features(model, batch)
+        k = pair_features(model, batch, formulation)
         loss = batch_loss(loss_cfg, k.float(), batch.pair_features, batch.pair_scan, batch.num_scans)["total"]
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
 
     step()
-    return _rate(_timed(step, cfg.steps, device), cfg.batch_size)
+    return {**_rate(_timed(step, cfg.steps, device), cfg.batch_size), "formulation": formulation}
 
 
 def bench_online_teacher(cfg: TrainBenchConfig, frame: Frame, teacher: BatchTeacher, device: torch.device

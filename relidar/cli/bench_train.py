@@ -96,7 +96,7 @@ def bench_train(
     for key, entry in result["loader"].items():
         table.add_row(f"loader {key}", f"{entry['scans_per_s']:.1f}", f"{entry['ms_per_batch']:.0f} ms/batch")
     for key, entry in result["forward_backward"].items():
-        table.add_row(f"forward+backward {key}", f"{entry['scans_per_s']:.1f}", f"{entry['ms_p50']:.0f} ms/step")
+        table.add_row(f"forward+backward {key} ({entry['formulation']})", f"{entry['scans_per_s']:.1f}", f"{entry['ms_p50']:.0f} ms/step")
     for key, entry in result["online_teacher"].items():
         table.add_row(f"online teacher {key}", f"{entry['scans_per_s']:.2f}", f"{entry['images_per_s']:.2f} images/s")
     for key, entry in result["training_loop"].items():

@@ -114,6 +114,8 @@ def test_nan_inf_points_are_dropped_and_indexed() -> None:
     np.testing.assert_array_equal(out.points[:, 0], [1, 4, 6])
     np.testing.assert_array_equal(out.points[:, 3], [1, 0, 6])  # NaN intensity -> 0, point kept
     assert out.num_input == 6
+    # both repairs counted for the caller to report (the NaN intensity of a dropped point is not)
+    assert (out.dropped_nonfinite, out.intensity_repaired) == (3, 1)
 
 
 @pytest.mark.parametrize("name", list(INTENSITY_NAMES) + ["Intensity", "REFLECTIVITY"])

@@ -435,6 +435,26 @@ def test_processor_labels_as_the_segmenter_and_rejects_what_it_cannot_use(bundle
     num_classes = len(out.class_names)
     np.testing.assert_array_equal(arr["label"], np.where(reference < 0, num_classes, reference))
     assert {"preprocess_ms", "network_ms", "total_ms", "convert_ms"} <= set(out.timings_ms)
+    assert (out.dropped_nonfinite, out.intensity_repaired) == (0, 0)
+    # repairs are counted, reported by the node's diagnostics: 3 points without finite x/y/z left out,
+    # 4 NaN/inf intensities set to 0 (the labels of the other points are the clean scan's)
+    dirty = scan.copy()
+    dirty[:3, 0] = np.nan
+    dirty[10:14, 3] = [np.nan, np.inf, -np.inf, np.nan]
+    repaired = processor.label(xyzi_cloud(dirty), settings)
+    assert (repaired.dropped_nonfinite, repaired.intensity_repaired) == (3, 4)
+    assert repaired.cloud.width * repaired.cloud.height == len(scan) - 3
+    from relidar_ros.diagnostics import Counters, DiagnosticsReporter
+
+    counters, reporter = Counters(), DiagnosticsReporter("relidar", "onnxruntime")
+    counters.received(False)
+    reporter.status(0.0, counters.snapshot(), ["car"], "steady")
+    counters.received(False)
+    counters.labelled(len(scan) - 3, 1.0, 2.0, repaired.dropped_nonfinite, repaired.intensity_repaired)
+    status = reporter.status(1.0, counters.snapshot(), ["car"], "steady")
+    values = {kv.key: kv.value for kv in status.values}
+    assert (values["points_dropped_nonfinite"], values["intensity_repaired"]) == ("3", "4")
+    assert status.level == status.WARN and "3 point(s)" in status.message and "4 NaN/inf" in status.message
     too_small = Settings(settings.policy, max_points=100, intensity_scale=1.0)
     nan_scan = np.full((50, 4), np.nan, np.float32)
     for cloud, s in ((xyzi_cloud(scan), too_small), (xyzi_cloud(nan_scan), settings)):

@@ -148,11 +148,20 @@ def _find(names: Sequence[str], candidates: Sequence[str]) -> str | None:
 
 @dataclass(frozen=True)
 class PointsXYZI:
-    """Finite points of a cloud: ``points`` [M,4] float32, and ``index`` [M] of each in the cloud."""
+    """Finite points of a cloud: ``points`` [M,4] float32, and ``index`` [M] of each in the cloud.
+
+    The repairs are counted, for the caller to report: ``num_input - len(index)`` points had a
+    non-finite x, y or z and were left out; ``intensity_repaired`` kept points had a NaN/inf intensity,
+    set to 0."""
 
     points: np.ndarray
     index: np.ndarray
     num_input: int
+    intensity_repaired: int = 0
+
+    @property
+    def dropped_nonfinite(self) -> int:
+        return self.num_input - int(self.index.size)
 
 
 def cloud_to_xyzi(msg: PointCloud2Like, intensity_names: Sequence[str] = INTENSITY_NAMES) -> PointsXYZI:
@@ -176,9 +185,11 @@ def cloud_to_xyzi(msg: PointCloud2Like, intensity_names: Sequence[str] = INTENSI
             out[:, 3] = 0.0
     finite = np.isfinite(out[:, :3]).all(axis=1)
     # Intensity may be NaN on some drivers for dropped returns; the point itself is still usable.
-    out[~np.isfinite(out[:, 3]), 3] = 0.0
+    bad_intensity = ~np.isfinite(out[:, 3])
+    out[bad_intensity, 3] = 0.0
     index = np.flatnonzero(finite)
-    return PointsXYZI(points=out[index], index=index, num_input=int(arr.size))
+    return PointsXYZI(points=out[index], index=index, num_input=int(arr.size),
+                      intensity_repaired=int(np.count_nonzero(bad_intensity & finite)))
 
 
 def build_cloud(columns: dict[str, np.ndarray], height: int = 1, is_dense: bool = True) -> CloudData:

@@ -46,6 +46,8 @@ class Snapshot:
     node_latency_ms: float = float('nan')
     pipeline_latency_ms: float = float('nan')
     points: int = 0
+    points_dropped_nonfinite: int = 0  # cumulative: input points with non-finite x, y or z
+    intensity_repaired: int = 0        # cumulative: NaN/inf intensities set to 0
 
 
 @dataclass
@@ -69,11 +71,15 @@ class Counters:
         with self._lock:
             self._now = replace(self._now, failed=self._now.failed + 1)
 
-    def labelled(self, points: int, node_latency_ms: float, pipeline_latency_ms: float) -> None:
+    def labelled(self, points: int, node_latency_ms: float, pipeline_latency_ms: float,
+                 dropped_nonfinite: int = 0, intensity_repaired: int = 0) -> None:
         with self._lock:
-            self._now = replace(self._now, labelled=self._now.labelled + 1, points=points,
-                                node_latency_ms=node_latency_ms,
-                                pipeline_latency_ms=pipeline_latency_ms)
+            now = self._now
+            self._now = replace(
+                now, labelled=now.labelled + 1, points=points, node_latency_ms=node_latency_ms,
+                pipeline_latency_ms=pipeline_latency_ms,
+                points_dropped_nonfinite=now.points_dropped_nonfinite + dropped_nonfinite,
+                intensity_repaired=now.intensity_repaired + intensity_repaired)
 
     def snapshot(self) -> Snapshot:
         with self._lock:
@@ -99,6 +105,13 @@ class DiagnosticsReporter:
             level, message = DiagnosticStatus.WARN, 'no input cloud in the last period'
         elif snap.rejected > prev.rejected:
             level, message = DiagnosticStatus.WARN, f'rejected clouds: {snap.last_reject_reason}'
+        elif (snap.points_dropped_nonfinite > prev.points_dropped_nonfinite
+              or snap.intensity_repaired > prev.intensity_repaired):
+            level, message = DiagnosticStatus.WARN, (
+                'repaired input: '
+                f'{snap.points_dropped_nonfinite - prev.points_dropped_nonfinite} point(s) with '
+                f'non-finite x/y/z left out, {snap.intensity_repaired - prev.intensity_repaired} '
+                'NaN/inf intensities set to 0')
         values = {
             'input_rate_hz': f'{(snap.received - prev.received) / dt:.2f}',
             'output_rate_hz': f'{(snap.labelled - prev.labelled) / dt:.2f}',
@@ -112,6 +125,8 @@ class DiagnosticsReporter:
             'failed': str(snap.failed),
             'last_reject_reason': snap.last_reject_reason,
             'points': str(snap.points),
+            'points_dropped_nonfinite': str(snap.points_dropped_nonfinite),
+            'intensity_repaired': str(snap.intensity_repaired),
             'backend': self._hardware_id,
             'vocabulary': ', '.join(vocabulary),
         }

@@ -77,6 +77,8 @@ class LabelledScan:
     class_names: tuple[str, ...]
     palette: np.ndarray           # [C, 3] uint8, the vocabulary's colours
     timings_ms: dict[str, float]  # preprocess_ms, network_ms, postprocess_ms, total_ms, convert_ms
+    dropped_nonfinite: int = 0    # points of the input cloud left out: non-finite x, y or z
+    intensity_repaired: int = 0   # kept points whose NaN/inf intensity was set to 0
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,8 @@ class PreparedScan:
     policy: LabelPolicy
     parse_ms: float
     preprocess_ms: float
+    dropped_nonfinite: int = 0
+    intensity_repaired: int = 0
 
 
 def load_segmenter(bundle: str, backend: str, device: str, formulation: str = 'auto') -> Segmenter:
@@ -147,9 +151,10 @@ class ScanProcessor:
         if n == 0:
             raise ScanRejected('the cloud has no points')
         try:
-            points = cloud_to_xyzi(msg).points
+            parsed = cloud_to_xyzi(msg)
         except PointCloudError as exc:
             raise ScanRejected(str(exc)) from None
+        points = parsed.points
         if points.shape[0] == 0:
             raise ScanRejected('no point of the cloud has finite x, y, z')
         selected = range_mask(points, settings.policy)
@@ -168,7 +173,9 @@ class ScanProcessor:
         t_prepared = time.perf_counter()
         return PreparedScan(points, selected, inputs, embeddings, names, palette, settings.policy,
                             parse_ms=1e3 * (t_parsed - t0),
-                            preprocess_ms=1e3 * (t_prepared - t_parsed))
+                            preprocess_ms=1e3 * (t_prepared - t_parsed),
+                            dropped_nonfinite=parsed.dropped_nonfinite,
+                            intensity_repaired=parsed.intensity_repaired)
 
     def finish(self, scan: PreparedScan) -> LabelledScan:
         """Run the network on a prepared scan; return its labels and the labelled cloud."""
@@ -185,4 +192,5 @@ class ScanProcessor:
                                       len(scan.class_names), scan.policy)
         cloud = labelled_cloud(scan.points, labels, scores, scan.palette)
         timings['convert_ms'] = scan.parse_ms + 1e3 * (time.perf_counter() - t_inferred)
-        return LabelledScan(cloud, scan.class_names, scan.palette, timings)
+        return LabelledScan(cloud, scan.class_names, scan.palette, timings,
+                            scan.dropped_nonfinite, scan.intensity_repaired)

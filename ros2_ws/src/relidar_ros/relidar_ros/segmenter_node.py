@@ -234,7 +234,8 @@ class SegmenterNode(Node):
             if value == value:  # not NaN
                 pub.publish(Float64(data=float(value)))
         self._counters.labelled(scan.cloud.width * scan.cloud.height, node_latency,
-                                pipeline_latency)
+                                pipeline_latency, scan.dropped_nonfinite,
+                                scan.intensity_repaired)
 
     def _publish_diagnostics(self) -> None:
         status = self._diagnostics.status(time.monotonic(), self._counters.snapshot(),

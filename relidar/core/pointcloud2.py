@@ -243,3 +243,25 @@ def unpack_rgb(field: np.ndarray) -> np.ndarray:
     """Inverse of :func:`pack_rgb`."""
     bits = np.asarray(field, dtype=np.float32).view(np.uint32)
     return np.stack([(bits >> 16) & 255, (bits >> 8) & 255, bits & 255], axis=1).astype(np.uint8)
+
+
+LABELLED_FIELDS = ("x", "y", "z", "intensity", "label", "score", "rgb")
+
+
+def labelled_cloud(points: np.ndarray, labels: np.ndarray, scores: np.ndarray, palette: np.ndarray) -> CloudData:
+    """The one labelled-cloud layout: the node's output, the labelled bags of ``relidar segment`` and the
+    RViz config read it. x, y, z, intensity (float32), label (uint16; ``C``, the number of classes, is
+    unknown), score (float32), rgb (packed; the palette's colour, unknown grey). Labels outside
+    ``0..C-1`` (the Segmenter's -1 outside its crop) become ``C``."""
+    from relidar.core.viz.palette import label_colours
+
+    palette = np.asarray(palette, dtype=np.uint8).reshape(-1, 3)
+    c = len(palette)
+    labels = np.asarray(labels)
+    out_labels = np.where((labels >= 0) & (labels < c), labels, c).astype(np.uint16)
+    pts = np.asarray(points)
+    return build_cloud({
+        "x": pts[:, 0].astype(np.float32), "y": pts[:, 1].astype(np.float32), "z": pts[:, 2].astype(np.float32),
+        "intensity": pts[:, 3].astype(np.float32), "label": out_labels,
+        "score": np.asarray(scores, dtype=np.float32), "rgb": pack_rgb(label_colours(out_labels, palette)),
+    }, is_dense=bool(np.isfinite(pts[:, :3]).all()))

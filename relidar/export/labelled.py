@@ -25,7 +25,7 @@ import numpy as np
 import yaml
 
 from relidar.core.errors import RelidarError
-from relidar.core.pointcloud2 import CloudData, build_cloud, pack_rgb
+from relidar.core.pointcloud2 import labelled_cloud
 from relidar.core.scan_io import labels_to_raw_ids, semantic_kitti_label_config, write_label_file, write_ply
 from relidar.core.viz.palette import UNKNOWN_COLOUR, UNKNOWN_NAME, label_colours
 
@@ -148,19 +148,6 @@ def write_scan_labels(path: str | Path, scan: LabelledScan, class_names: Sequenc
     return write_label_file(path, labels_to_raw_ids(scan.labels, class_names))
 
 
-def node_cloud(scan: LabelledScan, palette: np.ndarray) -> CloudData:
-    """The scan in the segmenter node's output layout: label ``C`` (the number of classes) = unknown, grey."""
-    c = len(palette)
-    labels = np.asarray(scan.labels)
-    node_labels = np.where((labels >= 0) & (labels < c), labels, c).astype(np.uint16)
-    pts = scan.points
-    return build_cloud({
-        "x": pts[:, 0].astype(np.float32), "y": pts[:, 1].astype(np.float32), "z": pts[:, 2].astype(np.float32),
-        "intensity": pts[:, 3].astype(np.float32), "label": node_labels,
-        "score": np.asarray(scan.scores, dtype=np.float32), "rgb": pack_rgb(label_colours(node_labels, palette)),
-    }, is_dense=bool(np.isfinite(pts[:, :3]).all()))
-
-
 class LabelledBagWriter:
     """A rosbag2 folder (MCAP) of labelled clouds and the class legend; see the module docstring."""
 
@@ -236,7 +223,7 @@ class LabelledBagWriter:
             msg = self.legend(scan.stamp_ns, scan.frame_id)
             self._writer.write(self._legend, scan.stamp_ns,
                                self.typestore.serialize_cdr(msg, "visualization_msgs/msg/MarkerArray"))
-        cloud = node_cloud(scan, self.palette)
+        cloud = labelled_cloud(scan.points, scan.labels, scan.scores, self.palette)
         msg = T["sensor_msgs/msg/PointCloud2"](
             header=self._header(scan.stamp_ns, scan.frame_id), height=cloud.height, width=cloud.width,
             fields=[T["sensor_msgs/msg/PointField"](name=f.name, offset=f.offset, datatype=f.datatype, count=f.count)

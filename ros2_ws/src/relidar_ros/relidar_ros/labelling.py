@@ -13,12 +13,13 @@
 # limitations under the License.
 
 """
-Per-point labels as the node publishes them: range gate, score threshold, unknown, colours.
+Per-point labels as the node publishes them: range gate, score threshold, unknown.
 
 Pure numpy (no rclpy), so it is tested without ROS. Label values: ``0..C-1`` index the
 vocabulary's classes; ``C`` (the number of classes) is ``unknown``: points outside
 ``[min_range, max_range]``, outside the bundle's crop, or whose score is below
-``score_threshold``. Unknown points are grey.
+``score_threshold``. The cloud they go out in (colours, unknown grey) is
+:func:`relidar.core.pointcloud2.labelled_cloud`, the layout the CLI's labelled bags share.
 """
 
 from __future__ import annotations
@@ -26,9 +27,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from relidar.core.pointcloud2 import build_cloud, CloudData, pack_rgb
-
-UNKNOWN_RGB = np.array([128, 128, 128], dtype=np.uint8)
 
 
 @dataclass(frozen=True)
@@ -72,26 +70,3 @@ def final_labels(
     out_labels[idx[confident]] = labels[confident].astype(np.uint16)
     out_scores[idx] = scores
     return out_labels, out_scores
-
-
-def colours(labels: np.ndarray, palette: np.ndarray) -> np.ndarray:
-    """Return the [N,3] uint8 colour of each label; ``unknown`` (== len(palette)) is grey."""
-    table = np.concatenate([np.asarray(palette, dtype=np.uint8).reshape(-1, 3), UNKNOWN_RGB[None]],
-                           axis=0)
-    return table[np.minimum(labels, len(table) - 1)]
-
-
-def labelled_cloud(points: np.ndarray, labels: np.ndarray, scores: np.ndarray,
-                   palette: np.ndarray) -> CloudData:
-    """Return x, y, z, intensity (float32), label (uint16), score (float32), rgb (packed)."""
-    return build_cloud(
-        {
-            'x': points[:, 0].astype(np.float32),
-            'y': points[:, 1].astype(np.float32),
-            'z': points[:, 2].astype(np.float32),
-            'intensity': points[:, 3].astype(np.float32),
-            'label': labels.astype(np.uint16),
-            'score': scores.astype(np.float32),
-            'rgb': pack_rgb(colours(labels, palette)),
-        }
-    )

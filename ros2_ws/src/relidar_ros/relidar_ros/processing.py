@@ -39,10 +39,16 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from relidar.core.bundle import BundleError
 from relidar.core.errors import RelidarError
-from relidar.core.pointcloud2 import cloud_to_xyzi, CloudData, PointCloud2Like, PointCloudError
+from relidar.core.pointcloud2 import (
+    cloud_to_xyzi,
+    CloudData,
+    labelled_cloud,
+    PointCloud2Like,
+    PointCloudError,
+)
 from relidar.core.preprocess import StudentInputs
 from relidar.core.segmenter import Segmenter
-from relidar_ros.labelling import final_labels, labelled_cloud, LabelPolicy, range_mask
+from relidar_ros.labelling import final_labels, LabelPolicy, range_mask
 from relidar_ros.parameters import ParameterError
 
 

@@ -16,9 +16,10 @@
 
 from diagnostic_msgs.msg import DiagnosticStatus
 import numpy as np
-from relidar.core.pointcloud2 import read_cloud, unpack_rgb
+from relidar.core.pointcloud2 import labelled_cloud, read_cloud, unpack_rgb
+from relidar.core.viz.palette import label_colours
 from relidar_ros.diagnostics import Counters, DiagnosticsReporter, legend_markers
-from relidar_ros.labelling import colours, final_labels, labelled_cloud, LabelPolicy, range_mask
+from relidar_ros.labelling import final_labels, LabelPolicy, range_mask
 from visualization_msgs.msg import Marker
 
 OUTPUT_FIELDS = ('x', 'y', 'z', 'intensity', 'label', 'score', 'rgb')
@@ -36,7 +37,8 @@ def test_labels_unknown_for_range_crop_and_threshold():
                                   np.array([0.9, 0.0, 0.3], np.float32), 3, policy)
     np.testing.assert_array_equal(labels, [3, 2, 3, 3, 3])
     np.testing.assert_allclose(scores, [0, 0.9, 0, 0, 0.3])
-    np.testing.assert_array_equal(colours(labels, PALETTE)[:2], [[128, 128, 128], [0, 0, 255]])
+    np.testing.assert_array_equal(label_colours(labels, PALETTE)[:2],
+                                  [[128, 128, 128], [0, 0, 255]])
     arr = read_cloud(labelled_cloud(pts, labels, scores, PALETTE))
     assert arr.dtype.names == OUTPUT_FIELDS
     assert arr['label'].dtype == np.uint16 and arr['score'].dtype == np.float32

@@ -408,11 +408,15 @@ def loader_workers(config: LoaderConfig, device: torch.device, local_world_size:
 
 
 def step_loader(steps: StepBatches, start: int, stop: int, config: LoaderConfig, device: torch.device,
-                local_world_size: int = 1) -> Iterator[PackedBatch]:
-    """The packed batches of steps ``start .. stop-1`` in order, prepared ``data.loader.workers`` ahead in
-    DataLoader workers (pinned when training on CUDA)."""
+                local_world_size: int = 1) -> Iterator[Batch | PackedBatch]:
+    """The batches of steps ``start .. stop-1`` in order, prepared ``data.loader.workers`` ahead in
+    DataLoader workers (pinned when training on CUDA); each has ``.to(device)`` giving a :class:`Batch`."""
     workers = loader_workers(config, device, local_world_size)
     pin = device.type == "cuda" if config.pin_memory == "auto" else config.pin_memory == "on"
+    if workers == 0 and not (pin and torch.cuda.is_available()):
+        # Packing pays for transfers (worker -> loop through shared memory, pinned host -> GPU); in-process
+        # batches for the CPU have none, and packing cost 96 of 840 ms a step there (README, bench train).
+        return (steps.batch(step) for step in range(start, stop))
     loader = torch.utils.data.DataLoader(
         steps, batch_size=None, sampler=range(start, stop), num_workers=workers, collate_fn=_identity,
         pin_memory=pin and torch.cuda.is_available(), prefetch_factor=config.prefetch if workers else None,

@@ -18,7 +18,7 @@ def register(apps: Apps) -> None:
 
 def bench_gpu(
     out: Optional[Path] = typer.Option(None, "--out", help="Folder to write (new or empty): gpu_check.json, summary.md "
-                                       "and the check's scratch files (work/); default runs/bench_gpu_<YYYYmmdd-HHMMSS>."),
+                                       "and the check's scratch files (work/); default runs/bench_gpu_YYYYmmdd-HHMMSS."),
     scan: Optional[Path] = typer.Option(None, "--scan", help="Lidar scan (.bin KITTI or .npy); default: the KITTI frame "
                                                              "in ../shared/data, else a synthetic 64-beam scan."),
     repeat: int = typer.Option(10, "--repeat", min=1, help="Timed repetitions per measurement."),

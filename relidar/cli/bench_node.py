@@ -28,7 +28,7 @@ def bench_node(
     domain_id: Optional[int] = typer.Option(None, "--domain-id", help="ROS domain for the run (default: one from the pid)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the results here (JSON)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Run folder to write (node log, results; new or empty); default "
-                                       "runs/bench_node_<YYYYmmdd-HHMMSS>."),
+                                       "runs/bench_node_YYYYmmdd-HHMMSS."),
 ) -> None:
     """Publish one scan at --rate through real DDS to the node (a child process) and measure
     publish -> labelled-cloud latency, drops and the node's resident memory."""

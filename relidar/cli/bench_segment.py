@@ -34,7 +34,7 @@ def bench_segment(
     sweep_sizes: str = typer.Option(",".join(str(n) for n in DEFAULT_SWEEP), "--sweep-sizes",
                                     help="Comma-separated point counts for --sweep."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the results here (JSON; the sweep plot "
-                                            "goes beside it as <name>_sweep.png)."),
+                                            "goes beside it as NAME_sweep.png)."),
 ) -> None:
     """Time the Segmenter per scan (preprocess, network, postprocess, total; p50/p90), its peak RSS, and
     the same network in spconv on the same scan; ratio = ours / spconv (total p50)."""

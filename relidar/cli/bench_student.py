@@ -31,7 +31,7 @@ def bench_student(
                                                                          "torch's own choice)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the results here (JSON)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Run folder to write (results, effective config; new or empty); default "
-                                       "runs/bench_student_<YYYYmmdd-HHMMSS>."),
+                                       "runs/bench_student_YYYYmmdd-HHMMSS."),
 ) -> None:
     """Time our student (kernel maps + forward) and the same network in spconv, interleaved, and
     check they give the same output."""

@@ -47,7 +47,7 @@ def bench_train(
     option: Optional[list[str]] = typer.Option(None, "--option", help="Reader option key=value (repeatable)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the results here (JSON)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Run folder to write (results; new or empty); default "
-                                       "runs/bench_train_<YYYYmmdd-HHMMSS>."),
+                                       "runs/bench_train_YYYYmmdd-HHMMSS."),
 ) -> None:
     """Scans/s of data loading (cache read, voxelize, kernel maps; serially and in DataLoader workers with
     pinned memory), forward+backward and the online teacher, on the CPU and on CUDA where available;

@@ -29,7 +29,7 @@ def compare(
     controls: bool = typer.Option(True, "--controls/--no-controls", help="Run the plan's controls (random init, oracle, "
                                                                         "ablations, teacher switches)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Comparison folder to write (new or empty); default "
-                                       "runs/compare_<YYYYmmdd-HHMMSS>."),
+                                       "runs/compare_YYYYmmdd-HHMMSS."),
 ) -> None:
     """Distill and evaluate one student per (loss, seed) on the same data, with the plan's controls; write
     plan.md (before any run), compare.md/json (table with 95 % intervals, the paper's claims with paired

@@ -18,7 +18,7 @@ def demo(
     overrides: Optional[list[str]] = typer.Argument(None, help="Budget overrides key=value (e.g. frames=12 steps=80); see "
                                                                "relidar.demo.pipeline.DemoConfig."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Folder to write (new or empty); default "
-                                       "runs/demo_<YYYYmmdd-HHMMSS>."),
+                                       "runs/demo_YYYYmmdd-HHMMSS."),
 ) -> None:
     """Generate a synthetic driving log, prepare teacher features, distill a 'fast' student with the
     relational loss, evaluate it zero-shot and few-shot, export a model bundle to OUT/bundle, segment a

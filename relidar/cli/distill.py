@@ -26,7 +26,7 @@ def distill(
     resume: Optional[Path] = typer.Option(None, "--resume", help="Run folder to continue from its latest checkpoint (uses the "
                                                                  "config saved there)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder to write (new or empty); default "
-                                       "runs/distill_<loss>_<YYYYmmdd-HHMMSS>."),
+                                       "runs/distill_LOSS_YYYYmmdd-HHMMSS."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Distill the teacher's features into the student; writes config, CSV/TensorBoard logs, checkpoints

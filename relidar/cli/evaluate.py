@@ -22,7 +22,7 @@ def evaluate(
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="Config YAML to use instead of the one stored in the "
                                                                        "weights (its data and eval sections)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Report folder to write (new or empty); default "
-                                       "runs/evaluate_<YYYYmmdd-HHMMSS>."),
+                                       "runs/evaluate_YYYYmmdd-HHMMSS."),
     device: str = typer.Option("cpu", "--device", help="'cpu' or 'cuda'."),
 ) -> None:
     """Evaluate a student: zero-shot mIoU (all and camera-visible points), linear probe and fine-tuning

@@ -39,7 +39,8 @@ Two worker threads make a two-stage pipeline: ``relidar-prepare`` parses and vox
 newest scan while ``relidar-segmenter`` runs the network on the one before (on two cores the
 stages overlap; both release the GIL). The preparer starts on a scan only once the network has
 taken the one it prepared before, so at most one scan waits between the stages and the
-newest-scan rule still holds.
+newest-scan rule still holds; and it starts just in time (``pacing``): when the network is
+expected to finish one preparation later, so the scan it takes is the newest then.
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ from relidar_ros.conversions import cloud_to_msg
 from relidar_ros.diagnostics import Counters, DiagnosticsReporter, legend_markers
 from relidar_ros.environment import use_default_fastdds_profile
 from relidar_ros.latest_scan import LatestScan
+from relidar_ros.pacing import StagePacer
 from relidar_ros.parameters import (
     check_overrides,
     check_ranges,
@@ -137,6 +139,7 @@ class SegmenterNode(Node):
         # the scan prepared ahead of the network, and the turn to prepare the next one
         self._prepared: queue.Queue[tuple[PointCloud2, int, PreparedScan]] = queue.Queue(maxsize=1)
         self._may_prepare = threading.Semaphore(1)
+        self._pacer = StagePacer()
         self._preparer = threading.Thread(target=self._prepare_scans, name='relidar-prepare',
                                           daemon=True)
         self._worker = threading.Thread(target=self._work, name='relidar-segmenter', daemon=True)
@@ -178,18 +181,23 @@ class SegmenterNode(Node):
         while not self._stop.is_set():
             if not self._may_prepare.acquire(timeout=0.2):
                 continue
+            # just in time for the network (relidar_ros.pacing): the scan taken is the newest
+            if self._stop.wait(self._pacer.delay(time.monotonic())):
+                return
             item = None
             while item is None and not self._stop.is_set():
                 item = self._mailbox.take(timeout_s=0.2)
             if item is None:
                 return
             msg, received_ns = item
+            t0 = time.monotonic()
             try:
                 prepared = self._processor.prepare(msg, self._settings)
             except Exception as exc:  # noqa: BLE001 - counted like a failure of the network stage
                 self._may_prepare.release()
                 self._count_failure(exc)
                 continue
+            self._pacer.prepared(time.monotonic() - t0)
             self._prepared.put((msg, received_ns, prepared))
 
     def _work(self) -> None:
@@ -198,11 +206,14 @@ class SegmenterNode(Node):
                 msg, received_ns, prepared = self._prepared.get(timeout=0.2)
             except queue.Empty:
                 continue
+            self._pacer.network_started(time.monotonic())
             self._may_prepare.release()  # the next scan is prepared while this one runs
             try:
                 self._process(msg, received_ns, prepared)
             except Exception as exc:  # noqa: BLE001 - one bad scan must not stop a node on a car
                 self._count_failure(exc)
+            finally:
+                self._pacer.network_finished(time.monotonic())
 
     def _count_failure(self, exc: Exception) -> None:
         if isinstance(exc, ScanRejected):

@@ -106,11 +106,15 @@ def score_rows(result: SetResult) -> dict[str, SegmentationScores]:
         "zero-shot, all points": result.zero_shot["all"],
         "zero-shot, camera-visible": result.zero_shot["visible"],
         "teacher (2D) zero-shot, camera-visible": result.zero_shot["teacher"],
-        f"linear probe, {result.linear_probe['scans']} scans": result.linear_probe["scores"],
+        f"linear probe, {_scans(result.linear_probe['scans'])}": result.linear_probe["scores"],
     }
     for ft in result.finetune:
-        rows[f"fine-tuned, {fraction_tag(ft['fraction'])} ({ft['scans']} scans)"] = ft["scores"]
+        rows[f"fine-tuned, {fraction_tag(ft['fraction'])} ({_scans(ft['scans'])})"] = ft["scores"]
     return rows
+
+
+def _scans(n: int) -> str:
+    return f"{n} scan" if n == 1 else f"{n} scans"
 
 
 def write_report(out_dir: Path | str, result: EvaluationResult, title: str = "relidar evaluation",

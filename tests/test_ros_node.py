@@ -313,6 +313,9 @@ def test_bench_node_reports_latency_and_memory(bundle_dir: Path, tmp_path: Path)
     assert result["dropped"] >= 0 and result["node_alive_at_end"]
     assert 0 < result["latency_ms_p50"] <= result["latency_ms_p99"]
     assert result["rss_mb_start"] > 10 and result["rss_mb_end"] > 10
+    assert result["rss_growth_mb_after_warmup"] == result["rss_mb_end"] - result["rss_mb_after_warmup"]
+    series = result["rss_mb_series"]  # a 2 s run: warm-up is its last sample
+    assert abs(result["rss_mb_after_warmup"] - series[min(5, len(series) - 1)]) <= 0.05
     assert result["points_labelled_per_scan"] == 5000
 
 

@@ -63,7 +63,8 @@ def bench_node(
     table.add_column("value", justify="right")
     for key in ("published", "labelled", "lost", "dropped", "rejected", "latency_ms_p50", "latency_ms_p90",
                 "latency_ms_p99", "latency_ms_p50_first_half", "latency_ms_p50_second_half", "output_rate_hz",
-                "rss_mb_start", "rss_mb_end", "rss_mb_max", "points_per_scan", "backend"):
+                "rss_mb_start", "rss_mb_after_warmup", "rss_mb_end", "rss_growth_mb_after_warmup", "rss_mb_max",
+                "points_per_scan", "backend"):
         v = result[key]
         table.add_row(key, f"{v:.1f}" if isinstance(v, float) else str(v))
     console.print(table)

@@ -47,6 +47,9 @@ class NodeBenchError(RelidarError):
     """The node could not be started or never answered; ``path`` is its log."""
 
 
+WARMUP_S = 5  # seconds at the publishing rate before memory is taken as warmed up
+
+
 @dataclass(frozen=True)
 class NodeBenchConfig:
     """What to benchmark, how fast and how long."""
@@ -190,6 +193,7 @@ def run_node_bench(cfg: NodeBenchConfig,
 
     latencies = [(r - s) / 1e6 for s, r, _ in sorted(got)]
     half = len(latencies) // 2
+    warm = rss_series[min(WARMUP_S, len(rss_series) - 1)]  # one sample a second
     return {
         'published': len(published),
         'labelled': len(got),
@@ -203,7 +207,11 @@ def run_node_bench(cfg: NodeBenchConfig,
         'latency_ms_p50_first_half': _percentile(latencies[:half], 50),
         'latency_ms_p50_second_half': _percentile(latencies[half:], 50),
         'output_rate_hz': len(got) / cfg.seconds,
-        'rss_mb_start': rss_start,
+        'rss_mb_start': rss_start,  # after the first labelled cloud, before the load starts
+        # RSS once the pipeline has run at the publishing rate for a few seconds (its buffers and
+        # ONNX Runtime's arenas at their working size), and what it grew from there to the end
+        'rss_mb_after_warmup': warm,
+        'rss_growth_mb_after_warmup': rss_end - warm,
         'rss_mb_end': rss_end,
         'rss_mb_max': float(np.nanmax(rss_series + [rss_end])),
         'rss_mb_series': [round(v, 1) for v in rss_series],  # about once a second while publishing

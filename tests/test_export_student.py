@@ -182,10 +182,9 @@ def test_maps_with_empty_pair_lists_run(exported) -> None:
     np.testing.assert_allclose(scores, ref_scores, atol=1e-5)
 
 
+@pytest.mark.parametrize("exported", ["table"], indirect=True)  # the pair-list graph has a scatter per offset
 def test_table_graph_is_one_gather_and_one_gemm_per_convolution(exported) -> None:
     student, path, formulation = exported
-    if formulation != "table":
-        pytest.skip("the pair-list graph has a gather, a GEMM and a scatter per kernel offset")
     from relidar.model.sparse.modules import PointConv, SparseConv
 
     convs = [m for m in student.modules() if isinstance(m, SparseConv)]

@@ -47,6 +47,21 @@ def test_bench_segment_json(tmp_path_factory, tmp_path) -> None:
     assert (tmp_path / "bench_sweep.png").stat().st_size > 1000
 
 
+def test_bench_segment_compares_the_two_graphs_in_one_run(tmp_path_factory, tmp_path) -> None:
+    scan, _ = _scan_file(tmp_path)
+    out = tmp_path / "bench.json"
+    result = CliRunner().invoke(build_app(), [
+        "bench", "segment", "--bundle", str(shared_bundle(tmp_path_factory)), "--scan", str(scan),
+        "--backend", "onnxruntime", "--repeat", "2", "--no-spconv", "--compare-formulations", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    assert data["formulation"] == "pairs" and set(data["formulations"]) == {"pairs", "table"}
+    for entry in data["formulations"].values():
+        assert entry["network_ms_p50"] > 0 and entry["total_ms_p50"] >= entry["network_ms_p50"]
+        assert entry["label_agreement"] >= 0.999  # the same network in another graph
+    assert data["formulations"]["pairs"]["label_agreement"] == 1.0
+
+
 def test_resize_scan_subsamples_and_duplicates() -> None:
     pts = np.random.default_rng(1).random((100, 4)).astype(np.float32)
     small = resize_scan(pts, 40)

@@ -6,6 +6,11 @@ job with spconv on the same scan in the same process: numpy voxelize, the BN-fol
 the bundle's student (relidar.bench.spconv_reference) incl. the head, cosine classification and
 devoxelization to points. Peak RSS is read before the reference runs (torch is not imported by the
 onnxruntime path, so it is the runtime's footprint).
+
+``compare_formulations`` also times the other sparse-convolution graph (pair lists vs neighbour tables)
+on the same backend, interleaved repetition by repetition in the same process: which one is faster
+depends on the cores (on 2 cores pair lists, on 16 the tables), and timings of separate processes on a
+shared machine drift more than the difference.
 """
 
 from __future__ import annotations
@@ -66,6 +71,8 @@ class SegmentBenchResult:
     load_average: list[float] = field(default_factory=list)
     cpu_count: int = 0
     sweep: list[dict] = field(default_factory=list)
+    # compare_formulations: per graph, p50 of each stage (interleaved runs), and the label agreement
+    formulations: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -79,6 +86,19 @@ def time_segmenter(seg: Segmenter, points: np.ndarray, repeat: int, warmup: int 
         t = seg(points).timings_ms
         for s in STAGES:
             runs[s].append(t[s])
+    return runs
+
+
+def time_interleaved(segs: dict[str, Segmenter], points: np.ndarray, repeat: int) -> dict[str, dict[str, list[float]]]:
+    """Each Segmenter once per repetition, in turn, after one warm-up each: they see the same machine."""
+    for seg in segs.values():
+        seg(points)
+    runs = {name: {s: [] for s in STAGES} for name in segs}
+    for _ in range(repeat):
+        for name, seg in segs.items():
+            t = seg(points).timings_ms
+            for s in STAGES:
+                runs[name][s].append(t[s])
     return runs
 
 
@@ -138,6 +158,7 @@ def time_spconv(bundle_dir: Path, points: np.ndarray, text: np.ndarray, logit_sc
 def run_segment_bench(bundle_dir: Path, points: np.ndarray, backend: str = "onnxruntime", device: str = "cpu",
                       repeat: int = 10, spconv: bool = True, sweep_sizes: Sequence[int] = (),
                       sweep_repeat: int = 3, threads: int | None = None, formulation: str | None = None,
+                      compare_formulations: bool = False,
                       on_step: Callable[[str], None] | None = None) -> SegmentBenchResult:
     import os
 
@@ -168,6 +189,16 @@ def run_segment_bench(bundle_dir: Path, points: np.ndarray, backend: str = "onnx
             result.spconv_voxelize_ms_p50 = _p(ref["voxelize"], 50)
             result.spconv_network_ms_p50 = _p(ref["network"], 50)
             result.ratio = result.total_ms_p50 / result.spconv_total_ms_p50
+    if compare_formulations:
+        other = "table" if seg.formulation == "pairs" else "pairs"
+        step(f"timing the {seg.formulation} and {other} graphs interleaved")
+        segs = {seg.formulation: seg,
+                other: Segmenter(bundle_dir, backend=backend, device=device, threads=threads, formulation=other)}
+        runs = time_interleaved(segs, points, repeat)
+        labels = {name: s(points).labels for name, s in segs.items()}
+        for name in segs:
+            result.formulations[name] = {f"{s}_ms_p50": _p(runs[name][s], 50) for s in STAGES}
+            result.formulations[name]["label_agreement"] = float((labels[name] == labels[seg.formulation]).mean())
     return result
 
 

@@ -24,6 +24,9 @@ def bench_segment(
     backend: str = typer.Option("onnxruntime", "--backend", help="auto, onnxruntime, tensorrt or torch."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N."),
     formulation: str = typer.Option("auto", "--formulation", help=FORMULATION_HELP),
+    compare_formulations: bool = typer.Option(False, "--compare-formulations", help="Also time the other graph "
+                                              "(pairs vs table) interleaved with this one in the same run, to choose "
+                                              "--formulation for this machine."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="ONNX Runtime intra-op threads "
                                           "(default: one per physical core)."),
     repeat: int = typer.Option(10, "--repeat", min=1, help="Timed repetitions (after one warm-up)."),
@@ -52,7 +55,7 @@ def bench_segment(
     sizes = [int(n) for n in pieces]
     points = read_scan(scan)
     result = run_segment_bench(bundle, points, backend, device, repeat, spconv, sizes, sweep_repeat, threads,
-                               formulation=formulation_choice(formulation),
+                               formulation=formulation_choice(formulation), compare_formulations=compare_formulations,
                                on_step=lambda msg: console.print(f"[dim]{msg}[/dim]"))
     data = result.to_json()
     data["scan"] = str(scan)
@@ -66,6 +69,9 @@ def bench_segment(
         table.add_row("spconv total", f"{result.spconv_total_ms_p50:.1f}", "")
         table.add_row("ratio (ours / spconv)", f"{result.ratio:.2f}", "")
     table.add_row("peak RSS (MB)", f"{result.peak_rss_mb:.0f}", "")
+    for name, entry in result.formulations.items():
+        table.add_row(f"{name} graph, interleaved: network / total", f"{entry['network_ms_p50']:.1f} / "
+                      f"{entry['total_ms_p50']:.1f}", f"labels {100 * entry['label_agreement']:.2f} % equal")
     console.print(table)
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)

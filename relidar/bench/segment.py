@@ -78,15 +78,8 @@ class SegmentBenchResult:
         return asdict(self)
 
 
-def time_segmenter(seg: Segmenter, points: np.ndarray, repeat: int, warmup: int = 1) -> dict[str, list[float]]:
-    for _ in range(warmup):
-        seg(points)
-    runs: dict[str, list[float]] = {s: [] for s in STAGES}
-    for _ in range(repeat):
-        t = seg(points).timings_ms
-        for s in STAGES:
-            runs[s].append(t[s])
-    return runs
+def time_segmenter(seg: Segmenter, points: np.ndarray, repeat: int) -> dict[str, list[float]]:
+    return time_interleaved({"": seg}, points, repeat)[""]
 
 
 def time_interleaved(segs: dict[str, Segmenter], points: np.ndarray, repeat: int) -> dict[str, dict[str, list[float]]]:

@@ -6,9 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Iterable
 
+from relidar.core.graph import FORMULATIONS as GRAPH_FORMULATIONS
 from relidar.core.vocabulary import VocabularyError, check_class_names
 
-FORMULATIONS = ("auto", "pairs", "table")
+FORMULATIONS = ("auto", *GRAPH_FORMULATIONS)
 FORMULATION_HELP = ("Sparse-convolution graph: pairs (kernel-offset pair lists) or table (neighbour tables); auto: "
                     "table on CUDA, pairs on a CPU. On many-core CPUs table can be faster (README Benchmarks).")
 

@@ -245,9 +245,6 @@ def unpack_rgb(field: np.ndarray) -> np.ndarray:
     return np.stack([(bits >> 16) & 255, (bits >> 8) & 255, bits & 255], axis=1).astype(np.uint8)
 
 
-LABELLED_FIELDS = ("x", "y", "z", "intensity", "label", "score", "rgb")
-
-
 def labelled_cloud(points: np.ndarray, labels: np.ndarray, scores: np.ndarray, palette: np.ndarray) -> CloudData:
     """The one labelled-cloud layout: the node's output, the labelled bags of ``relidar segment`` and the
     RViz config read it. x, y, z, intensity (float32), label (uint16; ``C``, the number of classes, is

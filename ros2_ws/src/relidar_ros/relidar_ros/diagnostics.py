@@ -27,7 +27,7 @@ from typing import Sequence
 
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 import numpy as np
-from relidar.core.viz.palette import UNKNOWN_COLOUR
+from relidar.core.viz.palette import label_colours
 from visualization_msgs.msg import Marker, MarkerArray
 
 LEGEND_NS = 'relidar_legend'
@@ -138,9 +138,7 @@ class DiagnosticsReporter:
 def legend_markers(frame: str, class_names: Sequence[str], palette: np.ndarray) -> MarkerArray:
     """Return one text marker per class in its colour, ``unknown`` last in grey, in ``frame``."""
     names = list(class_names) + ['unknown']
-    rgb = np.concatenate([np.asarray(palette, np.uint8).reshape(-1, 3),
-                          np.asarray(UNKNOWN_COLOUR, np.uint8)[None]])
-    colours = rgb.astype(np.float64) / 255.0
+    colours = label_colours(np.arange(len(names)), palette).astype(np.float64) / 255.0
     clear = Marker(action=Marker.DELETEALL, ns=LEGEND_NS)
     clear.header.frame_id = frame
     markers = [clear]

@@ -20,8 +20,8 @@ the network starts, scan k+1 is ready after the preparation time and then waits 
 growing stale while newer scans arrive (measured on 2 cores at 10 Hz: latency p50 ~2 network
 times). The pacer delays the take until the network is expected to finish one preparation time
 later, from moving averages of both stages, so the scan labelled next is the newest one at the
-moment it can still be prepared in time. Throughput is unchanged: the network never waits longer
-than the error of the estimates.
+moment it can still be prepared in time. The network waits when a preparation runs longer than its
+average (measured on 2 cores: labels 65-110 ms fresher, 5-17 % fewer of them; README).
 """
 
 from __future__ import annotations

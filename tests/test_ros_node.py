@@ -226,7 +226,7 @@ def test_fuzzed_clouds_then_a_valid_one(node) -> None:
         return {kv.key: kv.value for kv in diags[-1].status[0].values} if diags else {}
 
     def accounted(values: dict[str, str]) -> int:
-        return sum(int(values.get(k, 0)) for k in ("labelled", "rejected", "dropped", "failed"))
+        return sum(int(values.get(k, 0)) for k in ("labelled", "rejected", "dropped", "failed", "superseded"))
 
     # Diagnostics come at 1 Hz and a snapshot may catch scans still pending or being labelled; once
     # input stops, a later one must have counted the fuzzing, the valid cloud and every scan received.
@@ -235,6 +235,52 @@ def test_fuzzed_clouds_then_a_valid_one(node) -> None:
                            and accounted(last_diagnostics()) == int(last_diagnostics().get("received", -1)), 10)
     values = last_diagnostics()
     assert {"input_rate_hz", "output_rate_hz", "dropped", "backend", "vocabulary"} <= set(values)
+    peer.node.destroy_publisher(pub)
+
+
+@pytest.mark.slow
+def test_lanes_publish_in_order_and_account_for_every_scan(node) -> None:
+    """The node labels with two lanes (its default): large and small scans in turn, published faster than
+    it labels them, so a small scan's lane can finish before the large one received earlier. The output
+    stamps never go back in time, and every scan received is published, dropped (replaced unlabelled)
+    or superseded (labelled after a newer one was out)."""
+    from rclpy.qos import qos_profile_sensor_data
+    from sensor_msgs.msg import PointCloud2
+    from std_msgs.msg import Header
+
+    from relidar_ros.conversions import cloud_to_msg
+
+    peer, proc, seg, _ = node
+    topic = "/segmenter/output/points"
+    pub = peer.node.create_publisher(PointCloud2, INPUT_TOPIC, qos_profile_sensor_data)
+    assert peer.wait_until(lambda: pub.get_subscription_count() > 0, 10)
+    large, small = _synthetic_scan(11, 120_000), _synthetic_scan(12, 2_000)
+    clouds = {len(large): xyzi_cloud(large), len(small): xyzi_cloud(small)}
+    before = len(peer.received[topic])
+    sent = []
+    for i in range(24):
+        header = Header(frame_id="velodyne")
+        header.stamp.sec, header.stamp.nanosec = 1_000 + i, 0
+        pub.publish(cloud_to_msg(clouds[len(large) if i % 2 == 0 else len(small)], header))
+        sent.append(1_000 + i)
+        time.sleep(0.03)
+
+    def last_diagnostics() -> dict[str, str]:
+        diags = peer.received["/diagnostics"]
+        return {kv.key: kv.value for kv in diags[-1].status[0].values} if diags else {}
+
+    def settled() -> bool:
+        v = last_diagnostics()
+        done = sum(int(v.get(k, 0)) for k in ("labelled", "rejected", "dropped", "failed", "superseded"))
+        return bool(v) and done == int(v.get("received", -1)) and int(v.get("received", 0)) >= 24
+    assert peer.wait_until(settled, 30), last_diagnostics()
+    stamps = [m.header.stamp.sec for m in peer.received[topic][before:]]
+    assert stamps, "nothing labelled"
+    assert set(stamps) <= set(sent)
+    assert stamps == sorted(set(stamps)), f"out of order: {stamps}"
+    for msg in peer.received[topic][before:]:
+        _check_labelled(msg, large if msg.header.stamp.sec % 2 == 0 else small, len(seg.vocabulary.class_names))
+    assert proc.poll() is None
     peer.node.destroy_publisher(pub)
 
 

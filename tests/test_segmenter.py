@@ -203,3 +203,74 @@ def test_all_non_finite_scan(segmenter: Segmenter) -> None:
         warnings.simplefilter("error")
         result = segmenter(scan, return_features=True)
     assert np.all(result.labels == -1) and result.non_finite_xyz == 100 and result.features.shape == (100, 32)
+
+
+def _run_side_by_side(seg: Segmenter, scans: list[np.ndarray], during_run=None) -> list:
+    """Label ``scans`` from one thread each at once; ``during_run`` wraps the backend's real ``run``."""
+    import threading
+
+    if during_run is not None:
+        real_run = seg._backend.run
+        seg._backend.run = lambda feed: during_run(real_run, feed)  # instance attribute: this Segmenter only
+    inputs = [seg.preprocess(s) for s in scans]
+    results: list = [None] * len(scans)
+
+    def lane(i: int) -> None:
+        results[i] = seg.label(inputs[i])
+
+    threads = [threading.Thread(target=lane, args=(i,)) for i in range(len(scans))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return results
+
+
+def test_concurrent_calls_overlap_on_onnxruntime_and_label_as_one_at_a_time(tmp_path_factory) -> None:
+    """The node's lanes: two threads label with one Segmenter (ONNX Runtime, one intra-op thread each).
+    Both calls are inside the backend at once (the barrier below needs both), and the labels are those
+    of calls made one after the other."""
+    import threading
+
+    seg = Segmenter(shared_bundle(tmp_path_factory), backend="onnxruntime", threads=1)
+    scans = [_scan(6000, seed) for seed in (5, 6)]
+    expected = [seg(s) for s in scans]
+    both_inside = threading.Barrier(2, timeout=30)
+
+    def meet_then_run(real_run, feed):
+        both_inside.wait()  # raises BrokenBarrierError if the calls were made to take turns
+        return real_run(feed)
+
+    results = _run_side_by_side(seg, scans, meet_then_run)
+    for got, want in zip(results, expected):
+        np.testing.assert_array_equal(got.labels, want.labels)
+        np.testing.assert_array_equal(got.scores, want.scores)
+
+
+def test_calls_on_a_backend_that_runs_one_at_a_time_take_turns(tmp_path_factory) -> None:
+    """torch (like TensorRT) declares ``concurrent = False``: calls from several threads never overlap."""
+    import threading
+    import time
+
+    pytest.importorskip("torch")
+    seg = Segmenter(shared_bundle(tmp_path_factory), backend="torch")
+    scans = [_scan(4000, seed) for seed in (7, 8, 9)]
+    expected = [seg(s) for s in scans]
+    lock = threading.Lock()
+    inside, most = [0], [0]
+
+    def count_then_run(real_run, feed):
+        with lock:
+            inside[0] += 1
+            most[0] = max(most[0], inside[0])
+        time.sleep(0.05)  # long enough for another thread to come in, were it let in
+        try:
+            return real_run(feed)
+        finally:
+            with lock:
+                inside[0] -= 1
+
+    results = _run_side_by_side(seg, scans, count_then_run)
+    assert most[0] == 1
+    for got, want in zip(results, expected):
+        np.testing.assert_array_equal(got.labels, want.labels)

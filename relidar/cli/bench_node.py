@@ -25,6 +25,10 @@ def bench_node(
     backend: str = typer.Option("auto", "--backend", help="Node parameter 'backend'."),
     device: str = typer.Option("cpu", "--device", help="Node parameter 'device'."),
     formulation: str = typer.Option("auto", "--formulation", help="Node parameter 'formulation': " + FORMULATION_HELP),
+    lanes: int = typer.Option(2, "--lanes", min=1, max=16, help="Node parameter 'lanes': scans labelled at once, each "
+                              "by its own worker thread sharing one Segmenter."),
+    network_threads: int = typer.Option(0, "--network-threads", min=0, max=256, help="Node parameter "
+                                        "'network_threads': ONNX Runtime threads per network call (0: CPUs / lanes)."),
     domain_id: Optional[int] = typer.Option(None, "--domain-id", help="ROS domain for the run (default: one from the pid)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the results here (JSON)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Run folder to write (node log, results; new or empty); default "
@@ -48,7 +52,8 @@ def bench_node(
     points = read_scan(scan)
     run_dir = new_run_dir(out, "bench_node")
     cfg = NodeBenchConfig(bundle=bundle, scan=points[:, :4].astype("float32"), rate_hz=rate, seconds=seconds,
-                          backend=backend, device=device, formulation=formulation,
+                          backend=backend, device=device, formulation=formulation, lanes=lanes,
+                          network_threads=network_threads,
                           domain_id=domain_id if domain_id is not None else 1 + os.getpid() % 200,
                           log_path=run_dir / "node.log")
 
@@ -61,10 +66,10 @@ def bench_node(
     table = Table(title=f"segmenter node at {rate:g} Hz for {seconds:g} s")
     table.add_column("metric")
     table.add_column("value", justify="right")
-    for key in ("published", "labelled", "lost", "dropped", "rejected", "latency_ms_p50", "latency_ms_p90",
+    for key in ("published", "labelled", "lost", "dropped", "rejected", "superseded", "latency_ms_p50", "latency_ms_p90",
                 "latency_ms_p99", "latency_ms_p50_first_half", "latency_ms_p50_second_half", "output_rate_hz",
                 "rss_mb_start", "rss_mb_after_warmup", "rss_mb_end", "rss_growth_mb_after_warmup", "rss_mb_max",
-                "points_per_scan", "backend"):
+                "points_per_scan", "backend", "lanes", "network_threads"):
         v = result[key]
         table.add_row(key, f"{v:.1f}" if isinstance(v, float) else str(v))
     console.print(table)

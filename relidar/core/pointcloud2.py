@@ -183,13 +183,16 @@ def cloud_to_xyzi(msg: PointCloud2Like, intensity_names: Sequence[str] = INTENSI
             out[:, 3] = arr[iname]
         else:
             out[:, 3] = 0.0
-    finite = np.isfinite(out[:, :3]).all(axis=1)
+    finite = np.isfinite(out[:, 0]) & np.isfinite(out[:, 1]) & np.isfinite(out[:, 2])
     # Intensity may be NaN on some drivers for dropped returns; the point itself is still usable.
     bad_intensity = ~np.isfinite(out[:, 3])
-    out[bad_intensity, 3] = 0.0
+    repaired = int(np.count_nonzero(bad_intensity & finite))
+    if bad_intensity.any():
+        out[bad_intensity, 3] = 0.0
+    if finite.all():  # the usual cloud: no copy of the points (the node parses every scan)
+        return PointsXYZI(points=out, index=np.arange(arr.size), num_input=int(arr.size), intensity_repaired=repaired)
     index = np.flatnonzero(finite)
-    return PointsXYZI(points=out[index], index=index, num_input=int(arr.size),
-                      intensity_repaired=int(np.count_nonzero(bad_intensity & finite)))
+    return PointsXYZI(points=out[index], index=index, num_input=int(arr.size), intensity_repaired=repaired)
 
 
 def build_cloud(columns: dict[str, np.ndarray], height: int = 1, is_dense: bool = True) -> CloudData:
@@ -257,8 +260,10 @@ def labelled_cloud(points: np.ndarray, labels: np.ndarray, scores: np.ndarray, p
     labels = np.asarray(labels)
     out_labels = np.where((labels >= 0) & (labels < c), labels, c).astype(np.uint16)
     pts = np.asarray(points)
+    # pack the C+1 colours once and gather the packed values (not N colours packed one by one)
+    packed = pack_rgb(label_colours(np.arange(c + 1), palette))
     return build_cloud({
         "x": pts[:, 0].astype(np.float32), "y": pts[:, 1].astype(np.float32), "z": pts[:, 2].astype(np.float32),
         "intensity": pts[:, 3].astype(np.float32), "label": out_labels,
-        "score": np.asarray(scores, dtype=np.float32), "rgb": pack_rgb(label_colours(out_labels, palette)),
+        "score": np.asarray(scores, dtype=np.float32), "rgb": packed[out_labels],
     }, is_dense=bool(np.isfinite(pts[:, :3]).all()))

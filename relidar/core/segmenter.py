@@ -14,11 +14,20 @@ backend -> per-point label and score (and, on request, the D-dim per-point featu
 linear head applied to the voxel's backbone feature, unit-normalised). The classes are data: the
 text embeddings are a graph input, so :meth:`Segmenter.set_classes` re-encodes prompts with the
 bundle's text encoder and the next call uses them, with no network reload or engine rebuild.
+
+Concurrent calls: :meth:`Segmenter.preprocess` and :meth:`Segmenter.label` may be called from several
+threads at once (the node's lanes). On a backend whose ``concurrent`` is true (ONNX Runtime) the
+network calls overlap; with ``threads=1`` each runs on its caller's thread, which on a small CPU labels
+more scans a second than one call on all cores (ONNX Runtime's intra-op threads scale ~1.3x from one
+core to two on this graph; README "A 10 Hz lidar on a CPU"). Other backends' calls take turns.
+:meth:`Segmenter.set_classes` is not meant to race with calls: pass ``embeddings`` to :meth:`label`.
 """
 
 from __future__ import annotations
 
+import threading
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -67,6 +76,8 @@ class Segmenter:
             raise BundleError(exc.message, path=exc.path or self.bundle.root, field=exc.field, hint=exc.hint) from exc
         self.backend: str = self._backend.name
         self.formulation: str = self._backend.formulation  # the kernel maps its graph takes (relidar.core.graph)
+        # calls on a backend that cannot run them at once take turns (module docstring)
+        self._run_lock = nullcontext() if self._backend.concurrent else threading.Lock()
         self.device = device
         self.vocabulary: Vocabulary = self.bundle.vocabulary()
         self._text_encoder = None  # built on first set_classes: the CLIP tower costs a second to load
@@ -192,7 +203,8 @@ class Segmenter:
             scores = np.zeros(n, dtype=np.float32)
             voxel_features = np.zeros((0, 1), np.float32)
         else:
-            out = self._backend.run(feed)
+            with self._run_lock:  # "network" includes any wait for a turn (non-concurrent backends)
+                out = self._backend.run(feed)
             labels, scores, voxel_features = out["labels"], out["scores"], out["voxel_features"]
         t2 = time.perf_counter()
         labels = np.asarray(labels, dtype=np.int32).reshape(-1)

@@ -18,6 +18,7 @@ class TorchBackend:
     """The ``torch`` backend, registered under the ``relidar.backends`` entry point (pyproject.toml)."""
 
     name = "torch"
+    concurrent = False  # one module and one CUDA stream; calls are serialised by the Segmenter
 
     @classmethod
     def from_bundle(cls, bundle: "Bundle", device: str = "cpu", formulation: str | None = None) -> "TorchBackend":

@@ -17,10 +17,13 @@ class Backend(Protocol):
     """Runs the student graph (its contract: relidar.core.graph) on a named numpy feed.
 
     ``run`` returns ``labels`` [N] int32, ``scores`` [N] float32 and ``voxel_features`` [V, Cb] float32;
-    ``formulation`` ("pairs" or "table") says which kernel maps the feed must carry.
+    ``formulation`` ("pairs" or "table") says which kernel maps the feed must carry; ``concurrent`` says
+    whether ``run`` may be called from several threads at once (the Segmenter serialises the calls of a
+    backend that may not).
     """
 
     name: str
     formulation: str
+    concurrent: bool
 
     def run(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]: ...

@@ -34,6 +34,9 @@ def require_active_provider(session: Any, device: str) -> tuple[str, ...]:
 
 class OnnxRuntimeBackend:
     name = "onnxruntime"
+    # A session's Run may be called from several threads at once; with intra-op threads = 1 each call
+    # runs on its caller's thread, so N callers use N cores (relidar.core.segmenter, "concurrent calls").
+    concurrent = True
 
     def __init__(self, onnx_path: str | Path, device: str = "cpu", threads: int | None = None,
                  formulation: str = "pairs") -> None:

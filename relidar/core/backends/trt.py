@@ -60,6 +60,7 @@ def gpu_name(device: int = 0) -> str:
 
 class TensorRTBackend:
     name = "tensorrt"
+    concurrent = False  # one execution context and its bound buffers
 
     def __init__(self, engine_path: str | Path, device: int = 0, formulation: str = "pairs") -> None:
         self.formulation = formulation

@@ -53,11 +53,11 @@ def label_colours(labels: np.ndarray, palette: np.ndarray) -> np.ndarray:
     """[N,3] uint8 colours of class indices; any label outside ``0..C-1`` (unknown) is :data:`UNKNOWN_COLOUR`."""
     palette = np.asarray(palette, dtype=np.uint8).reshape(-1, 3)
     labels = np.asarray(labels)
-    ok = (labels >= 0) & (labels < len(palette))
-    out = np.empty((len(labels), 3), dtype=np.uint8)
-    out[:] = np.asarray(UNKNOWN_COLOUR, dtype=np.uint8)
-    out[ok] = palette[labels[ok]]
-    return out
+    c = len(palette)
+    # one gather from the palette with the unknown colour appended as row C (a boolean-mask assignment
+    # took 4.8 ms on a 115k-point scan, this 0.4 ms: the node colours every scan it publishes)
+    rows = np.where((labels >= 0) & (labels < c), labels, c)
+    return np.concatenate([palette, np.asarray([UNKNOWN_COLOUR], dtype=np.uint8)])[rows]
 
 
 def score_colours(scores: np.ndarray, cmap: str = "viridis") -> np.ndarray:

@@ -61,6 +61,8 @@ class NodeBenchConfig:
     backend: str = 'auto'
     device: str = 'cpu'
     formulation: str = 'auto'
+    lanes: int = 2
+    network_threads: int = 0
     domain_id: int = 0
     startup_timeout_s: float = 120.0
     log_path: Path | None = None
@@ -94,6 +96,7 @@ def run_node_bench(cfg: NodeBenchConfig,
 
     proc = start_segmenter(cfg.bundle, cfg.domain_id, f'backend:={cfg.backend}',
                            f'device:={cfg.device}', f'formulation:={cfg.formulation}',
+                           f'lanes:={cfg.lanes}', f'network_threads:={cfg.network_threads}',
                            input_topic=INPUT_TOPIC, log_path=cfg.log_path)
     context = rclpy.Context()
     rclpy.init(context=context, domain_id=cfg.domain_id,
@@ -200,6 +203,7 @@ def run_node_bench(cfg: NodeBenchConfig,
         'lost': len(published) - len(got),
         'dropped': int(diag.get('dropped', -1)),
         'rejected': int(diag.get('rejected', -1)),
+        'superseded': int(diag.get('superseded', -1)),
         'latency_ms_p50': _percentile(latencies, 50),
         'latency_ms_p90': _percentile(latencies, 90),
         'latency_ms_p99': _percentile(latencies, 99),
@@ -223,6 +227,8 @@ def run_node_bench(cfg: NodeBenchConfig,
         'seconds': cfg.seconds,
         'backend': diag.get('backend', cfg.backend),
         'device': cfg.device,
+        'lanes': cfg.lanes,
+        'network_threads': cfg.network_threads,
         'bundle': str(cfg.bundle),
         'machine': {'platform': platform.platform(), 'cpus': os.cpu_count(),
                     'processor': platform.processor()},

@@ -15,7 +15,7 @@
 """
 What the node reports about itself: counters, the 1 Hz diagnostics status and the class legend.
 
-Counters are updated by the subscription callback and the worker thread and read by the
+Counters are updated by the subscription callback and the worker threads and read by the
 diagnostics timer, so they sit behind one lock and are read as one snapshot.
 """
 
@@ -42,6 +42,7 @@ class Snapshot:
     dropped: int = 0
     rejected: int = 0
     failed: int = 0
+    superseded: int = 0  # labelled, but a newer scan was published first: not published
     last_reject_reason: str = ''
     node_latency_ms: float = float('nan')
     pipeline_latency_ms: float = float('nan')
@@ -70,6 +71,10 @@ class Counters:
     def failed(self) -> None:
         with self._lock:
             self._now = replace(self._now, failed=self._now.failed + 1)
+
+    def superseded(self) -> None:
+        with self._lock:
+            self._now = replace(self._now, superseded=self._now.superseded + 1)
 
     def labelled(self, points: int, node_latency_ms: float, pipeline_latency_ms: float,
                  dropped_nonfinite: int = 0, intensity_repaired: int = 0) -> None:
@@ -123,6 +128,7 @@ class DiagnosticsReporter:
             'dropped': str(snap.dropped),
             'rejected': str(snap.rejected),
             'failed': str(snap.failed),
+            'superseded': str(snap.superseded),
             'last_reject_reason': snap.last_reject_reason,
             'points': str(snap.points),
             'points_dropped_nonfinite': str(snap.points_dropped_nonfinite),

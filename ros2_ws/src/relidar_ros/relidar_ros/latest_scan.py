@@ -13,17 +13,19 @@
 # limitations under the License.
 
 """
-The node's newest-scan mailbox: one slot between the subscription callback and the worker.
+Newest first, in and out: the node's one-slot mailbox and the order its results leave in.
 
 A lidar scan that waited is worth less than the next one, so nothing queues: ``put`` replaces a
-scan the worker has not taken yet (the caller counts it as dropped) and the worker always labels
-the newest scan.
+scan no lane has taken yet (the caller counts it as dropped) and a free lane always labels the
+newest scan. Lanes finish in any order, so :class:`PublishOrder` lets a result out only if no
+newer scan's result went out first (the output topic's stamps never go back in time).
 """
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 import threading
-from typing import Generic, TypeVar
+from typing import Generic, Iterator, TypeVar
 
 T = TypeVar('T')
 
@@ -56,3 +58,25 @@ class LatestScan(Generic[T]):
         with self._cond:
             self._closed = True
             self._cond.notify_all()
+
+
+class PublishOrder:
+    """Admits results in receipt order: one older than a result already out is refused."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._newest_ns: int | None = None
+
+    @contextmanager
+    def turn(self, received_ns: int) -> Iterator[bool]:
+        """
+        Hold the publishing turn; yield whether the scan received at ``received_ns`` may go out.
+
+        Publish inside the ``with`` block: the check and the publication are one step, so two
+        lanes cannot both pass the check and then publish in the wrong order.
+        """
+        with self._lock:
+            admitted = self._newest_ns is None or received_ns >= self._newest_ns
+            if admitted:
+                self._newest_ns = received_ns
+            yield admitted

@@ -22,15 +22,17 @@ scale, the range gate and score threshold that make a point ``unknown``
 set from the executor thread) never changes under a scan being labelled.
 
 Labelling is two halves, :meth:`ScanProcessor.prepare` (parse, gate, voxelize: the Segmenter's
-numpy/numba preprocessing) and :meth:`ScanProcessor.finish` (network, labels, output cloud), so
-that the node can prepare the next scan on one core while the network runs on the other: both
-halves release the GIL for their heavy parts. A prepared scan carries its vocabulary (names,
-colours and text embeddings), so a vocabulary change between the halves cannot mix two.
+numpy/numba preprocessing) and :meth:`ScanProcessor.finish` (network, labels, output cloud). Both
+release the GIL for their heavy parts and both may run on several threads at once: the node's lanes
+label several scans at a time with one Segmenter (``network_threads``: ONNX Runtime threads per
+call). A prepared scan carries its vocabulary (names, colours and text embeddings), so a vocabulary
+change between the halves cannot mix two.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+import os
 from pathlib import Path
 import threading
 import time
@@ -104,7 +106,24 @@ class PreparedScan:
     intensity_repaired: int = 0
 
 
-def load_segmenter(bundle: str, backend: str, device: str, formulation: str = 'auto') -> Segmenter:
+def network_threads(lanes: int, requested: int = 0) -> int | None:
+    """
+    Return the ONNX Runtime intra-op threads per network call for ``lanes`` concurrent scans.
+
+    ``requested`` > 0 is used as given; 0 (auto) shares the CPUs this process may run on
+    (``os.sched_getaffinity``: a container's or taskset's limit, not the host's) among the lanes,
+    at least one each, so lanes x threads does not oversubscribe the cores. With one lane auto
+    leaves the choice to ONNX Runtime (one thread per physical core): None.
+    """
+    if requested > 0:
+        return requested
+    if lanes <= 1:
+        return None
+    return max(1, len(os.sched_getaffinity(0)) // lanes)
+
+
+def load_segmenter(bundle: str, backend: str, device: str, formulation: str = 'auto',
+                   threads: int | None = None) -> Segmenter:
     """Return the bundle's Segmenter, or raise StartupError saying why it cannot be had."""
     if not bundle:
         raise StartupError('parameter is empty', field='bundle',
@@ -114,7 +133,7 @@ def load_segmenter(bundle: str, backend: str, device: str, formulation: str = 'a
         raise StartupError('bundle folder does not exist', path=bundle, field='bundle',
                            hint='pass the folder written by `relidar export bundle`')
     try:
-        return Segmenter(bundle, backend=backend, device=device,
+        return Segmenter(bundle, backend=backend, device=device, threads=threads,
                          formulation=None if formulation == 'auto' else formulation)
     except (BundleError, RelidarError, ValueError, KeyError, OSError) as exc:
         raise StartupError(f'cannot load the bundle: {exc}', path=bundle, field='bundle') from None
@@ -172,8 +191,10 @@ class ScanProcessor:
             palette = np.asarray(vocabulary.colors, dtype=np.uint8).reshape(-1, 3)
             embeddings = vocabulary.embeddings
         if selected.any():
-            net_points = points[selected]  # a copy: the published intensity stays as received
-            if settings.intensity_scale != 1.0:
+            if settings.intensity_scale == 1.0 and selected.all():
+                net_points = points  # nothing to gate or rescale: no copy of the scan
+            else:
+                net_points = points[selected]  # a copy: the published intensity stays as received
                 net_points[:, 3] *= np.float32(settings.intensity_scale)
             inputs = self._segmenter.preprocess(net_points)
         t_prepared = time.perf_counter()

@@ -66,12 +66,13 @@ def test_diagnostics_rates_counts_and_levels():
         counters.received(replaced)
     counters.labelled(1000, 12.5, 40.0)
     counters.rejected('the cloud has no points')
+    counters.superseded()
     status = reporter.status(12.0, counters.snapshot(), ['car', 'road'], 'system time')
     values = {kv.key: kv.value for kv in status.values}
     assert status.level == DiagnosticStatus.WARN and 'no points' in status.message
     assert values['input_rate_hz'] == '1.50' and values['output_rate_hz'] == '0.50'
-    assert (values['received'], values['dropped'], values['rejected'], values['labelled']) == \
-        ('3', '1', '1', '1')
+    assert (values['received'], values['dropped'], values['rejected'], values['labelled'],
+            values['superseded']) == ('3', '1', '1', '1', '1')
     assert values['pipeline_latency_clock'] == 'system time'
     assert values['vocabulary'] == 'car, road' and status.hardware_id == 'onnxruntime'
     counters.received(False)

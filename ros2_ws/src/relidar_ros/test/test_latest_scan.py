@@ -12,11 +12,11 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""The newest-scan mailbox: a scan the worker has not taken is replaced, never queued."""
+"""The newest-scan mailbox (an untaken scan is replaced, never queued) and the output order."""
 
 import threading
 
-from relidar_ros.latest_scan import LatestScan
+from relidar_ros.latest_scan import LatestScan, PublishOrder
 
 
 def test_latest_scan_keeps_only_the_newest():
@@ -40,3 +40,46 @@ def test_take_waits_for_a_put_and_close_wakes_it():
     box.close()
     t.join(5.0)
     assert not t.is_alive() and got[-1] is None
+
+
+def test_publish_order_refuses_a_result_older_than_one_out():
+    order = PublishOrder()
+    with order.turn(200) as ok:
+        assert ok  # the first result goes out
+    with order.turn(100) as ok:
+        assert not ok  # received before the one already out: superseded
+    with order.turn(200) as ok:
+        assert ok  # the same scan again (equal receipt times) is not older
+    with order.turn(300) as ok:
+        assert ok
+
+
+def test_publish_order_holds_the_turn_while_publishing():
+    order = PublishOrder()
+    published = []
+    inside = threading.Event()
+    release = threading.Event()
+
+    def slow_lane():
+        with order.turn(100) as ok:
+            inside.set()
+            release.wait(5.0)
+            if ok:
+                published.append(100)
+
+    def fast_lane():
+        with order.turn(200) as ok:
+            if ok:
+                published.append(200)
+
+    a = threading.Thread(target=slow_lane)
+    a.start()
+    assert inside.wait(5.0)
+    b = threading.Thread(target=fast_lane)
+    b.start()
+    b.join(0.2)
+    assert b.is_alive()  # the newer result waits for the turn instead of overtaking
+    release.set()
+    a.join(5.0)
+    b.join(5.0)
+    assert published == [100, 200]

@@ -68,7 +68,8 @@ def test_params_files_validate_against_the_schema_with_its_defaults(specs):
     # Every parameter with a default is shown in one of the files, bar the launch argument.
     assert set(seen) == {n for n, s in specs.items() if s.has_default} - {'bundle'}
     # Model parameters and node parameters stay apart (Autoware-style).
-    assert set(_ros_parameters('model.yaml')) == {'backend', 'device', 'formulation'}
+    model = {'backend', 'device', 'formulation', 'lanes', 'network_threads'}
+    assert set(_ros_parameters('model.yaml')) == model
 
 
 def test_a_misspelt_params_file_fails_the_schema():

@@ -31,7 +31,7 @@ T = TypeVar('T')
 
 
 class LatestScan(Generic[T]):
-    """A one-slot mailbox: ``put`` replaces what the worker has not taken yet (never queues)."""
+    """A one-slot mailbox: ``put`` replaces what no lane has taken yet (never queues)."""
 
     def __init__(self) -> None:
         self._cond = threading.Condition()

@@ -62,6 +62,22 @@ def test_bench_segment_compares_the_two_graphs_in_one_run(tmp_path_factory, tmp_
     assert data["formulations"]["pairs"]["label_agreement"] == 1.0
 
 
+def test_bench_segment_measures_lanes_against_single_calls(tmp_path_factory, tmp_path) -> None:
+    """--lanes 2: the node's way (two calls at once on one Segmenter) next to calls one at a time."""
+    from relidar.core.segmenter import lane_threads
+
+    scan, _ = _scan_file(tmp_path)
+    out = tmp_path / "bench.json"
+    result = CliRunner().invoke(build_app(), [
+        "bench", "segment", "--bundle", str(shared_bundle(tmp_path_factory)), "--scan", str(scan),
+        "--backend", "onnxruntime", "--repeat", "2", "--no-spconv", "--lanes", "2", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    lanes = json.loads(out.read_text())["lanes"]
+    assert lanes["lanes"] == 2 and lanes["threads_per_call"] == lane_threads(2)
+    assert lanes["single_scans_per_s"] > 0 and lanes["lanes_scans_per_s"] > 0 and lanes["lanes_call_total_ms_p50"] > 0
+    assert lanes["label_agreement"] == 1.0  # concurrent calls label as single ones
+
+
 def test_resize_scan_subsamples_and_duplicates() -> None:
     pts = np.random.default_rng(1).random((100, 4)).astype(np.float32)
     small = resize_scan(pts, 40)

@@ -11,7 +11,7 @@ pytest.importorskip("onnxruntime")
 from bundle_support import shared_bundle
 
 from relidar.core.bundle import BundleError
-from relidar.core.segmenter import Segmenter, SegmenterError
+from relidar.core.segmenter import Segmenter, SegmenterError, lane_threads
 
 
 def _scan(n: int = 8000, seed: int = 0) -> np.ndarray:
@@ -274,3 +274,13 @@ def test_calls_on_a_backend_that_runs_one_at_a_time_take_turns(tmp_path_factory)
     assert most[0] == 1
     for got, want in zip(results, expected):
         np.testing.assert_array_equal(got.labels, want.labels)
+
+
+def test_lane_threads_share_the_usable_cpus_among_the_lanes() -> None:
+    import os
+
+    cpus = len(os.sched_getaffinity(0))
+    assert lane_threads(2) == max(1, cpus // 2)
+    assert lane_threads(cpus * 4) == 1  # more lanes than CPUs: still one thread each
+    assert lane_threads(1) is None  # one lane: ONNX Runtime's own choice
+    assert lane_threads(2, 3) == 3 and lane_threads(1, 1) == 1  # a requested count is used as given

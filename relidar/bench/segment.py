@@ -11,6 +11,11 @@ onnxruntime path, so it is the runtime's footprint).
 on the same backend, interleaved repetition by repetition in the same process: which one is faster
 depends on the cores (on 2 cores pair lists, on 16 the tables), and timings of separate processes on a
 shared machine drift more than the difference.
+
+``lanes`` (N > 1) measures what the node's lanes buy: rounds in turn of N calls one after the other on
+the Segmenter above, and N calls at once from N threads on a second Segmenter over the same bundle
+with :func:`relidar.core.segmenter.lane_threads` intra-op threads each; scans per second both ways
+(the median round), the per-call total under lanes and the label agreement.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from relidar.core.segmenter import Segmenter
+from relidar.core.segmenter import Segmenter, lane_threads
 
 STAGES = ("preprocess", "network", "postprocess", "total")
 
@@ -73,6 +78,8 @@ class SegmentBenchResult:
     sweep: list[dict] = field(default_factory=list)
     # compare_formulations: per graph, p50 of each stage (interleaved runs), and the label agreement
     formulations: dict[str, dict[str, float]] = field(default_factory=dict)
+    # lanes > 1: single calls vs N concurrent calls, interleaved (see the module docstring)
+    lanes: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -93,6 +100,39 @@ def time_interleaved(segs: dict[str, Segmenter], points: np.ndarray, repeat: int
             for s in STAGES:
                 runs[name][s].append(t[s])
     return runs
+
+
+def time_lanes(single: Segmenter, concurrent: Segmenter, points: np.ndarray, lanes: int,
+               rounds: int) -> dict[str, float]:
+    """Scans per second of ``lanes`` calls one after the other on ``single`` and of ``lanes`` calls at once
+    on ``concurrent`` (one thread each), round by round in turn; medians over the rounds."""
+    import threading
+
+    want = single(points).labels
+    concurrent(points)
+    sequential_rate, lane_rate, call_ms = [], [], []
+    agreement = 1.0
+
+    def lane(out: list) -> None:
+        out.append(concurrent(points))
+
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        for _ in range(lanes):
+            single(points)
+        sequential_rate.append(lanes / (time.perf_counter() - t0))
+        results: list = []
+        threads = [threading.Thread(target=lane, args=(results,)) for _ in range(lanes)]
+        t0 = time.perf_counter()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        lane_rate.append(lanes / (time.perf_counter() - t0))
+        call_ms.extend(r.timings_ms["total"] for r in results)
+        agreement = min([agreement] + [float((r.labels == want).mean()) for r in results])
+    return {"lanes": float(lanes), "single_scans_per_s": _p(sequential_rate, 50), "lanes_scans_per_s": _p(lane_rate, 50),
+            "lanes_call_total_ms_p50": _p(call_ms, 50), "label_agreement": agreement}
 
 
 def _p(values: Sequence[float], q: float) -> float:
@@ -151,7 +191,7 @@ def time_spconv(bundle_dir: Path, points: np.ndarray, text: np.ndarray, logit_sc
 def run_segment_bench(bundle_dir: Path, points: np.ndarray, backend: str = "onnxruntime", device: str = "cpu",
                       repeat: int = 10, spconv: bool = True, sweep_sizes: Sequence[int] = (),
                       sweep_repeat: int = 3, threads: int | None = None, formulation: str | None = None,
-                      compare_formulations: bool = False,
+                      compare_formulations: bool = False, lanes: int = 1,
                       on_step: Callable[[str], None] | None = None) -> SegmentBenchResult:
     import os
 
@@ -192,6 +232,12 @@ def run_segment_bench(bundle_dir: Path, points: np.ndarray, backend: str = "onnx
         for name in segs:
             result.formulations[name] = {f"{s}_ms_p50": _p(runs[name][s], 50) for s in STAGES}
             result.formulations[name]["label_agreement"] = float((labels[name] == labels[seg.formulation]).mean())
+    if lanes > 1:
+        per_lane = lane_threads(lanes)
+        step(f"timing {lanes} concurrent calls ({per_lane} thread(s) each) against single calls, interleaved")
+        concurrent = Segmenter(bundle_dir, backend=backend, device=device, threads=per_lane, formulation=seg.formulation)
+        result.lanes = time_lanes(seg, concurrent, points, lanes, repeat)
+        result.lanes["threads_per_call"] = float(per_lane or 0)
     return result
 
 

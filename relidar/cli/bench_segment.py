@@ -29,6 +29,8 @@ def bench_segment(
                                               "--formulation for this machine."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1, help="ONNX Runtime intra-op threads "
                                           "(default: one per physical core)."),
+    lanes: int = typer.Option(1, "--lanes", min=1, max=16, help="Also measure N calls at once (the node's lanes, "
+                              "CPUs / N threads each) against N calls in a row, interleaved: scans per second."),
     repeat: int = typer.Option(10, "--repeat", min=1, help="Timed repetitions (after one warm-up)."),
     spconv: bool = typer.Option(True, "--spconv/--no-spconv", help="Also time the spconv reference (needs torch+spconv)."),
     sweep: bool = typer.Option(False, "--sweep", help="Also time 30k..250k-point versions of the scan "
@@ -56,6 +58,7 @@ def bench_segment(
     points = read_scan(scan)
     result = run_segment_bench(bundle, points, backend, device, repeat, spconv, sizes, sweep_repeat, threads,
                                formulation=formulation_choice(formulation), compare_formulations=compare_formulations,
+                               lanes=lanes,
                                on_step=lambda msg: console.print(f"[dim]{msg}[/dim]"))
     data = result.to_json()
     data["scan"] = str(scan)
@@ -72,6 +75,11 @@ def bench_segment(
     for name, entry in result.formulations.items():
         table.add_row(f"{name} graph, interleaved: network / total", f"{entry['network_ms_p50']:.1f} / "
                       f"{entry['total_ms_p50']:.1f}", f"labels {100 * entry['label_agreement']:.2f} % equal")
+    if result.lanes:
+        lane = result.lanes
+        table.add_row(f"{lanes} lanes: scans/s (1 call at a time)", f"{lane['lanes_scans_per_s']:.1f} "
+                      f"({lane['single_scans_per_s']:.1f})", f"labels {100 * lane['label_agreement']:.2f} % equal")
+        table.add_row(f"{lanes} lanes: total per call", f"{lane['lanes_call_total_ms_p50']:.1f}", "")
     console.print(table)
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)

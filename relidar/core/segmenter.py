@@ -25,6 +25,7 @@ core to two on this graph; README "A 10 Hz lidar on a CPU"). Other backends' cal
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from contextlib import nullcontext
@@ -41,7 +42,23 @@ from relidar.core.preprocess import Preprocessor, StudentInputs
 from relidar.core.viz.palette import class_colour
 from relidar.core.vocabulary import Vocabulary, VocabularyError, check_class_names, embed_classes
 
-__all__ = ["Segmentation", "Segmenter", "SegmenterError", "BundleError"]
+__all__ = ["Segmentation", "Segmenter", "SegmenterError", "BundleError", "lane_threads"]
+
+
+def lane_threads(lanes: int, requested: int = 0) -> int | None:
+    """ONNX Runtime intra-op threads per call for ``lanes`` concurrent callers (module docstring).
+
+    ``requested`` > 0 is used as given; 0 (auto) shares the CPUs this process may run on
+    (``os.sched_getaffinity``: a container's or taskset's limit, not the host's) among the lanes, at
+    least one each, so lanes x threads does not oversubscribe the cores (two lanes of two threads on
+    two cores measured worse than two of one). One lane: None, ONNX Runtime's own choice (one thread
+    per physical core).
+    """
+    if requested > 0:
+        return requested
+    if lanes <= 1:
+        return None
+    return max(1, len(os.sched_getaffinity(0)) // lanes)
 
 
 class SegmenterError(RelidarError, ValueError):

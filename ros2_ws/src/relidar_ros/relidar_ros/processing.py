@@ -32,7 +32,6 @@ change between the halves cannot mix two.
 from __future__ import annotations
 
 from dataclasses import dataclass
-import os
 from pathlib import Path
 import threading
 import time
@@ -104,22 +103,6 @@ class PreparedScan:
     preprocess_ms: float
     dropped_nonfinite: int = 0
     intensity_repaired: int = 0
-
-
-def network_threads(lanes: int, requested: int = 0) -> int | None:
-    """
-    Return the ONNX Runtime intra-op threads per network call for ``lanes`` concurrent scans.
-
-    ``requested`` > 0 is used as given; 0 (auto) shares the CPUs this process may run on
-    (``os.sched_getaffinity``: a container's or taskset's limit, not the host's) among the lanes,
-    at least one each, so lanes x threads does not oversubscribe the cores. With one lane auto
-    leaves the choice to ONNX Runtime (one thread per physical core): None.
-    """
-    if requested > 0:
-        return requested
-    if lanes <= 1:
-        return None
-    return max(1, len(os.sched_getaffinity(0)) // lanes)
 
 
 def load_segmenter(bundle: str, backend: str, device: str, formulation: str = 'auto',

@@ -61,6 +61,7 @@ from rclpy.logging import get_logger
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from relidar.core.errors import RelidarError
+from relidar.core.segmenter import lane_threads
 from relidar_ros import qos
 from relidar_ros.conversions import cloud_to_msg
 from relidar_ros.diagnostics import Counters, DiagnosticsReporter, legend_markers
@@ -77,7 +78,6 @@ from relidar_ros.parameters import (
 from relidar_ros.processing import (
     LabelledScan,
     load_segmenter,
-    network_threads,
     ScanProcessor,
     ScanRejected,
     Settings,
@@ -113,7 +113,7 @@ class SegmenterNode(Node):
         check_ranges(values)
         self._settings = Settings.from_parameters(values)
         lanes = int(values['lanes'])
-        threads = network_threads(lanes, int(values['network_threads']))
+        threads = lane_threads(lanes, int(values['network_threads']))
         self._processor = ScanProcessor(
             load_segmenter(values['bundle'], values['backend'], values['device'],
                            values['formulation'], threads))

@@ -137,7 +137,7 @@ def test_replayed_bags_come_back_labelled(node, tmp_path: Path, kitti_scan_path:
         assert stats.per_topic[INPUT_TOPIC] == 2
         # Two lanes label the two scans; one that finishes after the newer one is superseded, not
         # published (the output never goes back in time), so 1 or 2 clouds come back, each labelled.
-        assert peer.wait_until(lambda: _finished(peer) >= done_before + 2, 60), f"{name}: {_diagnostics(peer)}"
+        assert peer.wait_until(lambda target=done_before + 2: _finished(peer) >= target, 60), _diagnostics(peer)
         got = peer.received[topic][before:]
         assert 1 <= len(got) <= 2, f"{name}: {len(got)} labelled clouds"
         refs: dict[int, object] = {}

@@ -132,13 +132,17 @@ def test_replayed_bags_come_back_labelled(node, tmp_path: Path, kitti_scan_path:
     cases = [("synthetic", *_synthetic_bag(tmp_path / "synthetic")), ("kitti", [kitti, kitti], kitti_bag, "velodyne")]
     for name, scans, bag, frame in cases:
         before = len(peer.received[topic])
-        done_before = _finished(peer)
+        received_before = int(_diagnostics(peer).get("received", 0))
+        labelled_before = int(_diagnostics(peer).get("labelled", 0))
         stats = replay_bag(bag, domain_id=peer.domain_id, wait_for_subscribers_s=10, delay_s=0.2)
         assert stats.per_topic[INPUT_TOPIC] == 2
-        # Two lanes label the two scans; one that finishes after the newer one is superseded, not
-        # published (the output never goes back in time), so 1 or 2 clouds come back, each labelled.
-        assert peer.wait_until(lambda target=done_before + 2: _finished(peer) >= target, 60), _diagnostics(peer)
-        got = peer.received[topic][before:]
+        # Every scan the node received is accounted for; two lanes label the two scans, and one that
+        # finishes after the newer one is superseded, not published (the output never goes back in
+        # time). The input is best effort, so a scan may also be lost before the node (seen: the
+        # first after discovery, 2 runs in 10): 1 or 2 clouds come back, each labelled right.
+        settled = _wait_settled(peer, time.time() + 1.0, 60)
+        assert int(settled["received"]) > received_before, f"{name}: {settled}"
+        got = peer.wait_for(topic, before + int(settled["labelled"]) - labelled_before, timeout_s=10)[before:]
         assert 1 <= len(got) <= 2, f"{name}: {len(got)} labelled clouds"
         refs: dict[int, object] = {}
         for msg in got:
@@ -157,10 +161,18 @@ def _diagnostics(peer) -> dict[str, str]:
     return {kv.key: kv.value for kv in diags[-1].status[0].values} if diags else {}
 
 
-def _finished(peer) -> int:
-    """Scans the node has labelled and published or superseded, by its last diagnostics."""
-    values = _diagnostics(peer)
-    return int(values.get("labelled", 0)) + int(values.get("superseded", 0))
+def _wait_settled(peer, since_s: float, timeout_s: float) -> dict[str, str]:
+    """The first /diagnostics stamped after ``since_s`` (system time) in which every scan the node received
+    is accounted for (labelled, dropped, rejected, failed or superseded): nothing waits or is being labelled."""
+    def settled() -> bool:
+        diags = peer.received["/diagnostics"]
+        if not diags or diags[-1].header.stamp.sec + diags[-1].header.stamp.nanosec * 1e-9 < since_s:
+            return False
+        v = _diagnostics(peer)
+        done = sum(int(v.get(k, 0)) for k in ("labelled", "rejected", "dropped", "failed", "superseded"))
+        return done == int(v.get("received", -1))
+    assert peer.wait_until(settled, timeout_s), f"not settled: {_diagnostics(peer)}"
+    return _diagnostics(peer)
 
 
 def _adversarial_clouds(n: int, seed: int = 0):
@@ -283,15 +295,9 @@ def test_lanes_publish_in_order_and_account_for_every_scan(node) -> None:
         sent.append(1_000 + i)
         time.sleep(0.03)
 
-    def last_diagnostics() -> dict[str, str]:
-        diags = peer.received["/diagnostics"]
-        return {kv.key: kv.value for kv in diags[-1].status[0].values} if diags else {}
-
-    def settled() -> bool:
-        v = last_diagnostics()
-        done = sum(int(v.get(k, 0)) for k in ("labelled", "rejected", "dropped", "failed", "superseded"))
-        return bool(v) and done == int(v.get("received", -1)) and int(v.get("received", 0)) >= 24
-    assert peer.wait_until(settled, 30), last_diagnostics()
+    # 1 s after the burst every scan of it is received or lost; a scan still being labelled would
+    # reach the next test
+    _wait_settled(peer, time.time() + 1.0, 30)
     stamps = [m.header.stamp.sec for m in peer.received[topic][before:]]
     assert stamps, "nothing labelled"
     assert set(stamps) <= set(sent)

@@ -174,3 +174,28 @@ def test_formulation_option_gives_the_same_labels(bundle: Path, tmp_path: Path) 
                         "--formulation", "tables")
     assert result.exit_code == 1 and "--formulation" in text and "choose from auto, pairs, table" in text
     assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "bad").exists()
+
+
+def test_lanes_write_what_one_lane_writes(bundle: Path, tmp_path: Path) -> None:
+    """--lanes 2 labels two scans at a time with one Segmenter: the same labels, the same bag in input order,
+    the same report of an unreadable scan, as one scan at a time."""
+    from rosbags.highlevel import AnyReader
+
+    data = tmp_path / "scans"
+    data.mkdir()
+    for i, n in enumerate((900, 300, 700, 200, 800)):  # sizes in turn, so lanes finish out of order
+        _scan(n, 10 + i).tofile(data / f"{i:02d}.bin")
+    (data / "02b.bin").write_bytes(b"1234567")
+    labels, stamps = {}, {}
+    for lanes in ("1", "2"):
+        out = tmp_path / f"lanes{lanes}"
+        result, text = _run("segment", data, "--bundle", bundle, "--out", out, "--write", "label,bag", "--lanes", lanes)
+        assert result.exit_code == 1 and "1 of 6 scan(s) could not be read" in text, text
+        labels[lanes] = {f.name: read_label_file(f) for f in sorted(out.glob("*.label"))}
+        with AnyReader([out / "bag"]) as reader:
+            stamps[lanes] = [t for c, t, _ in reader.messages([c for c in reader.connections if c.topic == POINTS_TOPIC])]
+    assert list(labels["1"]) == [f"{i:02d}.label" for i in range(5)]
+    assert labels["1"].keys() == labels["2"].keys()
+    for name in labels["1"]:
+        assert np.array_equal(labels["1"][name], labels["2"][name]), name
+    assert stamps["2"] == stamps["1"] == sorted(stamps["1"]) and len(stamps["1"]) == 5

@@ -106,15 +106,19 @@ def segment(
     lidar_topic: Optional[str] = typer.Option(None, "--lidar-topic", help="PointCloud2 topic of a bag with several."),
     intensity_scale: float = typer.Option(1.0, "--intensity-scale", help="Bag input: brings the driver's intensity "
                                           "to 0..1 (0.00392 for drivers publishing 0..255)."),
+    lanes: int = typer.Option(1, "--lanes", min=1, max=16, help="Scans labelled at once, CPUs / N network threads "
+                              "each (the node's lanes; on a small CPU 2 label ~1.4-1.9x more scans a second). "
+                              "Outputs are written in input order either way."),
 ) -> None:
     """Label every point of the scans in INPUT; write labelled PLY (with intensity), SemanticKITTI .label
     files, a labelled rosbag2 (MCAP) for `ros2 bag play`/RViz/Foxglove and bird's-eye views."""
     from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from relidar.cli.common import formulation_choice, parse_classes, print_written
     from relidar.core.errors import RelidarError
     from relidar.core.rundir import new_output_dir
-    from relidar.core.segmenter import Segmenter
+    from relidar.core.segmenter import Segmenter, lane_threads
 
     console = Console()
     kinds = tuple(k.strip() for k in write.split(","))
@@ -127,20 +131,23 @@ def segment(
     if input.is_file() and not _is_bag(input):
         first = scans[0].read()  # one scan file: a bad file is the command's one error, before anything is written
         scans = [dataclasses.replace(scans[0], read=lambda: first)]
-    seg = Segmenter(bundle, backend=backend, device=device, formulation=formulation_choice(formulation))
+    seg = Segmenter(bundle, backend=backend, device=device, threads=lane_threads(lanes),
+                    formulation=formulation_choice(formulation))
     if class_list is not None:
         seg.set_classes(class_list)
     out = new_output_dir(out)
     console.print(f"{what}: {len(scans)} scan(s) -> {out} ({seg.backend})", highlight=False)
-    with _Outputs(out, kinds, seg.vocabulary, pictures, extent) as outputs:
-        for scan in scans:
-            try:
-                points = scan.read()
-            except RelidarError as exc:
-                outputs.failed.append((scan.source, exc.one_line()))
-                console.print(f"[yellow]skipped: {exc.one_line()}[/yellow]", highlight=False)
+    with _Outputs(out, kinds, seg.vocabulary, pictures, extent) as outputs, \
+            Progress(TextColumn("labelling"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                     console=console, transient=True) as progress:
+        bar = progress.add_task("scans", total=len(scans))
+        for scan, points, result in _labelled(scans, seg, lanes):
+            progress.advance(bar)
+            if result is None:
+                outputs.failed.append((scan.source, points.one_line()))
+                console.print(f"[yellow]skipped: {points.one_line()}[/yellow]", highlight=False)
                 continue
-            outputs.add(scan, points, seg(points))
+            outputs.add(scan, points, result)
     _summary(console, outputs, seg)
     print_written(console, outputs.written)
     if outputs.failed:
@@ -148,6 +155,35 @@ def segment(
                            "others were written)", path=input, hint="fix or remove those files")
     if outputs.labelled_scans == 0:
         raise RelidarError("no scan had a finite point to label; the outputs are empty", path=input)
+
+
+def _labelled(scans: list[_Scan], seg, lanes: int):
+    """(scan, points, Segmentation) in input order, or (scan, RelidarError, None) for a scan that cannot be read.
+
+    Scans are read here, in order (a bag reader is not shared between threads), and labelled by ``lanes``
+    worker threads with the one Segmenter; at most ``lanes`` labelled scans wait to be written."""
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    from relidar.core.errors import RelidarError
+
+    def done(item):
+        scan, points, future = item
+        return (scan, points, None) if future is None else (scan, points, future.result())
+
+    with ThreadPoolExecutor(max_workers=lanes, thread_name_prefix="relidar-lane") as pool:
+        pending: deque = deque()
+        for scan in scans:
+            try:
+                points = scan.read()
+            except RelidarError as exc:
+                pending.append((scan, exc, None))
+            else:
+                pending.append((scan, points, pool.submit(seg, points)))
+            while len(pending) > lanes:
+                yield done(pending.popleft())
+        while pending:
+            yield done(pending.popleft())
 
 
 class _Outputs:

@@ -19,6 +19,7 @@ the Segmenter (``relidar.core.segmenter``).
 from __future__ import annotations
 
 import dataclasses
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -141,6 +142,7 @@ def segment(
             Progress(TextColumn("labelling"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                      console=console, transient=True) as progress:
         bar = progress.add_task("scans", total=len(scans))
+        started = time.perf_counter()
         for scan, points, result in _labelled(scans, seg, lanes):
             progress.advance(bar)
             if result is None:
@@ -148,7 +150,8 @@ def segment(
                 console.print(f"[yellow]skipped: {points.one_line()}[/yellow]", highlight=False)
                 continue
             outputs.add(scan, points, result)
-    _summary(console, outputs, seg)
+        seconds = time.perf_counter() - started
+    _summary(console, outputs, seg, lanes, seconds)
     print_written(console, outputs.written)
     if outputs.failed:
         raise RelidarError(f"{len(outputs.failed)} of {len(scans)} scan(s) could not be read (listed above; the "
@@ -260,12 +263,14 @@ class _Outputs:
         return path
 
 
-def _summary(console, outputs: _Outputs, seg) -> None:
+def _summary(console, outputs: _Outputs, seg, lanes: int, seconds: float) -> None:
     from rich.table import Table
 
     names = seg.vocabulary.class_names
-    table = Table(title=f"{outputs.scans} scan(s) labelled with {seg.backend}, "
-                        f"{outputs.milliseconds / max(outputs.scans, 1):.0f} ms per scan")
+    per_scan = f"{outputs.milliseconds / max(outputs.scans, 1):.0f} ms per scan"
+    if lanes > 1:  # several at once: each takes longer than alone, and the rate is what counts
+        per_scan += f" in each of {lanes} lanes, {outputs.scans / max(seconds, 1e-9):.1f} scans/s"
+    table = Table(title=f"{outputs.scans} scan(s) labelled with {seg.backend}, {per_scan}")
     table.add_column("class")
     table.add_column("points", justify="right")
     table.add_column("mean score", justify="right")

@@ -139,7 +139,7 @@ def test_replayed_bags_come_back_labelled(node, tmp_path: Path, kitti_scan_path:
         # Every scan the node received is accounted for; two lanes label the two scans, and one that
         # finishes after the newer one is superseded, not published (the output never goes back in
         # time). The input is best effort, so a scan may also be lost before the node (seen: the
-        # first after discovery, 2 runs in 10): 1 or 2 clouds come back, each labelled right.
+        # first after discovery, 2 runs in 10, also before the lanes): 1 or 2 clouds come back, each labelled.
         settled = _wait_settled(peer, time.time() + 1.0, 60)
         assert int(settled["received"]) > received_before, f"{name}: {settled}"
         got = peer.wait_for(topic, before + int(settled["labelled"]) - labelled_before, timeout_s=10)[before:]

@@ -106,31 +106,23 @@ def time_lanes(single: Segmenter, concurrent: Segmenter, points: np.ndarray, lan
                rounds: int) -> dict[str, float]:
     """Scans per second of ``lanes`` calls one after the other on ``single`` and of ``lanes`` calls at once
     on ``concurrent`` (one thread each), round by round in turn; medians over the rounds."""
-    import threading
+    from concurrent.futures import ThreadPoolExecutor
 
     want = single(points).labels
     concurrent(points)
     sequential_rate, lane_rate, call_ms = [], [], []
     agreement = 1.0
-
-    def lane(out: list) -> None:
-        out.append(concurrent(points))
-
-    for _ in range(rounds):
-        t0 = time.perf_counter()
-        for _ in range(lanes):
-            single(points)
-        sequential_rate.append(lanes / (time.perf_counter() - t0))
-        results: list = []
-        threads = [threading.Thread(target=lane, args=(results,)) for _ in range(lanes)]
-        t0 = time.perf_counter()
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        lane_rate.append(lanes / (time.perf_counter() - t0))
-        call_ms.extend(r.timings_ms["total"] for r in results)
-        agreement = min([agreement] + [float((r.labels == want).mean()) for r in results])
+    with ThreadPoolExecutor(max_workers=lanes, thread_name_prefix="relidar-lane") as pool:
+        for _ in range(rounds):
+            t0 = time.perf_counter()
+            for _ in range(lanes):
+                single(points)
+            sequential_rate.append(lanes / (time.perf_counter() - t0))
+            t0 = time.perf_counter()
+            results = list(pool.map(concurrent, [points] * lanes))
+            lane_rate.append(lanes / (time.perf_counter() - t0))
+            call_ms.extend(r.timings_ms["total"] for r in results)
+            agreement = min([agreement] + [float((r.labels == want).mean()) for r in results])
     return {"lanes": float(lanes), "single_scans_per_s": _p(sequential_rate, 50), "lanes_scans_per_s": _p(lane_rate, 50),
             "lanes_call_total_ms_p50": _p(call_ms, 50), "label_agreement": agreement}
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import array
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -478,18 +479,29 @@ def test_pipeline_latency_on_the_bag_clock_with_use_sim_time(bundle_dir: Path, t
             assert proc.poll() is None, log.read_text()
             stats = replay_bag(bag, domain_id=domain, wait_for_subscribers_s=10, delay_s=0.2, clock_hz=50.0)
             assert stats.per_topic[INPUT_TOPIC] == 4 and stats.clock_messages > 0
-            latencies = peer.wait_for("/segmenter/debug/pipeline_latency_ms", 1, timeout_s=30)
+            # Diagnostics tick on the steady clock, so they go on after the bag's /clock ends. Their stamps
+            # are bag time, so "after the replay" is the second status to arrive after it (>= 1 s later:
+            # a scan still on the wire has been received by then), then settled from there.
+            after_replay = len(peer.received["/diagnostics"]) + 2
+            assert len(peer.wait_for("/diagnostics", after_replay, timeout_s=10)) >= after_replay
+            settled = _wait_settled(peer, 0.0, 30)
+            labelled, behind = int(settled["labelled"]), int(settled["clock_behind_stamp"])
+            # Every published scan gives one latency or, its stamp ahead of the last /clock tick (20 ms
+            # apart at 50 Hz, while labelling takes ~5-15 ms), one count of clock_behind_stamp.
+            latencies = peer.wait_for("/segmenter/debug/pipeline_latency_ms", labelled - behind, timeout_s=10)
             clock = peer.received["/clock"]
-            diags = peer.wait_for("/diagnostics", 1, timeout_s=10)
     finally:
         stop_process(proc)
-    assert latencies, log.read_text()
-    # Bag stamps are from 2023: years (1e11 ms) on the system clock, well under a minute on the bag's.
+    assert labelled >= 1, f"{settled}\n{log.read_text()}"
+    assert len(latencies) == labelled - behind, (latencies, settled)
+    # Bag stamps are from 2023: years (1e11 ms) on the system clock, well under a minute on the bag's;
+    # never negative (the clock behind a stamp was counted above instead).
     assert all(0.0 <= v < 60_000.0 for v in latencies), latencies
     assert clock and all(1.69e9 < t < 1.71e9 for t in clock)
     assert clock == sorted(clock)
-    values = {kv.key: kv.value for kv in diags[-1].status[0].values}
-    assert "/clock" in values["pipeline_latency_clock"]
+    assert "/clock" in settled["pipeline_latency_clock"]
+    if behind:
+        assert 0.0 < float(settled["clock_behind_stamp_ms"]) < 1000.0 / 50 + 50, settled
 
 
 def test_processor_labels_as_the_segmenter_and_rejects_what_it_cannot_use(bundle_dir: Path, tmp_path: Path) -> None:
@@ -528,6 +540,17 @@ def test_processor_labels_as_the_segmenter_and_rejects_what_it_cannot_use(bundle
     values = {kv.key: kv.value for kv in status.values}
     assert (values["points_dropped_nonfinite"], values["intensity_repaired"]) == ("3", "4")
     assert status.level == status.WARN and "3 point(s)" in status.message and "4 NaN/inf" in status.message
+    # a stamp ahead of the clock: counted, with by how much; a warning on system time, not on sim time
+    counters.received(False)
+    counters.labelled(10, 1.0, float("nan"), clock_behind_ms=3.5)
+    snap = counters.snapshot()
+    for sim, level in ((False, status.WARN), (True, status.OK)):
+        behind = DiagnosticsReporter("relidar", "onnxruntime")
+        behind.status(0.0, replace(snap, clock_behind_stamp=0, received=snap.received - 1), ["car"], "steady", sim_time=sim)
+        status = behind.status(1.0, snap, ["car"], "steady", sim_time=sim)
+        values = {kv.key: kv.value for kv in status.values}
+        assert (values["clock_behind_stamp"], values["clock_behind_stamp_ms"]) == ("1", "3.5")
+        assert status.level == level, status.message
     too_small = Settings(settings.policy, max_points=100, intensity_scale=1.0)
     nan_scan = np.full((50, 4), np.nan, np.float32)
     for cloud, s in ((xyzi_cloud(scan), too_small), (xyzi_cloud(nan_scan), settings)):

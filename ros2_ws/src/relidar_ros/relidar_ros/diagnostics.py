@@ -49,6 +49,12 @@ class Snapshot:
     points: int = 0
     points_dropped_nonfinite: int = 0  # cumulative: input points with non-finite x, y or z
     intensity_repaired: int = 0        # cumulative: NaN/inf intensities set to 0
+    # cumulative: scans whose header stamp was ahead of the node's clock when published. On sim
+    # time the clock is the last /clock message, which can trail a scan stamped between two ticks;
+    # on system time it means the sensor's and this host's clocks disagree. Either way no latency
+    # is published for such a scan: a negative latency is not one.
+    clock_behind_stamp: int = 0
+    clock_behind_stamp_ms: float = float('nan')  # by how much, for the last such scan
 
 
 @dataclass
@@ -77,14 +83,19 @@ class Counters:
             self._now = replace(self._now, superseded=self._now.superseded + 1)
 
     def labelled(self, points: int, node_latency_ms: float, pipeline_latency_ms: float,
-                 dropped_nonfinite: int = 0, intensity_repaired: int = 0) -> None:
+                 dropped_nonfinite: int = 0, intensity_repaired: int = 0,
+                 clock_behind_ms: float | None = None) -> None:
+        """Count a published scan; ``clock_behind_ms`` when its stamp was ahead of the clock."""
         with self._lock:
             now = self._now
+            behind = {} if clock_behind_ms is None else {
+                'clock_behind_stamp': now.clock_behind_stamp + 1,
+                'clock_behind_stamp_ms': clock_behind_ms}
             self._now = replace(
                 now, labelled=now.labelled + 1, points=points, node_latency_ms=node_latency_ms,
                 pipeline_latency_ms=pipeline_latency_ms,
                 points_dropped_nonfinite=now.points_dropped_nonfinite + dropped_nonfinite,
-                intensity_repaired=now.intensity_repaired + intensity_repaired)
+                intensity_repaired=now.intensity_repaired + intensity_repaired, **behind)
 
     def snapshot(self) -> Snapshot:
         with self._lock:
@@ -100,8 +111,12 @@ class DiagnosticsReporter:
         self._last: tuple[float, Snapshot] | None = None
 
     def status(self, now_s: float, snap: Snapshot, vocabulary: Sequence[str],
-               latency_clock: str) -> DiagnosticStatus:
-        """Return the status at ``now_s`` (a steady clock, in seconds)."""
+               latency_clock: str, sim_time: bool = False) -> DiagnosticStatus:
+        """Return the status at ``now_s`` (a steady clock, in seconds).
+
+        A stamp ahead of the clock is a warning on system time (the sensor's clock is not this
+        host's) but only counted on sim time, where /clock ticks trail stamps by design.
+        """
         t_prev, prev = self._last if self._last is not None else (now_s, Snapshot())
         self._last = (now_s, snap)
         dt = max(now_s - t_prev, 1e-6)
@@ -117,12 +132,19 @@ class DiagnosticsReporter:
                 f'{snap.points_dropped_nonfinite - prev.points_dropped_nonfinite} point(s) with '
                 f'non-finite x/y/z left out, {snap.intensity_repaired - prev.intensity_repaired} '
                 'NaN/inf intensities set to 0')
+        elif snap.clock_behind_stamp > prev.clock_behind_stamp and not sim_time:
+            level, message = DiagnosticStatus.WARN, (
+                f'{snap.clock_behind_stamp - prev.clock_behind_stamp} scan(s) stamped ahead of '
+                f"this node's clock (last by {snap.clock_behind_stamp_ms:.1f} ms): sync the "
+                "sensor's clock to this host (PTP/NTP); no pipeline latency for them")
         values = {
             'input_rate_hz': f'{(snap.received - prev.received) / dt:.2f}',
             'output_rate_hz': f'{(snap.labelled - prev.labelled) / dt:.2f}',
             'node_latency_ms': f'{snap.node_latency_ms:.1f}',
             'pipeline_latency_ms': f'{snap.pipeline_latency_ms:.1f}',
             'pipeline_latency_clock': latency_clock,
+            'clock_behind_stamp': str(snap.clock_behind_stamp),
+            'clock_behind_stamp_ms': f'{snap.clock_behind_stamp_ms:.1f}',
             'received': str(snap.received),
             'labelled': str(snap.labelled),
             'dropped': str(snap.dropped),

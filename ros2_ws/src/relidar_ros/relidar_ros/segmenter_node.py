@@ -23,8 +23,10 @@ Topics (relative to the node; remap them on the command line or in a launch file
   ``~/debug/*_ms``    std_msgs/Float64 stage timings of every labelled scan; the two latencies:
                       ``node_latency_ms`` receipt -> publish on the steady clock,
                       ``pipeline_latency_ms`` header stamp -> publish on the node's ROS clock
-                      (system time, or the /clock time with use_sim_time)
-  ``/diagnostics``    diagnostic_msgs/DiagnosticArray at 1 Hz: rates, latency, counts
+                      (system time, or the /clock time with use_sim_time); never negative:
+                      a stamp ahead of the clock is counted as ``clock_behind_stamp``
+  ``/diagnostics``    diagnostic_msgs/DiagnosticArray at 1 Hz of the steady clock (it goes on
+                      while a replay's /clock is paused): rates, latency, counts
 
 Label ``C`` (the number of classes) means *unknown*: out of ``[min_range, max_range]``, outside
 the bundle's crop, or scored below ``score_threshold``; it is drawn grey.
@@ -55,6 +57,7 @@ from typing import Any
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
 import rclpy
+from rclpy.clock import Clock, ClockType
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.impl.implementation_singleton import rclpy_implementation
 from rclpy.logging import get_logger
@@ -137,7 +140,10 @@ class SegmenterNode(Node):
         self._pub_diag = self.create_publisher(DiagnosticArray, '/diagnostics', qos.debug())
         self._sub = self.create_subscription(PointCloud2, '~/input/points', self._on_cloud,
                                              qos.sensor_input())
-        self._diag_timer = self.create_timer(1.0, self._publish_diagnostics)
+        # On the steady clock: with use_sim_time a timer on the ROS clock stops with /clock (a
+        # paused or finished bag), and then so would the diagnostics that say no input arrives.
+        self._diag_timer = self.create_timer(1.0, self._publish_diagnostics,
+                                             clock=Clock(clock_type=ClockType.STEADY_TIME))
         self._stop = threading.Event()
         self._order = PublishOrder()
         self._lanes = [
@@ -214,9 +220,14 @@ class SegmenterNode(Node):
         node_latency = (time.monotonic_ns() - received_ns) / 1e6
         now_ns = self.get_clock().now().nanoseconds
         stamp_ns = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
-        # No latency while the clock has not started (use_sim_time before the first /clock).
-        pipeline_latency = ((now_ns - stamp_ns) / 1e6 if now_ns > 0 and stamp_ns > 0
-                            else float('nan'))
+        # No latency while the clock has not started (use_sim_time before the first /clock), nor
+        # for a stamp ahead of the clock: that is counted in /diagnostics instead (Snapshot).
+        pipeline_latency, clock_behind = float('nan'), None
+        if now_ns > 0 and stamp_ns > 0:
+            if now_ns >= stamp_ns:
+                pipeline_latency = (now_ns - stamp_ns) / 1e6
+            else:
+                clock_behind = (stamp_ns - now_ns) / 1e6
         timings = {**scan.timings_ms, 'node_latency_ms': node_latency,
                    'pipeline_latency_ms': pipeline_latency}
         for name, pub in self._pub_debug.items():
@@ -225,11 +236,12 @@ class SegmenterNode(Node):
                 pub.publish(Float64(data=float(value)))
         self._counters.labelled(scan.cloud.width * scan.cloud.height, node_latency,
                                 pipeline_latency, scan.dropped_nonfinite,
-                                scan.intensity_repaired)
+                                scan.intensity_repaired, clock_behind)
 
     def _publish_diagnostics(self) -> None:
         status = self._diagnostics.status(time.monotonic(), self._counters.snapshot(),
-                                          self._processor.class_names(), self._latency_clock())
+                                          self._processor.class_names(), self._latency_clock(),
+                                          bool(self.get_parameter('use_sim_time').value))
         diag = DiagnosticArray(status=[status])
         diag.header.stamp = self.get_clock().now().to_msg()
         self._pub_diag.publish(diag)

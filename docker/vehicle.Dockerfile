@@ -53,7 +53,7 @@ RUN . /opt/ros/${ROS_DISTRO}/setup.sh \
     && head -1 /opt/relidar_ws/install/lib/relidar_ros/segmenter | grep -qx '#!/opt/venv/bin/python' \
     && rm -rf /tmp/colcon-build /tmp/colcon-log
 # the voxelization loops compiled into numba's on-disk cache now, not on the vehicle's first scan
-RUN /opt/venv/bin/python -c "from relidar.core import compiled; compiled.warm_up()"
+RUN /opt/venv/bin/python -c "from relidar.core import voxel_loops; voxel_loops.warm_up()"
 
 ENV PATH=/opt/venv/bin:${PATH} \
     RMW_IMPLEMENTATION=rmw_fastrtps_cpp \

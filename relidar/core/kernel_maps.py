@@ -16,7 +16,7 @@ downsampled by 2):
 One algorithm (:func:`build_with`) over a small table of array operations: :class:`NumpyOps` here,
 relidar.model.kernel_maps_torch with torch (CPU or CUDA); both give identical integers. What the node
 and the ONNX Runtime path call, :func:`build_kernel_maps_numpy`, replays the same algorithm as compiled
-loops (relidar.core.compiled: the same integers, several times faster); the numpy ops are its reference.
+loops (relidar.core.voxel_loops: the same integers, several times faster); the numpy ops are its reference.
 
 The same maps also come as dense tables (:class:`NeighbourTables`, :func:`build_tables_with`), the
 formulation for GPUs (one gather and one GEMM per convolution instead of a gather, a GEMM and a
@@ -319,7 +319,7 @@ def build_kernel_maps_numpy(coords: np.ndarray, grid_shape: Sequence[int], num_l
     :func:`build_with`'s algorithm as compiled loops: the same arrays as ``build_with(NumpyOps(), ...)``.
     Every pair array is a contiguous view into one buffer per level.
     """
-    from relidar.core import compiled  # numba: loaded on first use, not when the module is imported
+    from relidar.core import voxel_loops  # numba: loaded on first use, not when the module is imported
 
     coords0 = np.asarray(coords, dtype=np.int64)
     _check(coords0, num_levels)
@@ -330,11 +330,11 @@ def build_kernel_maps_numpy(coords: np.ndarray, grid_shape: Sequence[int], num_l
     c = np.ascontiguousarray(coords0)
     for level in range(num_levels):
         shape = shapes[level]
-        flat, start = compiled.subm_pairs(compiled.pack(c, shape), int(shape[1]) + 2, int(shape[2]) + 2)
+        flat, start = voxel_loops.subm_pairs(voxel_loops.pack(c, shape), int(shape[1]) + 2, int(shape[2]) + 2)
         subm.append(_split_pairs(flat, start))
         if level == num_levels - 1:
             break
-        c, flat, start = compiled.down_pairs(c, shapes[level + 1])
+        c, flat, start = voxel_loops.down_pairs(c, shapes[level + 1])
         level_coords.append(c)
         down.append(_split_pairs(flat, start))
     return KernelMaps(coords=tuple(level_coords), subm=tuple(subm), down=tuple(down))

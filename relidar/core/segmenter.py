@@ -99,9 +99,9 @@ class Segmenter:
         self.vocabulary: Vocabulary = self.bundle.vocabulary()
         self._text_encoder = None  # built on first set_classes: the CLIP tower costs a second to load
         self._head: tuple[np.ndarray, np.ndarray] | None = None
-        from relidar.core import compiled
+        from relidar.core import voxel_loops
 
-        compiled.warm_up()  # the compiled voxelization loops: loaded (or compiled) here, not on the first scan
+        voxel_loops.warm_up()  # the compiled voxelization loops: loaded (or compiled) here, not on the first scan
 
     @property
     def text_encoder(self):

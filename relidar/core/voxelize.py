@@ -1,6 +1,6 @@
 """Points -> sparse voxels: integer coordinates, the point->voxel index and mean per-voxel input features.
 
-No PyTorch (the ROS node runs it): the per-point loop is compiled with numba (relidar.core.compiled,
+No PyTorch (the ROS node runs it): the per-point loop is compiled with numba (relidar.core.voxel_loops,
 the why and the measurements there); the per-voxel feature columns are numpy. Voxels come out sorted
 lexicographically by (batch, ix, iy, iz) -- the order of a packed integer key -- so the numpy and torch
 kernel-map builders agree exactly on every index.
@@ -144,13 +144,13 @@ def voxelize(points: np.ndarray, grid: VoxelGrid, feature_names: Sequence[str] =
     shape = grid.shape
     if pts.dtype != np.float32 and pts.dtype != np.float64:
         pts = pts.astype(np.float64)  # what the float64 cell arithmetic would upcast them to anyway
-    from relidar.core import compiled  # numba: loaded on first use, not when the module is imported
+    from relidar.core import voxel_loops  # numba: loaded on first use, not when the module is imported
 
     shape_arr = np.asarray(shape, dtype=np.int64)
-    keys, point_to_voxel, sums, counts = compiled.voxelize_points(
+    keys, point_to_voxel, sums, counts = voxel_loops.voxelize_points(
         np.ascontiguousarray(pts), np.asarray(grid.crop_min, dtype=np.float64), float(grid.voxel_size), shape_arr,
         np.ascontiguousarray(bidx))
-    coords = compiled.unpack(keys, shape_arr)
+    coords = voxel_loops.unpack(keys, shape_arr)
     denominator = np.maximum(counts, 1).astype(np.float64)
     mean_xyz = sums[:, :3] / denominator[:, None]
     mean_i = sums[:, 3] / denominator  # zeros where the points have no 4th column

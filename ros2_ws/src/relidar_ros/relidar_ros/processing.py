@@ -77,7 +77,7 @@ class Settings:
 
 
 @dataclass(frozen=True)
-class LabelledScan:
+class LabelledCloud:
     """The labelled cloud and what the node publishes beside it."""
 
     cloud: CloudData
@@ -146,7 +146,7 @@ class ScanProcessor:
                 raise ParameterError(f'the bundle cannot encode {list(classes)}: {exc}',
                                      field='classes') from None
 
-    def label(self, msg: PointCloud2Like, settings: Settings) -> LabelledScan:
+    def label(self, msg: PointCloud2Like, settings: Settings) -> LabelledCloud:
         """Label every finite point of ``msg``; raise ScanRejected for a cloud it cannot use."""
         return self.finish(self.prepare(msg, settings))
 
@@ -187,7 +187,7 @@ class ScanProcessor:
                             dropped_nonfinite=parsed.dropped_nonfinite,
                             intensity_repaired=parsed.intensity_repaired)
 
-    def finish(self, scan: PreparedScan) -> LabelledScan:
+    def finish(self, scan: PreparedScan) -> LabelledCloud:
         """Run the network on a prepared scan; return its labels and the labelled cloud."""
         timings: dict[str, float] = {'preprocess_ms': scan.preprocess_ms}
         if scan.inputs is not None:
@@ -202,5 +202,5 @@ class ScanProcessor:
                                       len(scan.class_names), scan.policy)
         cloud = labelled_cloud(scan.points, labels, scores, scan.palette)
         timings['convert_ms'] = scan.parse_ms + 1e3 * (time.perf_counter() - t_inferred)
-        return LabelledScan(cloud, scan.class_names, scan.palette, timings,
-                            scan.dropped_nonfinite, scan.intensity_repaired)
+        return LabelledCloud(cloud, scan.class_names, scan.palette, timings,
+                             scan.dropped_nonfinite, scan.intensity_repaired)

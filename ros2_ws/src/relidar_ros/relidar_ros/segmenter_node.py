@@ -79,7 +79,7 @@ from relidar_ros.parameters import (
     usage,
 )
 from relidar_ros.processing import (
-    LabelledScan,
+    LabelledCloud,
     load_segmenter,
     ScanProcessor,
     ScanRejected,
@@ -206,7 +206,7 @@ class SegmenterNode(Node):
             self.get_logger().error(f'processing a scan failed: {exc!r}',
                                     throttle_duration_sec=WARN_THROTTLE_S)
 
-    def _publish(self, msg: PointCloud2, received_ns: int, scan: LabelledScan) -> None:
+    def _publish(self, msg: PointCloud2, received_ns: int, scan: LabelledCloud) -> None:
         frame = msg.header.frame_id
         labelled = cloud_to_msg(scan.cloud, msg.header)  # outside the turn: lanes convert at once
         with self._order.turn(received_ns) as admitted:

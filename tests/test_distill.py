@@ -118,11 +118,11 @@ def test_resume_after_sigkill_matches_uninterrupted(tiny_yaml: Path, tmp_path: P
 
 
 def test_neighbour_table_training_matches_pair_lists(tiny_yaml: Path, tmp_path: Path) -> None:
-    """The formulation GPUs train with (train.sparse_maps=table) takes the same steps as the CPU's pair lists."""
+    """The formulation GPUs train with (train.formulation=table) takes the same steps as the CPU's pair lists."""
     overrides = ["train.epochs=1", "optimizer.name=sgd", "optimizer.lr=0.05"]
-    runs = {form: distill(load_config(tiny_yaml, DistillConfig, overrides + [f"train.sparse_maps={form}"]),
+    runs = {form: distill(load_config(tiny_yaml, DistillConfig, overrides + [f"train.formulation={form}"]),
                           out=tmp_path / form) for form in ("pairs", "table")}
-    assert json.loads((runs["table"].run_dir / "summary.json").read_text())["sparse_maps"] == "table"
+    assert json.loads((runs["table"].run_dir / "summary.json").read_text())["formulation"] == "table"
     pairs, table = _weights(runs["pairs"].weights), _weights(runs["table"].weights)
     for k in pairs:
         if pairs[k].is_floating_point():

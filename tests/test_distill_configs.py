@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from relidar.core.config import load_config
+from relidar.core.config import ConfigError, load_config
 from relidar.training.config import DistillConfig
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*_relational.yaml"))
@@ -17,3 +17,15 @@ def test_config_loads(path: Path) -> None:
     cfg = load_config(path, DistillConfig, ["loss.type=similarity"])
     assert cfg.loss.type == "similarity"
     assert cfg.student.out_dim > 0
+
+
+def test_old_sparse_maps_key_is_refused_with_the_new_name(tmp_path: Path) -> None:
+    """``train.sparse_maps`` became ``train.formulation``: a config or an override with the old key says so."""
+    old = tmp_path / "old.yaml"
+    old.write_text("data: {cache: unused}\ntrain: {epochs: 1, sparse_maps: table}\n")
+    for path, overrides in ((old, []), (None, ["data.cache=unused", "train.sparse_maps=table"])):
+        with pytest.raises(ConfigError) as info:
+            load_config(path, DistillConfig, overrides)
+        assert "train.sparse_maps was renamed to train.formulation" in info.value.one_line()
+        assert info.value.field == "train" and "\n" not in info.value.one_line()
+    assert load_config(None, DistillConfig, ["data.cache=unused", "train.formulation=table"]).train.formulation == "table"

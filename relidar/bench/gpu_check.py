@@ -423,7 +423,7 @@ def _ddp_pair(work: Path, device: str, amp: str) -> dict[str, Any]:
     run = work / "ddp"  # --out is the run folder itself
     summary = json.loads((run / "summary.json").read_text())
     result.update({"backend": summary.get("backend"), "device": summary.get("device"), "amp": summary.get("amp"),
-                   "sparse_maps": summary.get("sparse_maps"), "final_loss": summary["final"].get("loss_total"),
+                   "formulation": summary.get("formulation"), "final_loss": summary["final"].get("loss_total"),
                    "steps": single.steps})
     torch.manual_seed(config.train.seed)
     init = Student(config.student).state_dict()

@@ -6,22 +6,21 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Iterable
 
+from relidar.core.graph import AUTO, GraphError, requested_formulation
 from relidar.core.graph import FORMULATIONS as GRAPH_FORMULATIONS
 from relidar.core.vocabulary import VocabularyError, check_class_names
 
-FORMULATIONS = ("auto", *GRAPH_FORMULATIONS)
+FORMULATIONS = (AUTO, *GRAPH_FORMULATIONS)
 FORMULATION_HELP = ("Sparse-convolution graph: pairs (kernel-offset pair lists) or table (neighbour tables); auto: "
                     "table on CUDA, pairs on a CPU. On many-core CPUs table can be faster (README Benchmarks).")
 
 
 def formulation_choice(text: str) -> str | None:
     """``--formulation``: None for auto (the backend's default for its device), else pairs or table."""
-    if text not in FORMULATIONS:
-        from relidar.core.errors import RelidarError
-
-        raise RelidarError(f"{text!r}: unknown formulation", field="--formulation",
-                           hint=f"choose from {', '.join(FORMULATIONS)}")
-    return None if text == "auto" else text
+    try:
+        return requested_formulation(text)
+    except GraphError as exc:
+        raise GraphError(exc.message, field="--formulation", hint=f"choose from {', '.join(FORMULATIONS)}") from None
 
 
 def parse_classes(text: str | None) -> tuple[str, ...] | None:

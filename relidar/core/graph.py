@@ -18,10 +18,11 @@ Outputs: ``labels`` [N] int32 (-1 outside the crop), ``scores`` [N] float32, ``v
 
 from __future__ import annotations
 
-from typing import Literal, Union
+from typing import Collection, Literal, Union
 
 import numpy as np
 
+from relidar.core.errors import RelidarError
 from relidar.core.kernel_maps import KernelMaps, NeighbourTables
 
 FIXED_INPUTS = ("features", "point_to_voxel", "text_embeddings")
@@ -29,6 +30,35 @@ OUTPUTS = ("labels", "scores", "voxel_features")
 Formulation = Literal["pairs", "table"]
 FORMULATIONS: tuple[Formulation, ...] = ("pairs", "table")
 Maps = Union[KernelMaps, NeighbourTables]
+AUTO = "auto"
+
+
+class GraphError(RelidarError, ValueError):
+    """A graph formulation that does not exist."""
+
+
+def requested_formulation(requested: str | None) -> Formulation | None:
+    """``requested`` checked: None for ``auto`` (or None), else ``pairs`` or ``table``."""
+    if requested is None or requested == AUTO:
+        return None
+    if requested not in FORMULATIONS:
+        raise GraphError(f"{requested!r}: unknown formulation", field="formulation",
+                         hint=f"choose one of {AUTO}, {', '.join(FORMULATIONS)}")
+    return requested  # type: ignore[return-value]
+
+
+def resolve_formulation(requested: str | None, device: str,
+                        available: Collection[str] = FORMULATIONS) -> Formulation:
+    """The formulation to run on ``device`` (``cpu``, ``cuda``, ``cuda:1``...): ``requested`` where it names one;
+    for ``auto`` (or None) neighbour tables on CUDA, where one gather and one GEMM per convolution beat the pair
+    lists' thousands of small kernels, and pair lists on a CPU, where they do a third of the multiply-adds and
+    measured faster on the 2-core dev box, per scan and per training step (README Benchmarks; many-core CPUs
+    may ask for tables); pair lists too where ``available`` (a bundle's graphs) has no tables. The one place
+    this rule is written: backends, training and benchmarks all call it."""
+    chosen = requested_formulation(requested)
+    if chosen is not None:
+        return chosen
+    return "table" if device.startswith("cuda") and "table" in available else "pairs"
 
 
 def maps_type(formulation: Formulation | str) -> type[KernelMaps] | type[NeighbourTables]:
@@ -37,7 +67,7 @@ def maps_type(formulation: Formulation | str) -> type[KernelMaps] | type[Neighbo
         return KernelMaps
     if formulation == "table":
         return NeighbourTables
-    raise ValueError(f"formulation {formulation!r}: choose one of {FORMULATIONS}")
+    raise GraphError(f"formulation {formulation!r}: choose one of {FORMULATIONS}", field="formulation")
 
 
 def formulation_of(maps: Maps) -> Formulation:

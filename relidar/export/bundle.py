@@ -122,8 +122,8 @@ def write_bundle(out_dir: str | Path, student: Student, vocabulary: Vocabulary, 
 
     ``student`` is traced in eval mode with BatchNorm folded; ``trace_points`` [N, >=3] (a real scan
     is best) defaults to :func:`example_points`. ``table_graph`` adds the neighbour-table formulation of
-    the same graph, which GPU backends run (relidar.core.backends.default_formulation). The bundle is staged in a sibling folder and moved
-    into place at the end, so a crash never leaves a half-written bundle behind.
+    the same graph, which GPU backends run (relidar.core.graph.resolve_formulation). The bundle is staged
+    in a sibling folder and moved into place at the end, so a crash never leaves a half-written bundle behind.
     """
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()) and not (out / MANIFEST).is_file():

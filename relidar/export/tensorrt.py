@@ -35,7 +35,7 @@ import numpy as np
 
 from relidar.core.bundle import ENGINES_DIR, Bundle, EngineSpec, file_entry, load_bundle, write_manifest
 from relidar.core.errors import RelidarError
-from relidar.core.graph import Formulation, input_names
+from relidar.core.graph import Formulation, input_names, resolve_formulation
 from relidar.core.kernel_maps import NUM_HALF_OFFSETS
 
 Shape = tuple[int, ...]
@@ -168,7 +168,7 @@ def export_tensorrt(bundle_dir: str | Path, fp16: bool = False, max_points: int 
     bundle = load_bundle(bundle_dir)
     precision = "fp16" if fp16 else "fp32"
     gpu = gpu_name(device)
-    formulation = "table" if "table" in bundle.formulations else "pairs"
+    formulation = resolve_formulation(None, "cuda", bundle.formulations)  # an engine always runs on CUDA
     existing = bundle.engine_for(gpu, trt.__version__, precision, formulation=formulation, max_points=max_points,
                                  opt_points=opt_points)
     if existing is not None and not rebuild:

@@ -30,21 +30,19 @@ class TorchBackend:
 
     def __init__(self, weights: str | Path, logit_scale: float, device: str = "cpu",
                  formulation: str | None = None) -> None:
-        """``formulation``: pair lists or neighbour tables; by default tables on CUDA, pairs on the CPU
-        (the same rule as relidar.core.backends.default_formulation; this backend builds either graph)."""
+        """``formulation``: pair lists or neighbour tables; ``auto`` or None: the device's own
+        (relidar.core.graph.resolve_formulation; this backend builds either graph)."""
         try:
             import torch
         except ImportError as exc:
             raise BackendError("backend 'torch' needs PyTorch; use backend 'onnxruntime'") from exc
-        from relidar.core.graph import input_names
+        from relidar.core.graph import input_names, resolve_formulation
         from relidar.model.deployed import StudentGraph
         from relidar.model.weights import load_student
 
         self._torch = torch
         self._device = torch.device(device)
-        if formulation not in (None, "pairs", "table"):
-            raise BackendError(f"{formulation!r}: use 'pairs' or 'table'", field="formulation")
-        self.formulation = formulation or ("table" if self._device.type == "cuda" else "pairs")
+        self.formulation = resolve_formulation(formulation, self._device.type)
         self._graph = StudentGraph(load_student(weights).eval(), logit_scale, self.formulation).to(self._device).eval()
         self._names = input_names(self._graph.num_levels, self.formulation)
 

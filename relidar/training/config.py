@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, Mapping
 
 from pydantic import Field, model_validator
+from pydantic_core import PydanticCustomError
 
 from relidar.core.config import StrictModel
 from relidar.model.network import StudentConfig
@@ -114,11 +115,19 @@ class TrainConfig(StrictModel):
     seed: int = 0
     amp: Literal["off", "bf16", "fp16"] = Field("off", description="mixed precision on GPU (ignored on CPU)")
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    sparse_maps: Literal["auto", "pairs", "table"] = Field(
+    formulation: Literal["auto", "pairs", "table"] = Field(
         "auto", description="sparse-conv formulation: pair lists or neighbour tables (relidar.model.sparse.functional); "
                             "auto = tables on CUDA, pairs on the CPU (where tables measured slower)")
     grad_clip: float | None = Field(10.0, gt=0.0)
     threads: int | None = Field(None, ge=1, description="CPU threads for torch (default: torch's choice)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: Any) -> Any:
+        # configs and overrides written before the rename would otherwise get pydantic's bare "extra input"
+        if isinstance(data, Mapping) and "sparse_maps" in data:
+            raise PydanticCustomError("renamed", "train.sparse_maps was renamed to train.formulation")
+        return data
 
 
 class LoggingConfig(StrictModel):

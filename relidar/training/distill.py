@@ -29,6 +29,7 @@ from torch import nn
 
 from relidar.core.config import save_config
 from relidar.core.errors import RelidarError
+from relidar.core.graph import resolve_formulation
 from relidar.core.rundir import run_dir as new_run_dir
 from relidar.model.kernel_maps_torch import build_neighbour_tables_torch
 from relidar.model.network import Student
@@ -124,11 +125,10 @@ def autocast_context(config: DistillConfig, device: torch.device):
 
 
 def sparse_formulation(config: DistillConfig, device: torch.device) -> str:
-    """``train.sparse_maps``; auto = neighbour tables on CUDA (a few large kernels per convolution instead of
-    ~80 small ones), pair lists on the CPU, where tables measured 1.6-1.7x slower per training step (README)."""
-    if config.train.sparse_maps != "auto":
-        return config.train.sparse_maps
-    return "table" if device.type == "cuda" else "pairs"
+    """``train.formulation`` on ``device``; auto = neighbour tables on CUDA (a few large kernels per convolution
+    instead of ~80 small ones), pair lists on the CPU, where tables measured 1.6-1.7x slower per training step
+    (README; the rule is relidar.core.graph.resolve_formulation)."""
+    return resolve_formulation(config.train.formulation, device.type)
 
 
 def pair_features(model: nn.Module, batch: Batch, formulation: str = "pairs") -> torch.Tensor:
@@ -376,7 +376,7 @@ def _distill(config: DistillConfig, out: Path | None, resume: Path | None, ctx: 
             summary = {"steps": step, "steps_per_epoch": spe, "train_frames": len(split.train),
                        "val_frames": len(split.val), "final": last, "seconds": time.perf_counter() - start_time,
                        "world_size": ctx.world_size, "device": str(device), "backend": ctx.backend or None,
-                       "sparse_maps": formulation, "amp": config.train.amp if device.type == "cuda" else "off",
+                       "formulation": formulation, "amp": config.train.amp if device.type == "cuda" else "off",
                        "loader_workers": loader_workers(config.data.loader, device, local_world),
                        "timing": times.summary()}
             (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")

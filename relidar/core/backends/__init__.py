@@ -3,9 +3,8 @@
 
 :func:`make_backend` picks one for a bundle; ``auto`` prefers TensorRT (an engine for this GPU must be
 in the bundle), then ONNX Runtime, then PyTorch. Each backend runs the kernel-map formulation that
-suits its device (:func:`default_formulation`): pair lists on a CPU, where they do a third of the
-multiply-adds and measured faster, neighbour tables on a GPU, where a graph of one gather and one GEMM
-per convolution beats thousands of small kernels (relidar.model.sparse.functional).
+suits its device (:func:`relidar.core.graph.resolve_formulation`): pair lists on a CPU, neighbour tables
+on a GPU (relidar.model.sparse.functional).
 """
 
 from __future__ import annotations
@@ -13,6 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from relidar.core.backends.base import Backend, BackendError
+from relidar.core.graph import requested_formulation, resolve_formulation
 
 if TYPE_CHECKING:
     from relidar.core.bundle import Bundle
@@ -27,11 +27,6 @@ def _importable(module: str) -> bool:
     import importlib.util
 
     return importlib.util.find_spec(module) is not None
-
-
-def default_formulation(bundle: "Bundle", device: str) -> str:
-    """Neighbour tables on a GPU where the bundle has that graph, pair lists otherwise."""
-    return "table" if device.startswith("cuda") and "table" in bundle.formulations else "pairs"
 
 
 def _tensorrt_engine(bundle: "Bundle", device: str, precision: str | None = None, formulation: str | None = None):
@@ -53,9 +48,11 @@ def make_backend(bundle: "Bundle", backend: str = "auto", device: str = "cpu", t
                  precision: str | None = None, formulation: str | None = None) -> Backend:
     """The named backend for ``bundle``; ``auto`` = tensorrt (GPU device, engine present) > onnxruntime > torch.
     ``precision`` ("fp16"/"fp32") picks a TensorRT engine; by default fp16 where built, else fp32.
-    ``formulation`` ("pairs"/"table") overrides :func:`default_formulation` (benchmarks compare both)."""
+    ``formulation`` ("pairs"/"table") overrides the device's own (``auto`` or None: ``resolve_formulation``
+    over the bundle's graphs; benchmarks compare both)."""
     if backend not in BACKENDS:
         raise BackendError(f"backend {backend!r}: choose one of {BACKENDS}")
+    formulation = requested_formulation(formulation)
     if backend == "auto":
         if device.startswith("cuda") and _importable("tensorrt"):
             from relidar.core.backends.trt import tensorrt_available
@@ -75,7 +72,7 @@ def make_backend(bundle: "Bundle", backend: str = "auto", device: str = "cpu", t
         if not _importable("tensorrt"):
             raise BackendError("backend 'tensorrt': the tensorrt package is not installed (pip install tensorrt-cu12)")
         return _tensorrt_engine(bundle, device if device.startswith("cuda") else "cuda:0", precision, formulation)
-    chosen = formulation or default_formulation(bundle, device)
+    chosen = resolve_formulation(formulation, device, bundle.formulations)
     if backend == "onnxruntime":
         from relidar.core.backends.ort import OnnxRuntimeBackend
 

@@ -117,7 +117,7 @@ def load_segmenter(bundle: str, backend: str, device: str, formulation: str = 'a
                            hint='pass the folder written by `relidar export bundle`')
     try:
         return Segmenter(bundle, backend=backend, device=device, threads=threads,
-                         formulation=None if formulation == 'auto' else formulation)
+                         formulation=formulation)
     except (BundleError, RelidarError, ValueError, KeyError, OSError) as exc:
         raise StartupError(f'cannot load the bundle: {exc}', path=bundle, field='bundle') from None
 

@@ -42,6 +42,7 @@ from typing import Any, Callable
 import numpy as np
 
 from relidar.core.errors import RelidarError
+from relidar.core.timing import time_calls
 
 KITTI_IMAGE = (375, 1242)      # height, width of a KITTI camera image
 NUSCENES_IMAGE = (900, 1600)   # of a nuScenes camera image
@@ -163,18 +164,7 @@ def _sync() -> None:
 
 
 def _median_ms(fn: Callable[[], Any], repeat: int, warmup: int = 2, cuda: bool = True) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeat):
-        if cuda:
-            _sync()
-        t0 = time.perf_counter()
-        fn()
-        if cuda:
-            _sync()
-        times.append(time.perf_counter() - t0)
-    return round(float(np.median(times)) * 1e3, 3)
+    return round(time_calls(fn, repeat, warmup, sync=_sync if cuda else None).p50, 3)
 
 
 # --- sections -----------------------------------------------------------------------------------------

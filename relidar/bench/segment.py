@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import resource
 import sys
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -30,6 +29,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from relidar.core.segmenter import Segmenter, lane_threads
+from relidar.core.timing import percentile, percentiles, time_interleaved
 
 STAGES = ("preprocess", "network", "postprocess", "total")
 
@@ -86,11 +86,12 @@ class SegmentBenchResult:
 
 
 def time_segmenter(seg: Segmenter, points: np.ndarray, repeat: int) -> dict[str, list[float]]:
-    return time_interleaved({"": seg}, points, repeat)[""]
+    return stages_interleaved({"": seg}, points, repeat)[""]
 
 
-def time_interleaved(segs: dict[str, Segmenter], points: np.ndarray, repeat: int) -> dict[str, dict[str, list[float]]]:
-    """Each Segmenter once per repetition, in turn, after one warm-up each: they see the same machine."""
+def stages_interleaved(segs: dict[str, Segmenter], points: np.ndarray, repeat: int) -> dict[str, dict[str, list[float]]]:
+    """Each Segmenter's own stage timings, once per repetition, in turn, after one warm-up each: they see the
+    same machine (the stages are timed inside the Segmenter, so no wall clock runs here)."""
     for seg in segs.values():
         seg(points)
     runs = {name: {s: [] for s in STAGES} for name in segs}
@@ -110,25 +111,25 @@ def time_lanes(single: Segmenter, concurrent: Segmenter, points: np.ndarray, lan
 
     want = single(points).labels
     concurrent(points)
-    sequential_rate, lane_rate, call_ms = [], [], []
-    agreement = 1.0
+    call_ms: list[float] = []
+    agreement = [1.0]
     with ThreadPoolExecutor(max_workers=lanes, thread_name_prefix="relidar-lane") as pool:
-        for _ in range(rounds):
-            t0 = time.perf_counter()
+        def one_by_one() -> None:
             for _ in range(lanes):
                 single(points)
-            sequential_rate.append(lanes / (time.perf_counter() - t0))
-            t0 = time.perf_counter()
+
+        def at_once() -> None:
             results = list(pool.map(concurrent, [points] * lanes))
-            lane_rate.append(lanes / (time.perf_counter() - t0))
             call_ms.extend(r.timings_ms["total"] for r in results)
-            agreement = min([agreement] + [float((r.labels == want).mean()) for r in results])
-    return {"lanes": float(lanes), "single_scans_per_s": _p(sequential_rate, 50), "lanes_scans_per_s": _p(lane_rate, 50),
-            "lanes_call_total_ms_p50": _p(call_ms, 50), "label_agreement": agreement}
+            agreement.extend(float((r.labels == want).mean()) for r in results)
 
+        rounds_ms = time_interleaved({"single": one_by_one, "lanes": at_once}, rounds)
 
-def _p(values: Sequence[float], q: float) -> float:
-    return float(np.percentile(np.asarray(values), q))
+    def rate(kind: str) -> float:
+        return percentile([lanes / (ms / 1e3) for ms in rounds_ms[kind].samples_ms], 50)
+
+    return {"lanes": float(lanes), "single_scans_per_s": rate("single"), "lanes_scans_per_s": rate("lanes"),
+            "lanes_call_total_ms_p50": percentile(call_ms, 50), "label_agreement": min(agreement)}
 
 
 def time_spconv(bundle_dir: Path, points: np.ndarray, text: np.ndarray, logit_scale: float, repeat: int,
@@ -152,10 +153,13 @@ def time_spconv(bundle_dir: Path, points: np.ndarray, text: np.ndarray, logit_sc
     preprocessor = Preprocessor.of(student.config)
     text_t = torch.from_numpy(text)
 
-    def once() -> tuple[float, float]:
-        t0 = time.perf_counter()
-        vox = preprocessor.voxelize(points)
-        t1 = time.perf_counter()
+    voxelized = []
+
+    def voxelize() -> None:
+        voxelized[:] = [preprocessor.voxelize(points)]
+
+    def network() -> None:
+        vox = voxelized[0]
         with torch.inference_mode():
             emb = twin(torch.from_numpy(vox.features), coords_tensor(vox.coords), vox.grid_shape, vox.batch_size)
             emb = torch.nn.functional.normalize(emb, dim=1)
@@ -166,17 +170,11 @@ def time_spconv(bundle_dir: Path, points: np.ndarray, text: np.ndarray, logit_sc
             labels = torch.where(p2v >= 0, label[idx], torch.full_like(idx, -1))
             scores = torch.where(p2v >= 0, score[idx], torch.zeros_like(score[idx]))
             labels.numpy(), scores.numpy()
-        t2 = time.perf_counter()
-        return (t1 - t0) * 1e3, (t2 - t1) * 1e3
 
-    for _ in range(warmup):
-        once()
-    runs: dict[str, list[float]] = {"voxelize": [], "network": [], "total": []}
-    for _ in range(repeat):
-        a, b = once()
-        runs["voxelize"].append(a)
-        runs["network"].append(b)
-        runs["total"].append(a + b)
+    # one round = voxelize then the network on its voxels, each timed
+    timed = time_interleaved({"voxelize": voxelize, "network": network}, repeat, warmup)
+    runs = {stage: list(t.samples_ms) for stage, t in timed.items()}
+    runs["total"] = [a + b for a, b in zip(runs["voxelize"], runs["network"])]
     return runs
 
 
@@ -193,36 +191,39 @@ def run_segment_bench(bundle_dir: Path, points: np.ndarray, backend: str = "onnx
     runs = time_segmenter(seg, points, repeat)
     voxels = seg.preprocess(points).num_voxels
     spec = seg.bundle.manifest.student
+    stage_ms: dict[str, float] = {}
+    for s in STAGES:
+        stage_ms.update(percentiles(runs[s], (50, 90), f"{s}_ms"))
     result = SegmentBenchResult(
         points=int(len(points)), voxels=voxels, backend=seg.backend, formulation=seg.formulation, profile=spec.profile,
         voxel_size=spec.voxel_size,
-        repeat=repeat, **{f"{s}_ms_p{q}": _p(runs[s], q) for s in STAGES for q in (50, 90)},
+        repeat=repeat, **stage_ms,
         peak_rss_mb=_peak_rss_mb(), threads=threads, load_average=[round(x, 2) for x in os.getloadavg()], cpu_count=os.cpu_count() or 0)
     for n in sweep_sizes:
         step(f"sweep: {n} points")
         scan = resize_scan(points, int(n))
         r = time_segmenter(seg, scan, sweep_repeat)
         result.sweep.append({"points": int(n), "voxels": seg.preprocess(scan).num_voxels,
-                             **{f"{s}_ms_p50": _p(r[s], 50) for s in STAGES}})
+                             **{f"{s}_ms_p50": percentile(r[s], 50) for s in STAGES}})
     if spconv:
         from relidar.bench.spconv_reference import spconv_available
 
         if spconv_available():
             step("timing the spconv reference on the same scan")
             ref = time_spconv(bundle_dir, points, seg.vocabulary.embeddings, seg.bundle.manifest.logit_scale, repeat)
-            result.spconv_total_ms_p50 = _p(ref["total"], 50)
-            result.spconv_voxelize_ms_p50 = _p(ref["voxelize"], 50)
-            result.spconv_network_ms_p50 = _p(ref["network"], 50)
+            result.spconv_total_ms_p50 = percentile(ref["total"], 50)
+            result.spconv_voxelize_ms_p50 = percentile(ref["voxelize"], 50)
+            result.spconv_network_ms_p50 = percentile(ref["network"], 50)
             result.ratio = result.total_ms_p50 / result.spconv_total_ms_p50
     if compare_formulations:
         other = "table" if seg.formulation == "pairs" else "pairs"
         step(f"timing the {seg.formulation} and {other} graphs interleaved")
         segs = {seg.formulation: seg,
                 other: Segmenter(bundle_dir, backend=backend, device=device, threads=threads, formulation=other)}
-        runs = time_interleaved(segs, points, repeat)
+        runs = stages_interleaved(segs, points, repeat)
         labels = {name: s(points).labels for name, s in segs.items()}
         for name in segs:
-            result.formulations[name] = {f"{s}_ms_p50": _p(runs[name][s], 50) for s in STAGES}
+            result.formulations[name] = {f"{s}_ms_p50": percentile(runs[name][s], 50) for s in STAGES}
             result.formulations[name]["label_agreement"] = float((labels[name] == labels[seg.formulation]).mean())
     if lanes > 1:
         per_lane = lane_threads(lanes)

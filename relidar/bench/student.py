@@ -14,7 +14,6 @@ more threads; ``spconv_threaded_max_abs_diff`` reports how far the threaded run 
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -24,6 +23,7 @@ import torch
 
 from relidar.bench.spconv_reference import SpconvStudent, coords_tensor, torch_threads
 from relidar.core.preprocess import Preprocessor
+from relidar.core.timing import time_calls, time_interleaved
 from relidar.model.batch import to_torch
 from relidar.model.kernel_maps_torch import build_kernel_maps_torch
 from relidar.model.network import Student, StudentConfig, count_parameters, fold_batchnorm
@@ -62,17 +62,6 @@ class StudentBenchResult:
         return asdict(self)
 
 
-def _ms(fn: Callable[[], object]) -> float:
-    start = time.perf_counter()
-    fn()
-    return (time.perf_counter() - start) * 1000.0
-
-
-def _median_ms(fn: Callable[[], object], n: int) -> float:
-    fn()
-    return float(np.median([_ms(fn) for _ in range(n)]))
-
-
 def build_model(config: StudentConfig, weights: Path | None, seed: int) -> Student:
     """The benchmarked student: loaded from ``weights`` or randomly initialised from ``seed``."""
     if weights is not None:
@@ -93,12 +82,12 @@ def run_student_bench(config: StudentConfig, points: np.ndarray, repeat: int = 1
     reference = SpconvStudent(model).eval()
     pre = Preprocessor.of(config)
     vx = pre.voxelize(points)
-    voxelize_ms = _median_ms(lambda: pre.voxelize(points), 3)
+    voxelize_ms = time_calls(lambda: pre.voxelize(points), 3, warmup=1).p50
     levels = config.num_levels
     maps_np = pre.with_maps(vx).maps
-    maps_numpy_ms = _median_ms(lambda: pre.with_maps(vx), 3)
+    maps_numpy_ms = time_calls(lambda: pre.with_maps(vx), 3, warmup=1).p50
     coords_t = torch.from_numpy(vx.coords)
-    maps_torch_ms = _median_ms(lambda: build_kernel_maps_torch(coords_t, vx.grid_shape, levels), 3)
+    maps_torch_ms = time_calls(lambda: build_kernel_maps_torch(coords_t, vx.grid_shape, levels), 3, warmup=1).p50
     maps = build_kernel_maps_torch(coords_t, vx.grid_shape, levels)
     feats = torch.from_numpy(vx.features)
     coords_i32 = coords_tensor(vx.coords)
@@ -118,21 +107,10 @@ def run_student_bench(config: StudentConfig, points: np.ndarray, repeat: int = 1
             ref_out = exact_reference(feats, coords_i32, vx.grid_shape, vx.batch_size)
         ours_out = ours_full()
         threaded_out = theirs()
-        ours_times, fwd_times, spconv_times = [], [], []
-        total = warmup + repeat
-        for step in range(total):
-            t_ours = _ms(ours_full)
-            t_fwd = _ms(ours_forward)
-            t_spconv = _ms(theirs)
-            if step >= warmup:
-                ours_times.append(t_ours)
-                fwd_times.append(t_fwd)
-                spconv_times.append(t_spconv)
-            if on_step is not None:
-                on_step(step + 1, total)
-    ours_p50 = float(np.median(ours_times))
-    fwd_p50 = float(np.median(fwd_times))
-    spconv_p50 = float(np.median(spconv_times))
+        timed = time_interleaved({"ours": ours_full, "forward": ours_forward, "spconv": theirs}, repeat, warmup,
+                                 on_round=on_step)
+    ours, spconv_timing = timed["ours"], timed["spconv"]
+    ours_p50, fwd_p50, spconv_p50 = ours.p50, timed["forward"].p50, spconv_timing.p50
     return StudentBenchResult(
         profile=config.profile,
         voxel_size=config.voxel_size,
@@ -147,8 +125,8 @@ def run_student_bench(config: StudentConfig, points: np.ndarray, repeat: int = 1
         spconv_ms_p50=spconv_p50,
         ratio=ours_p50 / spconv_p50,
         forward_ratio=fwd_p50 / spconv_p50,
-        ours_ms_min=float(min(ours_times)),
-        spconv_ms_min=float(min(spconv_times)),
+        ours_ms_min=ours.min,
+        spconv_ms_min=spconv_timing.min,
         max_abs_diff=float((ours_out - ref_out).abs().max()) if vx.num_voxels else 0.0,
         spconv_threaded_max_abs_diff=float((threaded_out - ref_out).abs().max()) if vx.num_voxels else 0.0,
         voxelize_ms=voxelize_ms,
@@ -156,6 +134,6 @@ def run_student_bench(config: StudentConfig, points: np.ndarray, repeat: int = 1
         kernel_maps_torch_ms=maps_torch_ms,
         torch_version=torch.__version__,
         spconv_version=spconv.__version__,
-        ours_ms=[round(t, 3) for t in ours_times],
-        spconv_ms=[round(t, 3) for t in spconv_times],
+        ours_ms=[round(t, 3) for t in ours.samples_ms],
+        spconv_ms=[round(t, 3) for t in spconv_timing.samples_ms],
     )

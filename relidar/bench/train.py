@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from relidar.core.frame import Frame
+from relidar.core.timing import percentile, time_calls
 from relidar.model.network import Student, StudentConfig
 from relidar.training.augment import AugmentConfig
 from relidar.training.config import DistillConfig, LoaderConfig
@@ -116,22 +117,13 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _timed(fn: Callable[[], Any], repeat: int, device: torch.device | None = None) -> list[float]:
-    out = []
-    for _ in range(repeat):
-        if device is not None:
-            _sync(device)
-        t0 = time.perf_counter()
-        fn()
-        if device is not None:
-            _sync(device)
-        out.append(time.perf_counter() - t0)
-    return out
+def _syncer(device: torch.device) -> Callable[[], None]:
+    return lambda: _sync(device)
 
 
-def _rate(seconds: Sequence[float], scans_per_call: int) -> dict[str, float]:
-    med = float(np.median(seconds))
-    return {"ms_p50": 1e3 * med, "ms_min": 1e3 * float(np.min(seconds)), "scans_per_s": scans_per_call / med if med else 0.0}
+def _rate(samples_ms: Sequence[float], scans_per_call: int) -> dict[str, float]:
+    med = percentile(samples_ms, 50)
+    return {"ms_p50": med, "ms_min": float(min(samples_ms)), "scans_per_s": 1e3 * scans_per_call / med if med else 0.0}
 
 
 @contextmanager
@@ -170,7 +162,7 @@ def bench_cache_modes(cfg: TrainBenchConfig, reader: Reader, teacher: MemoTeache
                 frame = cache[int(rng.integers(n))]
                 frame.teacher_features(rng.choice(frame.num_pairs, min(cfg.pairs_per_scan, frame.num_pairs), replace=False))
 
-            entry[f"read_verify_{verify}"] = _rate(_timed(read, 2 * len(cache)), 1)
+            entry[f"read_verify_{verify}"] = _rate(time_calls(read, 2 * len(cache)).samples_ms, 1)
         out[storage.describe()] = entry
     return out
 
@@ -194,9 +186,9 @@ def bench_batch_preparation(cfg: TrainBenchConfig, cache: Any, patch_grid: Any =
         timings.update(read_augment_draw=t1 - t0, pack=t3 - t2)
         for k in names:
             phases[k].append(timings[k])
-    total = [sum(v[i] for v in phases.values()) for i in range(cfg.steps)]
-    return {"phases_ms_p50": {k: 1e3 * float(np.median(v)) for k, v in phases.items()},
-            **_rate(total, cfg.batch_size), "voxels_per_batch": int(batch.inputs.features.shape[0]),
+    total_ms = [1e3 * sum(v[i] for v in phases.values()) for i in range(cfg.steps)]
+    return {"phases_ms_p50": {k: 1e3 * percentile(v, 50) for k, v in phases.items()},
+            **_rate(total_ms, cfg.batch_size), "voxels_per_batch": int(batch.inputs.features.shape[0]),
             "batch_bytes": packed.nbytes}
 
 
@@ -236,17 +228,17 @@ def bench_forward_backward(cfg: TrainBenchConfig, cache: Any, device: torch.devi
         loss.backward()
         optimizer.step()
 
-    step()
-    return {**_rate(_timed(step, cfg.steps, device), cfg.batch_size), "formulation": formulation}
+    timing = time_calls(step, cfg.steps, warmup=1, sync=_syncer(device))
+    return {**_rate(timing.samples_ms, cfg.batch_size), "formulation": formulation}
 
 
 def bench_online_teacher(cfg: TrainBenchConfig, frame: Frame, teacher: BatchTeacher, device: torch.device
                          ) -> dict[str, Any]:
     images = [torch.from_numpy(np.array(c.image, copy=True)) for c in frame.cameras] * cfg.batch_size
     teacher.encode_images(images[:1])
-    times = _timed(lambda: teacher.encode_images(images), max(2, cfg.steps // 2), device)
-    return {**_rate(times, cfg.batch_size), "images_per_batch": len(images),
-            "images_per_s": len(images) / float(np.median(times)), "model": cfg.teacher.model,
+    timing = time_calls(lambda: teacher.encode_images(images), max(2, cfg.steps // 2), sync=_syncer(device))
+    return {**_rate(timing.samples_ms, cfg.batch_size), "images_per_batch": len(images),
+            "images_per_s": 1e3 * len(images) / timing.p50, "model": cfg.teacher.model,
             "image_size": cfg.teacher.image_size, "grid": list(teacher.patch_grid.shape(*frame.cameras[0].image.shape[:2]))}
 
 

@@ -32,6 +32,7 @@ from typing import Callable
 
 import numpy as np
 from relidar.core.errors import RelidarError
+from relidar.core.timing import percentile, percentiles
 from relidar_ros.environment import (
     process_rss_mb,
     start_segmenter,
@@ -66,10 +67,6 @@ class NodeBenchConfig:
     domain_id: int = 0
     startup_timeout_s: float = 120.0
     log_path: Path | None = None
-
-
-def _percentile(values: list[float], q: float) -> float:
-    return float(np.percentile(values, q)) if values else float('nan')
 
 
 def _failure(message: str, log: Path | None) -> NodeBenchError:
@@ -204,12 +201,10 @@ def run_node_bench(cfg: NodeBenchConfig,
         'dropped': int(diag.get('dropped', -1)),
         'rejected': int(diag.get('rejected', -1)),
         'superseded': int(diag.get('superseded', -1)),
-        'latency_ms_p50': _percentile(latencies, 50),
-        'latency_ms_p90': _percentile(latencies, 90),
-        'latency_ms_p99': _percentile(latencies, 99),
+        **percentiles(latencies, (50, 90, 99), 'latency_ms'),
         'latency_ms_max': max(latencies) if latencies else float('nan'),
-        'latency_ms_p50_first_half': _percentile(latencies[:half], 50),
-        'latency_ms_p50_second_half': _percentile(latencies[half:], 50),
+        'latency_ms_p50_first_half': percentile(latencies[:half], 50),
+        'latency_ms_p50_second_half': percentile(latencies[half:], 50),
         'output_rate_hz': len(got) / cfg.seconds,
         'rss_mb_start': rss_start,  # after the first labelled cloud, before the load starts
         # RSS once the pipeline has run at the publishing rate for a few seconds (its buffers and

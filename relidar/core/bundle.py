@@ -198,22 +198,32 @@ class Bundle:
 
 
 def read_manifest(root: Path) -> Manifest:
+    """The manifest, typed, with every file name it holds inside ``root`` (``artifact.member_path``)."""
     if not root.is_dir():
         raise BundleError("bundle folder not found", path=root, hint="write one with `relidar export bundle`")
-    return artifact.read_manifest(root / MANIFEST, Manifest, BundleError, version=BUNDLE_FORMAT_VERSION,
-                                  format_name=BUNDLE_FORMAT, what="model bundle manifest",
-                                  missing_hint=f"{root} is not a model bundle; write one with `relidar export bundle`",
-                                  hint=REEXPORT, version_hint=f"written by another relidar version; {REEXPORT}")
+    manifest = artifact.read_manifest(root / MANIFEST, Manifest, BundleError, version=BUNDLE_FORMAT_VERSION,
+                                      format_name=BUNDLE_FORMAT, what="model bundle manifest",
+                                      missing_hint=f"{root} is not a model bundle; write one with `relidar export "
+                                                   "bundle`",
+                                      hint=REEXPORT, version_hint=f"written by another relidar version; {REEXPORT}")
+    for field, name in [*_named_files(manifest), *(("files", n) for n in manifest.files)]:
+        artifact.member_path(root, name, BundleError, manifest=root / MANIFEST, field=field, hint=REEXPORT)
+    return manifest
+
+
+def _named_files(manifest: Manifest) -> list[tuple[str, str]]:
+    """(manifest field, file name) of every file the manifest uses."""
+    student, spec = manifest.student, manifest.text_encoder
+    named = [("student.onnx", student.onnx), ("student.head", student.head), ("vocabulary", manifest.vocabulary),
+             ("student.table_onnx", student.table_onnx), ("student.weights", student.weights),
+             ("text_encoder.onnx", spec.onnx), ("text_encoder.bpe", spec.bpe), ("text_encoder.table", spec.table)]
+    named += [(f"engines[{i}].file", e.file) for i, e in enumerate(manifest.engines)]
+    return [(field, name) for field, name in named if name]
 
 
 def verify_files(root: Path, manifest: Manifest) -> None:
     """Every listed file exists with its size and sha256; every file the manifest names is listed."""
-    named = [manifest.student.onnx, manifest.student.head, manifest.vocabulary]
-    named += [manifest.student.table_onnx] if manifest.student.table_onnx else []
-    spec = manifest.text_encoder
-    named += [n for n in (spec.onnx, spec.bpe, spec.table, manifest.student.weights) if n]
-    named += [e.file for e in manifest.engines]
-    for name in named:
+    for _, name in _named_files(manifest):
         if name not in manifest.files:
             raise BundleError(f"{name} is used but not listed (no checksum)", path=root / MANIFEST, field="files",
                               hint=REEXPORT)

@@ -52,7 +52,11 @@ def new_output_dir(path: str | Path) -> Path:
     if p.is_dir() and any(p.iterdir()):
         raise OutputError("exists and is not empty", path=p, field="--out",
                           hint="choose a new --out or remove the folder")
-    p.mkdir(parents=True, exist_ok=True)
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a parent that is a file, read-only or full
+        raise OutputError(f"cannot be created ({exc.strerror or exc})", path=p, field="--out",
+                          hint="its parent must be a writable folder") from exc
     return p
 
 

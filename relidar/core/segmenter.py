@@ -35,7 +35,7 @@ from typing import Sequence
 
 import numpy as np
 
-from relidar.core.backends import BackendError, make_backend
+from relidar.core.backends import BackendError, device_index, make_backend
 from relidar.core.bundle import BundleError, load_bundle
 from relidar.core.errors import RelidarError
 from relidar.core.preprocess import Preprocessor, StudentInputs
@@ -85,6 +85,7 @@ class Segmenter:
 
     def __init__(self, bundle: str | Path, backend: str = "auto", device: str = "cpu",
                  threads: int | None = None, precision: str | None = None, formulation: str | None = None) -> None:
+        device_index(device)  # a malformed device is the caller's error, not the bundle's (refused first)
         self.bundle = load_bundle(bundle)
         self.preprocessor = Preprocessor.of(self.bundle.manifest.student)
         try:

@@ -191,7 +191,7 @@ def segment(
         parts = [f"{n} of {len(scans)} scan(s) {why}" for n, why in (
             (len(outputs.failed), "could not be read"), (unlabelled, "had nothing labelled")) if n]
         raise RelidarError(f"{' and '.join(parts)} (listed above; the others were written)", path=input,
-                           hint="fix or remove those files")
+                           hint="fix or remove those scans")
 
 
 def _labelled(scans: list[_Scan], seg, lanes: int):

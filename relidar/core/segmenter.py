@@ -39,6 +39,7 @@ from relidar.core.backends import BackendError, device_index, make_backend
 from relidar.core.bundle import BundleError, load_bundle
 from relidar.core.errors import RelidarError
 from relidar.core.preprocess import Preprocessor, StudentInputs
+from relidar.core.rows import unit_rows
 from relidar.core.viz.palette import class_colour
 from relidar.core.vocabulary import Vocabulary, VocabularyError, check_class_names, embed_classes
 
@@ -141,7 +142,7 @@ class Segmenter:
             self._head = self.bundle.head()
         weight, bias = self._head
         emb = voxel_features @ weight + bias
-        emb /= np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+        unit_rows(emb)
         out = np.zeros((len(point_to_voxel), emb.shape[1]), dtype=np.float32)
         inside = point_to_voxel >= 0
         out[inside] = emb[point_to_voxel[inside]]

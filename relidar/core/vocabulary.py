@@ -22,6 +22,7 @@ from relidar.core.artifact import member_path, read_manifest, sha256_bytes, writ
 from relidar.core.atomic import atomic_write_bytes
 from relidar.core.config import StrictModel
 from relidar.core.errors import RelidarError
+from relidar.core.rows import unit_rows
 from relidar.core.text.spec import TextEncoderSpec
 from relidar.core.viz.palette import class_colour
 
@@ -154,10 +155,10 @@ def embed_classes(
     if emb.ndim != 2 or emb.shape[0] != len(prompts):
         raise VocabularyError(f"the text encoder returned shape {emb.shape} for {len(prompts)} prompts; expected [P, D]",
                               field="encoder")
-    emb /= np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+    unit_rows(emb)
     sums = np.zeros((len(synonyms), emb.shape[1]))
     np.add.at(sums, np.asarray(owner), emb)
-    sums /= np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
+    unit_rows(sums)
     return sums.astype(np.float32)
 
 

@@ -573,3 +573,27 @@ def test_processor_labels_as_the_segmenter_and_rejects_what_it_cannot_use(bundle
             load_segmenter(bundle, "auto", "cpu")
         assert isinstance(failed.value, RelidarError) and failed.value.field == "bundle"
         assert words in failed.value.message
+
+
+def test_close_stops_the_lanes_before_the_node_is_destroyed(bundle_dir: Path) -> None:
+    """In-process: a scan waiting at close is not labelled, close() joins every lane (so nothing
+    publishes from a node being destroyed), and a cloud arriving after close is not stored."""
+    import rclpy
+    from rclpy.parameter import Parameter
+
+    from relidar_ros.segmenter_node import SegmenterNode
+
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=fresh_domain_id())
+    try:
+        node = SegmenterNode(context=context, parameter_overrides=[
+            Parameter("bundle", value=str(bundle_dir)), Parameter("lanes", value=2)])
+        node.close()
+        assert not any(lane.is_alive() for lane in node._lanes)
+        node._on_cloud(xyzi_cloud(_synthetic_scan(5, 500)))
+        time.sleep(0.5)  # would be ample for a lane to pick it up, were one running
+        snap = node._counters.snapshot()
+        assert (snap.received, snap.labelled, snap.failed) == (1, 0, 0)
+        node.destroy_node()
+    finally:
+        rclpy.try_shutdown(context=context)

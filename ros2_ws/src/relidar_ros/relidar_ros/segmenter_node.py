@@ -265,7 +265,8 @@ class SegmenterNode(Node):
             lane.join(timeout=max(0.0, deadline - time.monotonic()))
         alive = [lane.name for lane in self._lanes if lane.is_alive()]
         if alive:
-            self.get_logger().error(f'lanes still running after {timeout_s:.0f} s: {", ".join(alive)}')
+            self.get_logger().error(
+                f'lanes still running after {timeout_s:.0f} s: {", ".join(alive)}')
         return not alive
 
 

@@ -39,7 +39,8 @@ class LatestScan(Generic[T]):
         self._closed = False
 
     def put(self, scan: T, received_ns: int) -> bool:
-        """Store the scan; return True when it replaced one that was never taken.
+        """
+        Store the scan; return True when it replaced one that was never taken.
 
         After ``close`` the scan is not stored (nobody will take it) and False is returned.
         """
@@ -52,7 +53,8 @@ class LatestScan(Generic[T]):
             return replaced
 
     def take(self, timeout_s: float) -> tuple[T, int] | None:
-        """Return (scan, received_ns) once there is one, or None after ``timeout_s`` or close.
+        """
+        Return (scan, received_ns) once there is one, or None after ``timeout_s`` or close.
 
         Once closed, a scan still waiting is not handed out: a shutting-down node must not start
         labelling (and then publish from a node being destroyed).

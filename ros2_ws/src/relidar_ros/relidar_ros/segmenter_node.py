@@ -253,7 +253,8 @@ class SegmenterNode(Node):
         self._pub_diag.publish(diag)
 
     def close(self, timeout_s: float = 30.0) -> bool:
-        """Stop the lanes and wait for them; the caller destroys the node only after this.
+        """
+        Stop the lanes and wait for them; the caller destroys the node only after this.
 
         A lane inside ONNX Runtime finishes its call (it cannot be interrupted) and then publishes
         nothing. Returns False when a lane is still running after ``timeout_s`` (logged).

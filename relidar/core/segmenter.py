@@ -140,8 +140,14 @@ class Segmenter:
         return self._text_encoder
 
     def set_classes(self, classes: Sequence[str]) -> None:
-        """Use these classes from the next call on. Names already in the bundle's vocabulary keep their
-        synonyms and colour; new names are their own single synonym. Prompts are the vocabulary's templates."""
+        """Use these classes from the next call on (:meth:`build_vocabulary`, then installed)."""
+        self.vocabulary = self.build_vocabulary(classes)
+
+    def build_vocabulary(self, classes: Sequence[str]) -> Vocabulary:
+        """The vocabulary of these classes, encoded but not installed: a caller that labels meanwhile (the
+        node's lanes) encodes with this outside its lock and swaps the result in under it. Names already in
+        the bundle's vocabulary keep their synonyms and colour; new names are their own single synonym.
+        Prompts are the vocabulary's templates."""
         try:
             names = check_class_names(classes)
         except VocabularyError as exc:
@@ -153,8 +159,8 @@ class Segmenter:
         colours = np.array([base.colors[known[n]] if n in known else class_colour(n) for n in names], dtype=np.uint8)
         try:
             embeddings = embed_classes(synonyms, base.templates, self.text_encoder.encode_text)
-            self.vocabulary = Vocabulary(class_names=tuple(names), synonyms=synonyms, colors=colours,
-                                         embeddings=embeddings, templates=base.templates, encoder=base.encoder)
+            return Vocabulary(class_names=tuple(names), synonyms=synonyms, colors=colours,
+                              embeddings=embeddings, templates=base.templates, encoder=base.encoder)
         except VocabularyError as exc:
             raise SegmenterError(exc.message, field=exc.field or "classes") from exc
 

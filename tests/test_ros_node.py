@@ -573,3 +573,87 @@ def test_processor_labels_as_the_segmenter_and_rejects_what_it_cannot_use(bundle
             load_segmenter(bundle, "auto", "cpu")
         assert isinstance(failed.value, RelidarError) and failed.value.field == "bundle"
         assert words in failed.value.message
+
+
+def test_close_stops_the_lanes_before_the_node_is_destroyed(bundle_dir: Path) -> None:
+    """In-process: a scan waiting at close is not labelled, close() joins every lane (so nothing
+    publishes from a node being destroyed), and a cloud arriving after close is not stored."""
+    import rclpy
+    from rclpy.parameter import Parameter
+
+    from relidar_ros.segmenter_node import SegmenterNode
+
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=fresh_domain_id())
+    try:
+        node = SegmenterNode(context=context, parameter_overrides=[
+            Parameter("bundle", value=str(bundle_dir)), Parameter("lanes", value=2)])
+        node.close()
+        assert not any(lane.is_alive() for lane in node._lanes)
+        node._on_cloud(xyzi_cloud(_synthetic_scan(5, 500)))
+        time.sleep(0.5)  # would be ample for a lane to pick it up, were one running
+        snap = node._counters.snapshot()
+        assert (snap.received, snap.labelled, snap.failed) == (1, 0, 0)
+        node.destroy_node()
+    finally:
+        rclpy.try_shutdown(context=context)
+
+
+def test_a_class_change_does_not_stall_labelling(bundle_dir: Path) -> None:
+    """While the text tower encodes a new class list, scans are still labelled (with the old list);
+    then the new list is installed. Two changes at once: the one requested last wins, whichever
+    finishes encoding first."""
+    import threading
+
+    from relidar_ros.labelling import LabelPolicy
+    from relidar_ros.processing import ScanProcessor, Settings, load_segmenter
+
+    segmenter = load_segmenter(str(bundle_dir), "auto", "cpu")
+    old = segmenter.vocabulary.class_names
+    real = segmenter.text_encoder
+    release = {"first": threading.Event(), "second": threading.Event()}
+    started = threading.Event()
+
+    class Held:
+        """The bundle's encoder, held at its first call until the test releases the request."""
+
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def encode_text(self, prompts):
+            started.set()
+            assert release[self.name].wait(60)
+            return real.encode_text(prompts)
+
+    processor = ScanProcessor(segmenter)
+    settings = Settings(LabelPolicy(0.0, 0.0, 200.0), max_points=10_000, intensity_scale=1.0)
+    cloud = xyzi_cloud(_synthetic_scan(7, 2000))
+    errors: list[BaseException] = []
+
+    def change(classes: list[str], name: str) -> threading.Thread:
+        def run() -> None:
+            try:
+                segmenter._text_encoder = Held(name)  # this request's encoder (read once, at its start)
+                processor.set_classes(classes)
+            except BaseException as exc:  # noqa: BLE001 - reported by the assert below
+                errors.append(exc)
+        started.clear()
+        t = threading.Thread(target=run)
+        t.start()
+        assert started.wait(30)
+        return t
+
+    first = change(["road", "car"], "first")
+    labelled = []
+    t = threading.Thread(target=lambda: labelled.append(processor.label(cloud, settings)))
+    t.start()
+    t.join(60)  # a liveness bound, not a timing: the label call must not wait for the encoder
+    assert labelled and labelled[0].class_names == old, "labelling waited for the class change"
+    second = change(["car", "road", "building"], "second")
+    release["second"].set()
+    second.join(60)
+    release["first"].set()  # the older request finishes last: it must not replace the newer one
+    first.join(60)
+    assert not errors, errors
+    assert processor.class_names() == ["car", "road", "building"]
+    assert processor.label(cloud, settings).class_names == ("car", "road", "building")

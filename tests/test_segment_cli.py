@@ -151,10 +151,12 @@ def test_out_rule_and_bad_inputs(bundle: Path, tmp_path: Path) -> None:
         assert not (tmp_path / "o").exists(), "a refused option writes nothing"
     np.save(tmp_path / "nan.npy", np.full((50, 4), np.nan, np.float32))
     result, text = _run("segment", tmp_path / "nan.npy", "--bundle", bundle, "--out", tmp_path / "n")
-    assert result.exit_code == 1 and "no scan had a finite point to label" in text and "none finite" in text
+    assert result.exit_code == 1 and "no scan had a finite point" in text and "none finite" in text
     assert "RuntimeWarning" not in result.output
+    # a folder of scans is an input; its all-NaN scan is warned about and makes the exit code 1, the other is written
     result, text = _run("segment", tmp_path, "--bundle", bundle, "--out", tmp_path / "d", "--write", "ply")
-    assert result.exit_code == 0 and f"wrote {tmp_path / 'd' / 's.ply'}" in text  # a folder of scans is an input
+    assert result.exit_code == 1 and f"wrote {tmp_path / 'd' / 's.ply'}" in text, text
+    assert "1 of 2 scan(s) had nothing labelled" in text
 
 
 def test_formulation_option_gives_the_same_labels(bundle: Path, tmp_path: Path) -> None:

@@ -75,8 +75,15 @@ def prepare(
 
     console = Console()
     rank = rank if rank is not None else int(os.environ.get("RANK", "0"))
+    world_size_given = world_size is not None
     world_size = world_size if world_size is not None else int(os.environ.get("WORLD_SIZE", "1"))
-    if not 0 <= rank < max(world_size, 1):
+    if world_size < 1:
+        raise RelidarError(f"{world_size}: the number of processes sharing the dataset must be at least 1",
+                           field="--world-size" if world_size_given else "WORLD_SIZE", hint="give 1 or more")
+    if superpixels < 1:
+        raise RelidarError(f"{superpixels}: SLIC needs at least 1 segment per image", field="--superpixels",
+                           hint="give 1 or more (default 150)")
+    if not 0 <= rank < world_size:
         raise RelidarError(f"{rank} must be in 0..{world_size - 1} (--world-size {world_size})", field="--rank")
     storage = validate(CacheStorage, {"layout": layout, "dtype": dtype, "projection_dim": projection_dim,
                                       "projection_frames": projection_frames}, error=RelidarError, what="storage options")

@@ -11,9 +11,15 @@ OUT is exactly the folder written (new or empty; ``relidar.core.rundir``):
     OUT/bag/                                   rosbag2 (MCAP): the node's labelled clouds + legend
     OUT/<scan>_bev.png                         bird's-eye views of the first --pictures scans
 
-Scans that cannot be read are listed and make the exit code 1 (the others are still written); so
-does an input in which no scan had a point to label. Non-finite points are repaired and counted by
-the Segmenter (``relidar.core.segmenter``).
+Output names keep the scan's stem (``000000.bin`` -> ``000000.label``), as SemanticKITTI's tools pair
+a prediction with its scan; a folder holding two scans of one stem (``a.bin`` and ``a.pcd``) is refused
+before anything is written, naming both. OUT is a folder: an ``--out`` ending in a file's suffix
+(``labelled.ply``) is refused rather than made a folder of that name (``--write ply`` writes only PLY).
+
+Scans that cannot be read are listed and make the exit code 1 (the others are still written); so does
+a scan with nothing labelled (no finite point inside the bundle's crop box: millimetres, another axis
+convention), warned with the fraction outside and the crop. Non-finite points are repaired and
+counted by the Segmenter (``relidar.core.segmenter``).
 """
 
 from __future__ import annotations
@@ -31,6 +37,11 @@ from relidar.cli.app import Apps
 from relidar.cli.common import FORMULATION_HELP
 
 OUTPUT_KINDS = ("ply", "label", "bag", "png")
+# --out suffixes that name a file, not the folder segment writes
+FILE_SUFFIXES = (".ply", ".label", ".mcap", ".db3", ".png", ".bin", ".npy", ".pcd", ".yaml")
+# A scan with more of its finite points outside the crop box than this is warned about even when some
+# were labelled: a real scan loses a few per cent beyond the box's range, not half.
+OUTSIDE_WARN_FRACTION = 0.5
 
 
 def register(apps: Apps) -> None:
@@ -77,14 +88,23 @@ def _scans(path: Path, lidar_topic: str | None, intensity_scale: float) -> tuple
         out = []
         for seq in sequences:
             rel = Path("sequences") / seq.name
-            for k, f in enumerate(sorted((seq / "velodyne").glob("*.bin"))):
-                out.append(_Scan(f, rel / "ply", rel / "predictions", f.stem, (k + 1) * period, "velodyne",
+            for f in sorted((seq / "velodyne").glob("*.bin")):
+                # stamps run on across sequences: a bag of several plays them one after the other
+                out.append(_Scan(f, rel / "ply", rel / "predictions", f.stem, (len(out) + 1) * period, "velodyne",
                                  lambda f=f: read_scan(f)))
         return f"SemanticKITTI {path} (sequences {', '.join(s.name for s in sequences)})", out
-    files = sorted(f for f in path.iterdir() if f.is_file() and f.suffix.lower() in SCAN_SUFFIXES)
+    # every entry named like a scan, not only regular files: a dangling link or a folder named x.bin is
+    # listed as unreadable (read_scan says why) instead of vanishing from the run
+    files = sorted(f for f in path.iterdir() if f.suffix.lower() in SCAN_SUFFIXES)
     if not files:
         raise RelidarError("holds no scan files (.bin/.npy/.pcd/.ply), no SemanticKITTI sequence and no rosbag2",
                            path=path, field="INPUT", hint="give a scan, a folder of scans, a sequence or a bag")
+    seen: dict[str, Path] = {}
+    for f in files:  # casefolded: on a case-insensitive disk A.bin and a.pcd collide too
+        first = seen.setdefault(f.stem.casefold(), f)
+        if first is not f:
+            raise RelidarError(f"and {f.name} would both be written as {f.stem}.* (outputs are named by the scan's "
+                               "stem)", path=first, field="INPUT", hint="rename or move one of them")
     return f"folder {path}", [_Scan(f, Path("."), Path("."), f.stem, (k + 1) * period, "lidar", lambda f=f: read_scan(f))
                               for k, f in enumerate(files)]
 
@@ -93,8 +113,9 @@ def segment(
     input: Path = typer.Argument(..., help="A scan file (.bin KITTI, .npy [N,>=3], .pcd, .ply), a folder of them, a "
                                  "SemanticKITTI root or sequence, or a rosbag2 (folder, .mcap, .db3)."),
     bundle: Path = typer.Option(..., "--bundle", help="Model bundle folder (`relidar export bundle`)."),
-    out: Path = typer.Option(..., "--out", "-o", help="Folder to write (new or empty): labelled PLY, SemanticKITTI "
-                             ".label files + labels.yaml, a labelled rosbag2 (MCAP) in OUT/bag, BEV pictures."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder to write (new or empty; not a file name such as "
+                             "x.ply): labelled PLY, SemanticKITTI .label files + labels.yaml, a labelled rosbag2 "
+                             "(MCAP) in OUT/bag, BEV pictures, each named by its scan's stem."),
     write: str = typer.Option(",".join(OUTPUT_KINDS), "--write", help="Which outputs, comma-separated: "
                               "ply, label, bag, png."),
     backend: str = typer.Option("auto", "--backend", help="auto, onnxruntime, tensorrt or torch."),
@@ -112,7 +133,11 @@ def segment(
                               "Outputs are written in input order either way."),
 ) -> None:
     """Label every point of the scans in INPUT; write labelled PLY (with intensity), SemanticKITTI .label
-    files, a labelled rosbag2 (MCAP) for `ros2 bag play`/RViz/Foxglove and bird's-eye views."""
+    files, a labelled rosbag2 (MCAP) for `ros2 bag play`/RViz/Foxglove and bird's-eye views.
+
+    Exit code 1 when a scan cannot be read or has nothing labelled (all its points outside the crop box
+    or non-finite; each is warned about, with the fraction outside and the box): the other scans are
+    still written, and a script sees that part of its input gave no labels."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -128,6 +153,10 @@ def segment(
         raise RelidarError(f"{write!r}: unknown output {', '.join(unknown) or '(none)'}", field="--write",
                            hint=f"choose from {', '.join(OUTPUT_KINDS)}")
     class_list = parse_classes(classes)
+    if out.suffix.lower() in FILE_SUFFIXES:
+        raise RelidarError(f"names a {out.suffix} file, but segment writes a folder (PLY, .label, bag and pictures "
+                           "inside it)", path=out, field="--out",
+                           hint=f"give a folder such as --out {out.with_suffix('')}; --write ply writes only PLY")
     what, scans = _scans(input, lidar_topic, intensity_scale)
     if input.is_file() and not _is_bag(input):
         first = scans[0].read()  # one scan file: a bad file is the command's one error, before anything is written
@@ -138,7 +167,8 @@ def segment(
         seg.set_classes(class_list)
     out = new_output_dir(out)
     console.print(f"{what}: {len(scans)} scan(s) -> {out} ({seg.backend})", highlight=False)
-    with _Outputs(out, kinds, seg.vocabulary, pictures, extent) as outputs, \
+    student = seg.bundle.manifest.student
+    with _Outputs(out, kinds, seg.vocabulary, pictures, extent, (student.crop_min, student.crop_max)) as outputs, \
             Progress(TextColumn("labelling"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                      console=console, transient=True) as progress:
         bar = progress.add_task("scans", total=len(scans))
@@ -153,11 +183,15 @@ def segment(
         seconds = time.perf_counter() - started
     _summary(console, outputs, seg, lanes, seconds)
     print_written(console, outputs.written)
-    if outputs.failed:
-        raise RelidarError(f"{len(outputs.failed)} of {len(scans)} scan(s) could not be read (listed above; the "
-                           "others were written)", path=input, hint="fix or remove those files")
-    if outputs.labelled_scans == 0:
-        raise RelidarError("no scan had a finite point to label; the outputs are empty", path=input)
+    if outputs.labelled_scans == 0 and not outputs.failed:
+        raise RelidarError("no scan had a finite point inside the crop box to label (warnings above); the outputs "
+                           "are empty", path=input, hint="check the scans' units (metres) and axes (x forward, z up)")
+    unlabelled = outputs.scans - outputs.labelled_scans
+    if outputs.failed or unlabelled:
+        parts = [f"{n} of {len(scans)} scan(s) {why}" for n, why in (
+            (len(outputs.failed), "could not be read"), (unlabelled, "had nothing labelled")) if n]
+        raise RelidarError(f"{' and '.join(parts)} (listed above; the others were written)", path=input,
+                           hint="fix or remove those scans")
 
 
 def _labelled(scans: list[_Scan], seg, lanes: int):
@@ -192,8 +226,9 @@ def _labelled(scans: list[_Scan], seg, lanes: int):
 class _Outputs:
     """Writes each labelled scan in the requested formats and keeps the counts for the summary."""
 
-    def __init__(self, out: Path, kinds: tuple[str, ...], vocabulary, pictures: int, extent: float) -> None:
-        self.out, self.kinds, self.vocab = out, kinds, vocabulary
+    def __init__(self, out: Path, kinds: tuple[str, ...], vocabulary, pictures: int, extent: float,
+                 crop: tuple[tuple[float, ...], tuple[float, ...]]) -> None:
+        self.out, self.kinds, self.vocab, self.crop = out, kinds, vocabulary, crop
         self.pictures, self.extent = pictures, extent
         self.written: list[Path] = []
         self.failed: list[tuple[Path, str]] = []
@@ -228,10 +263,18 @@ class _Outputs:
         vocab = self.vocab
         labelled = LabelledScan(scan.stem, points, result.labels, result.scores, scan.stamp_ns, scan.frame_id)
         finite = len(points) - result.non_finite_xyz
+        outside = int((result.labels < 0).sum()) - result.non_finite_xyz
+        name = scan.source if scan.source.stem == scan.stem else f"{scan.source} {scan.stem}"
         if finite == 0:
-            self.warnings.append(f"{scan.source}: {len(points)} points, none finite: nothing to label "
-                                 "(its outputs are empty)" if len(points) else f"{scan.source}: no points (empty scan)")
-        else:
+            self.warnings.append(f"{name}: {len(points)} points, none finite: nothing to label "
+                                 "(its outputs are empty)" if len(points) else f"{name}: no points (empty scan)")
+        elif outside == finite or outside > OUTSIDE_WARN_FRACTION * finite:
+            box = ", ".join(f"{axis} {lo:g}..{hi:g}" for axis, lo, hi in zip("xyz", *self.crop))
+            self.warnings.append(f"{name}: {outside} of {finite} finite points ({100 * outside / finite:.1f} %) are "
+                                 f"outside the bundle's crop box ({box} m)"
+                                 + (": nothing labelled" if outside == finite else "")
+                                 + "; are the points in metres, x forward, z up?")
+        if finite > outside:
             self.labelled_scans += 1
         self.scans += 1
         self.non_finite_xyz += result.non_finite_xyz

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any, Mapping, TypeVar
 
 import numpy as np
@@ -63,6 +63,21 @@ def sha256_arrays(arrays: Mapping[str, np.ndarray]) -> str:
 def file_entry(path: str | Path) -> FileEntry:
     p = Path(path)
     return FileEntry(sha256=sha256_file(p), size=p.stat().st_size)
+
+
+def member_path(root: Path, name: str, error: type[RelidarError], *, manifest: Path, field: str, hint: str,
+                folders: bool = True) -> Path:
+    """``root / name`` for a file a manifest names, refused unless it stays inside ``root``: relative, no
+    ``..`` part, not empty (and, with ``folders=False``, a plain file name). A manifest is data a user
+    may have been sent: it must not make relidar read (or check the sha256 of) a file outside its folder."""
+    parts = PurePosixPath(name).parts
+    windows = PureWindowsPath(name)
+    if (not parts or PurePosixPath(name).is_absolute() or windows.drive or windows.root or "\\" in name
+            or any(part in (".", "..") for part in name.split("/")) or (not folders and len(parts) != 1)):
+        what = "a file name" if not folders else "a path inside the folder"
+        raise error(f"{name!r} is not {what}: a manifest names only files beside it", path=manifest, field=field,
+                    hint=hint)
+    return root / name
 
 
 def verify_file(path: Path, entry: FileEntry, error: type[RelidarError], *, hint: str) -> None:

@@ -13,8 +13,14 @@ from typing import Iterator
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it is fsynced and renamed onto ``path``."""
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
+    except OSError as exc:  # a parent that is a file, read-only or full: the user's --out, not a bug
+        from relidar.core.rundir import OutputError, why_unwritable
+
+        raise OutputError(f"cannot be written ({why_unwritable(target, exc)})", path=target,
+                          hint="its folder must be a writable folder") from exc
     os.close(fd)
     tmp_path = Path(tmp)
     umask = os.umask(0)

@@ -15,9 +15,11 @@ Layout (file names are fixed; the manifest lists each with its sha256 and size):
                                  ``relidar export tensorrt``
 
 Loading (:func:`load_bundle`) checks the format version, that every listed file exists with the
-listed size and sha256, that the manifest's preprocessing values are those the student ONNX was
-exported with (stored in its metadata, ``relidar.core.contract``), and that the parts fit together (vocabulary dim = student out_dim = text
-encoder dim, head shape); any failure is a :class:`BundleError` naming the file and what to do.
+listed size and sha256, that the manifest's preprocessing values are those every student graph
+(``student.onnx``, ``student_table.onnx``) was exported with (stored in their metadata,
+``relidar.core.contract``) and those of the weights' stored student config, and that the parts fit
+together (vocabulary dim = student out_dim = text encoder dim, head shape); any failure is a
+:class:`BundleError` naming the file and what to do.
 numpy only: no PyTorch, no onnx package. The writer is ``relidar.export.bundle``; checksums, the
 version check and the manifest I/O are ``relidar.core.artifact``'s.
 """
@@ -198,22 +200,32 @@ class Bundle:
 
 
 def read_manifest(root: Path) -> Manifest:
+    """The manifest, typed, with every file name it holds inside ``root`` (``artifact.member_path``)."""
     if not root.is_dir():
         raise BundleError("bundle folder not found", path=root, hint="write one with `relidar export bundle`")
-    return artifact.read_manifest(root / MANIFEST, Manifest, BundleError, version=BUNDLE_FORMAT_VERSION,
-                                  format_name=BUNDLE_FORMAT, what="model bundle manifest",
-                                  missing_hint=f"{root} is not a model bundle; write one with `relidar export bundle`",
-                                  hint=REEXPORT, version_hint=f"written by another relidar version; {REEXPORT}")
+    manifest = artifact.read_manifest(root / MANIFEST, Manifest, BundleError, version=BUNDLE_FORMAT_VERSION,
+                                      format_name=BUNDLE_FORMAT, what="model bundle manifest",
+                                      missing_hint=f"{root} is not a model bundle; write one with `relidar export "
+                                                   "bundle`",
+                                      hint=REEXPORT, version_hint=f"written by another relidar version; {REEXPORT}")
+    for field, name in [*_named_files(manifest), *(("files", n) for n in manifest.files)]:
+        artifact.member_path(root, name, BundleError, manifest=root / MANIFEST, field=field, hint=REEXPORT)
+    return manifest
+
+
+def _named_files(manifest: Manifest) -> list[tuple[str, str]]:
+    """(manifest field, file name) of every file the manifest uses."""
+    student, spec = manifest.student, manifest.text_encoder
+    named = [("student.onnx", student.onnx), ("student.head", student.head), ("vocabulary", manifest.vocabulary),
+             ("student.table_onnx", student.table_onnx), ("student.weights", student.weights),
+             ("text_encoder.onnx", spec.onnx), ("text_encoder.bpe", spec.bpe), ("text_encoder.table", spec.table)]
+    named += [(f"engines[{i}].file", e.file) for i, e in enumerate(manifest.engines)]
+    return [(field, name) for field, name in named if name]
 
 
 def verify_files(root: Path, manifest: Manifest) -> None:
     """Every listed file exists with its size and sha256; every file the manifest names is listed."""
-    named = [manifest.student.onnx, manifest.student.head, manifest.vocabulary]
-    named += [manifest.student.table_onnx] if manifest.student.table_onnx else []
-    spec = manifest.text_encoder
-    named += [n for n in (spec.onnx, spec.bpe, spec.table, manifest.student.weights) if n]
-    named += [e.file for e in manifest.engines]
-    for name in named:
+    for _, name in _named_files(manifest):
         if name not in manifest.files:
             raise BundleError(f"{name} is used but not listed (no checksum)", path=root / MANIFEST, field="files",
                               hint=REEXPORT)
@@ -256,13 +268,45 @@ def load_bundle(root: str | Path, verify: bool = True) -> Bundle:
 
 
 def check_student_contract(bundle: Bundle) -> None:
-    """The manifest's preprocessing values equal those the student ONNX was exported with (its metadata;
-    ``relidar.core.contract``): an edited manifest is refused, naming the field."""
+    """Every graph and the weights were exported for the manifest's preprocessing values
+    (``relidar.core.contract``), each refused naming the file and the field.
+
+    ``student.onnx`` is compared first: a mismatch there means the manifest was edited. The table graph
+    (what CUDA and TensorRT run) and ``student.safetensors`` (what the torch backend rebuilds) are then
+    compared with the same values: a mismatch there is a file from another export, which would label
+    silently wrong on that backend only. The weights are checked here, not in the torch backend, so
+    that a bundle is refused (or accepted) whichever backend runs it; their header is JSON, read with
+    the stdlib (``relidar.core.contract.read_safetensors_metadata``), no torch."""
+    from relidar.core.contract import preprocessing_contract
+
+    m = bundle.manifest
+    expected = preprocessing_contract(m.student, m.logit_scale)
+    key, stored = _graph_mismatch(bundle.student_onnx, expected)
+    if key is not None:
+        raise BundleError(f"is {expected.get(key)!r}, but {bundle.student_onnx.name} was exported for "
+                          f"{stored.get(key)!r} (its metadata); the manifest was edited", path=bundle.root / MANIFEST,
+                          field=key, hint="restore the manifest or re-export the bundle")
+    other_export = "it comes from another export than the bundle's student.onnx; " + REEXPORT
+    if m.student.table_onnx:
+        path = bundle.path(m.student.table_onnx)
+        key, stored = _graph_mismatch(path, expected)
+        if key is not None:
+            raise BundleError(f"was exported for {key} = {stored.get(key)!r}, the manifest says {expected.get(key)!r}",
+                              path=path, field=key, hint=other_export)
+    if m.student.weights:
+        path = bundle.path(m.student.weights)
+        key, found, wanted = _weights_mismatch(path, m.student)
+        if key is not None:
+            raise BundleError(f"its student config has {key} = {found!r}, the manifest says {wanted!r}",
+                              path=path, field=key, hint=other_export)
+
+
+def _graph_mismatch(path: Path, expected: dict) -> tuple[str | None, dict]:
+    """The first contract key where the graph at ``path`` differs from ``expected`` (None), and its contract."""
     import json
 
-    from relidar.core.contract import CONTRACT_KEY, contract_mismatch, preprocessing_contract, read_onnx_metadata
+    from relidar.core.contract import CONTRACT_KEY, contract_mismatch, read_onnx_metadata
 
-    path = bundle.student_onnx
     try:
         metadata = read_onnx_metadata(path)
     except RelidarError as exc:
@@ -274,12 +318,34 @@ def check_student_contract(bundle: Bundle) -> None:
         stored = json.loads(metadata[CONTRACT_KEY])
     except json.JSONDecodeError as exc:
         raise BundleError(f"metadata {CONTRACT_KEY!r} is not JSON ({exc})", path=path, hint="re-export the bundle") from exc
-    expected = preprocessing_contract(bundle.manifest.student, bundle.manifest.logit_scale)
-    key = contract_mismatch(stored, expected)
-    if key is not None:
-        raise BundleError(f"is {expected.get(key)!r}, but {path.name} was exported for {stored.get(key)!r} (its "
-                          "metadata); the manifest was edited", path=bundle.root / MANIFEST, field=key,
-                          hint="restore the manifest or re-export the bundle")
+    return contract_mismatch(stored, expected), stored
+
+
+def _weights_mismatch(path: Path, student: StudentSpec) -> tuple[str | None, object, object]:
+    """The first manifest field (``student.<name>``) the weights' stored student config differs in, with the
+    stored and the manifest's values.
+
+    The config holds profile, voxel size, crop, input features and out_dim (relidar.model.network.StudentConfig);
+    levels and backbone width follow from the profile."""
+    import json
+
+    from relidar.core.contract import WEIGHTS_CONFIG_KEY, contract_mismatch, read_safetensors_metadata
+
+    try:
+        config = json.loads(read_safetensors_metadata(path)[WEIGHTS_CONFIG_KEY])
+    except RelidarError as exc:
+        raise BundleError(exc.message, path=path, hint=exc.hint or RECOPY) from exc
+    except (KeyError, json.JSONDecodeError, TypeError) as exc:
+        raise BundleError(f"no relidar student config in its header ({exc!r})", path=path,
+                          field=WEIGHTS_CONFIG_KEY, hint=REEXPORT) from exc
+    if not isinstance(config, dict):
+        raise BundleError("its stored student config is not a JSON object", path=path, field=WEIGHTS_CONFIG_KEY,
+                          hint=REEXPORT)
+    names = ("profile", "voxel_size", "crop_min", "crop_max", "input_features", "out_dim")
+    manifest = {f"student.{n}": (list(v) if isinstance(v := getattr(student, n), tuple) else v) for n in names}
+    stored = {f"student.{n}": config.get(n) for n in names}
+    key = contract_mismatch(stored, manifest)
+    return key, stored.get(key or ""), manifest.get(key or "")
 
 
 def write_manifest(root: Path, manifest: Manifest) -> Path:

@@ -20,6 +20,8 @@ from relidar.core.errors import RelidarError
 
 CONTRACT_KEY = "relidar.preprocessing"
 CONTRACT_VERSION = 1
+# The header key under which a student weights file (relidar.model.weights) stores its StudentConfig (JSON).
+WEIGHTS_CONFIG_KEY = "relidar.student_config"
 
 
 class StudentContract(Protocol):
@@ -83,6 +85,22 @@ def read_onnx_metadata(path: str | Path) -> dict[str, str]:
             return _metadata_props(memoryview(data), p)
     except (OSError, ValueError) as exc:  # ValueError: mmap of an empty file
         raise RelidarError(f"cannot be read as an ONNX model ({exc})", path=p, hint="re-export the bundle") from exc
+
+
+def read_safetensors_metadata(path: str | Path) -> dict[str, str]:
+    """A safetensors file's ``__metadata__`` (string map): the header is an 8-byte little-endian length and
+    that many bytes of JSON, read here with the stdlib so that the core needs no torch or safetensors."""
+    p = Path(path)
+    try:
+        with open(p, "rb") as fh:
+            size = int.from_bytes(fh.read(8), "little")
+            if size <= 0 or size > 100_000_000:
+                raise ValueError(f"header length {size}")
+            header = json.loads(fh.read(size))
+    except (OSError, ValueError) as exc:  # json.JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise RelidarError(f"cannot be read as a safetensors file ({exc})", path=p, hint="re-export the bundle") from exc
+    meta = header.get("__metadata__") if isinstance(header, dict) else None
+    return {str(k): str(v) for k, v in meta.items()} if isinstance(meta, dict) else {}
 
 
 def _varint(buf: memoryview, pos: int, path: Path) -> tuple[int, int]:

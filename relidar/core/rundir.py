@@ -52,8 +52,19 @@ def new_output_dir(path: str | Path) -> Path:
     if p.is_dir() and any(p.iterdir()):
         raise OutputError("exists and is not empty", path=p, field="--out",
                           hint="choose a new --out or remove the folder")
-    p.mkdir(parents=True, exist_ok=True)
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a parent that is a file, read-only or full
+        raise OutputError(f"cannot be created ({why_unwritable(p, exc)})", path=p, field="--out",
+                          hint="its parent must be a writable folder") from exc
     return p
+
+
+def why_unwritable(path: Path, exc: OSError) -> str:
+    """What stopped a write under ``path``: the ancestor that is a file (mkdir's own words, "File exists"
+    or "Not a directory", do not say which), else the system's reason."""
+    blocking = next((a for a in path.parents if a.exists() and not a.is_dir()), None)
+    return f"{blocking} is a file, not a folder" if blocking is not None else (exc.strerror or str(exc))
 
 
 def run_dir(out: str | Path | None, name: str) -> Path:

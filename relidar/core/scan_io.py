@@ -53,19 +53,20 @@ def read_scan(path: str | Path) -> np.ndarray:
         raise ScanFormatError("is a directory, not a scan file", path=p,
                               hint="give one .bin/.npy/.pcd/.ply file; `relidar segment` also takes a folder")
     if not p.is_file():
-        raise ScanFormatError("scan file not found", path=p)
+        if p.is_symlink() and not p.exists():
+            raise ScanFormatError("is a symbolic link to a missing file", path=p, hint="fix or remove the link")
+        # a FIFO or device would block or stream forever instead of holding one scan
+        raise ScanFormatError("is not a regular file" if p.exists() else "scan file not found", path=p)
+    readers = {".bin": _read_bin, ".npy": _read_npy, ".ply": _read_ply, ".pcd": _read_pcd}
     suffix = p.suffix.lower()
-    if suffix == ".bin":
-        pts = _read_bin(p)
-    elif suffix == ".npy":
-        pts = _read_npy(p)
-    elif suffix == ".ply":
-        pts = _read_ply(p)
-    elif suffix == ".pcd":
-        pts = _read_pcd(p)
-    else:
+    if suffix not in readers:
         raise ScanFormatError(f"unknown scan format {suffix!r}", path=p,
                               hint=f"supported: {', '.join(SCAN_SUFFIXES)}")
+    try:
+        pts = readers[suffix](p)
+    except OSError as exc:  # permissions, I/O errors: the file is there but cannot be read
+        raise ScanFormatError(f"cannot be read ({exc.strerror or exc})", path=p,
+                              hint="check the file's permissions and the disk") from exc
     return np.ascontiguousarray(pts, dtype=np.float32)
 
 

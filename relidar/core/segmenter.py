@@ -35,14 +35,16 @@ from typing import Sequence
 
 import numpy as np
 
-from relidar.core.backends import BackendError, make_backend
+from relidar.core.backends import BackendError, device_index, make_backend
 from relidar.core.bundle import BundleError, load_bundle
 from relidar.core.errors import RelidarError
 from relidar.core.preprocess import Preprocessor, StudentInputs
+from relidar.core.rows import unit_rows
 from relidar.core.viz.palette import class_colour
 from relidar.core.vocabulary import Vocabulary, VocabularyError, check_class_names, embed_classes
 
-__all__ = ["Segmentation", "Segmenter", "SegmenterError", "BundleError", "lane_threads"]
+__all__ = ["PreparedPoints", "Segmentation", "Segmenter", "SegmenterError", "BundleError", "finite_rows", "lane_threads",
+           "non_finite_counts"]
 
 
 def lane_threads(lanes: int, requested: int = 0) -> int | None:
@@ -80,11 +82,41 @@ class Segmentation:
         return self.non_finite_xyz + self.non_finite_intensity
 
 
+_NO_ROWS = np.zeros(0, dtype=np.int64)
+
+
+def finite_rows(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """([N] finite x, y and z; [N] those and a finite intensity, where there is one): the repair's two masks."""
+    xyz_ok = np.isfinite(points[:, :3]).all(axis=1)
+    return xyz_ok, (xyz_ok & np.isfinite(points[:, 3]) if points.shape[1] > 3 else xyz_ok)
+
+
+def non_finite_counts(points: np.ndarray) -> tuple[int, int]:
+    """(points with a NaN/inf coordinate, points with finite x, y, z but NaN/inf intensity): what
+    :class:`Segmentation` counts, for a caller that labels only part of a scan (the node's range gate)."""
+    xyz_ok, clean = finite_rows(np.asarray(points))
+    return int((~xyz_ok).sum()), int((xyz_ok & ~clean).sum())
+
+
+@dataclass(frozen=True)
+class PreparedPoints:
+    """A scan after :meth:`Segmenter.prepare`: the voxels of its clean rows and how to put the rest back."""
+
+    inputs: StudentInputs        # voxels + kernel maps of the clean rows
+    num_points: int              # rows of the scan
+    clean: np.ndarray | None     # [N] bool, the rows the network sees; None: every row
+    intensity_rows: np.ndarray   # rows with finite x, y, z but NaN/inf intensity
+    intensity_source: np.ndarray  # for each, the clean row (index among the clean) sharing its voxel, or -1
+    non_finite_xyz: int
+    preprocess_ms: float
+
+
 class Segmenter:
     """Labels lidar points with a model bundle. See the module docstring."""
 
     def __init__(self, bundle: str | Path, backend: str = "auto", device: str = "cpu",
                  threads: int | None = None, precision: str | None = None, formulation: str | None = None) -> None:
+        device_index(device)  # a malformed device is the caller's error, not the bundle's (refused first)
         self.bundle = load_bundle(bundle)
         self.preprocessor = Preprocessor.of(self.bundle.manifest.student)
         try:
@@ -110,8 +142,14 @@ class Segmenter:
         return self._text_encoder
 
     def set_classes(self, classes: Sequence[str]) -> None:
-        """Use these classes from the next call on. Names already in the bundle's vocabulary keep their
-        synonyms and colour; new names are their own single synonym. Prompts are the vocabulary's templates."""
+        """Use these classes from the next call on (:meth:`build_vocabulary`, then installed)."""
+        self.vocabulary = self.build_vocabulary(classes)
+
+    def build_vocabulary(self, classes: Sequence[str]) -> Vocabulary:
+        """The vocabulary of these classes, encoded but not installed: a caller that labels meanwhile (the
+        node's lanes) encodes with this outside its lock and swaps the result in under it. Names already in
+        the bundle's vocabulary keep their synonyms and colour; new names are their own single synonym.
+        Prompts are the vocabulary's templates."""
         try:
             names = check_class_names(classes)
         except VocabularyError as exc:
@@ -123,8 +161,8 @@ class Segmenter:
         colours = np.array([base.colors[known[n]] if n in known else class_colour(n) for n in names], dtype=np.uint8)
         try:
             embeddings = embed_classes(synonyms, base.templates, self.text_encoder.encode_text)
-            self.vocabulary = Vocabulary(class_names=tuple(names), synonyms=synonyms, colors=colours,
-                                         embeddings=embeddings, templates=base.templates, encoder=base.encoder)
+            return Vocabulary(class_names=tuple(names), synonyms=synonyms, colors=colours,
+                              embeddings=embeddings, templates=base.templates, encoder=base.encoder)
         except VocabularyError as exc:
             raise SegmenterError(exc.message, field=exc.field or "classes") from exc
 
@@ -140,22 +178,42 @@ class Segmenter:
             self._head = self.bundle.head()
         weight, bias = self._head
         emb = voxel_features @ weight + bias
-        emb /= np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+        unit_rows(emb)
         out = np.zeros((len(point_to_voxel), emb.shape[1]), dtype=np.float32)
         inside = point_to_voxel >= 0
         out[inside] = emb[point_to_voxel[inside]]
         return out
 
     def __call__(self, points: np.ndarray, return_features: bool = False) -> Segmentation:
+        return self.finish(self.prepare(points), return_features=return_features)
+
+    def prepare(self, points: np.ndarray) -> PreparedPoints:
+        """The repair (module docstring) and the voxels of the clean points: the first half of :meth:`__call__`,
+        split so that a caller (the node's lanes) can prepare one scan while another is in the network."""
+        t0 = time.perf_counter()
         pts = np.asarray(points)
         if pts.ndim != 2 or pts.shape[1] < 3:
             raise SegmenterError(f"must be [N, >=3] (x, y, z[, intensity]), got shape {pts.shape}", field="points")
-        xyz_ok = np.isfinite(pts[:, :3]).all(axis=1)
-        clean = xyz_ok & np.isfinite(pts[:, 3]) if pts.shape[1] > 3 else xyz_ok
+        xyz_ok, clean = finite_rows(pts)
         if clean.all():
-            return self._label(pts, return_features)
-        result = self._label(pts[clean], return_features)
-        n = len(pts)
+            return PreparedPoints(self.preprocess(pts), len(pts), None, _NO_ROWS, _NO_ROWS, 0,
+                                  (time.perf_counter() - t0) * 1e3)
+        inputs = self.preprocess(pts[clean])
+        bad_intensity = np.flatnonzero(xyz_ok & ~clean)
+        # The clean point that stands for each of these points' voxels (-1: the voxel has no clean point).
+        source = self._voxel_mates(pts[clean], pts[bad_intensity]) if len(bad_intensity) else _NO_ROWS
+        return PreparedPoints(inputs, len(pts), clean, bad_intensity, source, int((~xyz_ok).sum()),
+                              (time.perf_counter() - t0) * 1e3)
+
+    def finish(self, prepared: PreparedPoints, embeddings: np.ndarray | None = None,
+               return_features: bool = False) -> Segmentation:
+        """The network on a :meth:`prepare`'d scan, against ``embeddings`` (default: the current vocabulary's),
+        with every input row's label: the repaired rows as the module docstring says."""
+        result = self.label(prepared.inputs, embeddings, return_features=return_features,
+                            preprocess_ms=prepared.preprocess_ms)
+        if prepared.clean is None:
+            return result
+        n, clean = prepared.num_points, prepared.clean
         labels = np.full(n, -1, dtype=np.int32)
         scores = np.zeros(n, dtype=np.float32)
         labels[clean], scores[clean] = result.labels, result.scores
@@ -163,18 +221,16 @@ class Segmenter:
         if result.features is not None:
             features = np.zeros((n, result.features.shape[1]), np.float32)
             features[clean] = result.features
-        bad_intensity = np.flatnonzero(xyz_ok & ~clean)
-        if len(bad_intensity):
-            # The clean point that stands for each of these points' voxels (-1: the voxel has no clean point).
-            source = self._voxel_mates(pts[clean], pts[bad_intensity])
-            ok = source >= 0
-            rows = bad_intensity[ok]
-            labels[rows] = result.labels[source[ok]]
-            scores[rows] = result.scores[source[ok]]
-            if features is not None:
-                features[rows] = result.features[source[ok]]
+        source = prepared.intensity_source
+        ok = source >= 0
+        rows = prepared.intensity_rows[ok]
+        labels[rows] = result.labels[source[ok]]
+        scores[rows] = result.scores[source[ok]]
+        if features is not None:
+            features[rows] = result.features[source[ok]]
         return Segmentation(labels=labels, scores=scores, features=features, timings_ms=result.timings_ms,
-                            non_finite_xyz=int((~xyz_ok).sum()), non_finite_intensity=len(bad_intensity))
+                            non_finite_xyz=prepared.non_finite_xyz,
+                            non_finite_intensity=len(prepared.intensity_rows))
 
     def _voxel_mates(self, clean: np.ndarray, others: np.ndarray) -> np.ndarray:
         """For each of ``others`` (finite x, y, z), the index of a ``clean`` point in the same voxel, or -1."""
@@ -197,11 +253,6 @@ class Segmenter:
         placed = theirs.point_to_voxel >= 0
         out[placed] = voxel_source[theirs.point_to_voxel[placed]]
         return out
-
-    def _label(self, points: np.ndarray, return_features: bool) -> Segmentation:
-        t0 = time.perf_counter()
-        inputs = self.preprocess(points)
-        return self.label(inputs, return_features=return_features, preprocess_ms=(time.perf_counter() - t0) * 1e3)
 
     def label(self, inputs: StudentInputs, embeddings: np.ndarray | None = None, return_features: bool = False,
               preprocess_ms: float = 0.0) -> Segmentation:

@@ -18,10 +18,11 @@ from typing import Callable, Sequence
 import numpy as np
 from pydantic import Field
 
-from relidar.core.artifact import read_manifest, sha256_bytes, write_json
+from relidar.core.artifact import member_path, read_manifest, sha256_bytes, write_json
 from relidar.core.atomic import atomic_write_bytes
 from relidar.core.config import StrictModel
 from relidar.core.errors import RelidarError
+from relidar.core.rows import unit_rows
 from relidar.core.text.spec import TextEncoderSpec
 from relidar.core.viz.palette import class_colour
 
@@ -154,10 +155,10 @@ def embed_classes(
     if emb.ndim != 2 or emb.shape[0] != len(prompts):
         raise VocabularyError(f"the text encoder returned shape {emb.shape} for {len(prompts)} prompts; expected [P, D]",
                               field="encoder")
-    emb /= np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+    unit_rows(emb)
     sums = np.zeros((len(synonyms), emb.shape[1]))
     np.add.at(sums, np.asarray(owner), emb)
-    sums /= np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
+    unit_rows(sums)
     return sums.astype(np.float32)
 
 
@@ -249,12 +250,16 @@ class Vocabulary:
         meta = read_manifest(path, VocabularyFile, VocabularyError, version=VOCABULARY_FORMAT_VERSION,
                              what="vocabulary file", missing_hint="check the path, or write one with `relidar "
                              "vocabulary build`", hint=rebuild)
-        emb_path = path.with_name(meta.embeddings_file)
+        emb_path = member_path(path.parent, meta.embeddings_file, VocabularyError, manifest=path,
+                               field="embeddings_file", hint=rebuild, folders=False)
         try:
             npy = emb_path.read_bytes()
         except FileNotFoundError as exc:
             raise VocabularyError(f"embeddings file named by {path.name} (field 'embeddings_file') not found",
                                   path=emb_path, hint="keep the .embeddings.npy file beside the .json") from exc
+        except OSError as exc:  # a folder of that name, permissions
+            raise VocabularyError(f"embeddings file named by {path.name} (field 'embeddings_file') cannot be read "
+                                  f"({exc.strerror or exc})", path=emb_path, hint=rebuild) from exc
         if sha256_bytes(npy) != meta.embeddings_sha256:
             raise VocabularyError(f"contents do not match field 'embeddings_sha256' of {path.name} (file changed or "
                                   "truncated)", path=emb_path, hint=rebuild)

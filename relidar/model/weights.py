@@ -19,12 +19,13 @@ from typing import Mapping
 
 from relidar.core.atomic import atomic_path
 from relidar.core.config import validate
+from relidar.core.contract import WEIGHTS_CONFIG_KEY
 from relidar.core.errors import RelidarError
 from relidar.model.network import Student, StudentConfig
 
 FORMAT_KEY = "relidar.format"
 FORMAT = "relidar-student-v1"
-CONFIG_KEY = "relidar.student_config"
+CONFIG_KEY = WEIGHTS_CONFIG_KEY  # the bundle check reads it too, without torch
 # The checkpoint format before there was one weights format: its header said format=relidar-student-1.
 _OLD_FORMAT = ("format", "relidar-student-1")
 

@@ -15,6 +15,7 @@ from typing import Sequence
 import numpy as np
 
 from relidar.core.frame import Frame
+from relidar.core.rows import unit_rows
 
 
 @dataclass(frozen=True)
@@ -119,7 +120,7 @@ def build_pairs(frame: Frame, grids: Sequence[np.ndarray | None], pixels: PointP
             if grid is None:
                 raise ValueError(f"frame {frame.frame_id!r}: camera {cam.name!r} has paired points but no feature grid")
             features[sel] = sample_bilinear(grid, pixels.uv[sel], cam.height, cam.width)
-    features /= np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
+    unit_rows(features)
     return PointPixelPairs(pixels.point_index, pixels.camera_index, pixels.uv, features)
 
 

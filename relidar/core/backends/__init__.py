@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from relidar.core.backends.base import Backend, BackendError
+from relidar.core.backends.base import Backend, BackendError, device_index
 from relidar.core.graph import requested_formulation, resolve_formulation
 
 if TYPE_CHECKING:
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 BACKENDS = ("auto", "tensorrt", "onnxruntime", "torch")
 ENTRY_POINT_GROUP = "relidar.backends"
 
-__all__ = ["BACKENDS", "Backend", "BackendError", "make_backend"]
+__all__ = ["BACKENDS", "Backend", "BackendError", "device_index", "make_backend"]
 
 
 def _importable(module: str) -> bool:
@@ -34,7 +34,7 @@ def _tensorrt_engine(bundle: "Bundle", device: str, precision: str | None = None
 
     from relidar.core.backends.trt import TensorRTBackend, gpu_name
 
-    index = int(device.split(":")[1]) if ":" in device else 0
+    index = device_index(device) or 0
     gpu = gpu_name(index)
     for wanted in ((precision,) if precision else ("fp16", "fp32")):
         spec = bundle.engine_for(gpu, trt.__version__, wanted, formulation=formulation)
@@ -52,6 +52,7 @@ def make_backend(bundle: "Bundle", backend: str = "auto", device: str = "cpu", t
     over the bundle's graphs; benchmarks compare both)."""
     if backend not in BACKENDS:
         raise BackendError(f"backend {backend!r}: choose one of {BACKENDS}")
+    device_index(device)  # a malformed device is refused before any backend is tried
     formulation = requested_formulation(formulation)
     if backend == "auto":
         if device.startswith("cuda") and _importable("tensorrt"):

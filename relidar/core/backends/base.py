@@ -13,6 +13,19 @@ class BackendError(RelidarError, RuntimeError):
     """A backend that cannot be built or run here; the message says what is missing and the fix."""
 
 
+def device_index(device: str) -> int | None:
+    """The GPU index of a ``--device`` value: None for ``cpu``, N for ``cuda`` (0) or ``cuda:N``; anything
+    else (``cuda:x``, ``cuda:``, ``gpu``) is refused naming the field, before a backend or bundle is opened."""
+    if device == "cpu":
+        return None
+    kind, colon, index = device.partition(":")
+    if kind == "cuda" and not colon:
+        return 0
+    if kind == "cuda" and index.isascii() and index.isdigit():
+        return int(index)
+    raise BackendError(f"{device!r} is not a device", field="device", hint="use cpu, cuda or cuda:N (N a GPU index)")
+
+
 class Backend(Protocol):
     """Runs the student graph (its contract: relidar.core.graph) on a named numpy feed.
 

@@ -13,7 +13,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from relidar.core.backends.base import BackendError
+from relidar.core.backends.base import BackendError, device_index
 from relidar.core.graph import OUTPUTS
 
 CUDA_PROVIDER = "CUDAExecutionProvider"
@@ -45,13 +45,9 @@ class OnnxRuntimeBackend:
             import onnxruntime as ort
         except ImportError as exc:
             raise BackendError("backend 'onnxruntime' needs the onnxruntime package (pip install onnxruntime)") from exc
-        if device.startswith("cuda"):
-            index = int(device.split(":")[1]) if ":" in device else 0
-            providers: list = [(CUDA_PROVIDER, {"device_id": index}), "CPUExecutionProvider"]
-        elif device == "cpu":
-            providers = ["CPUExecutionProvider"]
-        else:
-            raise BackendError(f"device {device!r}: use 'cpu', 'cuda' or 'cuda:N'")
+        index = device_index(device)
+        providers: list = (["CPUExecutionProvider"] if index is None
+                           else [(CUDA_PROVIDER, {"device_id": index}), "CPUExecutionProvider"])
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.log_severity_level = 3

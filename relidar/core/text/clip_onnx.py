@@ -7,6 +7,7 @@ from typing import Sequence
 
 import numpy as np
 
+from relidar.core.rows import unit_rows
 from relidar.core.text.tokenizer import ClipTokenizer
 
 TEXT_INPUT = "tokens"
@@ -41,4 +42,4 @@ class ClipOnnxTextEncoder:
             tokens = self.tokenizer(list(prompts[i : i + self._batch_size]))
             out.append(self._session.run(None, {TEXT_INPUT: tokens})[0])
         emb = np.concatenate(out, axis=0).astype(np.float32)
-        return emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+        return unit_rows(emb)

@@ -112,7 +112,8 @@ class DiagnosticsReporter:
 
     def status(self, now_s: float, snap: Snapshot, vocabulary: Sequence[str],
                latency_clock: str, sim_time: bool = False) -> DiagnosticStatus:
-        """Return the status at ``now_s`` (a steady clock, in seconds).
+        """
+        Return the status at ``now_s`` (a steady clock, in seconds).
 
         A stamp ahead of the clock is a warning on system time (the sensor's clock is not this
         host's) but only counted on sim time, where /clock ticks trail stamps by design.

@@ -39,17 +39,31 @@ class LatestScan(Generic[T]):
         self._closed = False
 
     def put(self, scan: T, received_ns: int) -> bool:
-        """Store the scan; return True when it replaced one that was never taken."""
+        """
+        Store the scan; return True when it replaced one that was never taken.
+
+        After ``close`` the scan is not stored (nobody will take it) and False is returned.
+        """
         with self._cond:
+            if self._closed:
+                return False
             replaced = self._item is not None
             self._item = (scan, received_ns)
             self._cond.notify()
             return replaced
 
     def take(self, timeout_s: float) -> tuple[T, int] | None:
-        """Return (scan, received_ns) once there is one, or None after ``timeout_s`` or close."""
+        """
+        Return (scan, received_ns) once there is one, or None after ``timeout_s`` or close.
+
+        Once closed, a scan still waiting is not handed out: a shutting-down node must not start
+        labelling (and then publish from a node being destroyed).
+        """
         with self._cond:
             self._cond.wait_for(lambda: self._item is not None or self._closed, timeout=timeout_s)
+            if self._closed:
+                self._item = None
+                return None
             item, self._item = self._item, None
             return item
 

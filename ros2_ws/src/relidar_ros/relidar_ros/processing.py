@@ -128,6 +128,10 @@ class ScanProcessor:
     def __init__(self, segmenter: Segmenter) -> None:
         self._segmenter = segmenter
         self._lock = threading.Lock()
+        # set_classes encodes outside the lock; these order the results: the last change
+        # requested wins, not the last to finish encoding.
+        self._requested = 0
+        self._installed = 0
 
     @property
     def backend(self) -> str:
@@ -138,13 +142,25 @@ class ScanProcessor:
             return [str(c) for c in self._segmenter.vocabulary.class_names]
 
     def set_classes(self, classes: Sequence[str]) -> None:
-        """Label the next scan with these classes; raise ParameterError (vocabulary unchanged)."""
+        """
+        Label the next scan with these classes; raise ParameterError (vocabulary unchanged).
+
+        The text tower encodes classes x synonyms x templates (a second or more on a CPU) outside
+        the lock, so the lanes go on labelling with the old vocabulary meanwhile; the new one is
+        swapped in under the lock, unless a later request was installed first.
+        """
         with self._lock:
-            try:
-                self._segmenter.set_classes([str(c) for c in classes])
-            except (RelidarError, ValueError, KeyError, RuntimeError) as exc:
-                raise ParameterError(f'the bundle cannot encode {list(classes)}: {exc}',
-                                     field='classes') from None
+            self._requested += 1
+            ticket = self._requested
+        try:
+            vocabulary = self._segmenter.build_vocabulary([str(c) for c in classes])
+        except (RelidarError, ValueError, KeyError, RuntimeError) as exc:
+            raise ParameterError(f'the bundle cannot encode {list(classes)}: {exc}',
+                                 field='classes') from None
+        with self._lock:
+            if ticket > self._installed:
+                self._segmenter.vocabulary = vocabulary
+                self._installed = ticket
 
     def label(self, msg: PointCloud2Like, settings: Settings) -> LabelledCloud:
         """Label every finite point of ``msg``; raise ScanRejected for a cloud it cannot use."""

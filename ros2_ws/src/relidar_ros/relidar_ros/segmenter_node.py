@@ -52,6 +52,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
+import traceback
 from typing import Any
 
 from diagnostic_msgs.msg import DiagnosticArray
@@ -192,6 +193,8 @@ class SegmenterNode(Node):
             msg, received_ns = item
             try:
                 scan = self._processor.label(msg, self._settings)
+                if self._stop.is_set():  # closed while this scan was in the network
+                    return
                 self._publish(msg, received_ns, scan)
             except Exception as exc:  # noqa: BLE001 - one bad scan must not stop a node on a car
                 self._count_failure(exc)
@@ -202,8 +205,11 @@ class SegmenterNode(Node):
             self.get_logger().warning(f'rejected a cloud: {exc.one_line()}',
                                       throttle_duration_sec=WARN_THROTTLE_S)
         else:
+            # Not a user's input error but a bug or a backend failure: its traceback is what a
+            # maintainer needs (throttled like the warnings, a failing backend fails every scan).
             self._counters.failed()
-            self.get_logger().error(f'processing a scan failed: {exc!r}',
+            trace = ''.join(traceback.format_exception(exc)).rstrip()
+            self.get_logger().error(f'processing a scan failed: {exc!r}\n{trace}',
                                     throttle_duration_sec=WARN_THROTTLE_S)
 
     def _publish(self, msg: PointCloud2, received_ns: int, scan: LabelledCloud) -> None:
@@ -246,12 +252,23 @@ class SegmenterNode(Node):
         diag.header.stamp = self.get_clock().now().to_msg()
         self._pub_diag.publish(diag)
 
-    def close(self) -> None:
-        """Stop the worker threads (the node itself is destroyed by the caller)."""
+    def close(self, timeout_s: float = 30.0) -> bool:
+        """
+        Stop the lanes and wait for them; the caller destroys the node only after this.
+
+        A lane inside ONNX Runtime finishes its call (it cannot be interrupted) and then publishes
+        nothing. Returns False when a lane is still running after ``timeout_s`` (logged).
+        """
         self._stop.set()
         self._mailbox.close()
+        deadline = time.monotonic() + timeout_s
         for lane in self._lanes:
-            lane.join(timeout=5.0)
+            lane.join(timeout=max(0.0, deadline - time.monotonic()))
+        alive = [lane.name for lane in self._lanes if lane.is_alive()]
+        if alive:
+            self.get_logger().error(
+                f'lanes still running after {timeout_s:.0f} s: {", ".join(alive)}')
+        return not alive
 
 
 def main(args: list[str] | None = None) -> int:

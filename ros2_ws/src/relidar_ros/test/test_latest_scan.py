@@ -83,3 +83,14 @@ def test_publish_order_holds_the_turn_while_publishing():
     a.join(5.0)
     b.join(5.0)
     assert published == [100, 200]
+
+
+def test_a_closed_mailbox_hands_out_nothing():
+    # A scan waiting when the node closes is not labelled (and so never published from a node
+    # being destroyed); one arriving after close is not stored.
+    box = LatestScan()
+    box.put('waiting', 1)
+    box.close()
+    assert box.take(0.01) is None
+    assert box.put('late', 2) is False
+    assert box.take(0.01) is None

@@ -73,8 +73,8 @@ def test_every_datatype_reads_back(code: int) -> None:
     msg = msg_from_struct(arr)
     assert msg.fields[1].datatype == code
     out = cloud_to_xyzi(msg)
-    np.testing.assert_array_equal(out.points[:, :3], values.astype(np.float32))
-    np.testing.assert_array_equal(out.points[:, 3], values[:, 0].astype(np.float32))
+    np.testing.assert_array_equal(out[:, :3], values.astype(np.float32))
+    np.testing.assert_array_equal(out[:, 3], values[:, 0].astype(np.float32))
     np.testing.assert_array_equal(read_cloud(msg)["y"], values[:, 1])
 
 
@@ -88,7 +88,7 @@ def test_big_endian_and_padding(coord: str) -> None:
     msg = msg_from_struct(arr)
     assert msg.is_bigendian and msg.point_step > 3 * np.dtype(coord).itemsize + 4
     out = cloud_to_xyzi(msg)
-    np.testing.assert_allclose(out.points, ref, rtol=0, atol=0)
+    np.testing.assert_allclose(out, ref, rtol=0, atol=0)
 
 
 def test_organised_cloud_with_row_padding() -> None:
@@ -100,37 +100,38 @@ def test_organised_cloud_with_row_padding() -> None:
     msg = msg_from_struct(arr, height=4, row_pad=13)
     assert msg.row_step == 6 * msg.point_step + 13
     out = cloud_to_xyzi(msg)
-    np.testing.assert_array_equal(out.points, ref)
-    assert out.num_input == 24
+    np.testing.assert_array_equal(out, ref)
+    assert out.shape == (24, 4)
 
 
-def test_nan_inf_points_are_dropped_and_indexed() -> None:
-    arr = np.zeros(6, dtype=xyzi_dtype("f4"))
+@pytest.mark.parametrize("coord", ["f4", "f8"])
+def test_nan_inf_points_are_kept_as_sent(coord: str) -> None:
+    # The one NaN rule is the Segmenter's (tests/test_nan_rule.py): the parser keeps every point, in
+    # order, NaN/inf coordinates and intensities as they are (no point dropped, no intensity zeroed).
+    arr = np.zeros(6, dtype=xyzi_dtype(coord))
     arr["x"] = [1, np.nan, 3, 4, np.inf, 6]
     arr["y"] = [0, 0, -np.inf, 0, 0, 0]
-    arr["intensity"] = [1, 2, 3, np.nan, 5, 6]
+    arr["intensity"] = [1, 2, 3, np.nan, 5, -np.inf]
     out = cloud_to_xyzi(msg_from_struct(arr))
-    np.testing.assert_array_equal(out.index, [0, 3, 5])
-    np.testing.assert_array_equal(out.points[:, 0], [1, 4, 6])
-    np.testing.assert_array_equal(out.points[:, 3], [1, 0, 6])  # NaN intensity -> 0, point kept
-    assert out.num_input == 6
-    # both repairs counted for the caller to report (the NaN intensity of a dropped point is not)
-    assert (out.dropped_nonfinite, out.intensity_repaired) == (3, 1)
+    assert out.shape == (6, 4) and out.dtype == np.float32
+    np.testing.assert_array_equal(out[:, 0], [1, np.nan, 3, 4, np.inf, 6])
+    np.testing.assert_array_equal(out[:, 1], [0, 0, -np.inf, 0, 0, 0])
+    np.testing.assert_array_equal(out[:, 3], [1, 2, 3, np.nan, 5, -np.inf])
 
 
 @pytest.mark.parametrize("name", list(INTENSITY_NAMES) + ["Intensity", "REFLECTIVITY"])
 def test_intensity_aliases(name: str) -> None:
     arr = np.zeros(3, dtype=xyzi_dtype("f4", intensity=name))
     arr[name] = [5, 6, 7]
-    np.testing.assert_array_equal(cloud_to_xyzi(msg_from_struct(arr)).points[:, 3], [5, 6, 7])
+    np.testing.assert_array_equal(cloud_to_xyzi(msg_from_struct(arr))[:, 3], [5, 6, 7])
 
 
 def test_intensity_absent_is_zero() -> None:
     arr = np.zeros(3, dtype=xyzi_dtype("f8", intensity=None))
     arr["z"] = [1, 2, 3]
     out = cloud_to_xyzi(msg_from_struct(arr))
-    np.testing.assert_array_equal(out.points[:, 3], 0)
-    np.testing.assert_array_equal(out.points[:, 2], [1, 2, 3])
+    np.testing.assert_array_equal(out[:, 3], 0)
+    np.testing.assert_array_equal(out[:, 2], [1, 2, 3])
 
 
 def test_build_cloud_round_trip_with_label_score_rgb() -> None:

@@ -520,26 +520,35 @@ def test_processor_labels_as_the_segmenter_and_rejects_what_it_cannot_use(bundle
     num_classes = len(out.class_names)
     np.testing.assert_array_equal(arr["label"], np.where(reference < 0, num_classes, reference))
     assert {"preprocess_ms", "network_ms", "total_ms", "convert_ms"} <= set(out.timings_ms)
-    assert (out.dropped_nonfinite, out.intensity_repaired) == (0, 0)
-    # repairs are counted, reported by the node's diagnostics: 3 points without finite x/y/z left out,
-    # 4 NaN/inf intensities set to 0 (the labels of the other points are the clean scan's)
+    assert (out.non_finite_xyz, out.non_finite_intensity) == (0, 0)
+    # the Segmenter's one NaN rule, counted as it counts and reported by the node's diagnostics: 3 points
+    # with a NaN coordinate published unknown, 4 NaN/inf intensities kept out of the voxel features
     dirty = scan.copy()
     dirty[:3, 0] = np.nan
     dirty[10:14, 3] = [np.nan, np.inf, -np.inf, np.nan]
     repaired = processor.label(xyzi_cloud(dirty), settings)
-    assert (repaired.dropped_nonfinite, repaired.intensity_repaired) == (3, 4)
-    assert repaired.cloud.width * repaired.cloud.height == len(scan) - 3
+    assert (repaired.non_finite_xyz, repaired.non_finite_intensity) == (3, 4)
+    # every input point goes out, in input order, labelled as the Segmenter labels the dirty scan
+    published = read_cloud(repaired.cloud)
+    assert len(published) == len(scan) and not repaired.cloud.is_dense
+    np.testing.assert_array_equal(np.c_[published["x"], published["y"], published["z"], published["intensity"]], dirty)
+    expected = segmenter(dirty)
+    np.testing.assert_array_equal(published["label"], np.where(expected.labels < 0, num_classes, expected.labels))
+    assert (published["label"][:3] == num_classes).all() and (published["score"][:3] == 0).all()
+    assert (expected.non_finite_xyz, expected.non_finite_intensity) == (3, 4)
+    from relidar.core.segmenter import repair_text
     from relidar_ros.diagnostics import Counters, DiagnosticsReporter
 
     counters, reporter = Counters(), DiagnosticsReporter("relidar", "onnxruntime")
     counters.received(False)
     reporter.status(0.0, counters.snapshot(), ["car"], "steady")
     counters.received(False)
-    counters.labelled(len(scan) - 3, 1.0, 2.0, repaired.dropped_nonfinite, repaired.intensity_repaired)
+    counters.labelled(len(scan), 1.0, 2.0, repaired.non_finite_xyz, repaired.non_finite_intensity)
     status = reporter.status(1.0, counters.snapshot(), ["car"], "steady")
     values = {kv.key: kv.value for kv in status.values}
-    assert (values["points_dropped_nonfinite"], values["intensity_repaired"]) == ("3", "4")
-    assert status.level == status.WARN and "3 point(s)" in status.message and "4 NaN/inf" in status.message
+    assert (values["non_finite_xyz"], values["non_finite_intensity"]) == ("3", "4")
+    assert status.level == status.WARN and status.message == f"repaired input: {repair_text(3, 4)}"
+    assert "3 point(s) with a NaN/inf coordinate" in status.message and "4 point(s) with NaN/inf intensity" in status.message
     # a stamp ahead of the clock: counted, with by how much; a warning on system time, not on sim time
     counters.received(False)
     counters.labelled(10, 1.0, float("nan"), clock_behind_ms=3.5)

@@ -56,8 +56,7 @@ def test_bag_round_trip(tmp_path, samples, storage):
             elif conn.topic == "/tf_static":
                 statics = {t.child_frame_id: (t.header.frame_id, _tf(t)) for t in msg.transforms}
     for (_stamp, msg), s in zip(clouds, samples):
-        pts = cloud_to_xyzi(msg)
-        np.testing.assert_array_equal(pts.points, s.frame.points)
+        np.testing.assert_array_equal(cloud_to_xyzi(msg), s.frame.points)
         assert np.array_equal(read_cloud(msg)["ring"], s.ring)
     # Cameras a few ms after the lidar, never more than half a period.
     offsets = [img[0] - cl[0] for img, cl in zip(images["front_left"], clouds)]

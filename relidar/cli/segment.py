@@ -309,6 +309,8 @@ class _Outputs:
 def _summary(console, outputs: _Outputs, seg, lanes: int, seconds: float) -> None:
     from rich.table import Table
 
+    from relidar.core.segmenter import repair_text
+
     names = seg.vocabulary.class_names
     per_scan = f"{outputs.milliseconds / max(outputs.scans, 1):.0f} ms per scan"
     if lanes > 1:  # several at once: each takes longer than alone, and the rate is what counts
@@ -322,11 +324,8 @@ def _summary(console, outputs: _Outputs, seg, lanes: int, seconds: float) -> Non
             table.add_row(name, str(int(outputs.counts[k])), f"{outputs.score_sums[k] / outputs.counts[k]:.2f}")
     table.add_row("unknown (outside the crop box, non-finite)", str(int(outputs.counts[-1])), "-")
     console.print(table)
-    repaired = [f"{n} {what}" for n, what in (
-        (outputs.non_finite_xyz, "point(s) with a NaN/inf coordinate left unknown"),
-        (outputs.non_finite_intensity, "point(s) with NaN/inf intensity kept out of the features, labelled by their voxel"),
-    ) if n]
+    repaired = repair_text(outputs.non_finite_xyz, outputs.non_finite_intensity)
     if repaired:
-        console.print(f"[yellow]repaired: {'; '.join(repaired)}[/yellow]", highlight=False)
+        console.print(f"[yellow]repaired: {repaired}[/yellow]", highlight=False)
     for text in outputs.warnings:
         console.print(f"[yellow]warning: {text}[/yellow]", highlight=False)

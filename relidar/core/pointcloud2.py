@@ -146,26 +146,12 @@ def _find(names: Sequence[str], candidates: Sequence[str]) -> str | None:
     return None
 
 
-@dataclass(frozen=True)
-class PointsXYZI:
-    """Finite points of a cloud: ``points`` [M,4] float32, and ``index`` [M] of each in the cloud.
+def cloud_to_xyzi(msg: PointCloud2Like, intensity_names: Sequence[str] = INTENSITY_NAMES) -> np.ndarray:
+    """[N, 4] float32 x, y, z and intensity (0 when the cloud has none) of every point, in the cloud's order.
 
-    The repairs are counted, for the caller to report: ``num_input - len(index)`` points had a
-    non-finite x, y or z and were left out; ``intensity_repaired`` kept points had a NaN/inf intensity,
-    set to 0."""
-
-    points: np.ndarray
-    index: np.ndarray
-    num_input: int
-    intensity_repaired: int = 0
-
-    @property
-    def dropped_nonfinite(self) -> int:
-        return self.num_input - int(self.index.size)
-
-
-def cloud_to_xyzi(msg: PointCloud2Like, intensity_names: Sequence[str] = INTENSITY_NAMES) -> PointsXYZI:
-    """x, y, z and intensity (0 when the cloud has none) of the finite points, as float32."""
+    Values are as received, NaN/inf included: the one rule for non-finite points is the Segmenter's
+    (``relidar.core.segmenter``), so a scan from a bag or a live cloud is labelled and counted exactly
+    as the same points from a file, and a labelled cloud can keep every input point."""
     arr = read_cloud(msg)
     names = arr.dtype.names or ()
     for axis in ("x", "y", "z"):
@@ -174,7 +160,7 @@ def cloud_to_xyzi(msg: PointCloud2Like, intensity_names: Sequence[str] = INTENSI
         if arr.dtype[axis].shape != ():
             raise PointCloudError(f"field {axis!r} has count {arr.dtype[axis].shape[0]}, expected 1")
     out = np.empty((arr.size, 4), dtype=np.float32)
-    with np.errstate(over="ignore", invalid="ignore"):
+    with np.errstate(over="ignore", invalid="ignore"):  # float64 beyond float32's range becomes inf, as sent
         out[:, 0] = arr["x"]
         out[:, 1] = arr["y"]
         out[:, 2] = arr["z"]
@@ -183,16 +169,7 @@ def cloud_to_xyzi(msg: PointCloud2Like, intensity_names: Sequence[str] = INTENSI
             out[:, 3] = arr[iname]
         else:
             out[:, 3] = 0.0
-    finite = np.isfinite(out[:, 0]) & np.isfinite(out[:, 1]) & np.isfinite(out[:, 2])
-    # Intensity may be NaN on some drivers for dropped returns; the point itself is still usable.
-    bad_intensity = ~np.isfinite(out[:, 3])
-    repaired = int(np.count_nonzero(bad_intensity & finite))
-    if bad_intensity.any():
-        out[bad_intensity, 3] = 0.0
-    if finite.all():  # the usual cloud: no copy of the points (the node parses every scan)
-        return PointsXYZI(points=out, index=np.arange(arr.size), num_input=int(arr.size), intensity_repaired=repaired)
-    index = np.flatnonzero(finite)
-    return PointsXYZI(points=out[index], index=index, num_input=int(arr.size), intensity_repaired=repaired)
+    return out
 
 
 def build_cloud(columns: dict[str, np.ndarray], height: int = 1, is_dense: bool = True) -> CloudData:

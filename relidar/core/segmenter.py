@@ -44,7 +44,7 @@ from relidar.core.viz.palette import class_colour
 from relidar.core.vocabulary import Vocabulary, VocabularyError, check_class_names, embed_classes
 
 __all__ = ["PreparedPoints", "Segmentation", "Segmenter", "SegmenterError", "BundleError", "finite_rows", "lane_threads",
-           "non_finite_counts"]
+           "non_finite_counts", "repair_text"]
 
 
 def lane_threads(lanes: int, requested: int = 0) -> int | None:
@@ -96,6 +96,14 @@ def non_finite_counts(points: np.ndarray) -> tuple[int, int]:
     :class:`Segmentation` counts, for a caller that labels only part of a scan (the node's range gate)."""
     xyz_ok, clean = finite_rows(np.asarray(points))
     return int((~xyz_ok).sum()), int((xyz_ok & ~clean).sum())
+
+
+def repair_text(non_finite_xyz: int, non_finite_intensity: int) -> str:
+    """The repair in words, as ``relidar segment`` prints it and the node's diagnostics report it ('' when none)."""
+    return "; ".join(f"{n} {what}" for n, what in (
+        (non_finite_xyz, "point(s) with a NaN/inf coordinate left unknown"),
+        (non_finite_intensity, "point(s) with NaN/inf intensity kept out of the features, labelled by their voxel"),
+    ) if n)
 
 
 @dataclass(frozen=True)

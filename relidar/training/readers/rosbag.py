@@ -346,7 +346,7 @@ class RosbagReader(Reader):
         m = self._clouds[index]
         msg = self._decode(self.lidar_topic, m)
         try:
-            points = cloud_to_xyzi(msg).points
+            points = cloud_to_xyzi(msg)  # every point as sent: NaN/inf are the Segmenter's to repair
         except PointCloudError as exc:
             raise DatasetError(f"cloud {index} of {self.lidar_topic}: {exc}", path=self.root) from exc
         if self.intensity_scale != 1.0:

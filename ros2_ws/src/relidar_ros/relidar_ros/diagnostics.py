@@ -27,6 +27,7 @@ from typing import Sequence
 
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 import numpy as np
+from relidar.core.segmenter import repair_text
 from relidar.core.viz.palette import label_colours
 from visualization_msgs.msg import Marker, MarkerArray
 
@@ -47,8 +48,11 @@ class Snapshot:
     node_latency_ms: float = float('nan')
     pipeline_latency_ms: float = float('nan')
     points: int = 0
-    points_dropped_nonfinite: int = 0  # cumulative: input points with non-finite x, y or z
-    intensity_repaired: int = 0        # cumulative: NaN/inf intensities set to 0
+    # cumulative, the Segmenter's counts (relidar segment prints the same): points with a NaN/inf
+    # coordinate, published unknown; points with finite x, y, z but NaN/inf intensity, kept out of
+    # their voxel's features
+    non_finite_xyz: int = 0
+    non_finite_intensity: int = 0
     # cumulative: scans whose header stamp was ahead of the node's clock when published. On sim
     # time the clock is the last /clock message, which can trail a scan stamped between two ticks;
     # on system time it means the sensor's and this host's clocks disagree. Either way no latency
@@ -83,7 +87,7 @@ class Counters:
             self._now = replace(self._now, superseded=self._now.superseded + 1)
 
     def labelled(self, points: int, node_latency_ms: float, pipeline_latency_ms: float,
-                 dropped_nonfinite: int = 0, intensity_repaired: int = 0,
+                 non_finite_xyz: int = 0, non_finite_intensity: int = 0,
                  clock_behind_ms: float | None = None) -> None:
         """Count a published scan; ``clock_behind_ms`` when its stamp was ahead of the clock."""
         with self._lock:
@@ -94,8 +98,8 @@ class Counters:
             self._now = replace(
                 now, labelled=now.labelled + 1, points=points, node_latency_ms=node_latency_ms,
                 pipeline_latency_ms=pipeline_latency_ms,
-                points_dropped_nonfinite=now.points_dropped_nonfinite + dropped_nonfinite,
-                intensity_repaired=now.intensity_repaired + intensity_repaired, **behind)
+                non_finite_xyz=now.non_finite_xyz + non_finite_xyz,
+                non_finite_intensity=now.non_finite_intensity + non_finite_intensity, **behind)
 
     def snapshot(self) -> Snapshot:
         with self._lock:
@@ -126,13 +130,11 @@ class DiagnosticsReporter:
             level, message = DiagnosticStatus.WARN, 'no input cloud in the last period'
         elif snap.rejected > prev.rejected:
             level, message = DiagnosticStatus.WARN, f'rejected clouds: {snap.last_reject_reason}'
-        elif (snap.points_dropped_nonfinite > prev.points_dropped_nonfinite
-              or snap.intensity_repaired > prev.intensity_repaired):
-            level, message = DiagnosticStatus.WARN, (
-                'repaired input: '
-                f'{snap.points_dropped_nonfinite - prev.points_dropped_nonfinite} point(s) with '
-                f'non-finite x/y/z left out, {snap.intensity_repaired - prev.intensity_repaired} '
-                'NaN/inf intensities set to 0')
+        elif (snap.non_finite_xyz > prev.non_finite_xyz
+              or snap.non_finite_intensity > prev.non_finite_intensity):
+            level, message = DiagnosticStatus.WARN, 'repaired input: ' + repair_text(
+                snap.non_finite_xyz - prev.non_finite_xyz,
+                snap.non_finite_intensity - prev.non_finite_intensity)
         elif snap.clock_behind_stamp > prev.clock_behind_stamp and not sim_time:
             level, message = DiagnosticStatus.WARN, (
                 f'{snap.clock_behind_stamp - prev.clock_behind_stamp} scan(s) stamped ahead of '
@@ -154,8 +156,8 @@ class DiagnosticsReporter:
             'superseded': str(snap.superseded),
             'last_reject_reason': snap.last_reject_reason,
             'points': str(snap.points),
-            'points_dropped_nonfinite': str(snap.points_dropped_nonfinite),
-            'intensity_repaired': str(snap.intensity_repaired),
+            'non_finite_xyz': str(snap.non_finite_xyz),
+            'non_finite_intensity': str(snap.non_finite_intensity),
             'backend': self._hardware_id,
             'vocabulary': ', '.join(vocabulary),
         }

@@ -16,8 +16,8 @@
 Per-point labels as the node publishes them: range gate, score threshold, unknown.
 
 Pure numpy (no rclpy), so it is tested without ROS. Label values: ``0..C-1`` index the
-vocabulary's classes; ``C`` (the number of classes) is ``unknown``: points outside
-``[min_range, max_range]``, outside the bundle's crop, or whose score is below
+vocabulary's classes; ``C`` (the number of classes) is ``unknown``: points with a NaN/inf
+coordinate, outside ``[min_range, max_range]``, outside the bundle's crop, or whose score is below
 ``score_threshold``. The cloud they go out in (colours, unknown grey) is
 :func:`relidar.core.pointcloud2.labelled_cloud`, the layout the CLI's labelled bags share.
 """
@@ -39,7 +39,11 @@ class LabelPolicy:
 
 
 def range_mask(points: np.ndarray, policy: LabelPolicy) -> np.ndarray:
-    """Return the points whose 3D distance from the sensor is in ``[min_range, max_range]``."""
+    """
+    Return the points whose 3D distance from the sensor is in ``[min_range, max_range]``.
+
+    Never a point with a NaN/inf coordinate: its distance is NaN or inf, and max_range is finite.
+    """
     xyz = np.ascontiguousarray(points[:, :3], dtype=np.float32)
     with np.errstate(over='ignore', invalid='ignore'):
         # float32 is plenty for metres; huge values overflow to inf

@@ -21,8 +21,15 @@ scale, the range gate and score threshold that make a point ``unknown``
 (``relidar_ros.labelling``), and one lock so that a new vocabulary (the ``classes`` parameter,
 set from the executor thread) never changes under a scan being labelled.
 
-Labelling is two halves, :meth:`ScanProcessor.prepare` (parse, gate, voxelize: the Segmenter's
-numpy/numba preprocessing) and :meth:`ScanProcessor.finish` (network, labels, output cloud). Both
+Non-finite input follows the Segmenter's one rule, counted over the whole scan exactly as
+``relidar segment`` counts it (``Segmenter.prepare``): a point with a NaN/inf coordinate is
+published ``unknown``, a NaN/inf intensity is kept out of its voxel's features. The output cloud
+holds every input point, in input order, so the same points get the same labels whether they come
+from a file, a bag or this topic.
+
+Labelling is two halves, :meth:`ScanProcessor.prepare` (parse, gate, repair and voxelize: the
+Segmenter's numpy/numba preprocessing) and :meth:`ScanProcessor.finish` (network, labels, output
+cloud). Both
 release the GIL for their heavy parts and both may run on several threads at once: the node's lanes
 label several scans at a time with one Segmenter (``network_threads``: ONNX Runtime threads per
 call). A prepared scan carries its vocabulary (names, colours and text embeddings), so a vocabulary
@@ -47,8 +54,7 @@ from relidar.core.pointcloud2 import (
     PointCloud2Like,
     PointCloudError,
 )
-from relidar.core.preprocess import StudentInputs
-from relidar.core.segmenter import Segmenter
+from relidar.core.segmenter import non_finite_counts, PreparedPoints, Segmenter
 from relidar_ros.labelling import final_labels, LabelPolicy, range_mask
 from relidar_ros.parameters import ParameterError
 
@@ -84,25 +90,25 @@ class LabelledCloud:
     class_names: tuple[str, ...]
     palette: np.ndarray           # [C, 3] uint8, the vocabulary's colours
     timings_ms: dict[str, float]  # preprocess_ms, network_ms, postprocess_ms, total_ms, convert_ms
-    dropped_nonfinite: int = 0    # points of the input cloud left out: non-finite x, y or z
-    intensity_repaired: int = 0   # kept points whose NaN/inf intensity was set to 0
+    non_finite_xyz: int = 0        # points with a NaN/inf coordinate, published unknown
+    non_finite_intensity: int = 0  # finite x, y, z but NaN/inf intensity: kept out of features
 
 
 @dataclass(frozen=True)
 class PreparedScan:
     """A scan parsed, gated and voxelized, waiting for the network (``ScanProcessor.prepare``)."""
 
-    points: np.ndarray                  # [N, 4] float32 finite points, intensity as received
-    selected: np.ndarray                # [N] bool, inside [min_range, max_range]
-    inputs: StudentInputs | None        # voxels + kernel maps of the selected points, or None
+    points: np.ndarray                  # [N, 4] float32, every point of the cloud as received
+    selected: np.ndarray                # [N] bool, inside [min_range, max_range] (all finite)
+    prepared: PreparedPoints | None     # Segmenter.prepare of the selected points, or None
     embeddings: np.ndarray              # [C, D] the class embeddings it is labelled with
     class_names: tuple[str, ...]
     palette: np.ndarray                 # [C, 3] uint8
     policy: LabelPolicy
     parse_ms: float
     preprocess_ms: float
-    dropped_nonfinite: int = 0
-    intensity_repaired: int = 0
+    non_finite_xyz: int = 0
+    non_finite_intensity: int = 0
 
 
 def load_segmenter(bundle: str, backend: str, device: str, formulation: str = 'auto',
@@ -163,11 +169,11 @@ class ScanProcessor:
                 self._installed = ticket
 
     def label(self, msg: PointCloud2Like, settings: Settings) -> LabelledCloud:
-        """Label every finite point of ``msg``; raise ScanRejected for a cloud it cannot use."""
+        """Label every point of ``msg``; raise ScanRejected for a cloud it cannot use."""
         return self.finish(self.prepare(msg, settings))
 
     def prepare(self, msg: PointCloud2Like, settings: Settings) -> PreparedScan:
-        """Parse, gate and voxelize ``msg``; raise ScanRejected for a cloud it cannot use."""
+        """Parse, gate, repair, voxelize ``msg``; raise ScanRejected for a cloud it cannot use."""
         t0 = time.perf_counter()
         n = int(msg.width) * int(msg.height)
         if n > settings.max_points:
@@ -175,40 +181,43 @@ class ScanProcessor:
         if n == 0:
             raise ScanRejected('the cloud has no points')
         try:
-            parsed = cloud_to_xyzi(msg)
+            points = cloud_to_xyzi(msg)
         except PointCloudError as exc:
             raise ScanRejected(str(exc)) from None
-        points = parsed.points
-        if points.shape[0] == 0:
+        net_points = points
+        if settings.intensity_scale != 1.0:
+            net_points = points.copy()  # the published intensity stays as received
+            net_points[:, 3] *= np.float32(settings.intensity_scale)
+        # counted on what the network is given, over the whole scan (the range gate aside), as the
+        # Segmenter counts a scan from a file or a bag
+        non_finite_xyz, non_finite_intensity = non_finite_counts(net_points)
+        if non_finite_xyz == len(points):
             raise ScanRejected('no point of the cloud has finite x, y, z')
-        selected = range_mask(points, settings.policy)
+        selected = range_mask(points, settings.policy)  # False where x, y or z is NaN/inf
         t_parsed = time.perf_counter()
-        inputs = None
+        prepared = None
         with self._lock:
             vocabulary = self._segmenter.vocabulary
             names = tuple(str(c) for c in vocabulary.class_names)
             palette = np.asarray(vocabulary.colors, dtype=np.uint8).reshape(-1, 3)
             embeddings = vocabulary.embeddings
         if selected.any():
-            if settings.intensity_scale == 1.0 and selected.all():
-                net_points = points  # nothing to gate or rescale: no copy of the scan
-            else:
-                net_points = points[selected]  # a copy: the published intensity stays as received
-                net_points[:, 3] *= np.float32(settings.intensity_scale)
-            inputs = self._segmenter.preprocess(net_points)
+            # the usual scan, all in range: no copy of its points
+            gated = net_points if selected.all() else net_points[selected]
+            prepared = self._segmenter.prepare(gated)
         t_prepared = time.perf_counter()
-        return PreparedScan(points, selected, inputs, embeddings, names, palette, settings.policy,
+        return PreparedScan(points, selected, prepared, embeddings, names, palette,
+                            settings.policy,
                             parse_ms=1e3 * (t_parsed - t0),
                             preprocess_ms=1e3 * (t_prepared - t_parsed),
-                            dropped_nonfinite=parsed.dropped_nonfinite,
-                            intensity_repaired=parsed.intensity_repaired)
+                            non_finite_xyz=non_finite_xyz,
+                            non_finite_intensity=non_finite_intensity)
 
     def finish(self, scan: PreparedScan) -> LabelledCloud:
         """Run the network on a prepared scan; return its labels and the labelled cloud."""
         timings: dict[str, float] = {'preprocess_ms': scan.preprocess_ms}
-        if scan.inputs is not None:
-            result = self._segmenter.label(scan.inputs, scan.embeddings,
-                                           preprocess_ms=scan.preprocess_ms)
+        if scan.prepared is not None:
+            result = self._segmenter.finish(scan.prepared, scan.embeddings)
             seg_labels, seg_scores = result.labels, result.scores
             timings = {f'{k}_ms': float(v) for k, v in result.timings_ms.items()}
         else:
@@ -219,4 +228,4 @@ class ScanProcessor:
         cloud = labelled_cloud(scan.points, labels, scores, scan.palette)
         timings['convert_ms'] = scan.parse_ms + 1e3 * (time.perf_counter() - t_inferred)
         return LabelledCloud(cloud, scan.class_names, scan.palette, timings,
-                             scan.dropped_nonfinite, scan.intensity_repaired)
+                             scan.non_finite_xyz, scan.non_finite_intensity)

@@ -13,12 +13,13 @@
 # limitations under the License.
 
 """
-The ``segmenter`` node: lidar PointCloud2 in, every finite point labelled by a relidar bundle out.
+The ``segmenter`` node: lidar PointCloud2 in, every point labelled by a relidar bundle out.
 
 Topics (relative to the node; remap them on the command line or in a launch file):
   ``~/input/points``  sensor_msgs/PointCloud2, best effort, keep last 1 (remap to the driver)
-  ``~/output/points`` the finite input points with ``label`` (uint16), ``score`` (float32) and
-                      ``rgb`` (packed float32 for RViz's RGB8 transformer); the input's header
+  ``~/output/points`` every input point, in input order, with ``label`` (uint16), ``score``
+                      (float32) and ``rgb`` (packed float32 for RViz's RGB8 transformer); the
+                      input's header
   ``~/output/legend`` visualization_msgs/MarkerArray, one text marker per class (latched)
   ``~/debug/*_ms``    std_msgs/Float64 stage timings of every labelled scan; the two latencies:
                       ``node_latency_ms`` receipt -> publish on the steady clock,
@@ -28,8 +29,9 @@ Topics (relative to the node; remap them on the command line or in a launch file
   ``/diagnostics``    diagnostic_msgs/DiagnosticArray at 1 Hz of the steady clock (it goes on
                       while a replay's /clock is paused): rates, latency, counts
 
-Label ``C`` (the number of classes) means *unknown*: out of ``[min_range, max_range]``, outside
-the bundle's crop, or scored below ``score_threshold``; it is drawn grey.
+Label ``C`` (the number of classes) means *unknown*: a NaN/inf coordinate, out of
+``[min_range, max_range]``, outside the bundle's crop, or scored below ``score_threshold``; it is
+drawn grey.
 
 The jobs live apart: parameters (``parameters``, from the schema file), the newest-scan mailbox
 (``latest_scan``), labelling (``processing``, over the core's Segmenter), counters, diagnostics and
@@ -241,8 +243,8 @@ class SegmenterNode(Node):
             if value == value:  # not NaN
                 pub.publish(Float64(data=float(value)))
         self._counters.labelled(scan.cloud.width * scan.cloud.height, node_latency,
-                                pipeline_latency, scan.dropped_nonfinite,
-                                scan.intensity_repaired, clock_behind)
+                                pipeline_latency, scan.non_finite_xyz,
+                                scan.non_finite_intensity, clock_behind)
 
     def _publish_diagnostics(self) -> None:
         status = self._diagnostics.status(time.monotonic(), self._counters.snapshot(),

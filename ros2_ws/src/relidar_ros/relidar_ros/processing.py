@@ -29,11 +29,10 @@ from a file, a bag or this topic.
 
 Labelling is two halves, :meth:`ScanProcessor.prepare` (parse, gate, repair and voxelize: the
 Segmenter's numpy/numba preprocessing) and :meth:`ScanProcessor.finish` (network, labels, output
-cloud). Both
-release the GIL for their heavy parts and both may run on several threads at once: the node's lanes
-label several scans at a time with one Segmenter (``network_threads``: ONNX Runtime threads per
-call). A prepared scan carries its vocabulary (names, colours and text embeddings), so a vocabulary
-change between the halves cannot mix two.
+cloud). Both release the GIL for their heavy parts and both may run on several threads at once:
+the node's lanes label several scans at a time with one Segmenter (``network_threads``: ONNX
+Runtime threads per call). A prepared scan carries its vocabulary (names, colours and text
+embeddings), so a vocabulary change between the halves cannot mix two.
 """
 
 from __future__ import annotations
@@ -207,8 +206,7 @@ class ScanProcessor:
             prepared = self._segmenter.prepare(gated)
         t_prepared = time.perf_counter()
         return PreparedScan(points, selected, prepared, embeddings, names, palette,
-                            settings.policy,
-                            parse_ms=1e3 * (t_parsed - t0),
+                            policy=settings.policy, parse_ms=1e3 * (t_parsed - t0),
                             preprocess_ms=1e3 * (t_prepared - t_parsed),
                             non_finite_xyz=non_finite_xyz,
                             non_finite_intensity=non_finite_intensity)

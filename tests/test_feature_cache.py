@@ -243,3 +243,28 @@ def test_prepare_cli_on_real_kitti_frame_resumes(tmp_path, kitti_frame_dir):
     bad = CliRunner().invoke(app, [str(tmp_path), "--out", str(out), "--teacher", "synthetic"])
     assert bad.exit_code == 1 and "Traceback" not in bad.output
     assert bad.output.count("\n") == 1 and f"error: {tmp_path}: not a dataset" in bad.output
+
+
+def test_non_finite_points_are_left_out_and_counted(tmp_path, teacher):
+    """A NaN/inf coordinate or intensity never reaches a training cache (it would make its voxel's mean
+    feature NaN): the frame is cached as the same frame without those points, and the report counts them."""
+    clean = make_frame(0)
+    dirty_points = clean.points.copy()
+    bad = np.array([3, 50, 120, 310])
+    dirty_points[bad[0], 0] = np.nan
+    dirty_points[bad[1], 3] = np.nan
+    dirty_points[bad[2], 2] = np.inf
+    dirty_points[bad[3], 3] = -np.inf
+    dirty = Frame(clean.frame_id, dirty_points, clean.cameras, clean.labels, CLASSES)
+    keep = np.setdiff1d(np.arange(clean.num_points), bad)
+    reference = Frame(clean.frame_id, clean.points[keep], clean.cameras, clean.labels[keep], CLASSES)
+    got = prepare_cache(MemoryReader([dirty], tmp_path / "d"), tmp_path / "dirty", teacher, settings=SETTINGS)
+    want = prepare_cache(MemoryReader([reference], tmp_path / "r"), tmp_path / "ref", teacher, settings=SETTINGS)
+    assert got.points_dropped_nonfinite == 4 and want.points_dropped_nonfinite == 0
+    assert got.to_json()["points_dropped_nonfinite"] == 4
+    a, b = CacheReader(tmp_path / "dirty")[0], CacheReader(tmp_path / "ref")[0]
+    assert np.isfinite(a.points).all()
+    np.testing.assert_array_equal(a.points, b.points)
+    np.testing.assert_array_equal(a.labels, b.labels)
+    np.testing.assert_array_equal(a.pair_point, b.pair_point)
+    np.testing.assert_array_equal(a.pair_features, b.pair_features)

@@ -160,6 +160,9 @@ def _print_report(console, report) -> None:
     if report.done:
         console.print("seconds by phase: " + ", ".join(f"{k} {v:.2f}" for k, v in report.phase_seconds.items())
                       + f"; checking existing files {report.verify_seconds:.2f}")
+    if report.points_dropped_nonfinite:
+        console.print(f"repaired: {report.points_dropped_nonfinite} point(s) with a NaN/inf coordinate or intensity "
+                      "left out of the cache (counted in reports/rank-*.json)")
     if report.removed_partials:
         console.print(f"removed {report.removed_partials} partial file(s) left by an interrupted run")
     for title, rows in (("recomputed", report.replaced), ("failed", report.failed)):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -84,3 +84,17 @@ class Frame:
     @property
     def num_points(self) -> int:
         return int(self.points.shape[0])
+
+    def finite(self) -> tuple["Frame", int]:
+        """(this frame without the points that have a NaN/inf coordinate or intensity, how many went).
+
+        What a training cache stores: a point without a finite position has no voxel and no pixel, and
+        a NaN intensity would turn its whole voxel's mean feature into NaN. Labelling (the Segmenter)
+        keeps such points and marks them instead, since its output must have one row per input point;
+        the cache's pairs index the points that remain, so dropping them before pairing is exact."""
+        keep = np.isfinite(self.points).all(axis=1)
+        dropped = int(len(keep) - keep.sum())
+        if not dropped:
+            return self, 0
+        labels = None if self.labels is None else self.labels[keep]
+        return replace(self, points=self.points[keep], labels=labels), dropped

@@ -64,6 +64,7 @@ class PrepareReport:
     bytes_written: int = 0
     pairs_written: int = 0
     points_written: int = 0
+    points_dropped_nonfinite: int = 0  # NaN/inf coordinate or intensity: not stored (Frame.finite)
     feature_bytes: int = 0
     phase_seconds: dict[str, float] = field(default_factory=dict)
     storage: str = ""
@@ -99,6 +100,7 @@ class PrepareReport:
             "feature_bytes": self.feature_bytes,
             "pairs_written": self.pairs_written,
             "points_written": self.points_written,
+            "points_dropped_nonfinite": self.points_dropped_nonfinite,
             "phase_seconds": self.phase_seconds,
         }
 
@@ -240,6 +242,8 @@ def _prepare_one(
         report.failed.append((frame_id, f"reader returned frame {frame.frame_id!r} at index {index}: "
                                         "the dataset changed since the manifest"))
         return "failed"
+    frame, dropped = frame.finite()
+    report.points_dropped_nonfinite += dropped
     try:
         cached = compute_cached_frame(frame, teacher, manifest.settings, phases, projection)
     except (ValueError, TeacherError) as exc:

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 
 from relidar.core.errors import RelidarError
 from relidar.core.preprocess import Preprocessor
+from relidar.core.seeds import Purpose, stream
 from relidar.core.vocabulary import Vocabulary
 from relidar.model.batch import TorchInputs, to_torch
 from relidar.model.network import Student
@@ -41,10 +42,6 @@ from relidar.training.config import DataConfig, DistillConfig
 from relidar.training.data import ensure_cache, split_data, synthetic_vocabulary
 from relidar.training.feature_cache import CachedFrame, CacheReader
 from relidar.training.metrics import SegmentationScores, confusion_matrix, miou_over, scores_from_confusion
-
-_PROBE_TAG = 0x9B0E
-_GAP_TAG = 0x6A9
-_BALANCE_TAG = 0xBA1
 
 
 class EvaluationError(RelidarError, ValueError):
@@ -263,7 +260,7 @@ def evaluate_zero_shot(model: Student | None, data: LabelledSet, vocabulary: Voc
                                        zero_shot_predict(cached.pair_features[ok_t].astype(np.float32), text),
                                        vocabulary.num_classes)
         # The paper's gap on uniformly drawn pairs of this scan whose point the student sees.
-        rng = np.random.default_rng(np.random.SeedSequence([seed, frame, _GAP_TAG]))
+        rng = stream(seed, Purpose.GAP, frame)
         ok = np.flatnonzero(out.inside[cached.pair_point])
         if len(ok) >= 4:
             pick = rng.choice(ok, size=min(gap_pairs, len(ok)), replace=False)
@@ -287,7 +284,7 @@ def evaluate_zero_shot(model: Student | None, data: LabelledSet, vocabulary: Voc
     if pool_y:
         y = np.concatenate(pool_y)
         classes = len(np.unique(y))
-        rng = np.random.default_rng(np.random.SeedSequence([seed, _BALANCE_TAG]))
+        rng = stream(seed, Purpose.BALANCE)
         pick = balanced_pick(y, max(2, gap_pairs // classes), rng)
         k_b, q_b, y_b = np.concatenate(pool_k)[pick], np.concatenate(pool_q)[pick], y[pick]
         if len(pick) >= 4:
@@ -315,7 +312,7 @@ def _labelled_points(model: Student, data: LabelledSet, frames: Sequence[int], p
         out = scan_output(model, cached.points, device)
         target = data.labels(cached)
         ok = np.flatnonzero(out.inside & (target >= 0))
-        rng = np.random.default_rng(np.random.SeedSequence([seed, frame, _PROBE_TAG]))
+        rng = stream(seed, Purpose.PROBE, frame)
         pick = rng.choice(ok, size=min(per_scan, len(ok)), replace=False) if len(ok) else ok
         xs.append(out.backbone[pick])
         ys.append(target[pick])
@@ -363,7 +360,7 @@ def evaluate_finetune(model: Student, data: LabelledSet, config: DistillConfig, 
     head = torch.nn.Linear(model.backbone.out_channels, num_classes).to(device)
     opt = torch.optim.AdamW([{"params": backbone.parameters(), "lr": fs.finetune_lr},
                              {"params": head.parameters(), "lr": fs.finetune_head_lr}], weight_decay=1e-4)
-    rng = np.random.default_rng(np.random.SeedSequence([seed, _PROBE_TAG, 1]))
+    rng = stream(seed, Purpose.FINETUNE)
     with torch.enable_grad():
         for step in range(fs.finetune_steps):
             cached = data.train_cache[frames[step % len(frames)]]

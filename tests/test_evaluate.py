@@ -39,6 +39,17 @@ def test_gap_by_hand_and_matches_loss_term() -> None:
     assert structural_gap(q, q)["gap"] == pytest.approx(0.0, abs=1e-12)
 
 
+
+def test_measures_leave_their_inputs_alone() -> None:
+    # the rows are normalised in place (relidar.core.rows.unit_rows), so the measures must work on copies
+    rng = np.random.default_rng(1)
+    k, q, y = 3.0 * rng.standard_normal((30, 4)), rng.standard_normal((30, 4)), rng.integers(0, 2, 30)
+    k0, q0 = k.copy(), q.copy()
+    structural_gap(k, q)
+    knn_label_agreement(k, y, 3)
+    np.testing.assert_array_equal(k, k0)
+    np.testing.assert_array_equal(q, q0)
+
 def test_linear_cka_reference_properties() -> None:
     rng = np.random.default_rng(0)
     x = rng.standard_normal((200, 10))

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 
 from relidar.core.errors import RelidarError
 from relidar.core.preprocess import Preprocessor
+from relidar.core.rows import unit_rows
 from relidar.core.seeds import Purpose, stream
 from relidar.core.vocabulary import Vocabulary
 from relidar.model.batch import TorchInputs, to_torch
@@ -120,14 +121,9 @@ def zero_shot_predict(embedding: np.ndarray, text: np.ndarray) -> np.ndarray:
     return np.argmax(embedding @ text.T, axis=1)
 
 
-def _unit(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float64)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-
-
 def structural_gap(k: np.ndarray, q: np.ndarray) -> dict[str, float]:
     """Mean over i≠j of |KKᵀ - QQᵀ| (rows normalised) and linear CKA between K and Q."""
-    kn, qn = _unit(k), _unit(q)
+    kn, qn = unit_rows(np.array(k, dtype=np.float64)), unit_rows(np.array(q, dtype=np.float64))
     n = kn.shape[0]
     diff = np.abs(kn @ kn.T - qn @ qn.T)
     gap = float((diff.sum() - np.trace(diff)) / max(n * (n - 1), 1))
@@ -159,7 +155,7 @@ def knn_label_agreement(features: np.ndarray, labels: np.ndarray, k: int) -> flo
     classes, counts = np.unique(labels, return_counts=True)
     if not (counts > k).any():
         return float("nan")
-    f = _unit(features)
+    f = unit_rows(np.array(features, dtype=np.float64))
     sim = f @ f.T
     np.fill_diagonal(sim, -np.inf)
     neighbours = np.argpartition(-sim, k - 1, axis=1)[:, :k]

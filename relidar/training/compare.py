@@ -313,11 +313,11 @@ def _curve(run_dir: Path, config: DistillConfig, scans: int | None, init_model) 
 
     vocabulary = resolve_vocabulary(config)
     data = labelled_set("in-distribution", config.data, vocabulary, scans)
-    points = [[0.0, evaluate_zero_shot(init_model, data, vocabulary, "cpu", gap_pairs=4)["all"].miou]]
+    points = [[0.0, evaluate_zero_shot(init_model, data, vocabulary, "cpu", gap_pairs=4).miou]]
     for path in sorted((run_dir / "checkpoints").glob("step_*.safetensors")):
         model = load_student(path).eval()
         step = float(int(path.stem.split("_")[1]))
-        points.append([step, evaluate_zero_shot(model, data, vocabulary, "cpu", gap_pairs=4)["all"].miou])
+        points.append([step, evaluate_zero_shot(model, data, vocabulary, "cpu", gap_pairs=4).miou])
     return points
 
 
@@ -361,11 +361,9 @@ def run_job(job: Job) -> dict:
         vocabulary = resolve_vocabulary(config)
         data = labelled_set("in-distribution", config.data, vocabulary, config.eval.max_scans)
         zs = evaluate_oracle(data, config, vocabulary, OracleConfig.model_validate_json(job.oracle_json))
-        from relidar.training.metrics import miou_over
-
-        row["summary"] = {"zero_shot_miou": zs["all"].miou, "zero_shot_miou_seen": miou_over(zs["all"], zs["seen"]),
-                          "zero_shot_miou_visible": zs["visible"].miou, "gap": zs["gap"],
-                          "gap_balanced": zs["gap_balanced"], "cka": zs["cka"]}
+        row["summary"] = {"zero_shot_miou": zs.miou, "zero_shot_miou_seen": zs.miou_seen,
+                          "zero_shot_miou_visible": zs.miou_visible, "gap": zs.structure.gap,
+                          "gap_balanced": zs.structure.gap_balanced, "cka": zs.structure.cka}
     row["seconds"] = time.perf_counter() - start
     row["cpu_seconds"] = time.process_time() - cpu  # the budget whatever else the machine runs
     return row

@@ -25,7 +25,7 @@ are ignored.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -121,13 +121,21 @@ def zero_shot_predict(embedding: np.ndarray, text: np.ndarray) -> np.ndarray:
     return np.argmax(embedding @ text.T, axis=1)
 
 
-def structural_gap(k: np.ndarray, q: np.ndarray) -> dict[str, float]:
+@dataclass(frozen=True)
+class PairStructure:
+    """The structure of one set of pairs: the paper's gap and linear CKA (:func:`structural_gap`)."""
+
+    gap: float
+    cka: float
+
+
+def structural_gap(k: np.ndarray, q: np.ndarray) -> PairStructure:
     """Mean over i≠j of |KKᵀ - QQᵀ| (rows normalised) and linear CKA between K and Q."""
     kn, qn = unit_rows(np.array(k, dtype=np.float64)), unit_rows(np.array(q, dtype=np.float64))
     n = kn.shape[0]
     diff = np.abs(kn @ kn.T - qn @ qn.T)
     gap = float((diff.sum() - np.trace(diff)) / max(n * (n - 1), 1))
-    return {"gap": gap, "cka": linear_cka(kn, qn)}
+    return PairStructure(gap=gap, cka=linear_cka(kn, qn))
 
 
 def linear_cka(x: np.ndarray, y: np.ndarray) -> float:
@@ -230,19 +238,125 @@ def fraction_tag(fraction: float) -> str:
     return f"{100 * fraction:g}pct"
 
 
+def _scores_json(scores: SegmentationScores, names: Sequence[str]) -> dict[str, Any]:
+    return {**scores.as_dict(names), "confusion": scores.confusion.tolist()}
+
+
+@dataclass(frozen=True)
+class StructureResult:
+    """The structural measures on held-out pairs (NaN where too few pairs): the paper's gap on uniform
+    pairs and CKA (means over scans), the gap on class-balanced pairs, and the k-NN label agreement of
+    the student's and of the teacher's features. Fields in the order of ``report.json``'s ``structure``."""
+
+    gap: float
+    gap_balanced: float
+    cka: float
+    knn_agreement: float
+    teacher_knn_agreement: float
+
+    def summary(self, prefix: str = "") -> dict[str, float]:
+        return {f"{prefix}{name}": value for name, value in asdict(self).items()}
+
+
+@dataclass(frozen=True)
+class KeptScan:
+    """One held-out scan's points, labels and zero-shot predictions, kept for pictures."""
+
+    frame_id: str
+    points: np.ndarray
+    target: np.ndarray
+    prediction: np.ndarray
+    inside: np.ndarray
+
+
+@dataclass(frozen=True)
+class ZeroShotResult:
+    """Zero-shot scores over the held-out scans: on all points inside the crop, on the camera-visible
+    ones, and the teacher's own on its pairs; ``seen`` [C] marks the classes the teacher sees."""
+
+    all_points: SegmentationScores
+    visible: SegmentationScores
+    teacher: SegmentationScores
+    seen: np.ndarray
+    inside_fraction: float
+    scans: int
+    structure: StructureResult
+    kept: tuple[KeptScan, ...] = ()
+
+    @property
+    def miou(self) -> float:
+        return self.all_points.miou
+
+    @property
+    def miou_seen(self) -> float:
+        return miou_over(self.all_points, self.seen)
+
+    @property
+    def miou_visible(self) -> float:
+        return self.visible.miou
+
+    @property
+    def miou_visible_seen(self) -> float:
+        return miou_over(self.visible, self.seen)
+
+    def seen_names(self, names: Sequence[str]) -> list[str]:
+        return [n for n, s in zip(names, self.seen) if s]
+
+    def summary(self, prefix: str = "") -> dict[str, float]:
+        return {
+            f"{prefix}zero_shot_miou": self.miou,
+            f"{prefix}zero_shot_miou_seen": self.miou_seen,
+            f"{prefix}zero_shot_miou_visible": self.miou_visible,
+            f"{prefix}zero_shot_miou_visible_seen": self.miou_visible_seen,
+            f"{prefix}teacher_miou_visible": self.teacher.miou,
+            f"{prefix}teacher_seen_classes": float(self.seen.sum()),
+        }
+
+    def to_json(self, names: Sequence[str]) -> dict[str, Any]:
+        return {"all": _scores_json(self.all_points, names), "visible": _scores_json(self.visible, names),
+                "teacher_visible": _scores_json(self.teacher, names), "teacher_seen": self.seen_names(names),
+                "inside_fraction": self.inside_fraction, "scans": self.scans}
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """The linear probe's scores on the held-out scans, trained on ``train_points`` points of ``scans`` scans."""
+
+    scores: SegmentationScores
+    scans: int
+    train_points: int
+
+    def to_json(self, names: Sequence[str]) -> dict[str, Any]:
+        return {"scans": self.scans, "train_points": self.train_points, **_scores_json(self.scores, names)}
+
+
+@dataclass(frozen=True)
+class FinetuneResult:
+    """Scores on the held-out scans after fine-tuning ``steps`` steps on ``fraction`` (``scans`` scans)."""
+
+    scores: SegmentationScores
+    scans: int
+    fraction: float
+    steps: int
+
+    def to_json(self, names: Sequence[str]) -> dict[str, Any]:
+        return {"fraction": self.fraction, "scans": self.scans, "steps": self.steps,
+                **_scores_json(self.scores, names)}
+
+
 def evaluate_zero_shot(model: Student | None, data: LabelledSet, vocabulary: Vocabulary, device: torch.device,
                        keep_predictions: int = 0, gap_pairs: int = 1024, seed: int = 0, knn: int = 10,
                        teacher_seen_iou: float = 0.05, on_scan: Callable[[], None] | None = None,
-                       outputs: Callable[[CachedFrame, np.ndarray], ScanOutput] | None = None) -> dict[str, Any]:
+                       outputs: Callable[[CachedFrame, np.ndarray], ScanOutput] | None = None) -> ZeroShotResult:
     """Zero-shot scores over the held-out scans, the structural measures on their pairs, and the first
     ``keep_predictions`` scans' points, labels and predictions (for pictures). ``outputs(frame, labels)``
     replaces the student's forward pass (the oracle control: ``relidar.training.oracle``)."""
     text = vocabulary.embeddings.astype(np.float32)
     acc = ZeroShotAccumulator(vocabulary.num_classes)
     teacher_cm = np.zeros((vocabulary.num_classes, vocabulary.num_classes), dtype=np.int64)
-    gaps: list[dict[str, float]] = []
+    gaps: list[PairStructure] = []
     pool_k, pool_q, pool_y = [], [], []
-    kept: list[dict[str, np.ndarray]] = []
+    kept: list[KeptScan] = []
     for i, frame in enumerate(data.val):
         cached = data.val_cache[frame]
         target = data.labels(cached)
@@ -270,13 +384,13 @@ def evaluate_zero_shot(model: Student | None, data: LabelledSet, vocabulary: Voc
             pool_q.append(cached.pair_features[pick].astype(np.float32))
             pool_y.append(pair_target[pick])
         if i < keep_predictions:
-            kept.append({"frame_id": cached.frame_id, "points": cached.points, "target": target, "prediction": pred,
-                         "inside": out.inside})
+            kept.append(KeptScan(frame_id=cached.frame_id, points=cached.points, target=target, prediction=pred,
+                                 inside=out.inside))
         if on_scan:
             on_scan()
     teacher = scores_from_confusion(teacher_cm)
     seen = np.nan_to_num(teacher.iou, nan=0.0) >= teacher_seen_iou
-    balanced = {"gap_balanced": float("nan"), "knn_agreement": float("nan"), "teacher_knn_agreement": float("nan")}
+    gap_balanced = knn_agreement = teacher_knn_agreement = float("nan")
     if pool_y:
         y = np.concatenate(pool_y)
         classes = len(np.unique(y))
@@ -284,20 +398,26 @@ def evaluate_zero_shot(model: Student | None, data: LabelledSet, vocabulary: Voc
         pick = balanced_pick(y, max(2, gap_pairs // classes), rng)
         k_b, q_b, y_b = np.concatenate(pool_k)[pick], np.concatenate(pool_q)[pick], y[pick]
         if len(pick) >= 4:
-            balanced = {"gap_balanced": structural_gap(k_b, q_b)["gap"], "knn_agreement": knn_label_agreement(k_b, y_b, knn),
-                        "teacher_knn_agreement": knn_label_agreement(q_b, y_b, knn)}
-    return {
-        "all": scores_from_confusion(acc.all_points),
-        "visible": scores_from_confusion(acc.visible),
-        "teacher": teacher,
-        "seen": seen,
-        "inside_fraction": float(np.mean(acc.inside_fraction)) if acc.inside_fraction else 0.0,
-        "gap": float(np.mean([g["gap"] for g in gaps])) if gaps else float("nan"),
-        "cka": float(np.mean([g["cka"] for g in gaps])) if gaps else float("nan"),
-        **balanced,
-        "scans": len(data.val),
-        "kept": kept,
-    }
+            gap_balanced = structural_gap(k_b, q_b).gap
+            knn_agreement = knn_label_agreement(k_b, y_b, knn)
+            teacher_knn_agreement = knn_label_agreement(q_b, y_b, knn)
+    structure = StructureResult(
+        gap=float(np.mean([g.gap for g in gaps])) if gaps else float("nan"),
+        gap_balanced=gap_balanced,
+        cka=float(np.mean([g.cka for g in gaps])) if gaps else float("nan"),
+        knn_agreement=knn_agreement,
+        teacher_knn_agreement=teacher_knn_agreement,
+    )
+    return ZeroShotResult(
+        all_points=scores_from_confusion(acc.all_points),
+        visible=scores_from_confusion(acc.visible),
+        teacher=teacher,
+        seen=seen,
+        inside_fraction=float(np.mean(acc.inside_fraction)) if acc.inside_fraction else 0.0,
+        scans=len(data.val),
+        structure=structure,
+        kept=tuple(kept),
+    )
 
 
 def _labelled_points(model: Student, data: LabelledSet, frames: Sequence[int], per_scan: int, seed: int,
@@ -330,7 +450,7 @@ def _score_linear(model: Student, data: LabelledSet, weight: np.ndarray, bias: n
 
 
 def evaluate_linear_probe(model: Student, data: LabelledSet, config: DistillConfig, num_classes: int,
-                          device: torch.device, seed: int = 0) -> dict[str, Any]:
+                          device: torch.device, seed: int = 0) -> ProbeResult:
     """Linear probe on the frozen backbone, trained on ``probe_fraction`` of the labelled training scans
     (evenly spread), scored on the held-out ones."""
     fs = config.eval.few_shot
@@ -340,12 +460,12 @@ def evaluate_linear_probe(model: Student, data: LabelledSet, config: DistillConf
     frames = spread(data.train, count)
     x, y = _labelled_points(model, data, frames, fs.points_per_scan, seed, device)
     weight, bias = train_linear_probe(x, y, num_classes, fs.probe_steps, fs.probe_lr, seed)
-    return {"scores": _score_linear(model, data, weight, bias, num_classes, device), "scans": len(frames),
-            "train_points": int(len(y))}
+    return ProbeResult(scores=_score_linear(model, data, weight, bias, num_classes, device), scans=len(frames),
+                       train_points=int(len(y)))
 
 
 def evaluate_finetune(model: Student, data: LabelledSet, config: DistillConfig, num_classes: int,
-                      device: torch.device, fraction: float, seed: int = 0) -> dict[str, Any]:
+                      device: torch.device, fraction: float, seed: int = 0) -> FinetuneResult:
     """Fine-tune a copy of the backbone with a new linear classifier (cross-entropy) on ``fraction`` of the
     labelled training scans (at least one, evenly spread), as SLidR / ST-SLidR do (a fresh head with a
     higher learning rate than the backbone's: ST-SLidR ``lr_head``). Scored on the held-out scans."""
@@ -375,8 +495,8 @@ def evaluate_finetune(model: Student, data: LabelledSet, config: DistillConfig, 
     student.backbone = backbone.eval()
     weight = head.weight.detach().cpu().numpy().T.astype(np.float32)
     bias = head.bias.detach().cpu().numpy().astype(np.float32)
-    return {"scores": _score_linear(student, data, weight, bias, num_classes, device), "scans": len(frames),
-            "fraction": fraction, "steps": fs.finetune_steps}
+    return FinetuneResult(scores=_score_linear(student, data, weight, bias, num_classes, device), scans=len(frames),
+                          fraction=fraction, steps=fs.finetune_steps)
 
 
 def resolve_vocabulary(config: DistillConfig) -> Vocabulary:
@@ -390,50 +510,32 @@ def resolve_vocabulary(config: DistillConfig) -> Vocabulary:
                           "encoder (eval.vocabulary=PATH), made with `relidar vocabulary build --classes ... --teacher ...`")
 
 
-@dataclass
+@dataclass(frozen=True)
 class SetResult:
     """Everything measured on one labelled set (in-distribution, or out-of-distribution)."""
 
-    zero_shot: dict[str, Any]
-    linear_probe: dict[str, Any]
-    finetune: list[dict[str, Any]]
+    zero_shot: ZeroShotResult
+    linear_probe: ProbeResult
+    finetune: tuple[FinetuneResult, ...]
 
     def summary(self, prefix: str = "") -> dict[str, float]:
-        zs, seen = self.zero_shot, self.zero_shot["seen"]
+        zs, probe = self.zero_shot, self.linear_probe.scores
         out = {
-            f"{prefix}zero_shot_miou": zs["all"].miou,
-            f"{prefix}zero_shot_miou_seen": miou_over(zs["all"], seen),
-            f"{prefix}zero_shot_miou_visible": zs["visible"].miou,
-            f"{prefix}zero_shot_miou_visible_seen": miou_over(zs["visible"], seen),
-            f"{prefix}teacher_miou_visible": zs["teacher"].miou,
-            f"{prefix}teacher_seen_classes": float(seen.sum()),
-            f"{prefix}probe_miou": self.linear_probe["scores"].miou,
-            f"{prefix}probe_miou_seen": miou_over(self.linear_probe["scores"], seen),
-            f"{prefix}gap": zs["gap"],
-            f"{prefix}gap_balanced": zs["gap_balanced"],
-            f"{prefix}cka": zs["cka"],
-            f"{prefix}knn_agreement": zs["knn_agreement"],
-            f"{prefix}teacher_knn_agreement": zs["teacher_knn_agreement"],
+            **zs.summary(prefix),
+            f"{prefix}probe_miou": probe.miou,
+            f"{prefix}probe_miou_seen": miou_over(probe, zs.seen),
+            **zs.structure.summary(prefix),
         }
         for ft in self.finetune:
-            out[f"{prefix}finetune_miou_{fraction_tag(ft['fraction'])}"] = ft["scores"].miou
+            out[f"{prefix}finetune_miou_{fraction_tag(ft.fraction)}"] = ft.scores.miou
         return out
 
     def to_json(self, names: Sequence[str]) -> dict[str, Any]:
-        def scores(s: SegmentationScores) -> dict:
-            return {**s.as_dict(names), "confusion": s.confusion.tolist()}
-
-        zs = self.zero_shot
         return {
-            "zero_shot": {"all": scores(zs["all"]), "visible": scores(zs["visible"]),
-                          "teacher_visible": scores(zs["teacher"]),
-                          "teacher_seen": [n for n, s in zip(names, zs["seen"]) if s],
-                          "inside_fraction": zs["inside_fraction"], "scans": zs["scans"]},
-            "structure": {k: zs[k] for k in ("gap", "gap_balanced", "cka", "knn_agreement", "teacher_knn_agreement")},
-            "linear_probe": {"scans": self.linear_probe["scans"], "train_points": self.linear_probe["train_points"],
-                             **scores(self.linear_probe["scores"])},
-            "finetune": [{"fraction": ft["fraction"], "scans": ft["scans"], "steps": ft["steps"], **scores(ft["scores"])}
-                         for ft in self.finetune],
+            "zero_shot": self.zero_shot.to_json(names),
+            "structure": asdict(self.zero_shot.structure),
+            "linear_probe": self.linear_probe.to_json(names),
+            "finetune": [ft.to_json(names) for ft in self.finetune],
         }
 
 
@@ -446,7 +548,7 @@ class EvaluationResult:
     ood: SetResult | None
 
     @property
-    def zero_shot(self) -> dict[str, Any]:
+    def zero_shot(self) -> ZeroShotResult:
         return self.in_distribution.zero_shot
 
     def summary(self) -> dict[str, float]:
@@ -480,7 +582,7 @@ def evaluate_set(model: Student, data: LabelledSet, config: DistillConfig, vocab
         for fraction in ev.few_shot.finetune_fractions:
             phase(f"{data.name}: fine-tuning on {fraction_tag(fraction)}")
             finetune.append(evaluate_finetune(model, data, config, vocabulary.num_classes, device, fraction, seed))
-    return SetResult(zero_shot=zs, linear_probe=probe, finetune=finetune)
+    return SetResult(zero_shot=zs, linear_probe=probe, finetune=tuple(finetune))
 
 
 def evaluate(model: Student, config: DistillConfig, device: torch.device | str = "cpu",

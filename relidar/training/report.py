@@ -103,13 +103,13 @@ def scores_table(rows: dict[str, SegmentationScores], class_names: Sequence[str]
 def score_rows(result: SetResult) -> dict[str, SegmentationScores]:
     """The per-class score rows of one labelled set, by label."""
     rows: dict[str, SegmentationScores] = {
-        "zero-shot, all points": result.zero_shot["all"],
-        "zero-shot, camera-visible": result.zero_shot["visible"],
-        "teacher (2D) zero-shot, camera-visible": result.zero_shot["teacher"],
-        f"linear probe, {_scans(result.linear_probe['scans'])}": result.linear_probe["scores"],
+        "zero-shot, all points": result.zero_shot.all_points,
+        "zero-shot, camera-visible": result.zero_shot.visible,
+        "teacher (2D) zero-shot, camera-visible": result.zero_shot.teacher,
+        f"linear probe, {_scans(result.linear_probe.scans)}": result.linear_probe.scores,
     }
     for ft in result.finetune:
-        rows[f"fine-tuned, {fraction_tag(ft['fraction'])} ({_scans(ft['scans'])})"] = ft["scores"]
+        rows[f"fine-tuned, {fraction_tag(ft.fraction)} ({_scans(ft.scans)})"] = ft.scores
     return rows
 
 
@@ -135,6 +135,7 @@ def write_report(out_dir: Path | str, result: EvaluationResult, title: str = "re
     if result.ood is not None:
         rows.update({f"OOD {k}": v for k, v in score_rows(result.ood).items()})
     summary = result.summary()
+    zs, structure = result.zero_shot, result.zero_shot.structure
     md = [f"# {title}", ""]
     if extra:
         md += [f"- {k}: `{v}`" for k, v in extra.items()] + [""]
@@ -144,28 +145,27 @@ def write_report(out_dir: Path | str, result: EvaluationResult, title: str = "re
         md.append(f"| {k} | {_fmt(v)} % |" if "miou" in k else f"| {k} | {v:.4f} |")
     md += ["", "## Per-class IoU", "", "IoU and mIoU in % (– where a class is absent from truth and prediction).", "",
            scores_table(rows, names), "",
-           f"Zero-shot is scored on points inside the student's crop ({100 * result.zero_shot['inside_fraction']:.1f}% "
+           f"Zero-shot is scored on points inside the student's crop ({100 * zs.inside_fraction:.1f}% "
            "of the points) of the held-out scans. Classes the teacher sees (its own IoU reaches the "
-           f"`eval.teacher_seen_iou` threshold): {', '.join(n for n, s in zip(names, result.zero_shot['seen']) if s)}.", "",
+           f"`eval.teacher_seen_iou` threshold): {', '.join(zs.seen_names(names))}.", "",
            "## Structure (held-out pairs)", "",
-           f"- the paper's gap, mean |KKᵀ − QQᵀ| (i≠j, uniform pairs): {result.zero_shot['gap']:.4f}",
-           f"- the same on pairs drawn equally per ground-truth class: {result.zero_shot['gap_balanced']:.4f}",
-           f"- linear CKA(K, Q): {result.zero_shot['cka']:.4f}",
-           f"- k-NN label agreement, student / teacher: {result.zero_shot['knn_agreement']:.4f} / "
-           f"{result.zero_shot['teacher_knn_agreement']:.4f}", ""]
+           f"- the paper's gap, mean |KKᵀ − QQᵀ| (i≠j, uniform pairs): {structure.gap:.4f}",
+           f"- the same on pairs drawn equally per ground-truth class: {structure.gap_balanced:.4f}",
+           f"- linear CKA(K, Q): {structure.cka:.4f}",
+           f"- k-NN label agreement, student / teacher: {structure.knn_agreement:.4f} / "
+           f"{structure.teacher_knn_agreement:.4f}", ""]
     files["iou"] = plot_iou_bars(out / "iou_per_class.png", {k: v for k, v in rows.items() if "OOD" not in k},
                                  names, voc.colors)
-    files["confusion"] = plot_confusion(out / "confusion_zero_shot.png", result.zero_shot["all"].confusion, names,
+    files["confusion"] = plot_confusion(out / "confusion_zero_shot.png", zs.all_points.confusion, names,
                                         "zero-shot confusion")
     md += ["## Pictures", "", "![per-class IoU](iou_per_class.png)", "",
            "![zero-shot confusion](confusion_zero_shot.png)", ""]
-    for i, kept in enumerate(result.zero_shot["kept"]):
+    for i, kept in enumerate(zs.kept):
         stem = f"bev_{i}"
-        gt, pred = plot_bev_pair(out, stem, kept["points"], kept["target"], kept["prediction"], kept["inside"],
-                                 names, voc.colors)
+        gt, pred = plot_bev_pair(out, stem, kept.points, kept.target, kept.prediction, kept.inside, names, voc.colors)
         files[f"{stem}_gt"] = gt
         files[f"{stem}_pred"] = pred
-        md += [f"Scan `{kept['frame_id']}`: ground truth / zero-shot prediction", "",
+        md += [f"Scan `{kept.frame_id}`: ground truth / zero-shot prediction", "",
                f"![ground truth]({gt.name}) ![prediction]({pred.name})", ""]
     atomic_write_bytes(out / "report.md", "\n".join(md).encode())
     files["markdown"] = out / "report.md"

@@ -9,8 +9,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from relidar.core.atomic import atomic_path, atomic_write_bytes
+from relidar.core.atomic import atomic_write_bytes
 from relidar.training.evaluate import EvaluationResult, SetResult, fraction_tag
+from relidar.training.figures import new_figure, save_png
 from relidar.training.metrics import SegmentationScores
 
 
@@ -18,24 +19,9 @@ def _fmt(v: float | None) -> str:
     return "–" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{100 * v:.1f}"
 
 
-def _figure(width: float, height: float):
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    from matplotlib.figure import Figure
-
-    return Figure(figsize=(width, height), dpi=100)
-
-
-def _save(fig: Any, path: Path) -> Path:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", facecolor="white", bbox_inches="tight")
-    return path
-
-
 def plot_iou_bars(path: Path, series: dict[str, SegmentationScores], class_names: Sequence[str],
                   colors: np.ndarray) -> Path:
-    fig = _figure(max(6.0, 0.6 * len(class_names)), 4.0)
+    fig = new_figure(max(6.0, 0.6 * len(class_names)), 4.0)
     ax = fig.add_subplot(1, 1, 1)
     width = 0.8 / max(len(series), 1)
     x = np.arange(len(class_names))
@@ -51,7 +37,7 @@ def plot_iou_bars(path: Path, series: dict[str, SegmentationScores], class_names
     # Below the axes, never over the bars.
     ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.32), ncol=min(len(series), 2), frameon=False)
     ax.set_title("per-class IoU")
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def plot_confusion(path: Path, confusion: np.ndarray, class_names: Sequence[str], title: str) -> Path:
@@ -59,7 +45,7 @@ def plot_confusion(path: Path, confusion: np.ndarray, class_names: Sequence[str]
     rows = cm.sum(axis=1, keepdims=True)
     norm = np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0)
     n = len(class_names)
-    fig = _figure(1.0 + 0.5 * n, 0.8 + 0.5 * n)
+    fig = new_figure(1.0 + 0.5 * n, 0.8 + 0.5 * n)
     ax = fig.add_subplot(1, 1, 1)
     im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
     ax.set_xticks(range(n), list(class_names), rotation=45, ha="right")
@@ -73,7 +59,7 @@ def plot_confusion(path: Path, confusion: np.ndarray, class_names: Sequence[str]
                 ax.text(j, i, f"{norm[i, j]:.2f}", ha="center", va="center", fontsize=6,
                         color="white" if norm[i, j] > 0.5 else "black")
     fig.colorbar(im, ax=ax, fraction=0.046)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def plot_bev_pair(out_dir: Path, stem: str, points: np.ndarray, target: np.ndarray, prediction: np.ndarray,

@@ -24,6 +24,7 @@ from relidar.training.evaluate import (
     to_vocabulary_labels,
     train_linear_probe,
 )
+from relidar.training.evaluate import results as typed
 from relidar.training.losses import relational_terms
 from relidar.training.metrics import miou_over, scores_from_confusion
 
@@ -178,15 +179,6 @@ def _hand_made_result():
     """An EvaluationResult built by hand (no model): every number known in advance."""
     from relidar.core.text.spec import NamedTextSpec
     from relidar.core.vocabulary import Vocabulary
-    from relidar.training.evaluate import (
-        EvaluationResult,
-        FinetuneResult,
-        KeptScan,
-        ProbeResult,
-        SetResult,
-        StructureResult,
-        ZeroShotResult,
-    )
 
     names = ("road", "car", "tree")
     voc = Vocabulary(class_names=names, synonyms=tuple((n,) for n in names), colors=np.zeros((3, 3), np.uint8),
@@ -196,19 +188,20 @@ def _hand_made_result():
     scores = scores_from_confusion(np.array([[8, 2, 0], [1, 3, 0], [0, 0, 5]]))
     perfect = scores_from_confusion(np.diag([4, 4, 0]))  # tree absent: mIoU over road and car
 
-    def one_set(offset: float) -> SetResult:
-        kept = (KeptScan("f0", np.zeros((2, 4), np.float32), np.zeros(2, np.int64), np.zeros(2, np.int64),
-                         np.ones(2, bool)),)
-        zs = ZeroShotResult(all_points=scores, visible=perfect, teacher=scores, seen=np.array([True, False, True]),
-                            inside_fraction=0.75, scans=2,
-                            structure=StructureResult(gap=0.1 + offset, gap_balanced=0.2, cka=0.3, knn_agreement=0.4,
-                                                      teacher_knn_agreement=0.5),
-                            kept=kept)
-        return SetResult(zero_shot=zs, linear_probe=ProbeResult(scores=perfect, scans=1, train_points=100),
-                         finetune=(FinetuneResult(scores=perfect, scans=1, fraction=0.01, steps=5),
-                                   FinetuneResult(scores=scores, scans=2, fraction=0.1, steps=5)))
+    def one_set(offset: float) -> typed.SetResult:
+        kept = (typed.KeptScan("f0", np.zeros((2, 4), np.float32), np.zeros(2, np.int64), np.zeros(2, np.int64),
+                               np.ones(2, bool)),)
+        structure = typed.StructureResult(gap=0.1 + offset, gap_balanced=0.2, cka=0.3, knn_agreement=0.4,
+                                          teacher_knn_agreement=0.5)
+        zs = typed.ZeroShotResult(all_points=scores, visible=perfect, teacher=scores,
+                                  seen=np.array([True, False, True]), inside_fraction=0.75, scans=2,
+                                  structure=structure, kept=kept)
+        probe = typed.ProbeResult(scores=perfect, scans=1, train_points=100)
+        finetune = (typed.FinetuneResult(scores=perfect, scans=1, fraction=0.01, steps=5),
+                    typed.FinetuneResult(scores=scores, scans=2, fraction=0.1, steps=5))
+        return typed.SetResult(zero_shot=zs, linear_probe=probe, finetune=finetune)
 
-    return EvaluationResult(vocabulary=voc, in_distribution=one_set(0.0), ood=one_set(0.5))
+    return typed.EvaluationResult(vocabulary=voc, in_distribution=one_set(0.0), ood=one_set(0.5))
 
 
 # report.json's keys as they were when evaluation returned dicts (compare, the demo and the docs read them)

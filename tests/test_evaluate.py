@@ -24,6 +24,7 @@ from relidar.training.evaluate import (
     to_vocabulary_labels,
     train_linear_probe,
 )
+from relidar.training.evaluate import results as typed
 from relidar.training.losses import relational_terms
 from relidar.training.metrics import miou_over, scores_from_confusion
 
@@ -31,13 +32,24 @@ from relidar.training.metrics import miou_over, scores_from_confusion
 def test_gap_by_hand_and_matches_loss_term() -> None:
     k = np.array([[1.0, 0.0], [0.0, 1.0]])
     q = np.array([[1.0, 0.0], [0.6, 0.8]])
-    assert structural_gap(k, q)["gap"] == pytest.approx(0.6)
+    assert structural_gap(k, q).gap == pytest.approx(0.6)
     rng = np.random.default_rng(0)
     k, q = rng.standard_normal((40, 8)), rng.standard_normal((40, 8))
     intra = relational_terms(torch.from_numpy(k), torch.from_numpy(q)).intra.item()
-    assert structural_gap(k, q)["gap"] == pytest.approx(intra, rel=1e-6)
-    assert structural_gap(q, q)["gap"] == pytest.approx(0.0, abs=1e-12)
+    assert structural_gap(k, q).gap == pytest.approx(intra, rel=1e-6)
+    assert structural_gap(q, q).gap == pytest.approx(0.0, abs=1e-12)
 
+
+
+def test_measures_leave_their_inputs_alone() -> None:
+    # the rows are normalised in place (relidar.core.rows.unit_rows), so the measures must work on copies
+    rng = np.random.default_rng(1)
+    k, q, y = 3.0 * rng.standard_normal((30, 4)), rng.standard_normal((30, 4)), rng.integers(0, 2, 30)
+    k0, q0 = k.copy(), q.copy()
+    structural_gap(k, q)
+    knn_label_agreement(k, y, 3)
+    np.testing.assert_array_equal(k, k0)
+    np.testing.assert_array_equal(q, q0)
 
 def test_linear_cka_reference_properties() -> None:
     rng = np.random.default_rng(0)
@@ -161,3 +173,71 @@ def test_evaluate_cli_writes_report(tmp_path: Path) -> None:
     assert "Per-class IoU" in (folder / "report.md").read_text()
     bad = CliRunner().invoke(app, ["--checkpoint", str(tmp_path / "missing.safetensors")])
     assert bad.exit_code == 1 and str(tmp_path / "missing.safetensors") in bad.output and "Traceback" not in bad.output
+
+
+def _hand_made_result():
+    """An EvaluationResult built by hand (no model): every number known in advance."""
+    from relidar.core.text.spec import NamedTextSpec
+    from relidar.core.vocabulary import Vocabulary
+
+    names = ("road", "car", "tree")
+    voc = Vocabulary(class_names=names, synonyms=tuple((n,) for n in names), colors=np.zeros((3, 3), np.uint8),
+                     embeddings=np.eye(3, dtype=np.float32), templates=("a {}",),
+                     encoder=NamedTextSpec(name="test", feature_dim=3))
+    # rows = truth: road IoU 8/11, car 3/6, tree 5/5
+    scores = scores_from_confusion(np.array([[8, 2, 0], [1, 3, 0], [0, 0, 5]]))
+    perfect = scores_from_confusion(np.diag([4, 4, 0]))  # tree absent: mIoU over road and car
+
+    def one_set(offset: float) -> typed.SetResult:
+        kept = (typed.KeptScan("f0", np.zeros((2, 4), np.float32), np.zeros(2, np.int64), np.zeros(2, np.int64),
+                               np.ones(2, bool)),)
+        structure = typed.StructureResult(gap=0.1 + offset, gap_balanced=0.2, cka=0.3, knn_agreement=0.4,
+                                          teacher_knn_agreement=0.5)
+        zs = typed.ZeroShotResult(all_points=scores, visible=perfect, teacher=scores,
+                                  seen=np.array([True, False, True]), inside_fraction=0.75, scans=2,
+                                  structure=structure, kept=kept)
+        probe = typed.ProbeResult(scores=perfect, scans=1, train_points=100)
+        finetune = (typed.FinetuneResult(scores=perfect, scans=1, fraction=0.01, steps=5),
+                    typed.FinetuneResult(scores=scores, scans=2, fraction=0.1, steps=5))
+        return typed.SetResult(zero_shot=zs, linear_probe=probe, finetune=finetune)
+
+    return typed.EvaluationResult(vocabulary=voc, in_distribution=one_set(0.0), ood=one_set(0.5))
+
+
+# report.json's keys as they were when evaluation returned dicts (compare, the demo and the docs read them)
+SUMMARY_KEYS = ["zero_shot_miou", "zero_shot_miou_seen", "zero_shot_miou_visible", "zero_shot_miou_visible_seen",
+                "teacher_miou_visible", "teacher_seen_classes", "probe_miou", "probe_miou_seen", "gap", "gap_balanced",
+                "cka", "knn_agreement", "teacher_knn_agreement", "finetune_miou_1pct", "finetune_miou_10pct"]
+SCORE_KEYS = ["miou", "accuracy", "iou", "confusion"]
+SET_KEYS = ["zero_shot", "structure", "linear_probe", "finetune"]
+
+
+def test_result_json_keeps_its_keys_and_values() -> None:
+    result = _hand_made_result()
+    payload = json.loads(json.dumps(result.to_json(), allow_nan=True))
+    assert list(payload) == ["summary", "classes", *SET_KEYS, "ood"]
+    assert list(payload["summary"]) == SUMMARY_KEYS + [f"ood_{k}" for k in SUMMARY_KEYS]
+    assert payload["classes"] == ["road", "car", "tree"]
+    assert list(payload["ood"]) == SET_KEYS
+    for part in (payload, payload["ood"]):
+        zs = part["zero_shot"]
+        assert list(zs) == ["all", "visible", "teacher_visible", "teacher_seen", "inside_fraction", "scans"]
+        assert all(list(zs[k]) == SCORE_KEYS for k in ("all", "visible", "teacher_visible"))
+        assert zs["teacher_seen"] == ["road", "tree"] and zs["inside_fraction"] == 0.75 and zs["scans"] == 2
+        assert zs["all"]["confusion"] == [[8, 2, 0], [1, 3, 0], [0, 0, 5]]
+        assert zs["all"]["iou"] == {"road": pytest.approx(8 / 11), "car": 0.5, "tree": 1.0}
+        assert list(part["structure"]) == ["gap", "gap_balanced", "cka", "knn_agreement", "teacher_knn_agreement"]
+        assert list(part["linear_probe"]) == ["scans", "train_points", *SCORE_KEYS]
+        assert part["linear_probe"]["scans"] == 1 and part["linear_probe"]["train_points"] == 100
+        assert [list(ft) for ft in part["finetune"]] == [["fraction", "scans", "steps", *SCORE_KEYS]] * 2
+        assert [(ft["fraction"], ft["scans"], ft["steps"]) for ft in part["finetune"]] == [(0.01, 1, 5), (0.1, 2, 5)]
+    assert payload["structure"] == {"gap": 0.1, "gap_balanced": 0.2, "cka": 0.3, "knn_agreement": 0.4,
+                                    "teacher_knn_agreement": 0.5}
+    summary = payload["summary"]
+    by_hand = {"zero_shot_miou": (8 / 11 + 0.5 + 1.0) / 3, "zero_shot_miou_seen": (8 / 11 + 1.0) / 2,
+               "zero_shot_miou_visible": 1.0, "zero_shot_miou_visible_seen": 1.0,  # tree absent from the truth
+               "teacher_miou_visible": (8 / 11 + 0.5 + 1.0) / 3, "teacher_seen_classes": 2.0, "probe_miou": 1.0,
+               "probe_miou_seen": 1.0, "gap": 0.1, "ood_gap": 0.6, "finetune_miou_1pct": 1.0,
+               "finetune_miou_10pct": (8 / 11 + 0.5 + 1.0) / 3}
+    assert {k: summary[k] for k in by_hand} == pytest.approx(by_hand)
+    assert summary == pytest.approx(result.summary())

@@ -43,6 +43,6 @@ def test_distilled_student_beats_untrained_one_zero_shot(tmp_path: Path) -> None
     trained = load_student(run.weights).eval()
     torch.manual_seed(cfg.train.seed)
     untrained = Student(cfg.student).eval()  # the weights the run started from
-    distilled = evaluate_zero_shot(trained, held_out, vocabulary, torch.device("cpu"), gap_pairs=4)["all"].miou
-    baseline = evaluate_zero_shot(untrained, held_out, vocabulary, torch.device("cpu"), gap_pairs=4)["all"].miou
+    distilled = evaluate_zero_shot(trained, held_out, vocabulary, torch.device("cpu"), gap_pairs=4).all_points.miou
+    baseline = evaluate_zero_shot(untrained, held_out, vocabulary, torch.device("cpu"), gap_pairs=4).all_points.miou
     assert distilled >= baseline + MARGIN, f"distilled {distilled:.3f} vs untrained {baseline:.3f}"

@@ -26,8 +26,8 @@ def test_text_vectors_score_perfectly(tiny) -> None:
     cfg, vocabulary, data = tiny
     zs = evaluate_zero_shot(None, data, vocabulary, torch.device("cpu"), gap_pairs=512,
                             outputs=oracle_outputs(vocabulary.embeddings, cfg))
-    assert zs["all"].miou == pytest.approx(1.0) and zs["visible"].miou == pytest.approx(1.0)
-    assert zs["knn_agreement"] == pytest.approx(1.0)  # identical vectors within a class
+    assert zs.all_points.miou == pytest.approx(1.0) and zs.visible.miou == pytest.approx(1.0)
+    assert zs.structure.knn_agreement == pytest.approx(1.0)  # identical vectors within a class
 
 
 def test_similarity_oracle_is_the_class_mean_direction(tiny) -> None:

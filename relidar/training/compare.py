@@ -43,11 +43,12 @@ from typing import Any, Callable, Literal, Sequence
 import numpy as np
 from pydantic import Field, model_validator
 
-from relidar.core.atomic import atomic_path, atomic_write_bytes
+from relidar.core.atomic import atomic_write_bytes
 from relidar.core.config import StrictModel, save_config
 from relidar.core.errors import RelidarError
 from relidar.model.weights import load_student
 from relidar.training.config import DistillConfig
+from relidar.training.figures import new_figure, save_png
 from relidar.training.losses import LOSS_NAMES, LossName
 from relidar.training.oracle import OracleConfig
 
@@ -313,11 +314,11 @@ def _curve(run_dir: Path, config: DistillConfig, scans: int | None, init_model) 
 
     vocabulary = resolve_vocabulary(config)
     data = labelled_set("in-distribution", config.data, vocabulary, scans)
-    points = [[0.0, evaluate_zero_shot(init_model, data, vocabulary, "cpu", gap_pairs=4)["all"].miou]]
+    points = [[0.0, evaluate_zero_shot(init_model, data, vocabulary, "cpu", gap_pairs=4).miou]]
     for path in sorted((run_dir / "checkpoints").glob("step_*.safetensors")):
         model = load_student(path).eval()
         step = float(int(path.stem.split("_")[1]))
-        points.append([step, evaluate_zero_shot(model, data, vocabulary, "cpu", gap_pairs=4)["all"].miou])
+        points.append([step, evaluate_zero_shot(model, data, vocabulary, "cpu", gap_pairs=4).miou])
     return points
 
 
@@ -361,11 +362,9 @@ def run_job(job: Job) -> dict:
         vocabulary = resolve_vocabulary(config)
         data = labelled_set("in-distribution", config.data, vocabulary, config.eval.max_scans)
         zs = evaluate_oracle(data, config, vocabulary, OracleConfig.model_validate_json(job.oracle_json))
-        from relidar.training.metrics import miou_over
-
-        row["summary"] = {"zero_shot_miou": zs["all"].miou, "zero_shot_miou_seen": miou_over(zs["all"], zs["seen"]),
-                          "zero_shot_miou_visible": zs["visible"].miou, "gap": zs["gap"],
-                          "gap_balanced": zs["gap_balanced"], "cka": zs["cka"]}
+        row["summary"] = {"zero_shot_miou": zs.miou, "zero_shot_miou_seen": zs.miou_seen,
+                          "zero_shot_miou_visible": zs.miou_visible, "gap": zs.structure.gap,
+                          "gap_balanced": zs.structure.gap_balanced, "cka": zs.structure.cka}
     row["seconds"] = time.perf_counter() - start
     row["cpu_seconds"] = time.process_time() - cpu  # the budget whatever else the machine runs
     return row
@@ -541,25 +540,10 @@ def switch_table(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _figure(width: float, height: float):
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    from matplotlib.figure import Figure
-
-    return Figure(figsize=(width, height), dpi=100)
-
-
-def _save(fig: Any, path: Path) -> Path:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", facecolor="white", bbox_inches="tight")
-    return path
-
-
 def plot_learning_curves(path: Path, runs: Sequence[dict]) -> Path:
     """Zero-shot mIoU at the kept checkpoints (mean over seeds, min-max band) and the training loss relative
     to its first logged value, per loss."""
-    fig = _figure(11, 4)
+    fig = new_figure(11, 4)
     ax_z, ax_l = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
     main = [r for r in runs if r["group"] == "main"]
     for j, loss in enumerate(dict.fromkeys(r["loss"] for r in main)):
@@ -581,11 +565,11 @@ def plot_learning_curves(path: Path, runs: Sequence[dict]) -> Path:
     for ax in (ax_z, ax_l):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def plot_gap_scatter(path: Path, runs: Sequence[dict], metrics: Sequence[tuple[str, str]]) -> Path:
-    fig = _figure(5 * len(metrics), 4)
+    fig = new_figure(5 * len(metrics), 4)
     main = [r for r in runs if r["group"] == "main"]
     for i, (key, label) in enumerate(metrics):
         ax = fig.add_subplot(1, len(metrics), i + 1)
@@ -598,7 +582,7 @@ def plot_gap_scatter(path: Path, runs: Sequence[dict], metrics: Sequence[tuple[s
         if i == 0:
             ax.legend(fontsize=8)
     fig.suptitle("structural gap vs mIoU (one point per run)")
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def plan_markdown(config: DistillConfig, plan: ComparePlan, jobs: Sequence[Job]) -> str:

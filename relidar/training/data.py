@@ -31,6 +31,7 @@ from torch import Tensor
 from relidar.core.errors import RelidarError
 from relidar.core.kernel_maps import KernelMaps
 from relidar.core.preprocess import Preprocessor
+from relidar.core.seeds import Purpose, stream
 from relidar.model.batch import TorchInputs, to_torch
 from relidar.model.network import StudentConfig
 from relidar.training.augment import AugmentConfig, augment_points
@@ -45,11 +46,6 @@ from relidar.training.feature_cache import (
 from relidar.training.sampling import SamplingConfig, batch_counts, kmeans, sample_pairs
 from relidar.training.teachers.base import PatchGrid
 from relidar.training.teachers.online import OnlineFrames, TeacherInputs, plan_teacher_inputs
-
-_ORDER_TAG = 0x0D15
-_SAMPLE_TAG = 0x5A4E
-_CLUSTER_TAG = 0xC1A5
-_BATCH_TAG = 0xBA7C
 
 
 class DataError(RelidarError, ValueError):
@@ -293,13 +289,13 @@ class DistillDataset:
 
     def epoch_order(self, epoch: int) -> np.ndarray:
         """Positions (into ``frames``) in the order epoch ``epoch`` visits them."""
-        rng = np.random.default_rng(np.random.SeedSequence([self.seed, epoch, _ORDER_TAG]))
+        rng = stream(self.seed, Purpose.ORDER, epoch)
         return rng.permutation(len(self.frames))
 
     def clusters(self, frame: int, cached: CachedFrame) -> np.ndarray:
         """Teacher-feature cluster of each pair of ``frame`` (computed once; depends on the seed only)."""
         if frame not in self._clusters:
-            rng = np.random.default_rng(np.random.SeedSequence([self.seed, frame, _CLUSTER_TAG]))
+            rng = stream(self.seed, Purpose.CLUSTER, frame)
             self._clusters[frame] = kmeans(cached.pair_features.astype(np.float32), self.sampling.clusters,
                                            self.sampling.kmeans_iterations, rng)
         return self._clusters[frame]
@@ -310,7 +306,7 @@ class DistillDataset:
         ``sampling.pairs_per_scan``); ``cached`` is the frame when the caller has read it already."""
         frame = self.frames[position]
         cached = cached if cached is not None else self.cache[frame]
-        rng = np.random.default_rng(np.random.SeedSequence([self.seed, epoch, frame, _SAMPLE_TAG]))
+        rng = stream(self.seed, Purpose.SAMPLE, epoch, frame)
         clusters = self.clusters(frame, cached) if self.sampling.mode == "balanced" else None
         chosen = sample_pairs(cached.num_pairs, self.sampling, rng, clusters, num_pairs)
         points = augment_points(cached.points, self.augment, rng)
@@ -335,7 +331,7 @@ class DistillDataset:
         if self.sampling.scope == "scan":
             return [self.sample(int(p), epoch) for p in positions]
         frames = [self.cache[self.frames[int(p)]] for p in positions]
-        rng = np.random.default_rng(np.random.SeedSequence([self.seed, epoch, step_in_epoch, rank, _BATCH_TAG]))
+        rng = stream(self.seed, Purpose.BATCH, epoch, step_in_epoch, rank)
         n = max(2, self.sampling.pairs_per_batch // world_size)
         counts = batch_counts([f.num_pairs for f in frames], n, rng)
         return [self.sample(int(p), epoch, int(c), f) for p, c, f in zip(positions, counts, frames)]

@@ -16,7 +16,6 @@ Pairs are drawn as distillation draws them (``sampling.scope``, ``pairs_per_batc
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
@@ -24,14 +23,13 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from relidar.core.config import StrictModel
+from relidar.core.seeds import Purpose, stream
 from relidar.core.vocabulary import Vocabulary
 from relidar.training.config import DistillConfig
-from relidar.training.evaluate import LabelledSet, ScanOutput, evaluate_zero_shot
+from relidar.training.evaluate import LabelledSet, ScanOutput, ZeroShotResult, evaluate_zero_shot
 from relidar.training.feature_cache import CachedFrame
 from relidar.training.losses import batch_loss
 from relidar.training.sampling import batch_counts
-
-_ORACLE_TAG = 0x0AC1
 
 
 class OracleConfig(StrictModel):
@@ -70,7 +68,7 @@ def fit_oracle(data: LabelledSet, config: DistillConfig, num_classes: int, oracl
     sampling, batch_size = config.sampling, min(config.train.batch_size, len(scans))
     with torch.enable_grad():
         for step in range(oracle.steps):
-            rng = np.random.default_rng(np.random.SeedSequence([seed, step, _ORACLE_TAG]))
+            rng = stream(seed, Purpose.ORACLE, step)
             chosen = rng.choice(len(scans), size=batch_size, replace=False)
             if sampling.scope == "batch":
                 counts = batch_counts([len(scans[c].labels) for c in chosen], sampling.pairs_per_batch, rng)
@@ -105,7 +103,7 @@ def oracle_outputs(vectors: np.ndarray, config: DistillConfig):
 
 
 def evaluate_oracle(data: LabelledSet, config: DistillConfig, vocabulary: Vocabulary,
-                    oracle: OracleConfig) -> dict[str, Any]:
+                    oracle: OracleConfig) -> ZeroShotResult:
     """Fit the oracle with ``config.loss`` and score it zero-shot on the held-out scans."""
     vectors = fit_oracle(data, config, vocabulary.num_classes, oracle)
     ev = config.eval

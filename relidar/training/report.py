@@ -9,8 +9,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from relidar.core.atomic import atomic_path, atomic_write_bytes
+from relidar.core.atomic import atomic_write_bytes
 from relidar.training.evaluate import EvaluationResult, SetResult, fraction_tag
+from relidar.training.figures import new_figure, save_png
 from relidar.training.metrics import SegmentationScores
 
 
@@ -18,24 +19,9 @@ def _fmt(v: float | None) -> str:
     return "–" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{100 * v:.1f}"
 
 
-def _figure(width: float, height: float):
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    from matplotlib.figure import Figure
-
-    return Figure(figsize=(width, height), dpi=100)
-
-
-def _save(fig: Any, path: Path) -> Path:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", facecolor="white", bbox_inches="tight")
-    return path
-
-
 def plot_iou_bars(path: Path, series: dict[str, SegmentationScores], class_names: Sequence[str],
                   colors: np.ndarray) -> Path:
-    fig = _figure(max(6.0, 0.6 * len(class_names)), 4.0)
+    fig = new_figure(max(6.0, 0.6 * len(class_names)), 4.0)
     ax = fig.add_subplot(1, 1, 1)
     width = 0.8 / max(len(series), 1)
     x = np.arange(len(class_names))
@@ -51,7 +37,7 @@ def plot_iou_bars(path: Path, series: dict[str, SegmentationScores], class_names
     # Below the axes, never over the bars.
     ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.32), ncol=min(len(series), 2), frameon=False)
     ax.set_title("per-class IoU")
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def plot_confusion(path: Path, confusion: np.ndarray, class_names: Sequence[str], title: str) -> Path:
@@ -59,7 +45,7 @@ def plot_confusion(path: Path, confusion: np.ndarray, class_names: Sequence[str]
     rows = cm.sum(axis=1, keepdims=True)
     norm = np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0)
     n = len(class_names)
-    fig = _figure(1.0 + 0.5 * n, 0.8 + 0.5 * n)
+    fig = new_figure(1.0 + 0.5 * n, 0.8 + 0.5 * n)
     ax = fig.add_subplot(1, 1, 1)
     im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
     ax.set_xticks(range(n), list(class_names), rotation=45, ha="right")
@@ -73,7 +59,7 @@ def plot_confusion(path: Path, confusion: np.ndarray, class_names: Sequence[str]
                 ax.text(j, i, f"{norm[i, j]:.2f}", ha="center", va="center", fontsize=6,
                         color="white" if norm[i, j] > 0.5 else "black")
     fig.colorbar(im, ax=ax, fraction=0.046)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def plot_bev_pair(out_dir: Path, stem: str, points: np.ndarray, target: np.ndarray, prediction: np.ndarray,
@@ -103,13 +89,13 @@ def scores_table(rows: dict[str, SegmentationScores], class_names: Sequence[str]
 def score_rows(result: SetResult) -> dict[str, SegmentationScores]:
     """The per-class score rows of one labelled set, by label."""
     rows: dict[str, SegmentationScores] = {
-        "zero-shot, all points": result.zero_shot["all"],
-        "zero-shot, camera-visible": result.zero_shot["visible"],
-        "teacher (2D) zero-shot, camera-visible": result.zero_shot["teacher"],
-        f"linear probe, {_scans(result.linear_probe['scans'])}": result.linear_probe["scores"],
+        "zero-shot, all points": result.zero_shot.all_points,
+        "zero-shot, camera-visible": result.zero_shot.visible,
+        "teacher (2D) zero-shot, camera-visible": result.zero_shot.teacher,
+        f"linear probe, {_scans(result.linear_probe.scans)}": result.linear_probe.scores,
     }
     for ft in result.finetune:
-        rows[f"fine-tuned, {fraction_tag(ft['fraction'])} ({_scans(ft['scans'])})"] = ft["scores"]
+        rows[f"fine-tuned, {fraction_tag(ft.fraction)} ({_scans(ft.scans)})"] = ft.scores
     return rows
 
 
@@ -135,6 +121,7 @@ def write_report(out_dir: Path | str, result: EvaluationResult, title: str = "re
     if result.ood is not None:
         rows.update({f"OOD {k}": v for k, v in score_rows(result.ood).items()})
     summary = result.summary()
+    zs, structure = result.zero_shot, result.zero_shot.structure
     md = [f"# {title}", ""]
     if extra:
         md += [f"- {k}: `{v}`" for k, v in extra.items()] + [""]
@@ -144,28 +131,27 @@ def write_report(out_dir: Path | str, result: EvaluationResult, title: str = "re
         md.append(f"| {k} | {_fmt(v)} % |" if "miou" in k else f"| {k} | {v:.4f} |")
     md += ["", "## Per-class IoU", "", "IoU and mIoU in % (– where a class is absent from truth and prediction).", "",
            scores_table(rows, names), "",
-           f"Zero-shot is scored on points inside the student's crop ({100 * result.zero_shot['inside_fraction']:.1f}% "
+           f"Zero-shot is scored on points inside the student's crop ({100 * zs.inside_fraction:.1f}% "
            "of the points) of the held-out scans. Classes the teacher sees (its own IoU reaches the "
-           f"`eval.teacher_seen_iou` threshold): {', '.join(n for n, s in zip(names, result.zero_shot['seen']) if s)}.", "",
+           f"`eval.teacher_seen_iou` threshold): {', '.join(zs.seen_names(names))}.", "",
            "## Structure (held-out pairs)", "",
-           f"- the paper's gap, mean |KKᵀ − QQᵀ| (i≠j, uniform pairs): {result.zero_shot['gap']:.4f}",
-           f"- the same on pairs drawn equally per ground-truth class: {result.zero_shot['gap_balanced']:.4f}",
-           f"- linear CKA(K, Q): {result.zero_shot['cka']:.4f}",
-           f"- k-NN label agreement, student / teacher: {result.zero_shot['knn_agreement']:.4f} / "
-           f"{result.zero_shot['teacher_knn_agreement']:.4f}", ""]
+           f"- the paper's gap, mean |KKᵀ − QQᵀ| (i≠j, uniform pairs): {structure.gap:.4f}",
+           f"- the same on pairs drawn equally per ground-truth class: {structure.gap_balanced:.4f}",
+           f"- linear CKA(K, Q): {structure.cka:.4f}",
+           f"- k-NN label agreement, student / teacher: {structure.knn_agreement:.4f} / "
+           f"{structure.teacher_knn_agreement:.4f}", ""]
     files["iou"] = plot_iou_bars(out / "iou_per_class.png", {k: v for k, v in rows.items() if "OOD" not in k},
                                  names, voc.colors)
-    files["confusion"] = plot_confusion(out / "confusion_zero_shot.png", result.zero_shot["all"].confusion, names,
+    files["confusion"] = plot_confusion(out / "confusion_zero_shot.png", zs.all_points.confusion, names,
                                         "zero-shot confusion")
     md += ["## Pictures", "", "![per-class IoU](iou_per_class.png)", "",
            "![zero-shot confusion](confusion_zero_shot.png)", ""]
-    for i, kept in enumerate(result.zero_shot["kept"]):
+    for i, kept in enumerate(zs.kept):
         stem = f"bev_{i}"
-        gt, pred = plot_bev_pair(out, stem, kept["points"], kept["target"], kept["prediction"], kept["inside"],
-                                 names, voc.colors)
+        gt, pred = plot_bev_pair(out, stem, kept.points, kept.target, kept.prediction, kept.inside, names, voc.colors)
         files[f"{stem}_gt"] = gt
         files[f"{stem}_pred"] = pred
-        md += [f"Scan `{kept['frame_id']}`: ground truth / zero-shot prediction", "",
+        md += [f"Scan `{kept.frame_id}`: ground truth / zero-shot prediction", "",
                f"![ground truth]({gt.name}) ![prediction]({pred.name})", ""]
     atomic_write_bytes(out / "report.md", "\n".join(md).encode())
     files["markdown"] = out / "report.md"

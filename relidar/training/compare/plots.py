@@ -25,9 +25,10 @@ def _save(fig: Any, path: Path) -> Path:
     return path
 
 
-def plot_learning_curves(path: Path, runs: Sequence[dict]) -> Path:
-    """Zero-shot mIoU at the kept checkpoints (mean over seeds, min-max band) and the training loss relative
-    to its first logged value, per loss."""
+def plot_learning_curves(path: Path, runs: Sequence[dict], scans: str = "held-out scans",
+                         marks: Sequence[int] = ()) -> Path:
+    """Zero-shot mIoU at the kept checkpoints (mean over seeds, min-max band; scored on ``scans``) and the
+    training loss relative to its first logged value, per loss; dashed lines at the steps ``marks`` (budgets)."""
     fig = _figure(11, 4)
     ax_z, ax_l = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
     main = [r for r in runs if r["group"] == "main"]
@@ -42,12 +43,14 @@ def plot_learning_curves(path: Path, runs: Sequence[dict]) -> Path:
             curve = np.asarray(r.get("train_loss") or [[0.0, 1.0]])
             ax_l.plot(curve[:, 0], curve[:, 1] / curve[0, 1], color=f"C{j}", alpha=0.5, label=loss if i == 0 else None)
     ax_z.set_xlabel("optimizer step")
-    ax_z.set_ylabel("zero-shot mIoU (%), held-out scans")
+    ax_z.set_ylabel(f"zero-shot mIoU (%), {scans}")
     ax_z.set_title("zero-shot mIoU during distillation (mean, min-max over seeds)")
     ax_l.set_xlabel("optimizer step")
     ax_l.set_ylabel("training loss / its first value")
     ax_l.set_title("training loss")
     for ax in (ax_z, ax_l):
+        for step in marks:
+            ax.axvline(step, color="grey", linestyle="--", linewidth=0.8)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     return _save(fig, path)

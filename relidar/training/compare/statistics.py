@@ -14,17 +14,26 @@ What a verdict means (:func:`verdict`), at the plan's confidence (95 % by defaul
   runs for r) -- these runs cannot tell, at this budget and with these seeds. It is not evidence of no
   effect: more seeds narrow the interval.
 
-A verdict is about these runs' budget, teacher and data, nothing wider.
+A verdict is about these runs' budget, teacher and data, nothing wider; with several budgets each claim
+gets one per budget (:func:`at_budget`), and :func:`flattening` says whether the curves have stopped
+rising there: the last quarter's improvement of zero-shot mIoU on the validation street, mean over seeds
+with its interval -- *flattened* when the interval lies below the plan's ``flat_within``, *still rising*
+when it lies above zero (and not below ``flat_within``), *undecided* otherwise. A ranking taken while a
+curve still rises measures speed, not the representation.
+
+The per-loss selection (:func:`select_settings`) reads only the grid's runs, scored on the validation
+street: the setting of highest mean, ties to the earlier one of the grid.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import asdict, dataclass
 from typing import Any, Literal, Sequence
 
 import numpy as np
 
-from relidar.training.compare.plan import ComparePlan, switch_losses
+from relidar.training.compare.plan import CompareError, ComparePlan, Setting, quarter_step, switch_losses
 
 Verdict = Literal["holds", "reversed", "undecided"]
 
@@ -141,3 +150,112 @@ def switch_analysis(plan: ComparePlan, runs: Sequence[dict]) -> list[dict[str, A
                         "change": change["mean"], "lo": lo, "hi": hi, "n": change["n"], "moved": direction,
                         "predicted": expected, "outcome": outcome})
     return out
+
+
+def at_budget(runs: Sequence[dict], budget: int) -> list[dict]:
+    """The rows as they stand at ``budget``: a distilled run's summary at that budget's checkpoint (its
+    ``budget`` and ``step`` added); rows without budgets (untrained students, oracles) as they are."""
+    out = []
+    for r in runs:
+        if "budgets" not in r:
+            out.append(r)
+            continue
+        for b in r["budgets"]:
+            if b["budget"] == budget:
+                out.append({**r, "summary": b["summary"], "budget": budget, "step": b["step"]})
+    return out
+
+
+def flat_state(lo: float, hi: float, within: float) -> str:
+    """``flattened`` when the improvement's interval lies below ``within``, ``still rising`` when above 0."""
+    if math.isnan(lo) or math.isnan(hi):
+        return "undecided"
+    if hi < within:
+        return "flattened"
+    return "still rising" if lo > 0 else "undecided"
+
+
+def flattening(plan: ComparePlan, runs: Sequence[dict], group: str = "main") -> list[dict[str, Any]]:
+    """Per loss and budget of ``group``: the last quarter's improvement of the learning curve (from 3/4 of the
+    budget's steps to its end), mean over seeds with its interval, and whether the curve has flattened."""
+    if plan.flat_within is None:
+        return []
+    rows = [r for r in runs if r["group"] == group and r.get("curve") and r.get("budgets")]
+    out = []
+    for loss in dict.fromkeys(r["loss"] for r in rows):
+        for budget in plan.budgets:
+            diffs = []
+            for r in (x for x in rows if x["loss"] == loss):
+                curve = {int(step): value for step, value in r["curve"]}
+                for b in r["budgets"]:
+                    if b["budget"] == budget and b["step"] in curve and quarter_step(b["step"]) in curve:
+                        diffs.append(curve[b["step"]] - curve[quarter_step(b["step"])])
+            stats = mean_interval(diffs, plan.confidence)
+            lo, hi = stats["mean"] - stats["half"], stats["mean"] + stats["half"]
+            out.append({"group": group, "loss": loss, "budget": budget, "improvement": stats["mean"], "lo": lo,
+                        "hi": hi, "n": stats["n"], "state": flat_state(lo, hi, plan.flat_within)})
+    return out
+
+
+def select_settings(plan: ComparePlan, runs: Sequence[dict]) -> tuple[dict[str, Setting], list[dict[str, Any]]]:
+    """The setting chosen per loss from the grid's runs (group ``select``, scored on the validation street),
+    and the grid's table: every setting's scores over seeds, the choice, and whether it lies on the grid's
+    edge (the best setting may then lie outside it)."""
+    if plan.selection is None:
+        return {}, []
+    metric = plan.selection.metric
+    rows = [r for r in runs if r["group"] == "select"]
+    chosen: dict[str, Setting] = {}
+    table: list[dict[str, Any]] = []
+    for loss in plan.losses:
+        grid = plan.selection.settings(loss)
+        entries = []
+        for setting in grid:
+            values = [r["summary"].get(metric, float("nan")) for r in rows
+                      if r["loss"] == loss and Setting(r["setting"]["lr_factor"], r["setting"]["temperature"]) == setting]
+            entries.append({"loss": loss, "setting": {**asdict(setting), "label": setting.label}, "values": values,
+                            **mean_interval(values, plan.confidence), "chosen": False, "edge": False})
+        scored = [i for i, e in enumerate(entries) if not math.isnan(e["mean"])]
+        if not scored:
+            raise CompareError(f"selection: no setting of {loss} has a finite `{metric}` on the validation street")
+        best = max(scored, key=lambda i: (entries[i]["mean"], -i))
+        chosen[loss] = grid[best]
+        factors, temperatures = sorted(plan.selection.lr_factors), sorted(plan.selection.temperatures)
+        entries[best]["chosen"] = True
+        entries[best]["edge"] = (len(factors) > 1 and grid[best].lr_factor in (factors[0], factors[-1])) or (
+            grid[best].temperature is not None and len(temperatures) > 1
+            and grid[best].temperature in (temperatures[0], temperatures[-1]))
+        table += entries
+    return chosen, table
+
+
+@dataclass(frozen=True)
+class Findings:
+    """Everything the report states, computed from the runs: per budget the table over seeds, the claims
+    (main runs, and the fixed-setting control) and the switches; the curves' flattening; the grid."""
+
+    budgets: list[int]
+    tables: dict[int, dict[str, dict[str, dict[str, float]]]]
+    claims: dict[int, list[dict[str, Any]]]
+    fixed_claims: dict[int, list[dict[str, Any]]]
+    switches: dict[int, list[dict[str, Any]]]
+    flattening: list[dict[str, Any]]
+    grid: list[dict[str, Any]]
+    chosen: dict[str, dict[str, Any]]
+
+
+def findings(plan: ComparePlan, runs: Sequence[dict]) -> Findings:
+    """:class:`Findings` of ``runs`` (rows of every job, the selection's included) under ``plan``."""
+    chosen, grid = select_settings(plan, runs)
+    rest = [r for r in runs if r["group"] != "select"]
+    by_budget = {b: at_budget(rest, b) for b in plan.budgets}
+    return Findings(
+        budgets=list(plan.budgets),
+        tables={b: aggregate(rows, plan.confidence) for b, rows in by_budget.items()},
+        claims={b: decide(plan, rows) for b, rows in by_budget.items()},
+        fixed_claims={b: decide(plan, rows, group="fixed") for b, rows in by_budget.items()} if plan.fixed_setting else {},
+        switches={b: switch_analysis(plan, rows) for b, rows in by_budget.items()},
+        flattening=flattening(plan, rest) + (flattening(plan, rest, "fixed") if plan.fixed_setting else []),
+        grid=grid,
+        chosen={loss: {**asdict(s), "label": s.label} for loss, s in chosen.items()},
+    )

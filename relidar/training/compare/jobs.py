@@ -59,6 +59,11 @@ class Job:
         return name.replace(" ", "_").replace(":", "")
 
 
+def setting_json(setting: Setting | None) -> dict[str, Any] | None:
+    """A row's record of the setting its run used (``None``: the config's own)."""
+    return None if setting is None else {**asdict(setting), "label": setting.label}
+
+
 def variant(config: DistillConfig, loss: str, seed_offset: int, weights: RelationalWeights | None = None) -> DistillConfig:
     """``config`` with the loss replaced (relational weights set) and the seed shifted; all else identical."""
     tree = config.model_dump(mode="json")
@@ -174,7 +179,7 @@ def run_job(job: Job) -> dict:
     start, cpu = time.perf_counter(), time.process_time()
     config = DistillConfig.model_validate_json(job.config_json)
     row: dict[str, Any] = {"group": job.group, "loss": job.loss, "seed": job.seed, "kind": job.kind,
-                           "setting": None if job.setting is None else {**asdict(job.setting), "label": job.setting.label}}
+                           "setting": setting_json(job.setting)}
     if job.kind in ("distill", "select"):
         from relidar.model.network import Student
         from relidar.training.distill import distill

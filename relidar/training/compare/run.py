@@ -22,6 +22,7 @@ from relidar.training.compare.jobs import (
     plan_jobs,
     run_job,
     selection_jobs,
+    setting_json,
     switch_teacher,
 )
 from relidar.training.compare.plan import ComparePlan
@@ -81,6 +82,7 @@ class _Runner:
         for i, job in enumerate(jobs):
             row = finished[first[_job_key(job)]]
             rows.append(row if first[_job_key(job)] == i else {**row, "group": job.group, "loss": job.loss,
+                                                                "setting": setting_json(job.setting),
                                                                 "reused_from": row["group"]})
         self.rows += rows
         self._save(self.rows)

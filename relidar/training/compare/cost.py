@@ -64,10 +64,13 @@ def plan_cost(jobs: Sequence[Job], config: DistillConfig, base_steps: int) -> Pl
 
 def seconds_per_scan(bench_json: Path | str, loop: str | None = None) -> tuple[float, str]:
     """Seconds per trained scan of a ``relidar bench train`` JSON's training loop ``loop`` (e.g.
-    ``cuda/workers=4``; default: the fastest one measured): its mean step time over its batch size."""
+    ``cuda/workers=4``; default: the fastest one measured): its mean step time over its batch size. A
+    ``scripts/gpu_check.sh`` JSON is read through its ``train`` section, which is that benchmark's result."""
     path = Path(bench_json)
     try:
         bench = json.loads(path.read_text())
+        if "sections" in bench:
+            bench = bench["sections"]["train"]["result"]
         loops = bench["training_loop"]
         batch = int(bench["input"]["batch_size"])
     except (OSError, ValueError, KeyError, TypeError) as exc:

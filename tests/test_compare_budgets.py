@@ -207,3 +207,24 @@ def test_seconds_per_scan_from_bench_json(tmp_path: Path) -> None:
     path.write_text("{}")
     with pytest.raises(CompareError):
         seconds_per_scan(path)
+
+
+def test_estimate_prints_the_cost_and_runs_nothing(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from relidar.cli.app import single_command_app
+    from relidar.cli.compare import compare as command
+
+    bench = tmp_path / "bench.json"
+    bench.write_text(json.dumps({"input": {"batch_size": 2}, "training_loop": {"cpu/workers=0": {"step_mean_ms": 90000.0}}}))
+    config = write_config(tmp_path / "c.yaml", _tree(tmp_path))
+    plan = write_config(tmp_path / "plan.yaml", PLAN)
+    result = CliRunner().invoke(single_command_app(command), ["--config", str(config), "--plan", str(plan), "--estimate",
+                                                              str(bench), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    # 6 grid runs of 3 steps, 4 main + 4 fixed runs of 6 steps; 16 full evaluations (2 budgets each) of 2
+    # fine-tuning steps (finetune_steps 2, one fraction, no OOD set)
+    assert "14 jobs" in text and "66 steps of 1 scans" in text and "16 full evaluations (32 fine-tuning steps)" in text
+    assert f"{(66 + 32) * 45.0 / 3600:.1f} GPU-hours" in text and "45000.0 ms a scan" in text
+    assert not (tmp_path / "out").exists()

@@ -167,7 +167,7 @@ def test_budgeted_compare_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyP
     plan_md = (folder / "plan.md").read_text()
     assert "0.002 (×1), 0.006 (×3)" in plan_md and "| 0.07, 0.1 |" in plan_md and "bit for bit" in plan_md
     md = (folder / "compare.md").read_text()
-    assert "## Selection on the validation street" in md and "## Convergence" in md and "2x (6 steps)" in md
+    assert "## Selection on the validation split" in md and "## Convergence" in md and "2x (6 steps)" in md
     assert "relational > contrastive, zero-shot: 1x" in " ".join(result.output.split())
 
     # pointing the selection at the held-out street is refused before anything runs

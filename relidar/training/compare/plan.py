@@ -12,7 +12,7 @@ depends on the schedule. Under ``schedule: constant`` (the config's linear warm-
 lr at a step does not depend on the run's length, and the data order and pair draws are functions of
 (seed, epoch, step) only (``relidar.training.data``), so the checkpoint at step b·S of a longer run is
 bit for bit the run of budget b. Under ``schedule: config`` with a cosine schedule it is not: the cosine
-spans the longest run, so at step S of a 4x run the lr is still at ~85 % of its peak where a 1x run would
+spans the longest run, so at step S of a 4x run the lr is still at ~87 % of its peak where a 1x run would
 have annealed to ``min_lr_ratio``; the smaller budgets are then read at their step of the longest run,
 not annealed, and plan.md says so.
 """
@@ -101,7 +101,8 @@ class Selection(StrictModel):
                                     description="multiples of each loss's learning rate (optimizer.per_loss applied)")
     temperatures: list[float] = Field(default_factory=lambda: [0.04, 0.07, 0.1],
                                       description="contrastive only: the InfoNCE temperatures tried")
-    metric: str = Field("zero_shot_miou", description="summary key on the validation street")
+    metric: Literal["zero_shot_miou", "zero_shot_miou_seen", "zero_shot_miou_visible"] = Field(
+        "zero_shot_miou", description="zero-shot summary key on the validation street (the grid is scored zero-shot only)")
 
     @model_validator(mode="after")
     def _check(self) -> "Selection":

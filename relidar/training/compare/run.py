@@ -124,7 +124,7 @@ def compare(config: DistillConfig, plan: ComparePlan, out_dir: Path,
     atomic_write_bytes(out_dir / "plan.md", (plan_markdown(config, plan, base, cost) + "\n").encode())
     runner = _Runner(plan, out_dir, event)
     if grid:
-        event("selection on the validation street")
+        event("selection on the validation split")
         chosen, table = select_settings(plan, runner.run(grid))
         _write_json(out_dir / "selection.json", {"chosen": {loss: s.label for loss, s in chosen.items()}, "grid": table})
     else:
@@ -133,7 +133,7 @@ def compare(config: DistillConfig, plan: ComparePlan, out_dir: Path,
     runs = runner.rows
     found = findings(plan, runs)
     largest = at_budget([r for r in runs if r["group"] != "select"], plan.budgets[-1])
-    scans = "validation street" if config.data.selection is not None else "held-out scans"
+    scans = "validation split" if config.data.selection is not None else "held-out scans"
     plots = {"curves": plot_learning_curves(out_dir / "learning_curves.png", runs, scans,
                                             [b * base for b in plan.budgets] if len(plan.budgets) > 1 else ()),
              "scatter": plot_gap_scatter(out_dir / "gap_vs_miou.png", largest,

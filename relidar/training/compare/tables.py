@@ -103,7 +103,7 @@ def budget_verdict_lines(claims: Mapping[int, Sequence[dict[str, Any]]]) -> list
 
 
 def selection_table(grid: Sequence[dict[str, Any]], metric: str) -> str:
-    """The per-loss grid on the validation street: every setting's score per seed, its mean, the choice."""
+    """The per-loss grid on the validation split: every setting's score per seed, its mean, the choice."""
     lines = [f"| loss | setting | `{metric}` per seed (%) | mean (%) | chosen |", "|---|---|---|---|---|"]
     for e in grid:
         seeds = ", ".join("–" if math.isnan(v) else f"{100 * v:.1f}" for v in e["values"])
@@ -181,13 +181,13 @@ def plan_markdown(config: DistillConfig, plan: ComparePlan, base: int, cost: Pla
              "checkpoint",
              f"- {_schedule_line(config, plan, base)}",
              f"- training scans: `{config.data.cache}`; held out: `{config.data.val.cache if config.data.val else 'tail'}`; "
-             f"validation street (selection, learning curves): `{street or 'none'}`; out of distribution: "
+             f"validation split (selection, learning curves): `{street or 'none'}`; out of distribution: "
              f"`{config.eval.ood.cache if config.eval.ood else 'none'}`",
              f"- zero-shot metric `{plan.zero_shot_metric}`, few-shot metric `{plan.few_shot_metric}` (OOD: "
              f"`ood_{plan.few_shot_metric}`); {int(100 * plan.confidence)} % intervals"]
     if plan.flat_within is not None:
         lines.append(f"- convergence: the last quarter's improvement of zero-shot mIoU on the "
-                     f"{'validation street' if street else 'held-out scans'} (from 3/4 of each budget to its end), "
+                     f"{'validation split' if street else 'held-out scans'} (from 3/4 of each budget to its end), "
                      f"mean over seeds with its interval: flattened when the interval lies below "
                      f"{100 * plan.flat_within:g} point(s), still rising when it lies above 0")
     sel = plan.selection
@@ -195,7 +195,7 @@ def plan_markdown(config: DistillConfig, plan: ComparePlan, base: int, cost: Pla
         first = config.train.seed + plan.seeds
         lines += [f"- per-loss selection: every setting below distilled at 1x with {sel.seeds} seed(s) ({first}"
                   f"{f'-{first + sel.seeds - 1}' if sel.seeds > 1 else ''}: no main seed), scored `{sel.metric}` on "
-                  "the validation street only; the best mean per loss is chosen (ties: the earlier setting), and only "
+                  "the validation split only; the best mean per loss is chosen (ties: the earlier setting), and only "
                   "then are the paired seeds run on the held-out street at the chosen settings", "",
                   "| loss | optimizer | learning rates tried | contrastive temperatures |", "|---|---|---|---|"]
         for loss in plan.losses:
@@ -229,7 +229,7 @@ def report_markdown(config: DistillConfig, plan: ComparePlan, base: int, cost: P
     if found.grid:
         chosen = "; ".join(f"{loss}: {s['label']}" for loss, s in found.chosen.items())
         edge = [e["loss"] for e in found.grid if e["chosen"] and e["edge"]]
-        md += ["## Selection on the validation street", "", selection_table(found.grid, plan.selection.metric), "",
+        md += ["## Selection on the validation split", "", selection_table(found.grid, plan.selection.metric), "",
                f"Chosen: {chosen}." + (f" On the grid's edge (the best setting may lie outside it): {', '.join(edge)}."
                                        if edge else ""), ""]
     md += ["## Results", "", f"Mean ± {int(100 * plan.confidence)} % interval over seeds; mIoU in %.", ""]

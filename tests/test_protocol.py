@@ -84,8 +84,9 @@ def test_shipped_configs_follow_the_protocol() -> None:
     synth = load_config(CONFIGS / "synthetic_relational.yaml", DistillConfig)
     # train and validation on different streets; out of distribution: another world and another sensor
     seeds = {synth.data.synthetic.world["seed"], synth.data.val.synthetic.world["seed"],
-             synth.eval.ood.synthetic.world["seed"], synth.eval.ood.val.synthetic.world["seed"]}
-    assert len(seeds) == 4
+             synth.data.selection.synthetic.world["seed"], synth.eval.ood.synthetic.world["seed"],
+             synth.eval.ood.val.synthetic.world["seed"]}
+    assert len(seeds) == 5  # the validation street (selection) is a street of its own
     assert synth.eval.ood.synthetic.world["lidar"]["beams"] != synth.data.synthetic.world["lidar"]["beams"]
     assert synth.sampling.scope == "batch" and synth.eval.few_shot.finetune_fractions == [0.01, 0.1]
     for name in ("nuscenes_relational.yaml", "semantickitti_relational.yaml"):
@@ -101,5 +102,15 @@ def test_shipped_configs_follow_the_protocol() -> None:
     assert plan.seeds >= 5 and [c.key for c in plan.claims()] == [
         "rel_gt_con_zero_shot", "rel_gt_sim_few_shot", "rel_gt_sim_few_shot_ood", "gap_vs_zero_shot", "gap_vs_few_shot"]
     assert all(s.predict for s in plan.teacher_switches.values())
+    # issue 23: budgets, the pre-registered grid per loss, the controls that test the explanations
+    assert plan.budgets == [1, 4] and plan.schedule == "constant" and plan.fixed_setting
+    assert plan.selection is not None and plan.selection.lr_factors == pytest.approx([1 / 3, 1, 3])
+    assert plan.selection.temperatures == [0.04, 0.07, 0.1]
+    assert plan.teacher_switches["no_cone"].losses == ["contrastive", "similarity", "relational"]
+    assert plan.teacher_switches["balanced_sampling"].config == {"sampling": {"mode": "balanced"}}
+    nusc = load_config(CONFIGS / "nuscenes_relational.yaml", DistillConfig)
+    assert nusc.data.selection is not None and nusc.data.selection.cache not in (nusc.data.cache, nusc.data.val.cache)
+    nusc_plan = load_config(CONFIGS / "compare_nuscenes.yaml", ComparePlan)
+    assert nusc_plan.selection is not None and nusc_plan.budgets == [1, 5]
     with pytest.raises(ConfigError):
         load_config(CONFIGS / "compare_synthetic.yaml", ComparePlan, ["seeds=1"])

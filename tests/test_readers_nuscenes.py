@@ -12,7 +12,7 @@ from PIL import Image
 pytest.importorskip("nuscenes", reason="nuscenes-devkit is not installed")
 
 from relidar.training.readers import DatasetError, open_dataset
-from relidar.training.readers.nuscenes import CLASS_NAMES
+from relidar.training.readers.nuscenes import CLASS_NAMES, derived_splits
 
 VERSION = "v1.0-mini"
 # nuScenes-lidarseg's 32 general classes, in index order.
@@ -153,3 +153,14 @@ def test_incomplete_tree_is_named(tmp_path: Path) -> None:
     (tmp_path / VERSION).mkdir()
     with pytest.raises(DatasetError, match=r"no sample\.json in .*v1\.0-mini"):
         open_dataset(tmp_path)
+
+
+def test_selection_scenes_are_kept_out_of_training() -> None:
+    from nuscenes.utils.splits import create_splits_scenes
+
+    splits = create_splits_scenes()
+    derived = derived_splits(splits)
+    fit, select = set(derived["train_fit"]), set(derived["train_select"])
+    assert len(select) == 50 and len(fit) == 650 and not fit & select and fit | select == set(splits["train"])
+    assert not select & set(splits["val"])  # the scenes settings are chosen on are not the scored ones
+    assert derived["train_select"][:2] == [splits["train"][0], splits["train"][14]]

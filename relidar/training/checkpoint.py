@@ -128,8 +128,8 @@ def save_checkpoint(run_dir: Path, model: Student, optimizer: torch.optim.Optimi
     """Write the step's weights and state, then point ``latest.json`` at them; prune older ones.
     ``scaler``: the fp16 loss scaler (its scale and growth tracker), ``device``: the training device."""
     ckpt_dir = Path(run_dir) / CHECKPOINT_DIR
-    stem = f"step_{position.step:07d}"
-    weights = save_run_student(ckpt_dir / f"{stem}.safetensors", model, config, position.step)
+    weights = save_run_student(checkpoint_weights(run_dir, position.step), model, config, position.step)
+    stem = weights.name.split(".")[0]
     state = {
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
@@ -143,6 +143,11 @@ def save_checkpoint(run_dir: Path, model: Student, optimizer: torch.optim.Optimi
     write_json(ckpt_dir / LATEST, Latest(weights=weights.name, state=f"{stem}.state.pt", step=position.step))
     _prune(ckpt_dir, keep, stem)
     return weights
+
+
+def checkpoint_weights(run_dir: Path | str, step: int) -> Path:
+    """The weights file of the run's checkpoint after ``step`` steps (whether or not it exists)."""
+    return Path(run_dir) / CHECKPOINT_DIR / f"step_{step:07d}.safetensors"
 
 
 def _prune(ckpt_dir: Path, keep: int, newest: str) -> None:

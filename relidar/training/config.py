@@ -54,11 +54,17 @@ class DataConfig(ScanSource):
     (nuScenes: the devkit's ``val`` scenes; SemanticKITTI: sequence 08, training on 00-07 and 09-10),
     or, in the synthetic world, another street (another world seed). ``val_fraction`` (the tail of
     ``cache``) exists for data without a split; consecutive sweeps re-scan the same objects, so such
-    scans are not independent of the training ones.
+    scans are not independent of the training ones. ``selection`` holds the scans settings are chosen on
+    (``relidar compare``'s per-loss grid) so that the held-out scans score only what was chosen without
+    them: in the synthetic world a third street; on a dataset with two official splits, scenes kept out
+    of training.
     """
 
     val: ScanSource | None = Field(None, description="held-out scans: the official validation split's cache, or "
                                                      "(synthetic) another world seed")
+    selection: ScanSource | None = Field(None, description="validation scans `relidar compare` chooses each loss's setting "
+                                                           "on (its per-loss grid), never the held-out ones: (synthetic) "
+                                                           "a third street")
     val_fraction: float = Field(0.0, ge=0.0, lt=1.0, description="without `val` only: hold out the last fraction of "
                                                                  "`cache` (not independent of the training scans)")
     online: OnlineSource | None = Field(None, description="train on this dataset with the teacher in the training step "
@@ -70,6 +76,9 @@ class DataConfig(ScanSource):
     def _check_split(self) -> "DataConfig":
         if self.val is not None and self.val_fraction > 0:
             raise ValueError("give held-out scans either as `val` (a cache) or as `val_fraction`, not both")
+        if self.selection is not None and self.selection.cache in (self.cache, self.val.cache if self.val else None):
+            raise ValueError(f"selection: {self.selection.cache} is the training or the held-out cache; settings are "
+                             "chosen on scans of their own (a third street, or scenes kept out of training)")
         return self
 
 
@@ -134,6 +143,8 @@ class LoggingConfig(StrictModel):
     every_steps: int = Field(1, ge=1, description="CSV/TensorBoard row every N steps")
     checkpoint_every: int = Field(50, ge=1, description="checkpoint every N optimizer steps (and at the end)")
     keep_checkpoints: int = Field(2, ge=1, description="how many step checkpoints to keep")
+    checkpoint_steps: list[int] = Field(default_factory=list, description="also checkpoint after these optimizer steps "
+                                                                          "(relidar compare: budgets, curve points)")
     tensorboard: bool = True
     progress: bool = True
 

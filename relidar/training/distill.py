@@ -367,7 +367,8 @@ def _distill(config: DistillConfig, out: Path | None, resume: Path | None, ctx: 
             if on_step is not None and ctx.is_main:
                 on_step(step, n_steps, last)
             epoch_next, in_next = divmod(step, spe)
-            if ctx.is_main and (step % config.logging.checkpoint_every == 0 or step == n_steps):
+            if ctx.is_main and (step % config.logging.checkpoint_every == 0 or step == n_steps
+                                or step in config.logging.checkpoint_steps):
                 save_checkpoint(run_dir, model, optimizer, scheduler, TrainPosition(step, epoch_next, in_next),
                                 config, config.logging.keep_checkpoints, scaler, device)
         weights = final_weights_path(run_dir)

@@ -53,6 +53,18 @@ LIDAR = "LIDAR_TOP"
 LAYOUT = "a nuScenes root with v1.0-*/ tables (sample.json, sample_data.json, ...), samples/ and, for labels, lidarseg/"
 
 
+# Every 14th scene of the devkit's train split (50 of 700) is held out of training for choosing settings.
+SELECT_EVERY = 14
+
+
+def derived_splits(splits: dict[str, list[str]]) -> dict[str, list[str]]:
+    """relidar's two splits of the devkit's ``train`` scenes: ``train_select``, every ``SELECT_EVERY``-th in
+    the devkit's order (the scenes ``relidar compare`` chooses each loss's setting on), and ``train_fit``,
+    the others (what it trains on); so the official ``val`` scenes score only settings chosen without them."""
+    train = list(splits["train"])
+    return {"train_select": train[::SELECT_EVERY], "train_fit": [s for i, s in enumerate(train) if i % SELECT_EVERY]}
+
+
 def _pose(record: dict[str, Any]) -> np.ndarray:
     """4x4 from a calibrated_sensor or ego_pose record (translation xyz, rotation quaternion wxyz)."""
     return make_transform(quaternion_to_rotation(*record["rotation"]), record["translation"])
@@ -75,7 +87,8 @@ class NuScenesReader(Reader):
     ) -> None:
         """``version``: table folder (default: the only ``v1.0-*`` one present). ``cameras``: channels
         (default: all six). ``scenes``: scene names to keep; ``split``: a devkit split name
-        (``train``, ``val``, ``mini_train``...). ``with_labels``: default when lidarseg is present."""
+        (``train``, ``val``, ``mini_train``...; relidar's ``train_fit`` / ``train_select``, see
+        :func:`derived_splits`). ``with_labels``: default when lidarseg is present."""
         super().__init__(path)
         versions = sorted(d.name for d in self.root.iterdir() if d.is_dir() and d.name.startswith("v1.0-")) if self.root.is_dir() else []
         if version is None:
@@ -115,6 +128,7 @@ class NuScenesReader(Reader):
             from nuscenes.utils.splits import create_splits_scenes
 
             splits = create_splits_scenes()
+            splits = {**splits, **derived_splits(splits)}
             if split not in splits:
                 raise DatasetError(f"unknown nuScenes split {split!r}; choose one of {', '.join(sorted(splits))}")
             in_split = set(splits[split])

@@ -459,16 +459,11 @@ def resume_check(work: Path, stop_at: int = 3, tolerance: float = 1e-4, device: 
 def _random_bundle(root: Path, profile: str = "fast", out_dim: int = 512) -> Path:
     import torch
 
-    from relidar.export.bundle import write_bundle
+    from relidar.bench.bundles import student_bundle
     from relidar.model.network import Student, StudentConfig
-    from relidar.training.config import SyntheticSource
-    from relidar.training.data import synthetic_vocabulary
-    from relidar.training.synthetic.teacher import synthetic_text_encoder
 
     torch.manual_seed(0)
-    student = Student(StudentConfig(profile=profile, out_dim=out_dim)).eval()
-    vocabulary = synthetic_vocabulary(SyntheticSource(teacher={"feature_dim": out_dim}))
-    return write_bundle(root, student, vocabulary, synthetic_text_encoder(out_dim, 0))
+    return student_bundle(root, Student(StudentConfig(profile=profile, out_dim=out_dim)))
 
 
 def backend_cases(scan: np.ndarray, max_points: int) -> dict[str, tuple[np.ndarray, int]]:

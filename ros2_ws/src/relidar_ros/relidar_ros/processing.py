@@ -47,8 +47,7 @@ from relidar.core.pointcloud2 import (
     PointCloud2Like,
     PointCloudError,
 )
-from relidar.core.preprocess import StudentInputs
-from relidar.core.segmenter import Segmenter
+from relidar.core.segmenter import ScanInputs, Segmenter
 from relidar_ros.labelling import final_labels, LabelPolicy, range_mask
 from relidar_ros.parameters import ParameterError
 
@@ -94,7 +93,7 @@ class PreparedScan:
 
     points: np.ndarray                  # [N, 4] float32 finite points, intensity as received
     selected: np.ndarray                # [N] bool, inside [min_range, max_range]
-    inputs: StudentInputs | None        # voxels + kernel maps of the selected points, or None
+    inputs: ScanInputs | None           # voxels + kernel maps of the selected points, or None
     embeddings: np.ndarray              # [C, D] the class embeddings it is labelled with
     class_names: tuple[str, ...]
     palette: np.ndarray                 # [C, 3] uint8

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU path checked end to end on this machine (README "GPU"): versions, CUDA training (fast/base,
 # amp off/bf16/fp16, pair lists and neighbour tables), kernel maps, two-rank distill, resume, ONNX Runtime
-# CPU/CUDA vs torch-CUDA vs TensorRT fp32/fp16, MaskCLIP's cost. Writes gpu_check.json + summary.md.
+# CPU/CUDA vs torch-CUDA vs TensorRT fp32/fp16, the GPU-resident Segmenter on the KITTI scan end to end
+# (points in, labels out, copies included; the card's name), MaskCLIP's cost. Writes gpu_check.json + summary.md.
 #
 #   scripts/gpu_check.sh [--out runs/gpu_check] [--quick] [--only backends] [--scan path/to/scan.bin]
 #

@@ -35,7 +35,19 @@ def test_bench_student_command_writes_sane_json(tmp_path) -> None:
     assert data["max_abs_diff"] <= 1e-4
     assert data["ours_ms_p50"] > 0 and data["spconv_ms_p50"] > 0 and data["ratio"] > 0
     assert len(data["ours_ms"]) == len(data["spconv_ms"]) == 2
-    assert data["threads"] == 1
+    assert data["threads"] == 1 == data["machine"]["threads"] == data["machine"]["torch"]["threads"]
+    assert data["machine"]["cpu_model"] and data["machine"]["usable_cpus"] >= 1
+    # the same network every way it runs here, in the same rounds: the exported graph on every backend of the
+    # registry, the PyTorch forward in both formulations, spconv; each against the PyTorch forward's output
+    entries = data["entries"]
+    assert {"pytorch-pairs", "pytorch-table", "spconv", "onnxruntime-pairs", "onnxruntime-table"} <= set(entries)
+    assert data["load_errors"] == {}
+    assert entries["pytorch-pairs"]["ms_p50"] == data["ours_forward_ms_p50"] and entries["pytorch-pairs"]["vs_pytorch"] == 1
+    assert entries["spconv"]["ms_p50"] == data["spconv_ms_p50"] and entries["spconv"]["kind"] == "reference"
+    for name, entry in entries.items():
+        assert entry["ms_p50"] > 0 and entry["vs_pytorch"] == pytest.approx(entry["ms_p50"] / data["ours_forward_ms_p50"])
+        assert entry["max_abs_diff"] <= 1e-4, name  # the same weights on the same scan
+    assert entries["onnxruntime-pairs"]["kind"] == "ours"
     # --out is exactly the run folder (relidar.core.rundir), and every file written is named
     assert (tmp_path / "runs" / "student.yaml").is_file() and (tmp_path / "runs" / "bench_student.json").is_file()
     assert "bench_student.json" in result.output

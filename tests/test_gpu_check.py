@@ -70,3 +70,23 @@ def test_harness_on_the_cpu(tmp_path: Path, tmp_path_factory) -> None:
     assert json.loads(json_path.read_text())["sections"]["student"]["ok"]
     summary = md_path.read_text()
     assert "## broken: FAILED" in summary and "| fast | table | bf16 |" in summary
+
+
+def test_segmenter_section_on_the_cpu(tmp_path: Path, tmp_path_factory) -> None:
+    """The GPU-resident Segmenter's section, run with the same code on the CPU: the device's voxels are numpy's,
+    its labels the reference's, and the end-to-end timing covers the whole call."""
+    scan = synthetic_scan(num_beams=8, num_azimuths=384)
+    with torch_threads(1):
+        result = gpu_check.segmenter_check(tmp_path, scan, 2, device="cpu", bundle_dir=shared_bundle(tmp_path_factory))
+    assert result["device"] == "cpu" and result["gpu"] is None and result["points"] == len(scan)
+    assert result["voxels_identical"] and result["point_to_voxel_identical"] and result["max_feature_diff"] <= 4e-6
+    assert result["formulation"] == "pairs" and result["voxels"] > 100
+    for name in ("resident", "host"):
+        entry = result[name]
+        assert entry["label_agreement"] >= 0.999, (name, entry)  # vs ONNX Runtime on the CPU
+        assert entry["end_to_end_ms_p90"] >= entry["end_to_end_ms_p50"] >= entry["total_ms_p50"] > 0, entry
+        assert set(entry) >= {"preprocess_ms_p50", "network_ms_p50"}
+    assert result["meets_target"] == (result["resident"]["end_to_end_ms_p50"] <= 10.0)
+    summary = gpu_check.summary_markdown({"started": "test", "gpus": [], "sections": {
+        "segmenter": {"ok": True, "seconds": 1.0, "result": result, "error": None}}})
+    assert "## segmenter: ok" in summary and "end_to_end_ms_p50" in summary

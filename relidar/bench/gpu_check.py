@@ -14,6 +14,9 @@ Writes ``gpu_check.json`` (everything measured) and ``summary.md`` (the same, re
 * ``backends``: ONNX Runtime CPU (the reference) and CUDA, torch on CUDA and TensorRT fp32/fp16 on the
   KITTI scan, a tiny scan with empty pair lists, a max-size scan, and 1 / 256 classes: label agreement,
   max feature error, build time, median latency;
+* ``segmenter``: the GPU-resident Segmenter (the torch backend's device pipeline) on the KITTI scan, points in
+  and labels out, copies included: end-to-end p50 against the 10 ms target, with the card's name, next to the
+  same backend with host preprocessing; labels against ONNX Runtime on the CPU, voxels against numpy's;
 * ``maskclip``: MaskCLIP ViT-B/16 (random weights) time and peak memory at KITTI and nuScenes image sizes;
 * ``train``: ``relidar bench train`` on the real KITTI frame, CPU and CUDA side by side: data loading in
   DataLoader workers with pinned memory, forward+backward, the online teacher, the loop's wait, the bottleneck.
@@ -42,7 +45,7 @@ from typing import Any, Callable
 import numpy as np
 
 from relidar.core.errors import RelidarError
-from relidar.core.timing import time_calls
+from relidar.core.timing import time_calls, time_interleaved
 
 KITTI_IMAGE = (375, 1242)      # height, width of a KITTI camera image
 NUSCENES_IMAGE = (900, 1600)   # of a nuScenes camera image
@@ -74,7 +77,8 @@ class GpuCheckOptions:
     amps: tuple[str, ...] = ("off", "bf16", "fp16")
     repeat: int = 10
     max_points: int = 200_000         # the max-size scan, and the TensorRT profile's maximum
-    sections: tuple[str, ...] = ("versions", "student", "kernel_maps", "ddp", "resume", "backends", "maskclip", "train")
+    sections: tuple[str, ...] = ("versions", "student", "kernel_maps", "ddp", "resume", "backends", "segmenter", "maskclip",
+                                 "train")
 
 
 @dataclass
@@ -116,6 +120,7 @@ def run_gpu_check(options: GpuCheckOptions, on_section: Callable[[str], None] | 
         "ddp": lambda: ddp_check(work / "ddp"),
         "resume": lambda: resume_check(work / "resume"),
         "backends": lambda: backend_checks(work / "backends", scan, options.max_points, options.repeat),
+        "segmenter": lambda: segmenter_check(work / "segmenter", scan, options.repeat),
         "maskclip": lambda: maskclip_check(max(3, options.repeat // 2)),
         "train": lambda: train_check(options.scan, options.repeat),
     }
@@ -459,16 +464,11 @@ def resume_check(work: Path, stop_at: int = 3, tolerance: float = 1e-4, device: 
 def _random_bundle(root: Path, profile: str = "fast", out_dim: int = 512) -> Path:
     import torch
 
-    from relidar.export.bundle import write_bundle
+    from relidar.bench.bundles import student_bundle
     from relidar.model.network import Student, StudentConfig
-    from relidar.training.config import SyntheticSource
-    from relidar.training.data import synthetic_vocabulary
-    from relidar.training.synthetic.teacher import synthetic_text_encoder
 
     torch.manual_seed(0)
-    student = Student(StudentConfig(profile=profile, out_dim=out_dim)).eval()
-    vocabulary = synthetic_vocabulary(SyntheticSource(teacher={"feature_dim": out_dim}))
-    return write_bundle(root, student, vocabulary, synthetic_text_encoder(out_dim, 0))
+    return student_bundle(root, Student(StudentConfig(profile=profile, out_dim=out_dim)))
 
 
 def backend_cases(scan: np.ndarray, max_points: int) -> dict[str, tuple[np.ndarray, int]]:
@@ -567,6 +567,51 @@ def backend_checks(work: Path, scan: np.ndarray, max_points: int, repeat: int, d
                 entry = {"error": str(exc)}
             row["backends"][key] = entry
         result["cases"][case] = row
+    return result
+
+
+def segmenter_check(work: Path, scan: np.ndarray, repeat: int, device: str = "cuda:0",
+                    bundle_dir: Path | None = None) -> dict[str, Any]:
+    """The GPU-resident Segmenter on the scan, points in and labels out, copies included (issue 22's target:
+    10 ms p50 end to end), with the card's name: end-to-end p50/p90 and the Segmenter's stages, interleaved with
+    the torch backend on the same device with host (numpy) preprocessing; labels against ONNX Runtime on the
+    CPU (the reference); the device's voxels against the numpy path's, integer for integer.
+
+    The bundle is ``bundle_dir`` or a random-weight ``fast`` one written to ``work``; ``device="cpu"`` runs the
+    same code on a CPU (how the harness is tested)."""
+    import torch
+
+    from relidar.core.segmenter import Segmenter
+    from relidar.core.timing import percentile
+    from relidar.core.voxelize import voxelize
+    from relidar.model.voxelize_torch import voxelize_torch
+
+    root = bundle_dir if bundle_dir is not None else _random_bundle(work / "bundle")
+    reference = Segmenter(root, backend="onnxruntime")
+    segs = {"resident": Segmenter(root, backend="torch", device=device, device_pipeline=True),
+            "host": Segmenter(root, backend="torch", device=device, device_pipeline=False)}
+    grid, names = reference.preprocessor.grid, reference.preprocessor.input_features
+    want, got = voxelize(scan, grid, names), voxelize_torch(torch.as_tensor(scan, device=device), grid, names)
+    result: dict[str, Any] = {
+        "device": device, "gpu": torch.cuda.get_device_name(torch.device(device)) if device.startswith("cuda") else None,
+        "points": int(len(scan)), "voxels": want.num_voxels, "formulation": segs["resident"].formulation,
+        "voxels_identical": bool(np.array_equal(got.coords.cpu().numpy(), want.coords)),
+        "point_to_voxel_identical": bool(np.array_equal(got.point_to_voxel.cpu().numpy(), want.point_to_voxel)),
+        "max_feature_diff": float(np.abs(got.features.cpu().numpy() - want.features).max()) if want.num_voxels else 0.0,
+        "target_ms": 10.0}
+    labels = reference(scan).labels
+    stages: dict[str, list[dict[str, float]]] = {name: [] for name in segs}
+
+    def call(name: str) -> Callable[[], None]:
+        return lambda: stages[name].append(segs[name](scan).timings_ms)
+
+    timed = time_interleaved({name: call(name) for name in segs}, repeat, warmup=2, sync=_sync)
+    for name, seg in segs.items():
+        runs = stages[name][2:]  # the timed rounds: the warm-up rounds came first
+        result[name] = {**timed[name].percentiles((50, 90), "end_to_end_ms"),
+                        **{f"{s}_ms_p50": percentile([r[s] for r in runs], 50) for s in runs[0]},
+                        "label_agreement": float((seg(scan).labels == labels).mean()) if len(labels) else 1.0}
+    result["meets_target"] = result["resident"]["end_to_end_ms_p50"] <= result["target_ms"]
     return result
 
 

@@ -9,7 +9,7 @@ import typer
 
 from relidar.cli.app import Apps
 
-SECTIONS = ("versions", "student", "kernel_maps", "ddp", "resume", "backends", "maskclip", "train")
+SECTIONS = ("versions", "student", "kernel_maps", "ddp", "resume", "backends", "segmenter", "maskclip", "train")
 
 
 def register(apps: Apps) -> None:
@@ -27,8 +27,8 @@ def bench_gpu(
 ) -> None:
     """Check relidar on this machine's NVIDIA GPU: versions, CUDA training in both sparse-conv formulations
     and three precisions, kernel maps, two-rank distillation, resume, every inference backend against ONNX
-    Runtime on the CPU, and MaskCLIP's cost; writes one JSON and a readable summary. Refuses (exit 2) where
-    no GPU is visible."""
+    Runtime on the CPU, the GPU-resident Segmenter end to end, and MaskCLIP's cost; writes one JSON and a
+    readable summary. Refuses (exit 2) where no GPU is visible."""
     from relidar.bench.gpu_check import GpuCheckError, GpuCheckOptions, require_gpu, run_gpu_check
 
     try:

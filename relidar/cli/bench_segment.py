@@ -1,4 +1,5 @@
-"""``relidar bench segment``: end-to-end Segmenter latency and memory vs spconv on the same scan."""
+"""``relidar bench segment``: end-to-end Segmenter latency and memory, interleaved in one run with every other
+available backend, the PyTorch forward and spconv on the same scan (relidar.bench.segment)."""
 
 from __future__ import annotations
 
@@ -24,15 +25,18 @@ def bench_segment(
     backend: str = typer.Option("onnxruntime", "--backend", help="auto, onnxruntime, tensorrt or torch."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N."),
     formulation: str = typer.Option("auto", "--formulation", help=FORMULATION_HELP),
-    compare_formulations: bool = typer.Option(False, "--compare-formulations", help="Also time the other graph "
-                                              "(pairs vs table) interleaved with this one in the same run, to choose "
-                                              "--formulation for this machine."),
-    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="ONNX Runtime intra-op threads "
+    compare_formulations: bool = typer.Option(False, "--compare-formulations", help="Time every backend in both "
+                                              "graphs (pairs and table), and torch with both pipelines (host "
+                                              "preprocessing, device-resident), interleaved in the same run, to "
+                                              "choose --formulation for this machine."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Threads of every side: ONNX Runtime's "
+                                          "intra-op threads and torch's (the torch backend, spconv) "
                                           "(default: one per physical core)."),
     lanes: int = typer.Option(1, "--lanes", min=1, max=16, help="Also measure N calls at once (the node's lanes, "
                               "CPUs / N threads each) against N calls in a row, interleaved: scans per second."),
     repeat: int = typer.Option(10, "--repeat", min=1, help="Timed repetitions (after one warm-up)."),
-    spconv: bool = typer.Option(True, "--spconv/--no-spconv", help="Also time the spconv reference (needs torch+spconv)."),
+    spconv: bool = typer.Option(True, "--spconv/--no-spconv", help="Also time the spconv reference, interleaved "
+                                "(needs torch+spconv)."),
     sweep: bool = typer.Option(False, "--sweep", help="Also time 30k..250k-point versions of the scan "
                                "(subsampled, or duplicated with 2 cm jitter) and plot cost vs size."),
     sweep_repeat: int = typer.Option(3, "--sweep-repeat", min=1, help="Repetitions per sweep size."),
@@ -41,8 +45,9 @@ def bench_segment(
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the results here (JSON; the sweep plot "
                                             "goes beside it as NAME_sweep.png)."),
 ) -> None:
-    """Time the Segmenter per scan (preprocess, network, postprocess, total; p50/p90), its peak RSS, and
-    the same network in spconv on the same scan; ratio = ours / spconv (total p50)."""
+    """Time the Segmenter per scan (preprocess, network, postprocess, total; p50/p90) and its peak RSS, in the
+    same rounds as every other available backend, the PyTorch forward of the same graph and spconv, all at
+    one thread count; ratio = ours / spconv (total p50); the machine (CPU, cores, BLAS, GPU) goes in the JSON."""
     from rich.console import Console
     from rich.table import Table
 
@@ -62,19 +67,25 @@ def bench_segment(
                                on_step=lambda msg: console.print(f"[dim]{msg}[/dim]"))
     data = result.to_json()
     data["scan"] = str(scan)
-    table = Table(title=f"segment: {result.points} points, {result.voxels} voxels, {result.backend} ({result.formulation})")
+    machine = result.machine
+    table = Table(title=f"segment: {result.points} points, {result.voxels} voxels, {result.backend} ({result.formulation})"
+                        f", {result.threads} thread(s), {machine.get('cpu_model')}")
     table.add_column("stage")
     table.add_column("p50 ms", justify="right")
     table.add_column("p90 ms", justify="right")
     for stage in ("preprocess", "network", "postprocess", "total"):
         table.add_row(stage, f"{data[f'{stage}_ms_p50']:.1f}", f"{data[f'{stage}_ms_p90']:.1f}")
-    if result.spconv_total_ms_p50 is not None:
-        table.add_row("spconv total", f"{result.spconv_total_ms_p50:.1f}", "")
-        table.add_row("ratio (ours / spconv)", f"{result.ratio:.2f}", "")
     table.add_row("peak RSS (MB)", f"{result.peak_rss_mb:.0f}", "")
-    for name, entry in result.formulations.items():
-        table.add_row(f"{name} graph, interleaved: network / total", f"{entry['network_ms_p50']:.1f} / "
+    for name, entry in result.entries.items():
+        table.add_row(f"{name} ({entry['kind']}), interleaved: network / total", f"{entry['network_ms_p50']:.1f} / "
                       f"{entry['total_ms_p50']:.1f}", f"labels {100 * entry['label_agreement']:.2f} % equal")
+    for label, value in (("ratio total (ours / spconv)", result.ratio),
+                         ("ratio network (ours / spconv)", result.network_vs_spconv),
+                         ("ratio network (ours / PyTorch forward)", result.network_vs_pytorch)):
+        if value is not None:
+            table.add_row(label, f"{value:.2f}", "")
+    for name, error in result.load_errors.items():
+        table.add_row(f"{name}: not loaded", "", error[:60])
     if result.lanes:
         lane = result.lanes
         table.add_row(f"{lanes} lanes: scans/s (1 call at a time)", f"{lane['lanes_scans_per_s']:.1f} "

@@ -1,4 +1,5 @@
-"""``relidar bench student``: the student's forward pass vs spconv on the same network, weights and scan."""
+"""``relidar bench student``: the student's network as every backend and PyTorch run it, vs spconv, on the same
+network, weights and scan, interleaved (relidar.bench.student)."""
 
 from __future__ import annotations
 
@@ -27,14 +28,15 @@ def bench_student(
                                                                    "replaces --profile/--voxel-size/--out-dim. Default: random "
                                                                    "weights from --seed."),
     seed: int = typer.Option(0, "--seed", help="Seed of the random weights."),
-    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="torch intra-op threads for the whole run (default: "
-                                                                         "torch's own choice)."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Threads of every side for the whole run: torch's "
+                                                                         "and ONNX Runtime's intra-op threads (default: one "
+                                                                         "per physical core)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the results here (JSON)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Run folder to write (results, effective config; new or empty); default "
                                        "runs/bench_student_YYYYmmdd-HHMMSS."),
 ) -> None:
-    """Time our student (kernel maps + forward) and the same network in spconv, interleaved, and
-    check they give the same output."""
+    """Time our student (kernel maps + forward), its PyTorch forward, the exported graph on every backend here
+    and the same network in spconv, interleaved at one thread count, and check they give the same output."""
     from rich.console import Console
     from rich.progress import Progress
     from rich.table import Table
@@ -63,24 +65,21 @@ def bench_student(
     else:
         points = read_scan(scan)
         scan_name = str(scan)
-    import contextlib
-
-    from relidar.bench.spconv_reference import torch_threads
     from relidar.bench.student import run_student_bench
 
     # a weights file carries its own config (profile, voxel size, ...): it wins over the options
     config = (read_student_config(weights) if weights is not None
               else StudentConfig(profile=profile, voxel_size=voxel_size, out_dim=out_dim))  # type: ignore[arg-type]
-    with torch_threads(threads) if threads is not None else contextlib.nullcontext(), \
-            Progress(console=console, transient=True) as progress:
+    with Progress(console=console, transient=True) as progress:
         task = progress.add_task(f"bench student ({profile})", total=warmup + repeat)
         result = run_student_bench(config, points, repeat=repeat, warmup=warmup, weights=weights, seed=seed,
-                                   on_step=lambda done, total: progress.update(task, completed=done))
+                                   threads=threads, on_step=lambda done, total: progress.update(task, completed=done))
     result.scan = scan_name
     run_dir = new_run_dir(out, "bench_student")
     save_config(config, run_dir / "student.yaml")
     write_bench_json(result.to_json(), run_dir / "bench_student.json", json_out)
-    table = Table(title=f"student {result.profile} vs spconv: {result.points} points, {result.voxels} voxels, {result.threads} threads")
+    table = Table(title=f"student {result.profile} vs spconv: {result.points} points, {result.voxels} voxels, "
+                        f"{result.threads} threads, {result.machine.get('cpu_model')}")
     table.add_column("metric")
     table.add_column("value", justify="right")
     rows = [
@@ -95,6 +94,10 @@ def bench_student(
         ("kernel maps ms (torch)", f"{result.kernel_maps_torch_ms:.1f}"),
         ("voxels per level", ", ".join(map(str, result.voxels_per_level))),
     ]
+    rows += [(f"{name} ({entry['kind']}) ms p50, / PyTorch, max abs diff",
+              f"{entry['ms_p50']:.1f}, {entry['vs_pytorch']:.2f}, {entry['max_abs_diff']:.1e}")
+             for name, entry in result.entries.items()]
+    rows += [(f"{name}: not loaded", error[:60]) for name, error in result.load_errors.items()]
     for name, value in rows:
         table.add_row(name, value)
     console.print(table)

@@ -15,6 +15,15 @@ linear head applied to the voxel's backbone feature, unit-normalised). The class
 text embeddings are a graph input, so :meth:`Segmenter.set_classes` re-encodes prompts with the
 bundle's text encoder and the next call uses them, with no network reload or engine rebuild.
 
+A backend with a device-resident path (``Backend.pipeline``, the torch backend's) runs the whole of it on its
+device instead -- voxelization, kernel maps, network, classification, devoxelisation -- from one copy of the
+points in and one copy of the labels and scores out: the Segmenter takes that path on CUDA by default, and
+anywhere with ``device_pipeline=True`` (``False``: never). :meth:`Segmenter.preprocess` then returns the
+backend's :class:`~relidar.core.backends.base.DeviceScan` instead of numpy :class:`StudentInputs`; the stages
+keep their names: "preprocess" is the copy in, voxels and maps (the device synchronised at its end), "network"
+the graph, classifier, devoxelisation and the copy out. The repair of non-finite points stays on the host
+(masks over the points, and for bad intensities the numpy voxels of the few rows concerned).
+
 Concurrent calls: :meth:`Segmenter.preprocess` and :meth:`Segmenter.label` may be called from several
 threads at once (the node's lanes). On a backend whose ``concurrent`` is true (ONNX Runtime) the
 network calls overlap; with ``threads=1`` each runs on its caller's thread, which on a small CPU labels
@@ -36,6 +45,7 @@ from typing import Sequence
 import numpy as np
 
 from relidar.core.backends import BackendError, device_index, make_backend
+from relidar.core.backends.base import DeviceScan, ScanPipeline
 from relidar.core.bundle import BundleError, load_bundle
 from relidar.core.errors import RelidarError
 from relidar.core.preprocess import Preprocessor, StudentInputs
@@ -43,8 +53,8 @@ from relidar.core.rows import unit_rows
 from relidar.core.viz.palette import class_colour
 from relidar.core.vocabulary import Vocabulary, VocabularyError, check_class_names, embed_classes
 
-__all__ = ["PreparedPoints", "Segmentation", "Segmenter", "SegmenterError", "BundleError", "finite_rows", "lane_threads",
-           "non_finite_counts", "repair_text"]
+__all__ = ["PreparedPoints", "ScanInputs", "Segmentation", "Segmenter", "SegmenterError", "BundleError", "finite_rows",
+           "lane_threads", "non_finite_counts", "repair_text"]
 
 
 def lane_threads(lanes: int, requested: int = 0) -> int | None:
@@ -83,6 +93,7 @@ class Segmentation:
 
 
 _NO_ROWS = np.zeros(0, dtype=np.int64)
+ScanInputs = StudentInputs | DeviceScan  # what Segmenter.preprocess gives: host (numpy) or device-resident
 
 
 def finite_rows(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -110,7 +121,7 @@ def repair_text(non_finite_xyz: int, non_finite_intensity: int) -> str:
 class PreparedPoints:
     """A scan after :meth:`Segmenter.prepare`: the voxels of its clean rows and how to put the rest back."""
 
-    inputs: StudentInputs        # voxels + kernel maps of the clean rows
+    inputs: ScanInputs           # voxels + kernel maps of the clean rows
     num_points: int              # rows of the scan
     clean: np.ndarray | None     # [N] bool, the rows the network sees; None: every row
     intensity_rows: np.ndarray   # rows with finite x, y, z but NaN/inf intensity
@@ -123,7 +134,10 @@ class Segmenter:
     """Labels lidar points with a model bundle. See the module docstring."""
 
     def __init__(self, bundle: str | Path, backend: str = "auto", device: str = "cpu",
-                 threads: int | None = None, precision: str | None = None, formulation: str | None = None) -> None:
+                 threads: int | None = None, precision: str | None = None, formulation: str | None = None,
+                 device_pipeline: bool | None = None) -> None:
+        """``device_pipeline``: run the backend's device-resident path (module docstring); None: where the
+        device is CUDA and the backend has one, True: required (refused where the backend has none)."""
         device_index(device)  # a malformed device is the caller's error, not the bundle's (refused first)
         self.bundle = load_bundle(bundle)
         self.preprocessor = Preprocessor.of(self.bundle.manifest.student)
@@ -133,6 +147,8 @@ class Segmenter:
             raise BundleError(exc.message, path=exc.path or self.bundle.root, field=exc.field, hint=exc.hint) from exc
         self.backend: str = self._backend.name
         self.formulation: str = self._backend.formulation  # the kernel maps its graph takes (relidar.core.graph)
+        self._pipeline = self._choose_pipeline(device_pipeline, device)
+        self.device_pipeline: bool = self._pipeline is not None
         # calls on a backend that cannot run them at once take turns (module docstring)
         self._run_lock = nullcontext() if self._backend.concurrent else threading.Lock()
         self.device = device
@@ -142,6 +158,15 @@ class Segmenter:
         from relidar.core import voxel_loops
 
         voxel_loops.warm_up()  # the compiled voxelization loops: loaded (or compiled) here, not on the first scan
+
+    def _choose_pipeline(self, wanted: bool | None, device: str) -> ScanPipeline | None:
+        pipeline = self._backend.pipeline
+        if wanted is None:
+            return pipeline if device.startswith("cuda") else None
+        if wanted and pipeline is None:
+            raise SegmenterError(f"backend {self.backend!r} has no device-resident pipeline", field="device_pipeline",
+                                 hint="use backend torch, or leave device_pipeline unset")
+        return pipeline if wanted else None
 
     @property
     def text_encoder(self):
@@ -174,11 +199,14 @@ class Segmenter:
         except VocabularyError as exc:
             raise SegmenterError(exc.message, field=exc.field or "classes") from exc
 
-    def preprocess(self, points: np.ndarray) -> StudentInputs:
-        """Voxels and kernel maps of one scan (numpy only); ``.feed(embeddings)`` is the graph's input."""
+    def preprocess(self, points: np.ndarray) -> ScanInputs:
+        """Voxels and kernel maps of one scan: numpy :class:`StudentInputs` (``.feed(embeddings)`` is the graph's
+        input), or on the device-resident path the backend's own (module docstring)."""
         pts = np.asarray(points)
         if pts.ndim != 2 or pts.shape[1] < 3:
             raise SegmenterError(f"must be [N, >=3] (x, y, z[, intensity]), got shape {pts.shape}", field="points")
+        if self._pipeline is not None:
+            return self._pipeline.prepare(pts)
         return self.preprocessor(pts)
 
     def _point_features(self, voxel_features: np.ndarray, point_to_voxel: np.ndarray) -> np.ndarray:
@@ -262,7 +290,7 @@ class Segmenter:
         out[placed] = voxel_source[theirs.point_to_voxel[placed]]
         return out
 
-    def label(self, inputs: StudentInputs, embeddings: np.ndarray | None = None, return_features: bool = False,
+    def label(self, inputs: ScanInputs, embeddings: np.ndarray | None = None, return_features: bool = False,
               preprocess_ms: float = 0.0) -> Segmentation:
         """The network and per-point outputs for :meth:`preprocess`'s result, classified against
         ``embeddings`` [C, D] (default: the current vocabulary's).
@@ -272,25 +300,34 @@ class Segmenter:
         n = inputs.num_points
         if embeddings is None:
             embeddings = self.vocabulary.embeddings
-        feed = inputs.feed(embeddings, self.formulation) if inputs.num_voxels else None
+        on_host = isinstance(inputs, StudentInputs)
+        if not on_host and self._pipeline is None:
+            raise SegmenterError("these inputs were prepared on a device; this Segmenter prepares them on the host",
+                                 field="inputs", hint="pass what this Segmenter's preprocess returned")
+        feed = inputs.feed(embeddings, self.formulation) if on_host and inputs.num_voxels else None
         t1 = time.perf_counter()
-        if feed is None:  # nothing inside the crop: no network call
+        if not inputs.num_voxels:  # nothing inside the crop: no network call
             labels = np.full(n, -1, dtype=np.int32)
             scores = np.zeros(n, dtype=np.float32)
             voxel_features = np.zeros((0, 1), np.float32)
         else:
             with self._run_lock:  # "network" includes any wait for a turn (non-concurrent backends)
-                out = self._backend.run(feed)
-            labels, scores, voxel_features = out["labels"], out["scores"], out["voxel_features"]
+                if on_host:
+                    out = self._backend.run(feed)
+                else:
+                    out = self._pipeline.label(inputs, embeddings, return_features)
+            labels, scores = out["labels"], out["scores"]
+            voxel_features = out.get("voxel_features")
+            point_to_voxel = inputs.point_to_voxel if on_host else out.get("point_to_voxel")
         t2 = time.perf_counter()
         labels = np.asarray(labels, dtype=np.int32).reshape(-1)
         scores = np.asarray(scores, dtype=np.float32).reshape(-1)
         features = None
         if return_features:
-            if feed is None:
+            if not inputs.num_voxels:
                 features = np.zeros((n, self.bundle.manifest.student.out_dim), np.float32)
             else:
-                features = self._point_features(voxel_features, inputs.point_to_voxel)
+                features = self._point_features(voxel_features, point_to_voxel)
         t3 = time.perf_counter()
         timings = {"preprocess": preprocess_ms, "network": (t2 - t1) * 1e3, "postprocess": (t3 - t2) * 1e3,
                    "total": preprocess_ms + (t3 - t1) * 1e3}

@@ -9,7 +9,7 @@ kernel-map builders agree exactly on every index.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from typing import Generic, Literal, Sequence, TypeVar
 
 import numpy as np
 
@@ -51,18 +51,21 @@ class VoxelGrid:
         return int(dims[0]), int(dims[1]), int(dims[2])
 
 
+A = TypeVar("A")  # np.ndarray, or torch.Tensor for voxels made on a torch device (relidar.model.voxelize_torch)
+
+
 @dataclass(frozen=True)
-class Voxels:
-    """Sparse voxels of one batch of scans.
+class Voxels(Generic[A]):
+    """Sparse voxels of one batch of scans; the arrays are all numpy or all torch.
 
     coords:          [V, 4] int64 (batch, ix, iy, iz), unique, sorted lexicographically
     features:        [V, C] float32, C = len(feature_names)
     point_to_voxel:  [N] int64, the voxel of each input point, -1 for points outside the crop
     """
 
-    coords: np.ndarray
-    features: np.ndarray
-    point_to_voxel: np.ndarray
+    coords: A
+    features: A
+    point_to_voxel: A
     batch_size: int
     grid_shape: tuple[int, int, int]
     feature_names: tuple[str, ...]
@@ -104,25 +107,43 @@ def unpack_keys(keys: np.ndarray, grid_shape: Sequence[int]) -> np.ndarray:
     return np.stack(key_digits(keys, grid_shape), axis=1)
 
 
-def _feature_columns(names: Sequence[str], mean_xyz: np.ndarray, mean_i: np.ndarray,
-                     coords: np.ndarray, grid: VoxelGrid) -> np.ndarray:
+def fill_feature_columns(out, names: Sequence[str], mean_xyz, mean_i, cells, grid: VoxelGrid):
+    """Write the per-voxel input feature columns into ``out`` [V, len(names)] (float32) and return it.
+
+    ``mean_xyz`` [V, 3] and ``mean_i`` [V] are float64 means, ``cells`` [V, 3] the float64 voxel indices (ix, iy,
+    iz). Operators and slicing only, so numpy arrays and torch tensors alike go through the same arithmetic
+    (relidar.model.voxelize_torch); each float64 column is rounded to float32 as it is stored.
+    """
     for name in names:
         if name not in INPUT_FEATURES:
             raise VoxelizeError(f"unknown input feature {name!r}; choose from {INPUT_FEATURES}")
-    features = np.empty((mean_xyz.shape[0], len(names)), dtype=np.float32)
     for j, name in enumerate(names):
         if name in ("x", "y", "z"):
             column = mean_xyz[:, "xyz".index(name)]
         elif name == "intensity":
             column = mean_i
-        elif name == "range":
-            column = np.linalg.norm(mean_xyz, axis=1)
+        elif name == "range":  # np.linalg.norm(axis=1)'s own arithmetic: sqrt of the sum of squares, in order
+            column = (mean_xyz * mean_xyz).sum(1) ** 0.5
         else:  # offset of the mean point from the voxel centre, in voxel units
             axis = "xyz".index(name[1])
-            centre = (coords[:, 1 + axis].astype(np.float64) + 0.5) * grid.voxel_size + grid.crop_min[axis]
+            centre = (cells[:, axis] + 0.5) * grid.voxel_size + grid.crop_min[axis]
             column = (mean_xyz[:, axis] - centre) / grid.voxel_size
-        features[:, j] = column  # float64 -> float32, rounded as astype would
-    return features
+        out[:, j] = column
+    return out
+
+
+def fill_voxel_features(out, names: Sequence[str], sums, counts, cells, grid: VoxelGrid):
+    """:func:`fill_feature_columns` from float64 point sums [V, 4] (x, y, z, intensity) and counts [V] (int64):
+    the means of every point of each voxel. numpy or torch alike (float64 / int64 is float64 in both)."""
+    denominator = counts.clip(1)[:, None]
+    return fill_feature_columns(out, names, sums[:, :3] / denominator, sums[:, 3] / denominator[:, 0], cells, grid)
+
+
+def _feature_columns(names: Sequence[str], mean_xyz: np.ndarray, mean_i: np.ndarray,
+                     coords: np.ndarray, grid: VoxelGrid) -> np.ndarray:
+    """:func:`fill_feature_columns` into a new float32 array, from [V, 4] coords (the reference's form)."""
+    out = np.empty((mean_xyz.shape[0], len(names)), dtype=np.float32)
+    return fill_feature_columns(out, names, mean_xyz, mean_i, coords[:, 1:].astype(np.float64), grid)
 
 
 def voxelize(points: np.ndarray, grid: VoxelGrid, feature_names: Sequence[str] = ("x", "y", "z", "intensity"),
@@ -151,10 +172,9 @@ def voxelize(points: np.ndarray, grid: VoxelGrid, feature_names: Sequence[str] =
         np.ascontiguousarray(pts), np.asarray(grid.crop_min, dtype=np.float64), float(grid.voxel_size), shape_arr,
         np.ascontiguousarray(bidx))
     coords = voxel_loops.unpack(keys, shape_arr)
-    denominator = np.maximum(counts, 1).astype(np.float64)
-    mean_xyz = sums[:, :3] / denominator[:, None]
-    mean_i = sums[:, 3] / denominator  # zeros where the points have no 4th column
-    features = _feature_columns(feature_names, mean_xyz, mean_i, coords, grid)
+    # intensity sums are zeros where the points have no 4th column
+    features = fill_voxel_features(np.empty((len(keys), len(feature_names)), dtype=np.float32), feature_names, sums,
+                                   counts, coords[:, 1:].astype(np.float64), grid)
     return Voxels(coords=coords, features=features, point_to_voxel=point_to_voxel, batch_size=nb,
                   grid_shape=shape, feature_names=tuple(feature_names))
 

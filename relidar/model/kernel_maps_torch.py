@@ -8,7 +8,8 @@ Training builds its maps with numpy (``relidar.core.preprocess``): on CPU this b
 Measured on the 2-core dev box (1 torch thread, heavily loaded, medians of 12 batches of two rotated
 copies of the KITTI scan, base profile, 5 levels): the maps alone took 98 ms (numpy) vs 172 ms (torch)
 at 0.1 m voxels (95k voxels), 191 ms vs 356 ms at 0.05 m (159k voxels). Whether a GPU run gains from
-building maps on the device is not measured yet (no GPU here).
+building maps on the device is not measured yet (no GPU here); the GPU-resident Segmenter
+(relidar.model.torch_backend) builds its maps here, and ``relidar bench gpu`` times it end to end.
 """
 
 from __future__ import annotations
@@ -48,7 +49,9 @@ class _TorchOps:
         return self.torch.bincount(a, minlength=n)
 
     def cumsum(self, a: Any) -> Any:
-        return self.torch.cumsum(a, 0).cpu()  # the group bounds are read as Python ints
+        # The 8 group bounds are read by the host (it slices with them): the one value a level's maps copy
+        # back from the device, apart from the sizes torch.unique and torch.nonzero synchronise on.
+        return self.torch.cumsum(a, 0).tolist()
 
     def clamp_max(self, a: Any, hi: int) -> Any:
         return a.clamp(max=hi)

@@ -20,13 +20,27 @@ if TYPE_CHECKING:
 BACKENDS = ("auto", "tensorrt", "onnxruntime", "torch")
 ENTRY_POINT_GROUP = "relidar.backends"
 
-__all__ = ["BACKENDS", "Backend", "BackendError", "device_index", "make_backend"]
+# the package each named backend needs beyond the core, and those that run on a GPU only; a backend not
+# listed needs nothing the core does not (it is then available everywhere)
+_RUNTIME = {"tensorrt": "tensorrt", "onnxruntime": "onnxruntime", "torch": "torch"}
+_GPU_ONLY = ("tensorrt",)
+
+__all__ = ["BACKENDS", "Backend", "BackendError", "available_backends", "device_index", "make_backend"]
 
 
 def _importable(module: str) -> bool:
     import importlib.util
 
     return importlib.util.find_spec(module) is not None
+
+
+def available_backends(device: str = "cpu") -> tuple[str, ...]:
+    """The named backends (``BACKENDS`` less ``auto``) whose runtime is installed here and can run on ``device``:
+    what the benchmarks iterate over, so a backend added to the registry is measured without being named there.
+    Installed is not loadable (a TensorRT engine for this GPU, the torch entry point): callers try each."""
+    gpu = device_index(device) is not None
+    return tuple(name for name in BACKENDS if name != "auto" and (gpu or name not in _GPU_ONLY)
+                 and (name not in _RUNTIME or _importable(_RUNTIME[name])))
 
 
 def _tensorrt_engine(bundle: "Bundle", device: str, precision: str | None = None, formulation: str | None = None):

@@ -37,6 +37,7 @@ class OnnxRuntimeBackend:
     # A session's Run may be called from several threads at once; with intra-op threads = 1 each call
     # runs on its caller's thread, so N callers use N cores (relidar.core.segmenter, "concurrent calls").
     concurrent = True
+    pipeline = None  # the feed is made on the host (relidar.core.preprocess)
 
     def __init__(self, onnx_path: str | Path, device: str = "cpu", threads: int | None = None,
                  formulation: str = "pairs") -> None:

@@ -61,6 +61,7 @@ def gpu_name(device: int = 0) -> str:
 class TensorRTBackend:
     name = "tensorrt"
     concurrent = False  # one execution context and its bound buffers
+    pipeline = None  # the feed is made on the host (relidar.core.preprocess)
 
     def __init__(self, engine_path: str | Path, device: int = 0, formulation: str = "pairs") -> None:
         self.formulation = formulation

@@ -12,10 +12,10 @@ from typer.testing import CliRunner
 from relidar.cli.app import build_app
 from relidar.core.text.spec import ClipTextSpec, SimulatedTextSpec
 from relidar.core.vocabulary import ClassSpec, Vocabulary
+from relidar.synthetic.classes import CLASSES
+from relidar.synthetic.teacher import SimulatedTeacher, SimulatedTeacherConfig
 from relidar.training.config import SyntheticSource
 from relidar.training.data import synthetic_vocabulary
-from relidar.training.synthetic.classes import CLASSES
-from relidar.training.synthetic.teacher import SimulatedTeacher, SimulatedTeacherConfig
 from relidar.training.text_embeddings import (
     ClassListError,
     build_text_teacher,

@@ -109,8 +109,8 @@ def _synthetic_scan(seed: int, n: int = 20_000) -> np.ndarray:
 def _synthetic_bag(path: Path) -> tuple[list[np.ndarray], Path, str]:
     """Two sweeps of the project's synthetic world (`relidar synth --format bag`'s writer, no cameras)."""
     from relidar.core.config import load_config
-    from relidar.training.synthetic.world import SynthConfig, SyntheticWorld
-    from relidar.training.synthetic.writers import LIDAR_FRAME, LIDAR_TOPIC, BagWriter
+    from relidar.synthetic.world import SynthConfig, SyntheticWorld
+    from relidar.synthetic.writers import LIDAR_FRAME, LIDAR_TOPIC, BagWriter
 
     assert LIDAR_TOPIC == INPUT_TOPIC
     cfg = load_config(None, SynthConfig, ["cameras.names=[]", "rate_hz=2.0"])

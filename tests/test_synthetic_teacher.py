@@ -6,18 +6,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from relidar.training.synthetic.classes import CLASS_NAMES
-from relidar.training.synthetic.teacher import (
+from relidar.core.teacher import Teacher, TeacherError
+from relidar.synthetic.classes import CLASS_NAMES
+from relidar.synthetic.teacher import (
     SimulatedTeacher,
     SimulatedTeacherConfig,
     class_text_embeddings,
     pixel_accuracy,
     zero_shot_pixels,
 )
-from relidar.training.synthetic.truth import TruthStore
-from relidar.training.synthetic.world import SynthConfig, SyntheticWorld
-from relidar.training.synthetic.writers import SemanticKittiWriter
-from relidar.training.teachers.base import Teacher, TeacherError
+from relidar.synthetic.truth import TruthStore
+from relidar.synthetic.world import SynthConfig, SyntheticWorld
+from relidar.synthetic.writers import SemanticKittiWriter
 
 # The band the teacher is built to sit in: good enough to teach, wrong often enough to be beaten.
 ACCURACY_BAND = (0.70, 0.95)
@@ -202,7 +202,7 @@ def test_v2_instance_offsets_persist_and_image_noise_does_not(samples):
 
 
 def test_truth_sidecar_of_another_format_is_refused_with_its_path(samples, tmp_path):
-    from relidar.training.synthetic.truth import TruthError, read_truth, write_truth
+    from relidar.synthetic.truth import TruthError, read_truth, write_truth
 
     path = write_truth(tmp_path / "truth_2" / "000000.npz", samples[0].frame.cameras[0].image, samples[0].camera_truth[0])
     with np.load(path) as npz:

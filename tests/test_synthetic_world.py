@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from relidar.training.synthetic.classes import CLASS_NAMES, class_id, from_kitti_ids, to_kitti_ids
-from relidar.training.synthetic.world import SynthConfig, SyntheticWorld
+from relidar.synthetic.classes import CLASS_NAMES, class_id, from_kitti_ids, to_kitti_ids
+from relidar.synthetic.world import SynthConfig, SyntheticWorld
 
 
 def small_config(seed: int, **lidar) -> SynthConfig:

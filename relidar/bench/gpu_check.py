@@ -461,9 +461,9 @@ def _random_bundle(root: Path, profile: str = "fast", out_dim: int = 512) -> Pat
 
     from relidar.export.bundle import write_bundle
     from relidar.model.network import Student, StudentConfig
+    from relidar.synthetic.teacher import synthetic_text_encoder
     from relidar.training.config import SyntheticSource
     from relidar.training.data import synthetic_vocabulary
-    from relidar.training.synthetic.teacher import synthetic_text_encoder
 
     torch.manual_seed(0)
     student = Student(StudentConfig(profile=profile, out_dim=out_dim)).eval()

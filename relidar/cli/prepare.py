@@ -114,8 +114,8 @@ def prepare(
 def _build_teacher(kind: TeacherKind, model: str, pretrained: str, image_size: int, device: str, dataset: Path,
                    console, rank: int = 0, world_size: int = 1):
     if kind is TeacherKind.synthetic:
-        from relidar.training.synthetic.teacher import SimulatedTeacher, SimulatedTeacherConfig
-        from relidar.training.synthetic.truth import TruthStore
+        from relidar.synthetic.teacher import SimulatedTeacher, SimulatedTeacherConfig
+        from relidar.synthetic.truth import TruthStore
 
         truth = TruthStore()
         if truth.scan(dataset):  # the renderer's masks `relidar synth` wrote beside the images

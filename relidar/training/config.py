@@ -19,7 +19,7 @@ from relidar.training.teachers.online import OnlineSource
 class SyntheticSource(StrictModel):
     """Build the data from the synthetic world when the cache folder does not exist yet.
 
-    ``world`` holds ``relidar.training.synthetic.world.SynthConfig`` fields (seed, lidar.beams, ...)
+    ``world`` holds ``relidar.synthetic.world.SynthConfig`` fields (seed, lidar.beams, ...)
     and ``teacher`` those of its ``SimulatedTeacherConfig``; kept as plain mappings here so that
     this config stays readable without importing the synthetic world.
     """

@@ -429,10 +429,10 @@ def build_synthetic_cache(cache_dir: str | Path, source: SyntheticSource, on_fra
 
     Re-running into the same folder only computes what is missing (the cache's own resume).
     """
+    from relidar.synthetic.teacher import SimulatedTeacher, SimulatedTeacherConfig
+    from relidar.synthetic.world import SynthConfig, SyntheticWorld
     from relidar.training.feature_cache import prepare_cache
     from relidar.training.readers.base import Reader
-    from relidar.training.synthetic.teacher import SimulatedTeacher, SimulatedTeacherConfig
-    from relidar.training.synthetic.world import SynthConfig, SyntheticWorld
 
     world = SyntheticWorld(SynthConfig.model_validate(source.world))
 
@@ -443,7 +443,7 @@ def build_synthetic_cache(cache_dir: str | Path, source: SyntheticSource, on_fra
 
         def __init__(self) -> None:
             super().__init__(Path(cache_dir))
-            from relidar.training.synthetic.classes import CLASS_NAMES, IGNORE_INDEX
+            from relidar.synthetic.classes import CLASS_NAMES, IGNORE_INDEX
 
             self._names = CLASS_NAMES
             self.ignore_index = IGNORE_INDEX
@@ -470,7 +470,7 @@ def build_synthetic_cache(cache_dir: str | Path, source: SyntheticSource, on_fra
 
 def synthetic_vocabulary(source: SyntheticSource):
     """The synthetic world's classes embedded by its simulated teacher's text tower."""
-    from relidar.training.synthetic.teacher import DEFAULT_TEMPLATES, SimulatedTeacher, SimulatedTeacherConfig
+    from relidar.synthetic.teacher import DEFAULT_TEMPLATES, SimulatedTeacher, SimulatedTeacherConfig
     from relidar.training.text_embeddings import build_vocabulary, synthetic_class_specs
 
     teacher = SimulatedTeacher(SimulatedTeacherConfig.model_validate(source.teacher))

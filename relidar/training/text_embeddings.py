@@ -15,6 +15,7 @@ from pydantic import Field, field_validator
 
 from relidar.core.config import StrictModel, validate
 from relidar.core.errors import RelidarError
+from relidar.core.text import TextEncoder
 from relidar.core.text.simulated import SimulatedTextEncoder
 from relidar.core.text.spec import SimulatedTextSpec, TextEncoderSpec
 from relidar.core.vocabulary import (
@@ -26,7 +27,6 @@ from relidar.core.vocabulary import (
     check_class_names,
     embed_classes,
 )
-from relidar.training.teachers.base import TextEncoder
 
 
 def build_vocabulary(
@@ -57,7 +57,7 @@ def simulated_text_encoder(spec: SimulatedTextSpec) -> SimulatedTextEncoder:
     """The synthetic world's simulated text encoder that ``spec`` describes (what a bundle ships for it):
     the world's concepts, embedded with the spec's dimension, seed, group weight and text jitter."""
     from relidar.core.text.simulated import ConceptText
-    from relidar.training.synthetic.teacher import CONCEPTS
+    from relidar.synthetic.teacher import CONCEPTS
 
     return SimulatedTextEncoder.from_concepts([ConceptText(c.name, c.group, tuple(c.words)) for c in CONCEPTS],
                                               spec.feature_dim, spec.seed, spec.group_weight, spec.text_jitter)
@@ -129,7 +129,7 @@ def load_class_list_file(path: str | Path) -> tuple[ClassSpec, ...]:
 
 def synthetic_class_specs() -> tuple[ClassSpec, ...]:
     """The synthetic world's classes as vocabulary ClassSpecs (its names, synonyms and display colours)."""
-    from relidar.training.synthetic.classes import CLASSES
+    from relidar.synthetic.classes import CLASSES
 
     return tuple(ClassSpec(c.name, c.synonyms, c.colour) for c in CLASSES)
 
@@ -177,7 +177,7 @@ def default_templates(teacher_kind: str) -> tuple[str, ...]:
     """The templates a teacher's vocabularies are built with unless told otherwise: the synthetic
     world's own three for its simulated teacher (what evaluation uses by default), CLIP's street ensemble otherwise."""
     if teacher_kind == "synthetic":
-        from relidar.training.synthetic.teacher import DEFAULT_TEMPLATES as SYNTHETIC_TEMPLATES
+        from relidar.synthetic.teacher import DEFAULT_TEMPLATES as SYNTHETIC_TEMPLATES
 
         return SYNTHETIC_TEMPLATES
     return DEFAULT_TEMPLATES
@@ -189,7 +189,7 @@ def build_text_teacher(kind: str, model: str = "ViT-B-16", pretrained: str | Non
     gives random weights) or the synthetic world's simulated teacher (``synthetic_options`` are
     ``SimulatedTeacherConfig`` fields). Its ``text_spec`` goes into the vocabulary's ``encoder`` field."""
     if kind == "synthetic":
-        from relidar.training.synthetic.teacher import SimulatedTeacher, SimulatedTeacherConfig
+        from relidar.synthetic.teacher import SimulatedTeacher, SimulatedTeacherConfig
 
         config = validate(SimulatedTeacherConfig, dict(synthetic_options or {}), error=ClassListError,
                           what="synthetic teacher options", hint="see SimulatedTeacherConfig's fields")

@@ -11,11 +11,11 @@ from pydantic import Field
 from relidar.core.config import StrictModel
 from relidar.core.frame import Camera, Frame
 from relidar.core.geometry import invert_transform, make_transform, rotation_z
-from relidar.training.synthetic.cameras import CameraConfig, CameraRender, T_base_from_optical, render
-from relidar.training.synthetic.classes import CLASS_NAMES, IGNORE_INDEX
-from relidar.training.synthetic.lidar import LidarConfig, scan
-from relidar.training.synthetic.scene import EGO_LANE_Y, Scene
-from relidar.training.synthetic.truth import ViewTruth
+from relidar.synthetic.cameras import CameraConfig, CameraRender, T_base_from_optical, render
+from relidar.synthetic.classes import CLASS_NAMES, IGNORE_INDEX
+from relidar.synthetic.lidar import LidarConfig, scan
+from relidar.synthetic.scene import EGO_LANE_Y, Scene
+from relidar.synthetic.truth import ViewTruth
 
 LIDAR_MOUNT = (1.0, 0.0, 1.8)  # lidar origin in base_link, metres
 # The ego vehicle's roof and hood in base_link (min corner, max corner), metres: the lidar's steep beams

@@ -3,11 +3,11 @@
 Two versions, chosen by ``SimulatedTeacherConfig.version``:
 
 **Version 2** (default) models the properties of MaskCLIP that the distillation losses react to, each
-behind a switch, with its targets in ``relidar.training.synthetic.targets`` (taken from published
+behind a switch, with its targets in ``relidar.synthetic.targets`` (taken from published
 measurements, fixed before any loss is compared):
 
 - *recognition from shape, size and context*: evidence comes from the renderer's class and instance masks
-  (``relidar.training.synthetic.truth``) through a confusion model. Each object (or ground tile) is
+  (``relidar.synthetic.truth``) through a confusion model. Each object (or ground tile) is
   detected with a strength that rises with its pixel coverage and falls with its distance; an object may
   be read as its confusable partner (road/sidewalk/terrain, car/truck, pole/traffic-sign,
   person/bicyclist; a draw that persists for the object across frames) and always keeps a little of its
@@ -42,15 +42,15 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from relidar.core.config import StrictModel
+from relidar.core.teacher import TeacherError
 from relidar.core.text.simulated import ConceptText, SimulatedTextEncoder
 from relidar.core.text.simulated import normalise as _normalise
 from relidar.core.text.simulated import unit_from as _unit_from
 from relidar.core.text.spec import SimulatedTextSpec
 from relidar.core.vocabulary import embed_classes
-from relidar.training.synthetic.classes import CLASSES, SKY_ALBEDOS
-from relidar.training.synthetic.texture import LANE_MARKING_RGB, WINDOW_RGB
-from relidar.training.synthetic.truth import TruthStore, ViewTruth, image_digest
-from relidar.training.teachers.base import TeacherError
+from relidar.synthetic.classes import CLASSES, SKY_ALBEDOS
+from relidar.synthetic.texture import LANE_MARKING_RGB, WINDOW_RGB
+from relidar.synthetic.truth import TruthStore, ViewTruth, image_digest
 
 DEFAULT_TEMPLATES: tuple[str, ...] = ("a photo of a {}.", "a blurry photo of a {}.", "a photo of the {} in the street.")
 
@@ -173,7 +173,7 @@ def _box(grid: np.ndarray, radius: int) -> np.ndarray:
 
 
 class SimulatedTeacher:
-    """Implements relidar.training.teachers.base.Teacher for the synthetic world.
+    """Implements relidar.core.teacher.Teacher for the synthetic world.
 
     Version 2 reads the renderer's masks of each image from ``truth`` (a ``TruthStore``); feed it the
     world's samples with ``remember`` or index a written log's sidecar files with ``truth.scan``.

@@ -9,6 +9,8 @@ import pytest
 from relidar.core.teacher import Teacher, TeacherError
 from relidar.synthetic.classes import CLASS_NAMES
 from relidar.synthetic.teacher import (
+    ColourTeacher,
+    MaskTeacher,
     SimulatedTeacher,
     SimulatedTeacherConfig,
     class_text_embeddings,
@@ -51,6 +53,18 @@ def test_implements_teacher_protocol(views):
     np.testing.assert_allclose(np.linalg.norm(feats, axis=-1), 1.0, atol=1e-5)
     assert np.array_equal(feats, teacher.encode_image(image.copy()))  # deterministic, seeded by content
     assert not np.array_equal(feats, teacher.encode_image(views[1][0])[: feats.shape[0]])
+
+
+def test_the_config_version_picks_the_class_and_a_class_refuses_the_other_version(views):
+    assert type(SimulatedTeacher(SimulatedTeacherConfig(feature_dim=64, version=1))) is ColourTeacher
+    assert type(SimulatedTeacher(SimulatedTeacherConfig(feature_dim=64))) is MaskTeacher
+    assert type(SimulatedTeacher()) is MaskTeacher and type(ColourTeacher()) is ColourTeacher
+    with pytest.raises(TeacherError) as caught:
+        MaskTeacher(SimulatedTeacherConfig(feature_dim=64, version=1))
+    assert caught.value.field == "version"
+    image = views[0][0]
+    np.testing.assert_array_equal(ColourTeacher(SimulatedTeacherConfig(feature_dim=64, version=1)).encode_image(image),
+                                  SimulatedTeacher(SimulatedTeacherConfig(feature_dim=64, version=1)).encode_image(image))
 
 
 def test_text_encoder_synonyms_groups_and_unknown_words():

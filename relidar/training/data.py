@@ -429,40 +429,14 @@ def build_synthetic_cache(cache_dir: str | Path, source: SyntheticSource, on_fra
 
     Re-running into the same folder only computes what is missing (the cache's own resume).
     """
-    from relidar.synthetic.teacher import SimulatedTeacher, SimulatedTeacherConfig
-    from relidar.synthetic.world import SynthConfig, SyntheticWorld
-    from relidar.training.feature_cache import prepare_cache
-    from relidar.training.readers.base import Reader
+    from relidar.synthetic.teacher import SimulatedTeacher
+    from relidar.training.feature_cache import CacheSettings, prepare_cache
+    from relidar.training.readers.base import open_dataset
 
-    world = SyntheticWorld(SynthConfig.model_validate(source.world))
-
-    class SyntheticWorldReader(Reader):
-        """The world's first ``frames`` steps as a dataset (nothing written but the cache)."""
-
-        name = "synthetic"
-
-        def __init__(self) -> None:
-            super().__init__(Path(cache_dir))
-            from relidar.synthetic.classes import CLASS_NAMES, IGNORE_INDEX
-
-            self._names = CLASS_NAMES
-            self.ignore_index = IGNORE_INDEX
-            self._frame_ids = [f"synth_{world.config.seed:04d}_{i:06d}" for i in range(source.frames)]
-
-        @property
-        def class_names(self) -> tuple[str, ...]:
-            return self._names
-
-        def _load(self, index: int):
-            sample = world.sample(index)
-            teacher.remember(sample)  # the version-2 teacher reads the renderer's masks of these images
-            return sample.frame
-
-    from relidar.training.feature_cache import CacheSettings
-
-    teacher = SimulatedTeacher(SimulatedTeacherConfig.model_validate(source.teacher))
-    report = prepare_cache(SyntheticWorldReader(), cache_dir, teacher, settings=CacheSettings(storage=source.storage),
-                           on_frame=on_frame)
+    teacher = SimulatedTeacher(source.teacher)
+    # Nothing is written but the cache; the reader hands the renderer's masks to the teacher as it goes.
+    reader = open_dataset(cache_dir, "synthetic", frames=source.frames, world=source.world, truth=teacher.truth)
+    report = prepare_cache(reader, cache_dir, teacher, settings=CacheSettings(storage=source.storage), on_frame=on_frame)
     if report.failed:
         raise DataError(f"synthetic frames failed to prepare: {report.failed[:3]}", path=cache_dir)
     return Path(cache_dir)
@@ -470,10 +444,10 @@ def build_synthetic_cache(cache_dir: str | Path, source: SyntheticSource, on_fra
 
 def synthetic_vocabulary(source: SyntheticSource):
     """The synthetic world's classes embedded by its simulated teacher's text tower."""
-    from relidar.synthetic.teacher import DEFAULT_TEMPLATES, SimulatedTeacher, SimulatedTeacherConfig
+    from relidar.synthetic.teacher import DEFAULT_TEMPLATES, SimulatedTeacher
     from relidar.training.text_embeddings import build_vocabulary, synthetic_class_specs
 
-    teacher = SimulatedTeacher(SimulatedTeacherConfig.model_validate(source.teacher))
+    teacher = SimulatedTeacher(source.teacher)
     return build_vocabulary(synthetic_class_specs(), DEFAULT_TEMPLATES, teacher, teacher.text_spec)
 
 

@@ -1,5 +1,5 @@
 """The simulated vision-language teacher: protocol, text encoder semantics; version 1 (colour) and version 2
-(masks) behaviour. The version-2 targets from the literature are checked in test_synthetic_targets.py."""
+(masks) behaviour. The version-2 targets from the literature are checked in test_synthetic_calibration_bands.py."""
 
 from __future__ import annotations
 

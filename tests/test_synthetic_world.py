@@ -49,7 +49,7 @@ def test_frame_fields(samples):
 
 
 def test_class_imbalance(samples):
-    """Shares like real driving data (the bands themselves are checked in test_synthetic_targets.py):
+    """Shares like real driving data (the bands themselves are checked in test_synthetic_calibration_bands.py):
     vegetation, road, sidewalk and building lead, people and signs form a long tail."""
     labels = np.concatenate([s.frame.labels for s in samples])
     frac = np.bincount(labels, minlength=len(CLASS_NAMES)) / len(labels)

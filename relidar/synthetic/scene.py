@@ -242,7 +242,7 @@ def generate_block(seed: int, block: int) -> Primitives:
     lot_y = verge_y + VERGE_WIDTH
     for side in (-1.0, 1.0):
         # Lots behind the sidewalk: buildings with front gardens and hedges, and parks. The shares follow
-        # real suburban driving data, where vegetation is the largest class (relidar.synthetic.targets).
+        # real suburban driving data, where vegetation is the largest class (relidar.synthetic.calibration_bands).
         x = x_start + rng.uniform(0.0, 3.0)
         while x < x_end - 4.0:
             width = min(rng.uniform(9.0, 26.0), x_end - x)

@@ -4,7 +4,7 @@ Two versions, two classes behind one base (``SimulatedTeacher(config)`` builds t
 ``SimulatedTeacherConfig.version`` names):
 
 **Version 2** (default, :class:`MaskTeacher`) models the properties of MaskCLIP that the distillation losses react to, each
-behind a switch, with its targets in ``relidar.synthetic.targets`` (taken from published
+behind a switch, with its targets in ``relidar.synthetic.calibration_bands`` (taken from published
 measurements, fixed before any loss is compared):
 
 - *recognition from shape, size and context*: evidence comes from the renderer's class and instance masks

@@ -1,12 +1,12 @@
 """The version-2 simulated teacher and the synthetic world against their published targets
-(relidar.synthetic.targets), on frames of a world seed no config trains on."""
+(relidar.synthetic.calibration_bands), on frames of a world seed no config trains on."""
 
 from __future__ import annotations
 
 import pytest
 
+from relidar.synthetic.calibration_bands import CLASS_SHARES, GEOMETRY, RECOGNITION, measure
 from relidar.synthetic.classes import CLASS_NAMES
-from relidar.synthetic.targets import CLASS_SHARES, GEOMETRY, RECOGNITION, measure
 from relidar.synthetic.teacher import SimulatedTeacher, SimulatedTeacherConfig, class_text_embeddings
 from relidar.synthetic.world import SynthConfig, SyntheticWorld
 

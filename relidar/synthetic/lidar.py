@@ -47,6 +47,10 @@ class LidarConfig(StrictModel):
         return -np.pi + np.arange(n) * (2 * np.pi / n)
 
 
+# A Velodyne HDL-64E (KITTI's sensor) at 10 Hz: 64 beams from +2 to -24.8 degrees, 0.17 degrees between firings.
+HDL64E = LidarConfig(beams=64, horizontal_resolution_deg=0.17)
+
+
 @dataclass(frozen=True)
 class LidarScan:
     """Returns of one sweep in the lidar frame: ``points`` [N,4] (x, y, z, intensity 0..1),

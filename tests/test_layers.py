@@ -91,8 +91,13 @@ def _lint_copy(tmp_path: Path) -> tuple[list[str], dict[str, str]]:
     return [str(lint), "--no-cache", "--config", str(tmp_path / "pyproject.toml")], env
 
 
-def _add_import(module: Path, target: str) -> None:
-    module.write_text(module.read_text() + f"\nimport {target}  # noqa: E402,F401  (deliberately upward)\n")
+def _failing_lint(args: list[str], env: dict[str, str], module: Path, original: str, target: str) -> str:
+    """The report of lint-imports with ``module`` (whose own text is ``original``) importing ``target``; it must fail."""
+    module.write_text(original + f"\nimport {target}  # noqa: E402,F401  (deliberately upward)\n")
+    broken = _run(args, env, module.parent, 300)
+    report = broken.stdout + broken.stderr
+    assert broken.returncode != 0, report
+    return report
 
 
 def test_import_contracts_fail_on_an_upward_import(tmp_path: Path) -> None:
@@ -103,10 +108,8 @@ def test_import_contracts_fail_on_an_upward_import(tmp_path: Path) -> None:
     clean = _run(args, env, tmp_path, 300)
     assert clean.returncode == 0, clean.stdout[-3000:] + clean.stderr[-3000:]
 
-    _add_import(tmp_path / "relidar" / "core" / "geometry.py", "relidar.training")
-    broken = _run(args, env, tmp_path, 300)
-    report = broken.stdout + broken.stderr
-    assert broken.returncode != 0, report
+    module = tmp_path / "relidar" / "core" / "geometry.py"
+    report = _failing_lint(args, env, module, module.read_text(), "relidar.training")
     assert f"{LAYERS_CONTRACT} BROKEN" in report
     assert "relidar.core.geometry -> relidar.training" in report
 
@@ -118,19 +121,12 @@ def test_import_contracts_keep_the_synthetic_world_off_torch_and_training(tmp_pa
     module = tmp_path / "relidar" / "synthetic" / "texture.py"
     original = module.read_text()
 
-    _add_import(module, "relidar.training")
-    upward = _run(args, env, tmp_path, 300)
-    report = upward.stdout + upward.stderr
-    assert upward.returncode != 0, report
+    report = _failing_lint(args, env, module, original, "relidar.training")
     assert f"{LAYERS_CONTRACT} BROKEN" in report
     assert "the synthetic world imports only the core and numpy BROKEN" in report
     assert "relidar.synthetic.texture -> relidar.training" in report
 
-    module.write_text(original)
-    _add_import(module, "torch")
-    with_torch = _run(args, env, tmp_path, 300)
-    report = with_torch.stdout + with_torch.stderr
-    assert with_torch.returncode != 0, report
+    report = _failing_lint(args, env, module, original, "torch")
     assert f"{LAYERS_CONTRACT} KEPT" in report
     assert "the synthetic world imports only the core and numpy BROKEN" in report
     assert "relidar.synthetic.texture -> torch" in report

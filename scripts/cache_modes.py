@@ -77,9 +77,9 @@ def frame_sizes(frame, teacher, superpixels: int) -> dict:
 
 
 def bytes_command(args) -> None:
+    from relidar.synthetic.teacher import SimulatedTeacher, SimulatedTeacherConfig
+    from relidar.synthetic.world import SynthConfig, SyntheticWorld
     from relidar.training.readers.base import open_dataset
-    from relidar.training.synthetic.teacher import SimulatedTeacher, SimulatedTeacherConfig
-    from relidar.training.synthetic.world import SynthConfig, SyntheticWorld
     from relidar.training.teachers.maskclip import MaskCLIPTeacher
 
     out = Path(args.out)

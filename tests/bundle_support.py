@@ -14,7 +14,7 @@ from relidar.core.viz.palette import palette_for
 from relidar.core.vocabulary import Vocabulary, embed_classes
 from relidar.export.bundle import write_bundle
 from relidar.model.network import Student, StudentConfig
-from relidar.training.synthetic.teacher import synthetic_text_encoder
+from relidar.synthetic.teacher import synthetic_text_encoder
 
 
 @functools.lru_cache(maxsize=None)

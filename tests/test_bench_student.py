@@ -9,7 +9,6 @@ import pytest
 from typer.testing import CliRunner
 
 from relidar.bench.spconv_reference import spconv_available
-from relidar.bench.synthetic_scan import synthetic_scan
 from relidar.cli.app import build_app
 
 pytestmark = pytest.mark.skipif(not spconv_available(), reason="spconv (the reference) is not installed")
@@ -57,15 +56,6 @@ def test_bench_student_rejects_unknown_profile(tmp_path) -> None:
     result = CliRunner().invoke(build_app(), ["bench", "student", "--profile", "huge", "--out", str(tmp_path)])
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert result.output.startswith("error: --profile: 'huge'") and result.output.count("\n") == 1
-
-
-def test_synthetic_scan_is_deterministic_and_lidar_like() -> None:
-    a, b = synthetic_scan(), synthetic_scan()
-    np.testing.assert_array_equal(a, b)
-    assert a.shape[1] == 4 and 80_000 < a.shape[0] < 140_000
-    ground = np.abs(a[:, 2] + 1.73) < 0.05
-    assert 0.3 < ground.mean() < 0.95  # mostly ground, plus walls and objects
-    assert a[:, 2].max() > 0.5
 
 
 def test_bench_student_uses_the_weights_file_config(tmp_path) -> None:

@@ -137,7 +137,7 @@ def test_writer_refuses_mismatched_vocabulary(tmp_path) -> None:
     from relidar.core.vocabulary import embed_classes
     from relidar.export.bundle import write_bundle
     from relidar.model.network import Student, StudentConfig
-    from relidar.training.synthetic.teacher import synthetic_text_encoder
+    from relidar.synthetic.teacher import synthetic_text_encoder
 
     enc = synthetic_text_encoder(16)
     vocab = Vocabulary(("car",), (("car",),), np.zeros((1, 3), np.uint8),
@@ -170,7 +170,7 @@ def test_export_bundle_cli(tmp_path) -> None:
     from relidar.core.segmenter import Segmenter
     from relidar.model.network import Student, StudentConfig
     from relidar.model.weights import save_student
-    from relidar.training.synthetic.teacher import SimulatedTeacher, SimulatedTeacherConfig
+    from relidar.synthetic.teacher import SimulatedTeacher, SimulatedTeacherConfig
     from relidar.training.text_embeddings import build_vocabulary, synthetic_class_specs
 
     torch.manual_seed(0)

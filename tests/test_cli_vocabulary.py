@@ -10,15 +10,16 @@ import pytest
 from typer.testing import CliRunner
 
 from relidar.cli.app import build_app
+from relidar.core.teacher import TeacherError
 from relidar.core.text.spec import ClipTextSpec, SimulatedTextSpec
 from relidar.core.vocabulary import ClassSpec, Vocabulary
+from relidar.synthetic.classes import CLASSES
+from relidar.synthetic.teacher import SimulatedTeacher, SimulatedTeacherConfig
 from relidar.training.config import SyntheticSource
 from relidar.training.data import synthetic_vocabulary
-from relidar.training.synthetic.classes import CLASSES
-from relidar.training.synthetic.teacher import SimulatedTeacher, SimulatedTeacherConfig
+from relidar.training.teachers.registry import build_teacher
 from relidar.training.text_embeddings import (
     ClassListError,
-    build_text_teacher,
     build_vocabulary,
     confusable_pairs,
     load_class_list_file,
@@ -182,9 +183,9 @@ def test_unknown_class_list_and_bad_template_file(tmp_path: Path) -> None:
     result = _invoke(["vocabulary", "build", "--classes", "synthetic", "--teacher", "synthetic",
                       "--synthetic-option", "feature_dims=64", "--out", str(tmp_path / "v.json")])
     assert result.exit_code == 1 and "Traceback" not in result.output
-    with pytest.raises(ClassListError) as err:
-        build_text_teacher("synthetic", synthetic_options={"feature_dims": 64})
-    assert err.value.field == "feature_dims"
+    with pytest.raises(TeacherError) as teacher_err:
+        build_teacher("synthetic", synthetic={"feature_dims": 64})
+    assert teacher_err.value.field == "feature_dims"
 
 
 def test_show_prints_classes_and_most_similar_pairs(tmp_path: Path) -> None:

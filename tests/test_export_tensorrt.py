@@ -10,6 +10,7 @@ import pytest
 pytest.importorskip("onnxruntime")
 
 from bundle_support import bundle_copy, shared_bundle
+from scan_support import street_scan
 
 from relidar.core.bundle import load_bundle
 from relidar.core.graph import input_names
@@ -17,17 +18,10 @@ from relidar.core.preprocess import Preprocessor
 from relidar.export.tensorrt import engine_name, profile_shapes
 
 
-def _scan(n: int, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    xyz = rng.uniform(-30, 30, (n, 3))
-    xyz[:, 2] = rng.uniform(-2.0, 1.0, n)
-    return np.concatenate([xyz, rng.random((n, 1))], axis=1).astype(np.float32)
-
-
 def test_profile_covers_every_input_and_measured_scans(tmp_path_factory) -> None:
     root = shared_bundle(tmp_path_factory)
     bundle = load_bundle(root)
-    feed = Preprocessor.of(bundle.manifest.student)(_scan(20000)).feed(bundle.vocabulary().embeddings)
+    feed = Preprocessor.of(bundle.manifest.student)(street_scan(20000)).feed(bundle.vocabulary().embeddings)
     prof = profile_shapes(bundle, max_points=60000, opt_points=20000, sample_feed=feed).shapes
     assert set(prof) == set(input_names(bundle.manifest.student.num_levels))
     for name, (lo, opt, hi) in prof.items():
@@ -48,7 +42,7 @@ def test_table_profile_has_no_empty_inputs(tmp_path_factory) -> None:
     root = shared_bundle(tmp_path_factory)
     bundle = load_bundle(root)
     assert "table" in bundle.formulations
-    scan = _scan(20000)
+    scan = street_scan(20000)
     inputs = Preprocessor.of(bundle.manifest.student)(scan)
     pairs_feed = inputs.feed(bundle.vocabulary().embeddings)
     table_feed = inputs.feed(bundle.vocabulary().embeddings, "table")
@@ -82,7 +76,7 @@ def test_engine_build_cache_and_parity(tmp_path_factory, tmp_path, fp16: bool) -
     from relidar.export.tensorrt import export_tensorrt, tensorrt_parity
 
     root = bundle_copy(tmp_path_factory, tmp_path / "b")
-    points = _scan(30000, seed=1)
+    points = street_scan(30000, 1)
     path, built = export_tensorrt(root, fp16=fp16, max_points=60000, opt_points=30000, sample_points=points)
     assert built and path.is_file() and path.parent.name == "engines"
     again, built_again = export_tensorrt(root, fp16=fp16, max_points=60000, opt_points=30000)

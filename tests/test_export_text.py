@@ -74,7 +74,7 @@ def test_clip_bundle_reencodes_classes(tiny, tmp_path) -> None:
 
 
 def test_simulated_encoder_equals_synthetic_teacher() -> None:
-    from relidar.training.synthetic.teacher import CONCEPTS, SimulatedTeacher, SimulatedTeacherConfig, synthetic_text_encoder
+    from relidar.synthetic.teacher import CONCEPTS, SimulatedTeacher, SimulatedTeacherConfig, synthetic_text_encoder
 
     teacher = SimulatedTeacher(SimulatedTeacherConfig(feature_dim=48, seed=5))
     encoder = synthetic_text_encoder(48, seed=5)
@@ -85,7 +85,7 @@ def test_simulated_encoder_equals_synthetic_teacher() -> None:
 
 def test_simulated_encoder_round_trip(tmp_path) -> None:
     from relidar.core.text.simulated import SimulatedEncoderError, SimulatedTextEncoder
-    from relidar.training.synthetic.teacher import synthetic_text_encoder
+    from relidar.synthetic.teacher import synthetic_text_encoder
 
     encoder = synthetic_text_encoder(16, seed=1)
     json_path, _ = encoder.save(tmp_path / "sim.json")
@@ -104,7 +104,7 @@ def test_text_encoder_for_rebuilds_from_the_typed_spec() -> None:
     from relidar.core.text.spec import NamedTextSpec
     from relidar.core.vocabulary import Vocabulary
     from relidar.export.bundle import BundleError, text_encoder_for
-    from relidar.training.synthetic.teacher import SimulatedTeacher, SimulatedTeacherConfig
+    from relidar.synthetic.teacher import SimulatedTeacher, SimulatedTeacherConfig
     from relidar.training.text_embeddings import build_vocabulary, simulated_text_encoder, synthetic_class_specs
 
     teacher = SimulatedTeacher(SimulatedTeacherConfig(feature_dim=24, seed=7, group_weight=0.3, text_jitter=0.0))

@@ -215,7 +215,7 @@ def test_corrupt_files_and_conflicts_raise_clear_errors(tmp_path, teacher, reade
 
 
 def test_prepare_cli_on_real_kitti_frame_resumes(tmp_path, kitti_frame_dir):
-    pytest.importorskip("relidar.training.synthetic.teacher")
+    pytest.importorskip("relidar.synthetic.teacher")
     from typer.testing import CliRunner
 
     from relidar.cli.app import single_command_app

@@ -15,7 +15,8 @@ from bundle_support import shared_bundle
 
 from relidar.bench import gpu_check
 from relidar.bench.spconv_reference import torch_threads
-from relidar.bench.synthetic_scan import synthetic_scan
+from relidar.synthetic import lidar_sweep
+from relidar.synthetic.lidar import LidarConfig
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -36,7 +37,7 @@ def test_refuses_in_one_line_without_a_gpu(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_harness_on_the_cpu(tmp_path: Path, tmp_path_factory) -> None:
-    scan = synthetic_scan(num_beams=8, num_azimuths=384)
+    scan = lidar_sweep(lidar=LidarConfig(beams=8, horizontal_resolution_deg=360 / 384)).points
     report = gpu_check.GpuCheckReport(started="test", gpus=["none (CPU harness test)"])
     bundle = shared_bundle(tmp_path_factory)
     with torch_threads(1):  # small tensors: threads only add contention on a shared box
@@ -75,7 +76,7 @@ def test_harness_on_the_cpu(tmp_path: Path, tmp_path_factory) -> None:
 def test_segmenter_section_on_the_cpu(tmp_path: Path, tmp_path_factory) -> None:
     """The GPU-resident Segmenter's section, run with the same code on the CPU: the device's voxels are numpy's,
     its labels the reference's, and the end-to-end timing covers the whole call."""
-    scan = synthetic_scan(num_beams=8, num_azimuths=384)
+    scan = lidar_sweep(lidar=LidarConfig(beams=8, horizontal_resolution_deg=360 / 384)).points
     with torch_threads(1):
         result = gpu_check.segmenter_check(tmp_path, scan, 2, device="cpu", bundle_dir=shared_bundle(tmp_path_factory))
     assert result["device"] == "cpu" and result["gpu"] is None and result["points"] == len(scan)

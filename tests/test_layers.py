@@ -74,9 +74,11 @@ def test_runtime_core_alone_labels_the_kitti_scan(tmp_path_factory, tmp_path: Pa
     np.testing.assert_array_equal(runtime, full)
 
 
-def test_import_contracts_fail_on_an_upward_import(tmp_path: Path) -> None:
-    """A copy of the package with one core module importing the training layer breaks the layers contract
-    (and the unmodified copy keeps every contract: the failure is the added import's)."""
+LAYERS_CONTRACT = "layers: cli > bench | demo | viewer > training | export > model | synthetic > core"
+
+
+def _lint_copy(tmp_path: Path) -> tuple[list[str], dict[str, str]]:
+    """lint-imports over a copy of the package (relidar and relidar_ros) under ``tmp_path``: its command and env."""
     lint = Path(sys.executable).parent / "lint-imports"
     if not lint.is_file():
         pytest.skip("import-linter is not installed here (pip install import-linter)")
@@ -84,16 +86,47 @@ def test_import_contracts_fail_on_an_upward_import(tmp_path: Path) -> None:
     shutil.copytree(REPO / "relidar", tmp_path / "relidar", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(ros_src / "relidar_ros", tmp_path / "ros" / "relidar_ros", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(REPO / "pyproject.toml", tmp_path / "pyproject.toml")
-    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{tmp_path / 'ros'}"}
-    args = [str(lint), "--no-cache", "--config", str(tmp_path / "pyproject.toml")]
+    # Wide enough that the report keeps each contract's name and verdict on one line.
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{tmp_path / 'ros'}", "COLUMNS": "200"}
+    return [str(lint), "--no-cache", "--config", str(tmp_path / "pyproject.toml")], env
+
+
+def _failing_lint(args: list[str], env: dict[str, str], module: Path, original: str, target: str) -> str:
+    """The report of lint-imports with ``module`` (whose own text is ``original``) importing ``target``; it must fail."""
+    module.write_text(original + f"\nimport {target}  # noqa: E402,F401  (deliberately upward)\n")
+    broken = _run(args, env, module.parent, 300)
+    report = broken.stdout + broken.stderr
+    assert broken.returncode != 0, report
+    return report
+
+
+def test_import_contracts_fail_on_an_upward_import(tmp_path: Path) -> None:
+    """A copy of the package with one core module importing the training layer breaks the layers contract
+    (and the unmodified copy keeps every contract: the failure is the added import's)."""
+    args, env = _lint_copy(tmp_path)
 
     clean = _run(args, env, tmp_path, 300)
     assert clean.returncode == 0, clean.stdout[-3000:] + clean.stderr[-3000:]
 
     module = tmp_path / "relidar" / "core" / "geometry.py"
-    module.write_text(module.read_text() + "\nimport relidar.training  # noqa: E402,F401  (deliberately upward)\n")
-    broken = _run(args, env, tmp_path, 300)
-    report = broken.stdout + broken.stderr
-    assert broken.returncode != 0, report
-    assert "layers: cli > bench | demo | viewer > training | export > model > core BROKEN" in report
+    report = _failing_lint(args, env, module, module.read_text(), "relidar.training")
+    assert f"{LAYERS_CONTRACT} BROKEN" in report
     assert "relidar.core.geometry -> relidar.training" in report
+
+
+def test_import_contracts_keep_the_synthetic_world_off_torch_and_training(tmp_path: Path) -> None:
+    """A synthetic-world module importing the training layer breaks the layers contract and the synthetic
+    world's own one; importing torch (allowed to the model layer beside it) breaks its own contract alone."""
+    args, env = _lint_copy(tmp_path)
+    module = tmp_path / "relidar" / "synthetic" / "texture.py"
+    original = module.read_text()
+
+    report = _failing_lint(args, env, module, original, "relidar.training")
+    assert f"{LAYERS_CONTRACT} BROKEN" in report
+    assert "the synthetic world imports only the core and numpy BROKEN" in report
+    assert "relidar.synthetic.texture -> relidar.training" in report
+
+    report = _failing_lint(args, env, module, original, "torch")
+    assert f"{LAYERS_CONTRACT} KEPT" in report
+    assert "the synthetic world imports only the core and numpy BROKEN" in report
+    assert "relidar.synthetic.texture -> torch" in report

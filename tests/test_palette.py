@@ -10,7 +10,7 @@ import pytest
 
 from relidar.core.viz.palette import BEV_BACKGROUND, UNKNOWN_COLOUR, class_colour, label_colours, palette_for
 from relidar.core.vocabulary import NUSCENES_CLASSES, SEMANTIC_KITTI_CLASSES
-from relidar.training.synthetic.classes import CLASSES
+from relidar.synthetic.classes import CLASSES
 
 LISTS = {
     "semantickitti": [c.name for c in SEMANTIC_KITTI_CLASSES],

@@ -83,11 +83,11 @@ def test_optimizer_per_loss() -> None:
 def test_shipped_configs_follow_the_protocol() -> None:
     synth = load_config(CONFIGS / "synthetic_relational.yaml", DistillConfig)
     # train and validation on different streets; out of distribution: another world and another sensor
-    seeds = {synth.data.synthetic.world["seed"], synth.data.val.synthetic.world["seed"],
-             synth.data.selection.synthetic.world["seed"], synth.eval.ood.synthetic.world["seed"],
-             synth.eval.ood.val.synthetic.world["seed"]}
+    seeds = {synth.data.synthetic.world.seed, synth.data.val.synthetic.world.seed,
+             synth.data.selection.synthetic.world.seed, synth.eval.ood.synthetic.world.seed,
+             synth.eval.ood.val.synthetic.world.seed}
     assert len(seeds) == 5  # the validation street (selection) is a street of its own
-    assert synth.eval.ood.synthetic.world["lidar"]["beams"] != synth.data.synthetic.world["lidar"]["beams"]
+    assert synth.eval.ood.synthetic.world.lidar.beams != synth.data.synthetic.world.lidar.beams
     assert synth.sampling.scope == "batch" and synth.eval.few_shot.finetune_fractions == [0.01, 0.1]
     for name in ("nuscenes_relational.yaml", "semantickitti_relational.yaml"):
         real = load_config(CONFIGS / name, DistillConfig)

@@ -20,6 +20,7 @@ import pytest
 pytest.importorskip("rclpy", reason="rclpy (ros-rclpy wheels) is not installed")
 
 from ros_support import RosPeer, fresh_domain_id, write_cloud_bag, xyzi_cloud
+from scan_support import street_scan
 
 from relidar.core.pointcloud2 import read_cloud
 from relidar.core.scan_io import read_scan
@@ -98,19 +99,11 @@ def _check_labelled(msg, expected_points: np.ndarray, num_classes: int, frame: s
     return arr
 
 
-def _synthetic_scan(seed: int, n: int = 20_000) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    ground = np.c_[rng.uniform(-30, 30, (n // 2, 2)), np.full(n // 2, -1.7)]
-    walls = np.c_[rng.uniform(-30, 30, n - n // 2), np.full(n - n // 2, 12.0), rng.uniform(-1.7, 3, n - n // 2)]
-    pts = np.r_[ground, walls]
-    return np.c_[pts, rng.random(n)].astype(np.float32)
-
-
 def _synthetic_bag(path: Path) -> tuple[list[np.ndarray], Path, str]:
     """Two sweeps of the project's synthetic world (`relidar synth --format bag`'s writer, no cameras)."""
     from relidar.core.config import load_config
-    from relidar.training.synthetic.world import SynthConfig, SyntheticWorld
-    from relidar.training.synthetic.writers import LIDAR_FRAME, LIDAR_TOPIC, BagWriter
+    from relidar.synthetic.world import SynthConfig, SyntheticWorld
+    from relidar.synthetic.writers import LIDAR_FRAME, LIDAR_TOPIC, BagWriter
 
     assert LIDAR_TOPIC == INPUT_TOPIC
     cfg = load_config(None, SynthConfig, ["cameras.names=[]", "rate_hz=2.0"])
@@ -180,7 +173,7 @@ def _adversarial_clouds(n: int, seed: int = 0):
     from sensor_msgs.msg import PointCloud2, PointField
 
     rng = np.random.default_rng(seed)
-    good = xyzi_cloud(_synthetic_scan(3, 500))
+    good = xyzi_cloud(street_scan(500, 3))
     out = []
     for i in range(n):
         m = PointCloud2()
@@ -237,7 +230,7 @@ def test_fuzzed_clouds_then_a_valid_one(node) -> None:
         pub.publish(msg)
         time.sleep(0.003)
     time.sleep(0.5)
-    valid = _synthetic_scan(4, 3000)
+    valid = street_scan(3000, 4)
     before = len(peer.received[topic])
     from std_msgs.msg import Header
 
@@ -285,7 +278,7 @@ def test_lanes_publish_in_order_and_account_for_every_scan(node) -> None:
     topic = "/segmenter/output/points"
     pub = peer.node.create_publisher(PointCloud2, INPUT_TOPIC, qos_profile_sensor_data)
     assert peer.wait_until(lambda: pub.get_subscription_count() > 0, 10)
-    large, small = _synthetic_scan(11, 120_000), _synthetic_scan(12, 2_000)
+    large, small = street_scan(120_000, 11), street_scan(2_000, 12)
     clouds = {len(large): xyzi_cloud(large), len(small): xyzi_cloud(small)}
     before = len(peer.received[topic])
     sent = []
@@ -345,7 +338,7 @@ def test_classes_parameter_changes_next_scan(node) -> None:
     assert not refused.successful and "empty" in refused.reason
     pub = peer.node.create_publisher(PointCloud2, INPUT_TOPIC, qos_profile_sensor_data)
     assert peer.wait_until(lambda: pub.get_subscription_count() > 0, 10)
-    scan = _synthetic_scan(5, 5000)
+    scan = street_scan(5000, 5)
 
     def label_once() -> np.ndarray:
         before = len(peer.received[topic])
@@ -376,7 +369,7 @@ def test_classes_parameter_changes_next_scan(node) -> None:
 def test_bench_node_reports_latency_and_memory(bundle_dir: Path, tmp_path: Path) -> None:
     from relidar_ros.bench import NodeBenchConfig, run_node_bench
 
-    cfg = NodeBenchConfig(bundle=bundle_dir, scan=_synthetic_scan(6, 5000), rate_hz=5.0, seconds=2.0,
+    cfg = NodeBenchConfig(bundle=bundle_dir, scan=street_scan(5000, 6), rate_hz=5.0, seconds=2.0,
                           domain_id=fresh_domain_id(), log_path=tmp_path / "node.log")
     result = run_node_bench(cfg)
     assert result["published"] == 10
@@ -402,7 +395,7 @@ def test_intensity_scale_brings_driver_intensity_to_training_range(node) -> None
 
     peer, proc, seg, _ = node
     topic = "/segmenter/output/points"
-    scan = _synthetic_scan(11, 5000)
+    scan = street_scan(5000, 11)
     driver = scan.copy()
     driver[:, 3] *= 255.0
     expected = seg(scan).labels
@@ -460,7 +453,7 @@ def test_pipeline_latency_on_the_bag_clock_with_use_sim_time(bundle_dir: Path, t
     from sensor_msgs.msg import PointCloud2
     from std_msgs.msg import Float64
 
-    scans = [_synthetic_scan(20 + i, 3000) for i in range(4)]
+    scans = [street_scan(3000, 20 + i) for i in range(4)]
     bag = write_cloud_bag(tmp_path / "bag", [xyzi_cloud(s) for s in scans], topic=INPUT_TOPIC, period_s=0.5)
     domain = fresh_domain_id()
     log = tmp_path / "node.log"
@@ -512,7 +505,7 @@ def test_processor_labels_as_the_segmenter_and_rejects_what_it_cannot_use(bundle
 
     segmenter = load_segmenter(str(bundle_dir), "auto", "cpu")
     processor = ScanProcessor(segmenter)
-    scan = _synthetic_scan(7, 2000)
+    scan = street_scan(2000, 7)
     settings = Settings(LabelPolicy(0.0, 0.0, 200.0), max_points=10_000, intensity_scale=1.0)
     out = processor.label(xyzi_cloud(scan), settings)
     arr = read_cloud(out.cloud)
@@ -599,7 +592,7 @@ def test_close_stops_the_lanes_before_the_node_is_destroyed(bundle_dir: Path) ->
             Parameter("bundle", value=str(bundle_dir)), Parameter("lanes", value=2)])
         node.close()
         assert not any(lane.is_alive() for lane in node._lanes)
-        node._on_cloud(xyzi_cloud(_synthetic_scan(5, 500)))
+        node._on_cloud(xyzi_cloud(street_scan(500, 5)))
         time.sleep(0.5)  # would be ample for a lane to pick it up, were one running
         snap = node._counters.snapshot()
         assert (snap.received, snap.labelled, snap.failed) == (1, 0, 0)
@@ -636,7 +629,7 @@ def test_a_class_change_does_not_stall_labelling(bundle_dir: Path) -> None:
 
     processor = ScanProcessor(segmenter)
     settings = Settings(LabelPolicy(0.0, 0.0, 200.0), max_points=10_000, intensity_scale=1.0)
-    cloud = xyzi_cloud(_synthetic_scan(7, 2000))
+    cloud = xyzi_cloud(street_scan(2000, 7))
     errors: list[BaseException] = []
 
     def change(classes: list[str], name: str) -> threading.Thread:

@@ -188,7 +188,7 @@ def test_rviz_config_shows_labels_legend_and_scores() -> None:
     assert legend["Topic"]["Durability Policy"] == "Transient Local"
     # The fixed frame defaults to the synthetic bags' lidar frame; the replay launch sets it.
     assert manager["Global Options"]["Fixed Frame"] == "lidar"
-    from relidar.training.synthetic.writers import LIDAR_FRAME
+    from relidar.synthetic.writers import LIDAR_FRAME
 
     assert LIDAR_FRAME == "lidar"
 

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 pytest.importorskip("onnxruntime")
 
 from bundle_support import shared_bundle
+from scan_support import street_scan
 
 from relidar.cli.app import build_app
 from relidar.core.scan_io import labels_to_raw_ids, read_label_file, read_scan
@@ -23,13 +24,6 @@ from relidar.export.labelled import LEGEND_TOPIC, POINTS_TOPIC
 def _run(*args: str):
     result = CliRunner().invoke(build_app(), [str(a) for a in args])
     return result, " ".join(result.output.split())
-
-
-def _scan(n: int = 3000, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    xyz = rng.uniform(-20, 20, (n, 3))
-    xyz[:, 2] = rng.uniform(-2, 1, n)
-    return np.c_[xyz, rng.random(n)].astype(np.float32)
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +38,7 @@ def test_one_scan_every_output_read_back(bundle: Path, tmp_path: Path) -> None:
     from mcap_ros2.decoder import DecoderFactory
     from rosbags.highlevel import AnyReader
 
-    pts = _scan()
+    pts = street_scan(3000)
     pts[:5, 3] = np.nan  # repaired and reported
     np.save(tmp_path / "scan.npy", pts)
     out = tmp_path / "out"
@@ -95,8 +89,8 @@ def test_one_scan_every_output_read_back(bundle: Path, tmp_path: Path) -> None:
 def test_folder_with_a_broken_scan_writes_the_rest_and_exits_1(bundle: Path, tmp_path: Path) -> None:
     data = tmp_path / "scans"
     data.mkdir()
-    _scan(500, 1).tofile(data / "a.bin")
-    _scan(400, 2).tofile(data / "b.bin")
+    street_scan(500, 1).tofile(data / "a.bin")
+    street_scan(400, 2).tofile(data / "b.bin")
     (data / "c.bin").write_bytes(b"1234567")
     out = tmp_path / "out"
     result, text = _run("segment", data, "--bundle", bundle, "--out", out, "--write", "ply,label")
@@ -140,7 +134,7 @@ def test_semantickitti_sequence_and_bag_from_synth(bundle: Path, tmp_path: Path)
 
 
 def test_out_rule_and_bad_inputs(bundle: Path, tmp_path: Path) -> None:
-    np.save(tmp_path / "s.npy", _scan(200))
+    np.save(tmp_path / "s.npy", street_scan(200))
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "x").write_text("x")
     result, text = _run("segment", tmp_path / "s.npy", "--bundle", bundle, "--out", tmp_path / "full")
@@ -162,7 +156,7 @@ def test_out_rule_and_bad_inputs(bundle: Path, tmp_path: Path) -> None:
 def test_formulation_option_gives_the_same_labels(bundle: Path, tmp_path: Path) -> None:
     """--formulation table runs the neighbour-table graph (one gather and one GEMM per conv) on the CPU:
     the labels are the pair-list graph's; a misspelt value is one line and exit 1, nothing written."""
-    pts = _scan(seed=3)
+    pts = street_scan(3000, 3)
     np.save(tmp_path / "scan.npy", pts)
     labels = {}
     for formulation in ("pairs", "table"):
@@ -186,7 +180,7 @@ def test_lanes_write_what_one_lane_writes(bundle: Path, tmp_path: Path) -> None:
     data = tmp_path / "scans"
     data.mkdir()
     for i, n in enumerate((900, 300, 700, 200, 800)):  # sizes in turn, so lanes finish out of order
-        _scan(n, 10 + i).tofile(data / f"{i:02d}.bin")
+        street_scan(n, 10 + i).tofile(data / f"{i:02d}.bin")
     (data / "02b.bin").write_bytes(b"1234567")
     labels, stamps = {}, {}
     for lanes in ("1", "2"):

@@ -9,17 +9,10 @@ import pytest
 pytest.importorskip("onnxruntime")
 
 from bundle_support import shared_bundle
+from scan_support import street_scan
 
 from relidar.core.bundle import BundleError
 from relidar.core.segmenter import Segmenter, SegmenterError, lane_threads
-
-
-def _scan(n: int = 8000, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    xyz = rng.uniform(-20, 20, (n, 3))
-    xyz[:, 2] = rng.uniform(-2.0, 1.5, n)
-    xyz[:200, 0] = 70.0  # outside the crop (x < 51.2)
-    return np.concatenate([xyz, rng.random((n, 1))], axis=1).astype(np.float32)
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +21,8 @@ def segmenter(tmp_path_factory) -> Segmenter:
 
 
 def test_output_contract(segmenter: Segmenter) -> None:
-    pts = _scan()
+    pts = street_scan(8000)
+    pts[:200, 0] = 70.0  # outside the crop (x < 51.2)
     result = segmenter(pts)
     assert segmenter.backend == "onnxruntime"
     assert result.labels.shape == (len(pts),) and result.labels.dtype == np.int32
@@ -47,7 +41,7 @@ def test_output_contract(segmenter: Segmenter) -> None:
 def test_fused_classifier_agrees_with_features(segmenter: Segmenter) -> None:
     """Labels/scores come from the graph's quadratic-form cosine; recompute them from the returned
     D-dim features (head applied in numpy) with a plain softmax over 100 * cosine."""
-    result = segmenter(_scan(seed=1), return_features=True)
+    result = segmenter(street_scan(8000, 1), return_features=True)
     feats = result.features
     inside = result.labels >= 0
     assert feats.shape == (len(result.labels), 32)
@@ -62,7 +56,7 @@ def test_fused_classifier_agrees_with_features(segmenter: Segmenter) -> None:
 
 def test_torch_backend_agrees(tmp_path_factory, segmenter: Segmenter) -> None:
     pytest.importorskip("torch")
-    pts = _scan(seed=2)
+    pts = street_scan(8000, 2)
     torch_seg = Segmenter(shared_bundle(tmp_path_factory), backend="torch")
     assert torch_seg.backend == "torch"
     a, b = segmenter(pts), torch_seg(pts)
@@ -79,7 +73,7 @@ def test_neighbour_table_graph_agrees_with_pair_lists(tmp_path_factory, segmente
     assert segmenter.formulation == "pairs"  # the CPU default
     tables = Segmenter(root, backend=backend, formulation="table")
     assert tables.formulation == "table"
-    pts = _scan(seed=3)
+    pts = street_scan(8000, 3)
     a, b = segmenter(pts, return_features=True), tables(pts, return_features=True)
     np.testing.assert_array_equal(a.labels, b.labels)
     np.testing.assert_allclose(a.scores, b.scores, atol=1e-5)
@@ -89,7 +83,7 @@ def test_neighbour_table_graph_agrees_with_pair_lists(tmp_path_factory, segmente
 def test_set_classes_changes_vocabulary_not_network(tmp_path_factory) -> None:
     seg = Segmenter(shared_bundle(tmp_path_factory), backend="onnxruntime")
     backend = seg._backend
-    pts = _scan(seed=3)
+    pts = street_scan(8000, 3)
     before = seg(pts)
     seg.set_classes(["car", "road"])
     after = seg(pts)
@@ -112,7 +106,7 @@ def test_edge_inputs(segmenter: Segmenter) -> None:
     assert empty.labels.shape == (0,) and empty.features.shape == (0, 32)
     outside = segmenter(np.full((5, 3), 500.0, np.float32))
     assert np.all(outside.labels == -1) and np.all(outside.scores == 0)
-    xyz_only = segmenter(_scan(500)[:, :3])
+    xyz_only = segmenter(street_scan(500)[:, :3])
     assert xyz_only.labels.shape == (500,)
     with pytest.raises(SegmenterError) as err:
         segmenter(np.zeros((10, 2), np.float32))
@@ -124,7 +118,7 @@ def test_preprocess_next_scan_while_labelling_this_one(segmenter: Segmenter) -> 
     threads (both release the GIL)."""
     import threading
 
-    scans = [_scan(6000, seed) for seed in range(4)]
+    scans = [street_scan(6000, seed) for seed in range(4)]
     expected = [segmenter(s) for s in scans]
     feeds = [segmenter.preprocess(scans[0])]
 
@@ -168,7 +162,7 @@ def test_non_finite_points_are_repaired_and_counted(segmenter: Segmenter, source
 
         scan = read_scan(request.getfixturevalue("kitti_scan_path"))
     else:
-        scan = _scan(20000)
+        scan = street_scan(20000)
     rng = np.random.default_rng(3)
     n = len(scan)
     bad = scan.copy()
@@ -233,7 +227,7 @@ def test_concurrent_calls_overlap_on_onnxruntime_and_label_as_one_at_a_time(tmp_
     import threading
 
     seg = Segmenter(shared_bundle(tmp_path_factory), backend="onnxruntime", threads=1)
-    scans = [_scan(6000, seed) for seed in (5, 6)]
+    scans = [street_scan(6000, seed) for seed in (5, 6)]
     expected = [seg(s) for s in scans]
     both_inside = threading.Barrier(2, timeout=30)
 
@@ -254,7 +248,7 @@ def test_calls_on_a_backend_that_runs_one_at_a_time_take_turns(tmp_path_factory)
 
     pytest.importorskip("torch")
     seg = Segmenter(shared_bundle(tmp_path_factory), backend="torch")
-    scans = [_scan(4000, seed) for seed in (7, 8, 9)]
+    scans = [street_scan(4000, seed) for seed in (7, 8, 9)]
     expected = [seg(s) for s in scans]
     lock = threading.Lock()
     inside, most = [0], [0]

@@ -1,23 +1,25 @@
 """The simulated vision-language teacher: protocol, text encoder semantics; version 1 (colour) and version 2
-(masks) behaviour. The version-2 targets from the literature are checked in test_synthetic_targets.py."""
+(masks) behaviour. The version-2 targets from the literature are checked in test_synthetic_calibration_bands.py."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from relidar.training.synthetic.classes import CLASS_NAMES
-from relidar.training.synthetic.teacher import (
+from relidar.core.teacher import Teacher, TeacherError
+from relidar.synthetic.classes import CLASS_NAMES
+from relidar.synthetic.teacher import (
+    ColourTeacher,
+    MaskTeacher,
     SimulatedTeacher,
     SimulatedTeacherConfig,
     class_text_embeddings,
     pixel_accuracy,
     zero_shot_pixels,
 )
-from relidar.training.synthetic.truth import TruthStore
-from relidar.training.synthetic.world import SynthConfig, SyntheticWorld
-from relidar.training.synthetic.writers import SemanticKittiWriter
-from relidar.training.teachers.base import Teacher, TeacherError
+from relidar.synthetic.truth import TruthStore
+from relidar.synthetic.world import SynthConfig, SyntheticWorld
+from relidar.synthetic.writers import SemanticKittiWriter
 
 # The band the teacher is built to sit in: good enough to teach, wrong often enough to be beaten.
 ACCURACY_BAND = (0.70, 0.95)
@@ -51,6 +53,18 @@ def test_implements_teacher_protocol(views):
     np.testing.assert_allclose(np.linalg.norm(feats, axis=-1), 1.0, atol=1e-5)
     assert np.array_equal(feats, teacher.encode_image(image.copy()))  # deterministic, seeded by content
     assert not np.array_equal(feats, teacher.encode_image(views[1][0])[: feats.shape[0]])
+
+
+def test_the_config_version_picks_the_class_and_a_class_refuses_the_other_version(views):
+    assert type(SimulatedTeacher(SimulatedTeacherConfig(feature_dim=64, version=1))) is ColourTeacher
+    assert type(SimulatedTeacher(SimulatedTeacherConfig(feature_dim=64))) is MaskTeacher
+    assert type(SimulatedTeacher()) is MaskTeacher and type(ColourTeacher()) is ColourTeacher
+    with pytest.raises(TeacherError) as caught:
+        MaskTeacher(SimulatedTeacherConfig(feature_dim=64, version=1))
+    assert caught.value.field == "version"
+    image = views[0][0]
+    np.testing.assert_array_equal(ColourTeacher(SimulatedTeacherConfig(feature_dim=64, version=1)).encode_image(image),
+                                  SimulatedTeacher(SimulatedTeacherConfig(feature_dim=64, version=1)).encode_image(image))
 
 
 def test_text_encoder_synonyms_groups_and_unknown_words():
@@ -202,7 +216,7 @@ def test_v2_instance_offsets_persist_and_image_noise_does_not(samples):
 
 
 def test_truth_sidecar_of_another_format_is_refused_with_its_path(samples, tmp_path):
-    from relidar.training.synthetic.truth import TruthError, read_truth, write_truth
+    from relidar.synthetic.truth import TruthError, read_truth, write_truth
 
     path = write_truth(tmp_path / "truth_2" / "000000.npz", samples[0].frame.cameras[0].image, samples[0].camera_truth[0])
     with np.load(path) as npz:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from relidar.training.synthetic.classes import CLASS_NAMES, class_id, from_kitti_ids, to_kitti_ids
-from relidar.training.synthetic.world import SynthConfig, SyntheticWorld
+from relidar.synthetic.classes import CLASS_NAMES, class_id, from_kitti_ids, to_kitti_ids
+from relidar.synthetic.world import SynthConfig, SyntheticWorld
 
 
 def small_config(seed: int, **lidar) -> SynthConfig:
@@ -49,7 +49,7 @@ def test_frame_fields(samples):
 
 
 def test_class_imbalance(samples):
-    """Shares like real driving data (the bands themselves are checked in test_synthetic_targets.py):
+    """Shares like real driving data (the bands themselves are checked in test_synthetic_calibration_bands.py):
     vegetation, road, sidewalk and building lead, people and signs form a long tail."""
     labels = np.concatenate([s.frame.labels for s in samples])
     frac = np.bincount(labels, minlength=len(CLASS_NAMES)) / len(labels)
@@ -119,3 +119,28 @@ def test_kitti_label_ids_round_trip():
 def test_bad_camera_name_is_rejected():
     with pytest.raises(ValueError, match="unknown camera"):
         SynthConfig(cameras={"names": ["roof"]})
+
+
+def test_lidar_sweep_is_deterministic_and_lidar_like():
+    """The benchmarks' default scan (moved from relidar/bench/synthetic_scan.py): an HDL-64E on the street,
+    the world's own sweep without cameras, sized like a KITTI scan and mostly ground."""
+    from relidar.synthetic import lidar_sweep
+    from relidar.synthetic.lidar import HDL64E
+    from relidar.synthetic.world import LIDAR_MOUNT
+
+    a, b = lidar_sweep(), lidar_sweep()
+    np.testing.assert_array_equal(a.points, b.points)
+    assert a.points.shape[1] == 4 and a.points.dtype == np.float32 and 80_000 < a.points.shape[0] < 140_000
+    assert a.cameras == [] and not np.array_equal(lidar_sweep(seed=1).points[:1000], a.points[:1000])
+    world = SyntheticWorld(SynthConfig(lidar=HDL64E, cameras={"names": []})).sample(0).frame
+    np.testing.assert_array_equal(a.points, world.points)
+    np.testing.assert_array_equal(a.labels, world.labels)
+    elevations = np.rad2deg(np.arcsin(a.points[:, 2] / np.linalg.norm(a.points[:, :3], axis=1)))
+    beams = np.linspace(-24.8, 2.0, 64)  # HDL-64E; the steepest ones end on the ego car (no return)
+    nearest = np.abs(elevations[:, None] - beams[None]).argmin(axis=1)
+    np.testing.assert_allclose(elevations, beams[nearest], atol=1e-3)
+    assert len(np.unique(nearest)) > 50 and nearest.max() == 63
+    ground = np.isin(a.labels, [class_id(n) for n in ("road", "sidewalk", "terrain")])
+    assert 0.3 < ground.mean() < 0.95  # mostly ground, plus walls and objects
+    assert np.abs(a.points[a.labels == class_id("road"), 2] + LIDAR_MOUNT[2]).max() < 0.2
+    assert a.points[:, 2].max() > 0.5

@@ -7,10 +7,10 @@ import pytest
 
 from relidar.core.geometry import make_transform, quaternion_to_rotation
 from relidar.core.pointcloud2 import cloud_to_xyzi, read_cloud
-from relidar.training.synthetic.classes import from_kitti_ids
-from relidar.training.synthetic.truth import TruthStore, image_digest, read_truth
-from relidar.training.synthetic.world import SynthConfig, SyntheticWorld
-from relidar.training.synthetic.writers import BagWriter, SemanticKittiWriter, WriterError, rotation_to_quaternion
+from relidar.synthetic.classes import from_kitti_ids
+from relidar.synthetic.truth import TruthStore, image_digest, read_truth
+from relidar.synthetic.world import SynthConfig, SyntheticWorld
+from relidar.synthetic.writers import BagWriter, SemanticKittiWriter, WriterError, rotation_to_quaternion
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ open_clip = pytest.importorskip("open_clip")
 
 from tiny_clip import build_tiny_clip  # noqa: E402
 
-from relidar.training.teachers.base import Teacher, TeacherError  # noqa: E402
+from relidar.core.teacher import Teacher, TeacherError  # noqa: E402
 from relidar.training.teachers.maskclip import MaskCLIPTeacher  # noqa: E402
 
 

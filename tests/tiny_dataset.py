@@ -7,8 +7,8 @@ from pathlib import Path
 
 def write_synthetic_kitti(root: Path, frames: int = 5, seed: int = 0, beams: int = 16) -> Path:
     """Write ``frames`` sweeps of the synthetic world (front camera 128x72) under ``root``; returns ``root``."""
-    from relidar.training.synthetic.world import SynthConfig, SyntheticWorld
-    from relidar.training.synthetic.writers import SemanticKittiWriter
+    from relidar.synthetic.world import SynthConfig, SyntheticWorld
+    from relidar.synthetic.writers import SemanticKittiWriter
 
     world = SyntheticWorld(SynthConfig.model_validate({
         "seed": seed, "lidar": {"beams": beams, "horizontal_resolution_deg": 1.5, "max_range": 40.0},

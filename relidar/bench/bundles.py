@@ -20,7 +20,7 @@ def student_bundle(root: Path, student: Student) -> Path:
     from relidar.core.viz.palette import palette_for
     from relidar.core.vocabulary import Vocabulary, embed_classes
     from relidar.export.bundle import write_bundle
-    from relidar.training.synthetic.teacher import synthetic_text_encoder
+    from relidar.synthetic.teacher import synthetic_text_encoder
 
     encoder = synthetic_text_encoder(student.config.out_dim, 0)
     synonyms = tuple((name,) for name in CLASSES)

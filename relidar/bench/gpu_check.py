@@ -151,9 +151,9 @@ def _scan(path: Path | None) -> tuple[np.ndarray, str]:
     default = Path(shared) / "kitti" / "000000" / "velodyne.bin"
     if default.is_file():
         return read_scan(default), str(default)
-    from relidar.bench.synthetic_scan import synthetic_scan
+    from relidar.synthetic import lidar_sweep
 
-    return synthetic_scan(), "synthetic 64-beam scan (relidar.bench.synthetic_scan)"
+    return lidar_sweep().points, "synthetic HDL-64E sweep (relidar.synthetic.lidar_sweep)"
 
 
 def _unit_rows(n: int, d: int, seed: int) -> np.ndarray:

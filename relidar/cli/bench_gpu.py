@@ -20,7 +20,8 @@ def bench_gpu(
     out: Optional[Path] = typer.Option(None, "--out", help="Folder to write (new or empty): gpu_check.json, summary.md "
                                        "and the check's scratch files (work/); default runs/bench_gpu_YYYYmmdd-HHMMSS."),
     scan: Optional[Path] = typer.Option(None, "--scan", help="Lidar scan (.bin KITTI or .npy); default: the KITTI frame "
-                                                             "in ../shared/data, else a synthetic 64-beam scan."),
+                                                             "in ../shared/data, else a synthetic HDL-64E sweep "
+                                                             "(relidar.synthetic.lidar_sweep)."),
     repeat: int = typer.Option(10, "--repeat", min=1, help="Timed repetitions per measurement."),
     only: Optional[list[str]] = typer.Option(None, "--only", help=f"Run only these sections (repeatable): {', '.join(SECTIONS)}."),
     quick: bool = typer.Option(False, "--quick", help="fast profile only, amp off and bf16, 3 repetitions (a smoke run)."),

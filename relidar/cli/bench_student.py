@@ -19,7 +19,7 @@ def register(apps: Apps) -> None:
 def bench_student(
     profile: str = typer.Option("base", "--profile", help="Student profile: base (MinkUNet18-like) or fast (narrow, CPU real time)."),
     scan: Optional[Path] = typer.Option(None, "--scan", help="Lidar scan (.bin KITTI or .npy [N,>=3]); default: a built-in "
-                                                             "synthetic 64-beam scan."),
+                                                             "synthetic HDL-64E sweep (relidar.synthetic.lidar_sweep)."),
     repeat: int = typer.Option(10, "--repeat", min=1, help="Timed repetitions (each runs ours then spconv)."),
     warmup: int = typer.Option(2, "--warmup", min=0, help="Untimed repetitions first."),
     voxel_size: float = typer.Option(0.1, "--voxel-size", min=0.01, help="Voxel edge in metres."),
@@ -58,9 +58,9 @@ def bench_student(
         raise RelidarError("spconv is not installed (the reference this benchmark compares with)",
                            hint="pip install spconv")
     if scan is None:
-        from relidar.bench.synthetic_scan import synthetic_scan
+        from relidar.synthetic import lidar_sweep
 
-        points = synthetic_scan()
+        points = lidar_sweep().points
         scan_name = "synthetic"
     else:
         points = read_scan(scan)

@@ -13,18 +13,13 @@ or, one process per GPU, with torchrun setting RANK / WORLD_SIZE / LOCAL_RANK:
 from __future__ import annotations
 
 import os
-from enum import Enum
 from pathlib import Path
 from typing import Optional
 
 import typer
 
 from relidar.cli.app import Apps, single_command_app
-
-
-class TeacherKind(str, Enum):
-    maskclip = "maskclip"
-    synthetic = "synthetic"
+from relidar.training.teachers.registry import TeacherKind
 
 
 def register(apps: Apps) -> None:
@@ -113,22 +108,21 @@ def prepare(
 
 def _build_teacher(kind: TeacherKind, model: str, pretrained: str, image_size: int, device: str, dataset: Path,
                    console, rank: int = 0, world_size: int = 1):
+    from relidar.training.teachers.registry import build_teacher
+
     if kind is TeacherKind.synthetic:
-        from relidar.training.synthetic.teacher import SimulatedTeacher, SimulatedTeacherConfig
-        from relidar.training.synthetic.truth import TruthStore
+        from relidar.synthetic.truth import TruthStore
 
         truth = TruthStore()
         if truth.scan(dataset):  # the renderer's masks `relidar synth` wrote beside the images
-            return SimulatedTeacher(truth=truth)
+            return build_teacher(kind, truth=truth)
         # Images without masks (a real dataset, an older log): only the colour teacher can read them.
         console.print(f"no renderer masks (truth_2/ or *_truth/) under {dataset}: using the version-1 (colour) "
                       "simulated teacher")
-        return SimulatedTeacher(SimulatedTeacherConfig(version=1))
-    import torch
-
-    from relidar.training.teachers.maskclip import MaskCLIPTeacher
-
+        return build_teacher(kind, synthetic={"version": 1})
     if device == "auto":
+        import torch
+
         from relidar.training.distributed import place_rank
 
         # torchrun sets LOCAL_RANK; ranks started by hand (--rank/--world-size) are taken as one machine's,
@@ -136,7 +130,7 @@ def _build_teacher(kind: TeacherKind, model: str, pretrained: str, image_size: i
         local_rank = int(os.environ.get("LOCAL_RANK", str(rank)))
         local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(world_size)))
         device = place_rank("auto", local_rank, local_world, torch.cuda.device_count()).device
-    return MaskCLIPTeacher(model, pretrained, device, image_size)
+    return build_teacher(kind, model=model, pretrained=pretrained, device=device, image_size=image_size)
 
 
 def _print_report(console, report) -> None:

@@ -56,8 +56,8 @@ def render_bev_command(
             render_bev(out, points[:, :3], values=inten, value_range=(0.0, top), value_label="intensity", view=view,
                        title=title or f"{scan.name} (intensity)")
     else:
-        from relidar.training.synthetic.classes import CLASS_NAMES
-        from relidar.training.synthetic.world import SynthConfig, SyntheticWorld
+        from relidar.synthetic.classes import CLASS_NAMES
+        from relidar.synthetic.world import SynthConfig, SyntheticWorld
 
         cfg = SynthConfig(seed=seed, lidar={"beams": beams}, cameras={"names": ["front"], "width": 32, "height": 32})
         sample = SyntheticWorld(cfg).sample(frame)
@@ -79,9 +79,9 @@ def render_teacher_command(
     from rich.console import Console
 
     from relidar.core.config import validate
-    from relidar.training.synthetic.pictures import teacher_picture
-    from relidar.training.synthetic.teacher import SimulatedTeacher
-    from relidar.training.synthetic.world import SynthConfig, SyntheticWorld
+    from relidar.synthetic.pictures import teacher_picture
+    from relidar.synthetic.teacher import SimulatedTeacher
+    from relidar.synthetic.world import SynthConfig, SyntheticWorld
 
     console = Console()
     cfg = validate(SynthConfig, {"seed": seed, "cameras": {"names": [camera], "width": width, "height": height}},

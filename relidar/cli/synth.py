@@ -50,9 +50,9 @@ def synth(
     from relidar.core.config import load_config, save_config
     from relidar.core.errors import RelidarError
     from relidar.core.rundir import OutputError, new_output_dir
-    from relidar.training.synthetic.cameras import MOUNTS
-    from relidar.training.synthetic.world import SynthConfig, SyntheticWorld
-    from relidar.training.synthetic.writers import BagWriter, SemanticKittiWriter
+    from relidar.synthetic.cameras import MOUNTS
+    from relidar.synthetic.world import SynthConfig, SyntheticWorld
+    from relidar.synthetic.writers import BagWriter, SemanticKittiWriter
 
     console = Console()
     names = list(MOUNTS) if cameras.strip() == "surround" else [c.strip() for c in cameras.split(",") if c.strip()]

@@ -7,18 +7,13 @@
 
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 import typer
 
 from relidar.cli.app import Apps
-
-
-class TeacherKind(str, Enum):
-    maskclip = "maskclip"
-    synthetic = "synthetic"
+from relidar.training.teachers.registry import TeacherKind
 
 
 def register(apps: Apps) -> None:
@@ -58,23 +53,18 @@ def build(
 
     from relidar.core.config import parse_overrides
     from relidar.core.vocabulary import VocabularyError
-    from relidar.training.text_embeddings import (
-        build_text_teacher,
-        build_vocabulary,
-        default_templates,
-        load_templates_file,
-        resolve_class_list,
-    )
+    from relidar.training.teachers.registry import build_teacher, default_templates
+    from relidar.training.text_embeddings import build_vocabulary, load_templates_file, resolve_class_list
 
     console = Console()
     if out.suffix.lower() != ".json":
         raise VocabularyError(f"the vocabulary file must end in .json (its embeddings go to {out.stem}.embeddings.npy "
                               "beside it)", path=out, field="--out")
     specs = resolve_class_list(classes)
-    prompt_templates = default_templates(teacher.value) if templates == "default" else load_templates_file(templates)
+    prompt_templates = default_templates(teacher) if templates == "default" else load_templates_file(templates)
     options = dict(parse_overrides(synthetic_option or []))
     with console.status(f"building the {teacher.value} teacher"):
-        encoder = build_text_teacher(teacher.value, model, pretrained, device, options)
+        encoder = build_teacher(teacher, model=model, pretrained=pretrained, device=device, synthetic=options)
     total = sum(len(s.synonyms or (s.name,)) for s in specs) * len(prompt_templates)
     with Progress(TextColumn("encoding prompts"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console, transient=True) as progress:

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from relidar.core.geometry import Projection, project_points
+from relidar.core.geometry import CameraProjection, project_points
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,7 @@ class Camera:
     def width(self) -> int:
         return int(self.image.shape[1])
 
-    def project(self, xyz: np.ndarray, min_depth: float = 0.1) -> Projection:
+    def project(self, xyz: np.ndarray, min_depth: float = 0.1) -> CameraProjection:
         """Pixels of lidar-frame points ``xyz`` [N,3] in this camera."""
         return project_points(xyz, self.K, self.T_cam_from_lidar, self.width, self.height, min_depth)
 

@@ -8,7 +8,7 @@ import numpy as np
 
 
 @dataclass(frozen=True)
-class Projection:
+class CameraProjection:
     """Where points land in one image.
 
     ``uv`` [N,2] float32 are pixel coordinates (u right, v down, pixel centres at integer+0.5
@@ -70,7 +70,7 @@ def project_points(
     width: int,
     height: int,
     min_depth: float = 0.1,
-) -> Projection:
+) -> CameraProjection:
     """Project lidar-frame points [N,3] through a pinhole camera."""
     cam = transform_points(T_cam_from_lidar, np.asarray(xyz)[:, :3])
     depth = cam[:, 2]
@@ -79,4 +79,4 @@ def project_points(
     pix = cam @ np.asarray(K, dtype=np.float64).T
     uv = pix[:, :2] / safe[:, None]
     inside = (uv[:, 0] >= 0) & (uv[:, 0] < width) & (uv[:, 1] >= 0) & (uv[:, 1] < height)
-    return Projection(uv=uv.astype(np.float32), depth=depth.astype(np.float32), mask=in_front & inside)
+    return CameraProjection(uv=uv.astype(np.float32), depth=depth.astype(np.float32), mask=in_front & inside)

@@ -64,8 +64,8 @@ TRAIN_SEQUENCE, VAL_SEQUENCE = "00", "08"
 def write_log(out: Path, config: DemoConfig, on_frame: Callable[[int, int], None] | None = None) -> Path:
     """Two streets as SemanticKITTI sequences (scan, labels, front image, calibration): 00 from world
     ``seed`` (``frames`` sweeps) and 08 from world ``seed + 1`` (``val_frames`` sweeps)."""
-    from relidar.training.synthetic.world import SynthConfig, SyntheticWorld
-    from relidar.training.synthetic.writers import SemanticKittiWriter
+    from relidar.synthetic.world import SynthConfig, SyntheticWorld
+    from relidar.synthetic.writers import SemanticKittiWriter
 
     total = config.frames + config.val_frames
     done = 0
@@ -166,6 +166,7 @@ def _run_demo(out: Path, config: DemoConfig, on_stage: Callable[[str], None] | N
               on_progress: Callable[[int, int], None] | None) -> DemoResult:
 
     from relidar.model.weights import load_student
+    from relidar.synthetic.teacher import SimulatedTeacher, SimulatedTeacherConfig
     from relidar.training.config import SyntheticSource
     from relidar.training.data import synthetic_vocabulary
     from relidar.training.distill import distill
@@ -173,7 +174,6 @@ def _run_demo(out: Path, config: DemoConfig, on_stage: Callable[[str], None] | N
     from relidar.training.feature_cache import CacheReader, prepare_cache
     from relidar.training.readers.base import open_dataset
     from relidar.training.report import write_report
-    from relidar.training.synthetic.teacher import SimulatedTeacher, SimulatedTeacherConfig
 
     stage = on_stage or (lambda _s: None)
     out.mkdir(parents=True, exist_ok=True)
@@ -230,7 +230,7 @@ def _run_demo(out: Path, config: DemoConfig, on_stage: Callable[[str], None] | N
 
     stage("exporting the model bundle")
     from relidar.export.bundle import write_bundle
-    from relidar.training.synthetic.teacher import synthetic_text_encoder
+    from relidar.synthetic.teacher import synthetic_text_encoder
 
     cache = CacheReader(out / "cache_val")
     val_frame = cache[len(cache) - 1]

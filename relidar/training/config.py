@@ -9,6 +9,8 @@ from pydantic_core import PydanticCustomError
 
 from relidar.core.config import StrictModel
 from relidar.model.network import StudentConfig
+from relidar.synthetic.teacher import SimulatedTeacherConfig
+from relidar.synthetic.world import SynthConfig
 from relidar.training.augment import AugmentConfig
 from relidar.training.feature_cache import CacheStorage
 from relidar.training.losses import LossConfig, LossName
@@ -17,16 +19,13 @@ from relidar.training.teachers.online import OnlineSource
 
 
 class SyntheticSource(StrictModel):
-    """Build the data from the synthetic world when the cache folder does not exist yet.
-
-    ``world`` holds ``relidar.training.synthetic.world.SynthConfig`` fields (seed, lidar.beams, ...)
-    and ``teacher`` those of its ``SimulatedTeacherConfig``; kept as plain mappings here so that
-    this config stays readable without importing the synthetic world.
-    """
+    """Build the data from the synthetic world when the cache folder does not exist yet: ``frames`` sweeps of
+    the world ``world`` describes, with teacher features from the simulated teacher ``teacher`` describes
+    (the schemas live beside the code they drive, in ``relidar.synthetic``)."""
 
     frames: int = Field(24, ge=2, description="sweeps to generate")
-    world: dict = Field(default_factory=dict, description="SynthConfig fields, e.g. {seed: 0, lidar: {beams: 32}}")
-    teacher: dict = Field(default_factory=dict, description="SimulatedTeacherConfig fields, e.g. {feature_dim: 64}")
+    world: SynthConfig = Field(SynthConfig(), description="the world: seed, lidar (beams, ...), cameras")
+    teacher: SimulatedTeacherConfig = Field(SimulatedTeacherConfig(), description="the simulated teacher, e.g. {feature_dim: 64}")
     storage: CacheStorage = Field(CacheStorage(), description="how the cache keeps the teacher's features")
 
 

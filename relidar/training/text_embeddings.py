@@ -7,7 +7,7 @@ the teacher whose text tower embeds them, and the most confusable class pairs of
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Sequence
 
 import numpy as np
 import yaml
@@ -15,10 +15,10 @@ from pydantic import Field, field_validator
 
 from relidar.core.config import StrictModel, validate
 from relidar.core.errors import RelidarError
+from relidar.core.text import TextEncoder
 from relidar.core.text.simulated import SimulatedTextEncoder
 from relidar.core.text.spec import SimulatedTextSpec, TextEncoderSpec
 from relidar.core.vocabulary import (
-    DEFAULT_TEMPLATES,
     NUSCENES_CLASSES,
     SEMANTIC_KITTI_CLASSES,
     ClassSpec,
@@ -26,7 +26,6 @@ from relidar.core.vocabulary import (
     check_class_names,
     embed_classes,
 )
-from relidar.training.teachers.base import TextEncoder
 
 
 def build_vocabulary(
@@ -57,7 +56,7 @@ def simulated_text_encoder(spec: SimulatedTextSpec) -> SimulatedTextEncoder:
     """The synthetic world's simulated text encoder that ``spec`` describes (what a bundle ships for it):
     the world's concepts, embedded with the spec's dimension, seed, group weight and text jitter."""
     from relidar.core.text.simulated import ConceptText
-    from relidar.training.synthetic.teacher import CONCEPTS
+    from relidar.synthetic.teacher import CONCEPTS
 
     return SimulatedTextEncoder.from_concepts([ConceptText(c.name, c.group, tuple(c.words)) for c in CONCEPTS],
                                               spec.feature_dim, spec.seed, spec.group_weight, spec.text_jitter)
@@ -66,7 +65,6 @@ def simulated_text_encoder(spec: SimulatedTextSpec) -> SimulatedTextEncoder:
 # --- what `relidar vocabulary` needs besides the CLI: class lists, template files, teachers, confusions ---
 
 CLASS_LIST_NAMES: tuple[str, ...] = ("nuscenes", "semantickitti", "synthetic")
-TEACHER_KINDS: tuple[str, ...] = ("maskclip", "synthetic")
 
 
 class ClassListError(RelidarError, ValueError):
@@ -129,7 +127,7 @@ def load_class_list_file(path: str | Path) -> tuple[ClassSpec, ...]:
 
 def synthetic_class_specs() -> tuple[ClassSpec, ...]:
     """The synthetic world's classes as vocabulary ClassSpecs (its names, synonyms and display colours)."""
-    from relidar.training.synthetic.classes import CLASSES
+    from relidar.synthetic.classes import CLASSES
 
     return tuple(ClassSpec(c.name, c.synonyms, c.colour) for c in CLASSES)
 
@@ -171,41 +169,6 @@ def load_templates_file(path: str | Path) -> tuple[str, ...]:
     if not templates:
         raise ClassListError("no templates", path=path, hint="write one template a line, each with one '{}'")
     return tuple(templates)
-
-
-def default_templates(teacher_kind: str) -> tuple[str, ...]:
-    """The templates a teacher's vocabularies are built with unless told otherwise: the synthetic
-    world's own three for its simulated teacher (what evaluation uses by default), CLIP's street ensemble otherwise."""
-    if teacher_kind == "synthetic":
-        from relidar.training.synthetic.teacher import DEFAULT_TEMPLATES as SYNTHETIC_TEMPLATES
-
-        return SYNTHETIC_TEMPLATES
-    return DEFAULT_TEMPLATES
-
-
-def build_text_teacher(kind: str, model: str = "ViT-B-16", pretrained: str | None = "laion2b_s34b_b88k",
-                       device: str = "auto", synthetic_options: Mapping[str, Any] | None = None):
-    """The teacher whose text tower embeds the vocabulary: MaskCLIP over open_clip (``pretrained`` 'none'
-    gives random weights) or the synthetic world's simulated teacher (``synthetic_options`` are
-    ``SimulatedTeacherConfig`` fields). Its ``text_spec`` goes into the vocabulary's ``encoder`` field."""
-    if kind == "synthetic":
-        from relidar.training.synthetic.teacher import SimulatedTeacher, SimulatedTeacherConfig
-
-        config = validate(SimulatedTeacherConfig, dict(synthetic_options or {}), error=ClassListError,
-                          what="synthetic teacher options", hint="see SimulatedTeacherConfig's fields")
-        return SimulatedTeacher(config)
-    if kind != "maskclip":
-        raise ClassListError(f"{kind!r} must be one of {list(TEACHER_KINDS)}", field="teacher")
-    if synthetic_options:
-        raise ClassListError("synthetic teacher options were given for the maskclip teacher",
-                             field="synthetic_option", hint="drop them")
-    import torch
-
-    from relidar.training.teachers.maskclip import MaskCLIPTeacher
-
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    return MaskCLIPTeacher(model, pretrained, device)
 
 
 def confusable_pairs(vocabulary: Vocabulary, top: int = 5) -> list[tuple[str, str, float]]:

@@ -1,7 +1,7 @@
 """Text encoders (numpy + onnxruntime at run time, no PyTorch) behind the one interface they share.
 
 Every encoder -- CLIP through ONNX Runtime, the simulated one, and the teachers' own text towers
-(``relidar.training.teachers.base.Teacher`` extends this protocol) -- has ``feature_dim`` and
+(``relidar.core.teacher.Teacher`` extends this protocol) -- has ``feature_dim`` and
 ``encode_text(prompts) -> [P, D] float32 unit rows``, so vocabularies are built the same way offline
 and in the node (``relidar.core.vocabulary.embed_classes``). Which encoder made a vocabulary is
 recorded as a typed spec (``relidar.core.text.spec``).

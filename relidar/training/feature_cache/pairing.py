@@ -9,12 +9,12 @@ import numpy as np
 
 from relidar.core.frame import Frame
 from relidar.core.rows import unit_rows
+from relidar.core.teacher import Teacher, TeacherError
 from relidar.training.feature_cache.basis import PcaBasis
 from relidar.training.feature_cache.codec import encode_rows
 from relidar.training.feature_cache.format import CacheSettings, CacheStorage
 from relidar.training.feature_cache.frames import CachedFrame, CameraImages, StoredFeatures
 from relidar.training.pairs import BilinearStencil, apply_stencil, assign_cameras, bilinear_stencil, superpixel_ids
-from relidar.training.teachers.base import Teacher, TeacherError
 
 
 def pair_frame(frame: Frame, settings: CacheSettings, *, superpixels: bool = True,

@@ -10,6 +10,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from relidar.core import artifact
+from relidar.core.teacher import Teacher, TeacherError
 from relidar.training.feature_cache.basis import PcaBasis, fit_projection, read_projection, write_projection
 from relidar.training.feature_cache.format import (
     MANIFEST_NAME,
@@ -24,7 +25,6 @@ from relidar.training.feature_cache.format import (
 )
 from relidar.training.feature_cache.frames import read_cached_frame, write_cached_frame
 from relidar.training.feature_cache.pairing import compute_cached_frame, encode_grids, pair_frame, teacher_grids
-from relidar.training.teachers.base import Teacher, TeacherError
 
 
 def _write_or_check_manifest(cache_dir: Path, manifest: CacheManifest) -> CacheManifest:

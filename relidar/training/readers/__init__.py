@@ -1,4 +1,4 @@
-"""Dataset readers: nuScenes, SemanticKITTI, KITTI object frames and rosbag2 logs behind one interface."""
+"""Dataset readers: nuScenes, SemanticKITTI, KITTI object frames, rosbag2 logs and the synthetic world behind one interface."""
 
 from relidar.training.readers.base import DatasetError, Reader, detect_format, open_dataset
 

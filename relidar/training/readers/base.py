@@ -119,6 +119,7 @@ READERS: dict[str, tuple[str, str]] = {
     "semantickitti": ("relidar.training.readers.semantickitti", "SemanticKittiReader"),
     "kitti_object": ("relidar.training.readers.kitti_object", "KittiObjectReader"),
     "rosbag": ("relidar.training.readers.rosbag", "RosbagReader"),
+    "synthetic": ("relidar.training.readers.synthetic", "SyntheticReader"),  # generated, never detected from a path
 }
 FORMATS: tuple[str, ...] = tuple(READERS)
 

@@ -17,8 +17,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from relidar.core.teacher import TeacherError
 from relidar.core.text.spec import RANDOM_WEIGHTS, ClipTextSpec, NamedTextSpec, TextEncoderSpec
-from relidar.training.teachers.base import PatchGrid, TeacherError
+from relidar.training.teachers.base import PatchGrid
 
 # open_clip's own constants; used when a model carries no preprocess config.
 _OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)

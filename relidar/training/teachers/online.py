@@ -61,12 +61,12 @@ class OnlineSource(StrictModel):
 def build_online_teacher(config: OnlineTeacherConfig, device: torch.device | str) -> BatchTeacher:
     """This rank's own teacher copy on ``device``. Built under a fixed seed: open_clip initialises the
     weights it does not load at random, and every rank (and a resumed run) must hold the same teacher."""
-    from relidar.training.teachers.maskclip import MaskCLIPTeacher
+    from relidar.training.teachers.registry import TeacherKind, build_teacher
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        return MaskCLIPTeacher(config.model, config.pretrained, str(device), config.image_size,
-                               batch_size=config.batch_size)
+        return build_teacher(TeacherKind.maskclip, model=config.model, pretrained=config.pretrained, device=str(device),
+                             image_size=config.image_size, batch_size=config.batch_size)
 
 
 class OnlineFrames:

@@ -18,7 +18,10 @@ UNLABELED_KITTI_ID = 0
 
 
 @dataclass(frozen=True)
-class ClassSpec:
+class SyntheticClass:
+    """How one class of the synthetic world looks to the camera and the lidar (the vocabulary's own class
+    entry, with prompts' synonyms and colour only, is ``relidar.core.vocabulary.ClassSpec``)."""
+
     name: str
     kitti_id: int
     colour: tuple[int, int, int]  # display colour: the one palette's (relidar.core.viz.palette)
@@ -29,38 +32,38 @@ class ClassSpec:
     synonyms: tuple[str, ...]  # words a prompt may use for the class (the name itself first)
 
 
-CLASSES: tuple[ClassSpec, ...] = (
-    ClassSpec("car", 10, class_colour("car"),
+CLASSES: tuple[SyntheticClass, ...] = (
+    SyntheticClass("car", 10, class_colour("car"),
               ((170, 30, 30), (30, 50, 140), (25, 25, 28), (160, 168, 184), (225, 225, 220), (95, 28, 40)),
               0.04, 0.55, "vehicle", ("car", "automobile", "sedan", "passenger car")),
-    ClassSpec("truck", 18, class_colour("truck"),
+    SyntheticClass("truck", 18, class_colour("truck"),
               ((230, 230, 225), (215, 120, 30), (200, 175, 40), (120, 150, 185)),
               0.05, 0.5, "vehicle", ("truck", "lorry", "delivery truck", "van")),
-    ClassSpec("person", 30, class_colour("person"),
+    SyntheticClass("person", 30, class_colour("person"),
               ((40, 50, 90), (120, 30, 35), (35, 35, 38), (105, 90, 72), (180, 140, 110)),
               0.06, 0.35, "human", ("person", "pedestrian", "people", "man", "woman", "human")),
-    ClassSpec("bicyclist", 31, class_colour("bicyclist"),
+    SyntheticClass("bicyclist", 31, class_colour("bicyclist"),
               ((40, 50, 90), (210, 200, 40), (200, 90, 30), (35, 35, 38)),
               0.06, 0.4, "human", ("bicyclist", "cyclist", "person riding a bicycle", "bicycle", "bike")),
-    ClassSpec("road", 40, class_colour("road"),
+    SyntheticClass("road", 40, class_colour("road"),
               ((78, 78, 82),),
               0.05, 0.12, "ground", ("road", "street", "asphalt", "driveable surface")),
-    ClassSpec("sidewalk", 48, class_colour("sidewalk"),
+    SyntheticClass("sidewalk", 48, class_colour("sidewalk"),
               ((160, 150, 136),),
               0.05, 0.3, "ground", ("sidewalk", "pavement", "footpath", "walkway")),
-    ClassSpec("building", 50, class_colour("building"),
+    SyntheticClass("building", 50, class_colour("building"),
               ((195, 170, 135), (150, 75, 55), (215, 200, 150), (135, 95, 80)),
               0.06, 0.35, "structure", ("building", "house", "facade", "wall")),
-    ClassSpec("vegetation", 70, class_colour("vegetation"),
+    SyntheticClass("vegetation", 70, class_colour("vegetation"),
               ((45, 95, 35), (70, 110, 40), (35, 75, 45)),
               0.18, 0.65, "nature", ("vegetation", "tree", "bush", "hedge", "foliage")),
-    ClassSpec("terrain", 72, class_colour("terrain"),
+    SyntheticClass("terrain", 72, class_colour("terrain"),
               ((105, 125, 55), (120, 118, 65)),
               0.12, 0.5, "ground", ("terrain", "grass", "lawn", "soil", "dirt")),
-    ClassSpec("pole", 80, class_colour("pole"),
+    SyntheticClass("pole", 80, class_colour("pole"),
               ((115, 118, 122), (60, 62, 65)),
               0.03, 0.45, "pole", ("pole", "post", "lamppost", "street light")),
-    ClassSpec("traffic-sign", 81, class_colour("traffic-sign"),
+    SyntheticClass("traffic-sign", 81, class_colour("traffic-sign"),
               ((200, 30, 30), (30, 70, 170), (230, 230, 230), (220, 180, 30)),
               0.03, 0.9, "pole", ("traffic sign", "road sign", "sign", "stop sign")),
 )

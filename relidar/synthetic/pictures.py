@@ -9,8 +9,8 @@ import numpy as np
 from PIL import Image
 
 from relidar.core.atomic import atomic_path
-from relidar.training.synthetic.classes import CLASS_NAMES, PALETTE
-from relidar.training.synthetic.teacher import SimulatedTeacher, class_text_embeddings, pixel_accuracy, zero_shot_pixels
+from relidar.synthetic.classes import CLASS_NAMES, PALETTE
+from relidar.synthetic.teacher import SimulatedTeacher, class_text_embeddings, pixel_accuracy, zero_shot_pixels
 
 
 def teacher_picture(path: str | Path, image: np.ndarray, truth: np.ndarray, teacher: SimulatedTeacher,

@@ -9,10 +9,10 @@ from pydantic import Field, field_validator
 
 from relidar.core.config import StrictModel
 from relidar.core.geometry import make_transform, rotation_z
-from relidar.training.synthetic.classes import CLASSES, SKY_ALBEDOS, class_id
-from relidar.training.synthetic.raycast import PinholeGrid, cast
-from relidar.training.synthetic.scene import Primitives, ground_instance
-from relidar.training.synthetic.texture import LANE_MARKING_RGB, WINDOW_RGB, lane_marking, value_noise, windows
+from relidar.synthetic.classes import CLASSES, SKY_ALBEDOS, class_id
+from relidar.synthetic.raycast import PinholeGrid, cast
+from relidar.synthetic.scene import Primitives, ground_instance
+from relidar.synthetic.texture import LANE_MARKING_RGB, WINDOW_RGB, lane_marking, value_noise, windows
 
 # Mounting in base_link: x, y, z (m) and yaw (deg, 0 = looking forward), nuScenes-like surround.
 MOUNTS: dict[str, tuple[float, float, float, float]] = {

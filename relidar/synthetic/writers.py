@@ -5,7 +5,7 @@ REP 105 frames (odom -> base_link on /tf, base_link -> lidar and base_link -> ca
 /tf_static, offered transient-local), header stamps at 10 Hz with cameras a few milliseconds off the
 lidar, as unsynchronised sensors are. Bags carry no labels (real ones have none); SemanticKITTI does.
 
-Beside the images both write the renderer's masks (``relidar.training.synthetic.truth``): the
+Beside the images both write the renderer's masks (``relidar.synthetic.truth``): the
 version-2 simulated teacher reads them when ``relidar prepare`` runs on the log. They are no part of the
 log's format: a reader for real data never looks at them.
 """
@@ -21,9 +21,9 @@ import numpy as np
 from relidar.core.atomic import atomic_path
 from relidar.core.errors import RelidarError
 from relidar.core.pointcloud2 import build_cloud
-from relidar.training.synthetic.classes import to_kitti_ids
-from relidar.training.synthetic.truth import TRUTH_DIR_KITTI, TRUTH_SUFFIX_BAG, write_truth
-from relidar.training.synthetic.world import SyntheticSample
+from relidar.synthetic.classes import to_kitti_ids
+from relidar.synthetic.truth import TRUTH_DIR_KITTI, TRUTH_SUFFIX_BAG, write_truth
+from relidar.synthetic.world import SyntheticSample
 
 LIDAR_TOPIC = "/lidar/points"
 LIDAR_FRAME = "lidar"

@@ -6,7 +6,7 @@ The street runs along world +x. Ground is analytic (road at z=0, sidewalk and te
 pedestrian an ellipsoid plus a head, a tree a trunk cylinder plus a crown ellipsoid.
 
 Every primitive carries the id of the object it belongs to (``obj``): the same car keeps its id in every
-frame, so a teacher can give an object a persistent appearance (``relidar.training.synthetic.teacher``).
+frame, so a teacher can give an object a persistent appearance (``relidar.synthetic.teacher``).
 Ids are positive and unique per seed; ground tiles get negative ids (``ground_instance``); 0 is sky.
 """
 
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from relidar.training.synthetic.classes import CLASSES, class_id
+from relidar.synthetic.classes import CLASSES, class_id
 
 BOX, CYLINDER, ELLIPSOID = 0, 1, 2
 
@@ -242,7 +242,7 @@ def generate_block(seed: int, block: int) -> Primitives:
     lot_y = verge_y + VERGE_WIDTH
     for side in (-1.0, 1.0):
         # Lots behind the sidewalk: buildings with front gardens and hedges, and parks. The shares follow
-        # real suburban driving data, where vegetation is the largest class (relidar.training.synthetic.targets).
+        # real suburban driving data, where vegetation is the largest class (relidar.synthetic.calibration_bands).
         x = x_start + rng.uniform(0.0, 3.0)
         while x < x_end - 4.0:
             width = min(rng.uniform(9.0, 26.0), x_end - x)

@@ -1,14 +1,14 @@
 """The version-2 simulated teacher and the synthetic world against their published targets
-(relidar.training.synthetic.targets), on frames of a world seed no config trains on."""
+(relidar.synthetic.calibration_bands), on frames of a world seed no config trains on."""
 
 from __future__ import annotations
 
 import pytest
 
-from relidar.training.synthetic.classes import CLASS_NAMES
-from relidar.training.synthetic.targets import CLASS_SHARES, GEOMETRY, RECOGNITION, measure
-from relidar.training.synthetic.teacher import SimulatedTeacher, SimulatedTeacherConfig, class_text_embeddings
-from relidar.training.synthetic.world import SynthConfig, SyntheticWorld
+from relidar.synthetic.calibration_bands import CLASS_SHARES, GEOMETRY, RECOGNITION, measure
+from relidar.synthetic.classes import CLASS_NAMES
+from relidar.synthetic.teacher import SimulatedTeacher, SimulatedTeacherConfig, class_text_embeddings
+from relidar.synthetic.world import SynthConfig, SyntheticWorld
 
 HELD_OUT_SEED = 2024
 FRAMES = tuple(range(0, 320, 40))  # 32 m apart: every frame shows other objects

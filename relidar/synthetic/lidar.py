@@ -9,10 +9,10 @@ import numpy as np
 from pydantic import Field
 
 from relidar.core.config import StrictModel
-from relidar.training.synthetic.classes import CLASSES, class_id
-from relidar.training.synthetic.raycast import SphericalGrid, cast, intersect_box
-from relidar.training.synthetic.scene import Primitives
-from relidar.training.synthetic.texture import lane_marking
+from relidar.synthetic.classes import CLASSES, class_id
+from relidar.synthetic.raycast import SphericalGrid, cast, intersect_box
+from relidar.synthetic.scene import Primitives
+from relidar.synthetic.texture import lane_marking
 
 # Vertical field of view of common sensors (degrees): HDL-32E spans +10.67..-30.67, HDL-64E +2..-24.8.
 PRESETS: dict[int, tuple[float, float]] = {32: (10.67, -30.67), 64: (2.0, -24.8), 16: (15.0, -15.0), 128: (15.0, -25.0)}
@@ -45,6 +45,10 @@ class LidarConfig(StrictModel):
     def azimuths(self) -> np.ndarray:
         n = int(round(360.0 / self.horizontal_resolution_deg))
         return -np.pi + np.arange(n) * (2 * np.pi / n)
+
+
+# A Velodyne HDL-64E (KITTI's sensor) at 10 Hz: 64 beams from +2 to -24.8 degrees, 0.17 degrees between firings.
+HDL64E = LidarConfig(beams=64, horizontal_resolution_deg=0.17)
 
 
 @dataclass(frozen=True)

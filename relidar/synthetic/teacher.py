@@ -1,13 +1,14 @@
 """A simulated vision-language teacher for the synthetic world, standing in for MaskCLIP on a real one.
 
-Two versions, chosen by ``SimulatedTeacherConfig.version``:
+Two versions, two classes behind one base (``SimulatedTeacher(config)`` builds the one
+``SimulatedTeacherConfig.version`` names):
 
-**Version 2** (default) models the properties of MaskCLIP that the distillation losses react to, each
-behind a switch, with its targets in ``relidar.training.synthetic.targets`` (taken from published
+**Version 2** (default, :class:`MaskTeacher`) models the properties of MaskCLIP that the distillation losses react to, each
+behind a switch, with its targets in ``relidar.synthetic.calibration_bands`` (taken from published
 measurements, fixed before any loss is compared):
 
 - *recognition from shape, size and context*: evidence comes from the renderer's class and instance masks
-  (``relidar.training.synthetic.truth``) through a confusion model. Each object (or ground tile) is
+  (``relidar.synthetic.truth``) through a confusion model. Each object (or ground tile) is
   detected with a strength that rises with its pixel coverage and falls with its distance; an object may
   be read as its confusable partner (road/sidewalk/terrain, car/truck, pole/traffic-sign,
   person/bicyclist; a draw that persists for the object across frames) and always keeps a little of its
@@ -22,7 +23,7 @@ measurements, fixed before any loss is compared):
   range and with the surface's angle to the viewing ray) and a part it cannot (image-only noise, smooth
   over neighbouring patches, seeded by the image content).
 
-**Version 1** (the earlier teacher, kept selectable) sees only the image: it weighs how well each pixel's
+**Version 1** (:class:`ColourTeacher`, the earlier teacher, kept selectable) sees only the image: it weighs how well each pixel's
 colour fits each concept's palette under any shading, pools that evidence over patches, lets
 neighbouring patches bleed into each other, and emits a mixture of concept text embeddings plus
 appearance-driven variation and content-seeded noise.
@@ -35,6 +36,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Literal, Sequence
 
@@ -42,15 +44,15 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from relidar.core.config import StrictModel
+from relidar.core.teacher import TeacherError
 from relidar.core.text.simulated import ConceptText, SimulatedTextEncoder
 from relidar.core.text.simulated import normalise as _normalise
 from relidar.core.text.simulated import unit_from as _unit_from
 from relidar.core.text.spec import SimulatedTextSpec
 from relidar.core.vocabulary import embed_classes
-from relidar.training.synthetic.classes import CLASSES, SKY_ALBEDOS
-from relidar.training.synthetic.texture import LANE_MARKING_RGB, WINDOW_RGB
-from relidar.training.synthetic.truth import TruthStore, ViewTruth, image_digest
-from relidar.training.teachers.base import TeacherError
+from relidar.synthetic.classes import CLASSES, SKY_ALBEDOS
+from relidar.synthetic.texture import LANE_MARKING_RGB, WINDOW_RGB
+from relidar.synthetic.truth import TruthStore, ViewTruth, image_digest
 
 DEFAULT_TEMPLATES: tuple[str, ...] = ("a photo of a {}.", "a blurry photo of a {}.", "a photo of the {} in the street.")
 
@@ -172,26 +174,91 @@ def _box(grid: np.ndarray, radius: int) -> np.ndarray:
     return (c[k:k + h, k:k + w] - c[:h, k:k + w] - c[k:k + h, :w] + c[:h, :w]) / (k * k)
 
 
-class SimulatedTeacher:
-    """Implements relidar.training.teachers.base.Teacher for the synthetic world.
+class SimulatedTeacher(ABC):
+    """Implements relidar.core.teacher.Teacher for the synthetic world: what both versions share (the text
+    side, the embedding space's key, the patch grid, the store of renderer masks).
 
-    Version 2 reads the renderer's masks of each image from ``truth`` (a ``TruthStore``); feed it the
-    world's samples with ``remember`` or index a written log's sidecar files with ``truth.scan``.
+    ``SimulatedTeacher(config)`` builds the class ``config.version`` names (:data:`TEACHER_VERSIONS`:
+    :class:`ColourTeacher` or :class:`MaskTeacher`). Every simulated teacher keeps the masks it is given in
+    ``truth`` (a ``TruthStore``; feed it the world's samples with ``remember`` or index a written log's
+    sidecar files with ``truth.scan``), so the readers feed either version alike; only version 2 reads them.
     """
+
+    version: int = 0  # set by each subclass: the ``SimulatedTeacherConfig.version`` it implements
+
+    def __new__(cls, config: SimulatedTeacherConfig | None = None, truth: TruthStore | None = None) -> "SimulatedTeacher":
+        if cls is SimulatedTeacher:
+            cls = TEACHER_VERSIONS[(config or SimulatedTeacherConfig()).version]
+        return super().__new__(cls)
 
     def __init__(self, config: SimulatedTeacherConfig | None = None, truth: TruthStore | None = None) -> None:
         self.config = config or SimulatedTeacherConfig()
+        if self.config.version != self.version:
+            raise TeacherError(f"{type(self).__name__} is the version-{self.version} simulated teacher, the config "
+                               f"asks for version {self.config.version}", field="version",
+                               hint="build SimulatedTeacher(config): it picks the class of config.version")
         self.truth = truth if truth is not None else TruthStore()
         cfg = self.config
-        D = cfg.feature_dim
-        key = f"synthetic-vlm/{cfg.seed}"
-        self._key = key
+        self._key = f"synthetic-vlm/{cfg.seed}"
         # The text side lives in the core (relidar.core.text.simulated) so a model bundle can carry it.
         self.text_encoder = SimulatedTextEncoder.from_concepts(
-            [ConceptText(c.name, c.group, tuple(c.words)) for c in CONCEPTS], D, cfg.seed, cfg.group_weight,
-            cfg.text_jitter)
+            [ConceptText(c.name, c.group, tuple(c.words)) for c in CONCEPTS], cfg.feature_dim, cfg.seed,
+            cfg.group_weight, cfg.text_jitter)
         self._concept_embeddings = self.text_encoder.embeddings
-        self._variation = np.stack([_unit_from(f"{key}/variation/{i}", D) for i in range(6)])
+
+    @property
+    def name(self) -> str:
+        cfg = self.config
+        return f"synthetic-vlm-d{cfg.feature_dim}-p{cfg.patch_size}-s{cfg.seed}"
+
+    @property
+    def feature_dim(self) -> int:
+        return self.config.feature_dim
+
+    @property
+    def text_spec(self) -> SimulatedTextSpec:
+        return self.text_encoder.spec
+
+    @property
+    def concept_names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in CONCEPTS)
+
+    def grid_shape(self, height: int, width: int) -> tuple[int, int]:
+        p = self.config.patch_size
+        return max(1, round(height / p)), max(1, round(width / p))
+
+    def remember(self, sample) -> None:
+        """Keep the renderer's masks of a ``SyntheticSample``'s cameras for version 2 to read."""
+        self.truth.add_sample(sample)
+
+    def _cells(self, H: int, W: int) -> tuple[int, int, np.ndarray]:
+        h, w = self.grid_shape(H, W)
+        rows = (np.arange(H) * h // H)[:, None]
+        cols = (np.arange(W) * w // W)[None, :]
+        return h, w, (rows * w + cols).reshape(-1)
+
+    @abstractmethod
+    def encode_image(self, image: np.ndarray) -> np.ndarray:
+        """[h, w, D] float32 unit rows on the patch grid (each version's class encodes its own way)."""
+
+    def _concept_of(self, prompt: str) -> int | None:
+        return self.text_encoder.concept_of(prompt)
+
+    def encode_text(self, prompts: Sequence[str]) -> np.ndarray:
+        return self.text_encoder.encode_text(prompts)
+
+
+class ColourTeacher(SimulatedTeacher):
+    """Version 1: sees only the image. It weighs how well each pixel's colour fits each concept's palette
+    under any shading, pools that evidence over patches, and emits a mixture of concept text embeddings
+    plus appearance-driven variation and content-seeded noise."""
+
+    version = 1
+
+    def __init__(self, config: SimulatedTeacherConfig | None = None, truth: TruthStore | None = None) -> None:
+        super().__init__(config or SimulatedTeacherConfig(version=1), truth)
+        D = self.config.feature_dim
+        self._variation = np.stack([_unit_from(f"{self._key}/variation/{i}", D) for i in range(6)])
         protos, owner, lo, hi = [], [], [], []
         for k, c in enumerate(CONCEPTS):
             for alb in c.albedos:
@@ -204,8 +271,69 @@ class SimulatedTeacher:
         self._log_prior = np.log(np.array([c.prior for c in CONCEPTS]))
         self._shade_lo = np.array(lo)
         self._shade_hi = np.array(hi)
-        # Version 2: the shared image direction, orthogonal to every concept's text direction, so it moves
-        # all image-text cosines alike (up to the prompts' jitter) and no zero-shot decision.
+
+    def concept_evidence(self, image: np.ndarray) -> np.ndarray:
+        """[h, w, K] soft evidence for each concept from pixel colours (rows sum to 1)."""
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(f"image must be HxWx3 uint8 RGB, got shape {image.shape} dtype {image.dtype}")
+        H, W = image.shape[:2]
+        h, w, cell = self._cells(H, W)
+        c = image.reshape(-1, 3).astype(np.float64)
+        A = self._protos
+        s = np.clip((c @ A.T) / (A * A).sum(axis=1)[None], self._shade_lo, self._shade_hi)
+        d2 = ((c * c).sum(axis=1)[:, None] - 2 * s * (c @ A.T) + s * s * (A * A).sum(axis=1)[None])
+        K = len(CONCEPTS)
+        best = np.full((len(c), K), np.inf)
+        for k in range(K):
+            best[:, k] = d2[:, self._owner == k].min(axis=1)
+        logits = -best / (2 * self.config.colour_sigma**2) + self.config.prior_strength * self._log_prior[None]
+        logits -= logits.max(axis=1, keepdims=True)
+        p = np.exp(logits)
+        p /= p.sum(axis=1, keepdims=True)
+        counts = np.bincount(cell, minlength=h * w)[:, None]
+        # A power mean lets a strong minority (a pedestrian filling a third of a patch) still show.
+        q = 2.0
+        pooled = np.stack([np.bincount(cell, weights=p[:, k] ** q, minlength=h * w) for k in range(K)], axis=1) / counts
+        pooled = pooled ** (1.0 / q)
+        grid = pooled.reshape(h, w, K)
+        grid = (1 - self.config.context) * grid + self.config.context * _box(grid, 1)
+        grid = grid**2  # a trained model is more decisive than raw colour evidence
+        return grid / grid.sum(axis=2, keepdims=True)
+
+    def encode_image(self, image: np.ndarray) -> np.ndarray:
+        cfg = self.config
+        evidence = self.concept_evidence(image)
+        h, w, _ = evidence.shape
+        H, W = image.shape[:2]
+        _, _, cell = self._cells(H, W)
+        img = image.astype(np.float64)
+        counts = np.bincount(cell, minlength=h * w)
+        mean = np.stack([np.bincount(cell, weights=img[..., ch].reshape(-1), minlength=h * w) for ch in range(3)], 1) / counts[:, None]
+        sq = np.stack([np.bincount(cell, weights=img[..., ch].reshape(-1) ** 2, minlength=h * w) for ch in range(3)], 1) / counts[:, None]
+        std = np.sqrt(np.maximum(sq - mean**2, 0.0))
+        stats = np.concatenate([mean / 128.0 - 1.0, std / 32.0], axis=1).reshape(h, w, 6)
+        digest = hashlib.blake2b(image.tobytes() + repr(image.shape).encode() + self.name.encode(), digest_size=8).digest()
+        rng = np.random.default_rng(int.from_bytes(digest, "little"))
+        feats = (
+            evidence @ self._concept_embeddings
+            + cfg.variation * (stats @ self._variation) / np.sqrt(6.0)
+            + cfg.noise * rng.standard_normal((h, w, cfg.feature_dim)) / np.sqrt(cfg.feature_dim)
+        )
+        return _normalise(feats)
+
+
+class MaskTeacher(SimulatedTeacher):
+    """Version 2: recognition by shape, size and context from the renderer's masks through a confusion
+    model, CLIP's cone and image-text gap, and intra-class structure (see the module docstring)."""
+
+    version = 2
+
+    def __init__(self, config: SimulatedTeacherConfig | None = None, truth: TruthStore | None = None) -> None:
+        super().__init__(config, truth)
+        key = self._key
+        D = self.config.feature_dim
+        # The shared image direction, orthogonal to every concept's text direction, so it moves all
+        # image-text cosines alike (up to the prompts' jitter) and no zero-shot decision.
         q, _ = np.linalg.qr(self._concept_embeddings.astype(np.float64).T)
         mean = _unit_from(f"{key}/image-mean", D)
         mean -= q @ (q.T @ mean)
@@ -236,90 +364,9 @@ class SimulatedTeacher:
 
     @property
     def name(self) -> str:
-        cfg = self.config
-        base = f"synthetic-vlm-d{cfg.feature_dim}-p{cfg.patch_size}-s{cfg.seed}"
-        if cfg.version == 1:
-            return base
-        digest = hashlib.blake2b(json.dumps(cfg.model_dump(), sort_keys=True).encode(), digest_size=4).hexdigest()
-        return f"{base}-v2.{digest}"
+        digest = hashlib.blake2b(json.dumps(self.config.model_dump(), sort_keys=True).encode(), digest_size=4).hexdigest()
+        return f"{super().name}-v2.{digest}"
 
-    @property
-    def feature_dim(self) -> int:
-        return self.config.feature_dim
-
-    @property
-    def text_spec(self) -> SimulatedTextSpec:
-        return self.text_encoder.spec
-
-    @property
-    def concept_names(self) -> tuple[str, ...]:
-        return tuple(c.name for c in CONCEPTS)
-
-    def grid_shape(self, height: int, width: int) -> tuple[int, int]:
-        p = self.config.patch_size
-        return max(1, round(height / p)), max(1, round(width / p))
-
-    def remember(self, sample) -> None:
-        """Keep the renderer's masks of a ``SyntheticSample``'s cameras for version 2 to read."""
-        self.truth.add_sample(sample)
-
-    def _cells(self, H: int, W: int) -> tuple[int, int, np.ndarray]:
-        h, w = self.grid_shape(H, W)
-        rows = (np.arange(H) * h // H)[:, None]
-        cols = (np.arange(W) * w // W)[None, :]
-        return h, w, (rows * w + cols).reshape(-1)
-
-    # -- version 1: colour ------------------------------------------------------------------------
-    def concept_evidence(self, image: np.ndarray) -> np.ndarray:
-        """Version 1: [h, w, K] soft evidence for each concept from pixel colours (rows sum to 1)."""
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise ValueError(f"image must be HxWx3 uint8 RGB, got shape {image.shape} dtype {image.dtype}")
-        H, W = image.shape[:2]
-        h, w, cell = self._cells(H, W)
-        c = image.reshape(-1, 3).astype(np.float64)
-        A = self._protos
-        s = np.clip((c @ A.T) / (A * A).sum(axis=1)[None], self._shade_lo, self._shade_hi)
-        d2 = ((c * c).sum(axis=1)[:, None] - 2 * s * (c @ A.T) + s * s * (A * A).sum(axis=1)[None])
-        K = len(CONCEPTS)
-        best = np.full((len(c), K), np.inf)
-        for k in range(K):
-            best[:, k] = d2[:, self._owner == k].min(axis=1)
-        logits = -best / (2 * self.config.colour_sigma**2) + self.config.prior_strength * self._log_prior[None]
-        logits -= logits.max(axis=1, keepdims=True)
-        p = np.exp(logits)
-        p /= p.sum(axis=1, keepdims=True)
-        counts = np.bincount(cell, minlength=h * w)[:, None]
-        # A power mean lets a strong minority (a pedestrian filling a third of a patch) still show.
-        q = 2.0
-        pooled = np.stack([np.bincount(cell, weights=p[:, k] ** q, minlength=h * w) for k in range(K)], axis=1) / counts
-        pooled = pooled ** (1.0 / q)
-        grid = pooled.reshape(h, w, K)
-        grid = (1 - self.config.context) * grid + self.config.context * _box(grid, 1)
-        grid = grid**2  # a trained model is more decisive than raw colour evidence
-        return grid / grid.sum(axis=2, keepdims=True)
-
-    def _encode_v1(self, image: np.ndarray) -> np.ndarray:
-        cfg = self.config
-        evidence = self.concept_evidence(image)
-        h, w, _ = evidence.shape
-        H, W = image.shape[:2]
-        _, _, cell = self._cells(H, W)
-        img = image.astype(np.float64)
-        counts = np.bincount(cell, minlength=h * w)
-        mean = np.stack([np.bincount(cell, weights=img[..., ch].reshape(-1), minlength=h * w) for ch in range(3)], 1) / counts[:, None]
-        sq = np.stack([np.bincount(cell, weights=img[..., ch].reshape(-1) ** 2, minlength=h * w) for ch in range(3)], 1) / counts[:, None]
-        std = np.sqrt(np.maximum(sq - mean**2, 0.0))
-        stats = np.concatenate([mean / 128.0 - 1.0, std / 32.0], axis=1).reshape(h, w, 6)
-        digest = hashlib.blake2b(image.tobytes() + repr(image.shape).encode() + self.name.encode(), digest_size=8).digest()
-        rng = np.random.default_rng(int.from_bytes(digest, "little"))
-        feats = (
-            evidence @ self._concept_embeddings
-            + cfg.variation * (stats @ self._variation) / np.sqrt(6.0)
-            + cfg.noise * rng.standard_normal((h, w, cfg.feature_dim)) / np.sqrt(cfg.feature_dim)
-        )
-        return _normalise(feats)
-
-    # -- version 2: masks -> confusion model -> patches -> CLIP-like geometry ------------------------
     def view_truth(self, image: np.ndarray) -> ViewTruth:
         """The renderer's masks of ``image`` (version 2's input besides the pixels)."""
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
@@ -402,7 +449,7 @@ class SimulatedTeacher:
         grid /= np.maximum(grid.sum(axis=2, keepdims=True), 1e-12)
         return grid, ids, fractions, extra, cell, (h, w), truth
 
-    def _encode_v2(self, image: np.ndarray) -> np.ndarray:
+    def encode_image(self, image: np.ndarray) -> np.ndarray:
         cfg = self.config
         D = cfg.feature_dim
         grid, ids, fractions, (log_d, finite, _inv), cell, (h, w), truth = self._evidence_v2(image)
@@ -432,16 +479,9 @@ class SimulatedTeacher:
         feats = np.sqrt(cfg.cone) * self._image_mean[None] + np.sqrt(1.0 - cfg.cone) * content
         return _normalise(feats.reshape(h, w, D))
 
-    def encode_image(self, image: np.ndarray) -> np.ndarray:
-        if self.config.version == 1:
-            return self._encode_v1(image)
-        return self._encode_v2(image)
 
-    def _concept_of(self, prompt: str) -> int | None:
-        return self.text_encoder.concept_of(prompt)
-
-    def encode_text(self, prompts: Sequence[str]) -> np.ndarray:
-        return self.text_encoder.encode_text(prompts)
+# The one place a version number becomes a class (SimulatedTeacher(config) reads it).
+TEACHER_VERSIONS: dict[int, type[SimulatedTeacher]] = {1: ColourTeacher, 2: MaskTeacher}
 
 
 def _unit_draw(key: str) -> float:

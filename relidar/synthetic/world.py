@@ -11,11 +11,11 @@ from pydantic import Field
 from relidar.core.config import StrictModel
 from relidar.core.frame import Camera, Frame
 from relidar.core.geometry import invert_transform, make_transform, rotation_z
-from relidar.training.synthetic.cameras import CameraConfig, CameraRender, T_base_from_optical, render
-from relidar.training.synthetic.classes import CLASS_NAMES, IGNORE_INDEX
-from relidar.training.synthetic.lidar import LidarConfig, scan
-from relidar.training.synthetic.scene import EGO_LANE_Y, Scene
-from relidar.training.synthetic.truth import ViewTruth
+from relidar.synthetic.cameras import CameraConfig, CameraRender, T_base_from_optical, render
+from relidar.synthetic.classes import CLASS_NAMES, IGNORE_INDEX
+from relidar.synthetic.lidar import HDL64E, LidarConfig, scan
+from relidar.synthetic.scene import EGO_LANE_Y, Scene
+from relidar.synthetic.truth import ViewTruth
 
 LIDAR_MOUNT = (1.0, 0.0, 1.8)  # lidar origin in base_link, metres
 # The ego vehicle's roof and hood in base_link (min corner, max corner), metres: the lidar's steep beams
@@ -123,3 +123,10 @@ class SyntheticWorld:
     def frames(self, num_frames: int, start: int = 0) -> Iterator[Frame]:
         for s in self.samples(num_frames, start):
             yield s.frame
+
+
+def lidar_sweep(seed: int = 0, index: int = 0, lidar: LidarConfig = HDL64E) -> Frame:
+    """Sweep ``index`` of world ``seed``'s street by ``lidar`` alone (no cameras rendered): a realistic labelled
+    scan, the same for the same arguments, for benchmarks and tests that have no dataset. The default lidar is
+    KITTI's HDL-64E (about 86,000 returns a sweep, labels in ``frame.labels``)."""
+    return SyntheticWorld(SynthConfig(seed=seed, lidar=lidar, cameras=CameraConfig(names=()))).sample(index).frame

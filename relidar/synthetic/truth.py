@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from relidar.core.atomic import atomic_path
-from relidar.training.teachers.base import TeacherError
+from relidar.core.teacher import TeacherError
 
 TRUTH_FORMAT_VERSION = 1
 TRUTH_DIR_KITTI = "truth_2"  # beside image_2 in a SemanticKITTI sequence
@@ -36,7 +36,7 @@ class TruthError(TeacherError):
 
 @dataclass(frozen=True)
 class ViewTruth:
-    """What the renderer knows about one camera image (see ``relidar.training.synthetic.cameras.CameraRender``)."""
+    """What the renderer knows about one camera image (see ``relidar.synthetic.cameras.CameraRender``)."""
 
     classes: np.ndarray  # HxW int16 class index, -1 for sky
     instances: np.ndarray  # HxW int64 object id (negative: ground tile, 0: sky)

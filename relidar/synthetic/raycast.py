@@ -12,7 +12,7 @@ from typing import Protocol
 
 import numpy as np
 
-from relidar.training.synthetic.scene import BOX, CYLINDER, ELLIPSOID, KERB, Primitives, ground_class, ground_height
+from relidar.synthetic.scene import BOX, CYLINDER, ELLIPSOID, KERB, Primitives, ground_class, ground_height
 
 EPS = 1e-6
 

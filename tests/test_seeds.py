@@ -21,6 +21,9 @@ LITERAL = {
     Purpose.GAP: ((11,), [SEED, 11, 0x6A9]),
     Purpose.BALANCE: ((), [SEED, 0xBA1]),
     Purpose.ORACLE: ((42,), [SEED, 42, 0x0AC1]),
+    Purpose.SUN: ((), [SEED, 0x50A]),
+    Purpose.SWEEP: ((9,), [SEED, 9, 0xF7A3]),
+    Purpose.BLOCK: ((2**32 - 1,), [SEED, 2**32 - 1, 0x5C3E]),
 }
 
 

@@ -1,4 +1,5 @@
-"""Named random streams: every random draw of training and evaluation comes from ``(seed, purpose, keys)``.
+"""Named random streams: every random draw of training, evaluation and the synthetic world comes from
+``(seed, purpose, keys)``.
 
 Randomness is stateless: a draw is a function of the run's seed, what it is for (a :class:`Purpose`)
 and where it happens (epoch, frame, step...), never of how many draws came before. Resumed runs and
@@ -27,6 +28,9 @@ class Purpose(Enum):
     GAP = (0x6A9,)  # the structural gap's pairs of one held-out scan; keys (frame,)
     BALANCE = (0xBA1,)  # the class-balanced pick over the pooled held-out pairs; no keys
     ORACLE = (0x0AC1,)  # the oracle control's batch of one step; keys (step,)
+    SUN = (0x50A,)  # the synthetic world's sun direction; no keys (seed: the world's)
+    SWEEP = (0xF7A3,)  # one synthetic sweep's sensor noise and dynamic objects; keys (sweep index,)
+    BLOCK = (0x5C3E,)  # the objects of one street block; keys (block index mod 2**32,)
 
 
 def stream(seed: int, purpose: Purpose, *keys: int) -> np.random.Generator:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from relidar.core.seeds import Purpose, stream
 from relidar.synthetic.classes import CLASSES, class_id
 
 BOX, CYLINDER, ELLIPSOID = 0, 1, 2
@@ -233,7 +234,7 @@ def _free(x0: float, x1: float, block: int) -> bool:
 
 def generate_block(seed: int, block: int) -> Primitives:
     """The objects of block ``block`` (x in [block*L, (block+1)*L)) for scene seed ``seed``."""
-    rng = np.random.default_rng(np.random.SeedSequence([seed, block & 0xFFFFFFFF, 0x5C3E]))
+    rng = stream(seed, Purpose.BLOCK, block & 0xFFFFFFFF)
     b = _Builder(rng, block)
     x_start = block * BLOCK_LENGTH
     x_end = x_start + BLOCK_LENGTH

@@ -11,6 +11,7 @@ from pydantic import Field
 from relidar.core.config import StrictModel
 from relidar.core.frame import Camera, Frame
 from relidar.core.geometry import invert_transform, make_transform, rotation_z
+from relidar.core.seeds import Purpose, stream
 from relidar.synthetic.cameras import CameraConfig, CameraRender, T_base_from_optical, render
 from relidar.synthetic.classes import CLASS_NAMES, IGNORE_INDEX
 from relidar.synthetic.lidar import HDL64E, LidarConfig, scan
@@ -57,7 +58,7 @@ class SyntheticSample:
 
 
 def sun_direction(seed: int) -> np.ndarray:
-    rng = np.random.default_rng(np.random.SeedSequence([seed, 0x50A]))
+    rng = stream(seed, Purpose.SUN)
     az = rng.uniform(-np.pi, np.pi)
     el = np.deg2rad(rng.uniform(35.0, 65.0))
     return np.array([np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), np.sin(el)])
@@ -85,7 +86,7 @@ class SyntheticWorld:
 
     def sample(self, index: int) -> SyntheticSample:
         cfg = self.config
-        rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, index, 0xF7A3]))
+        rng = stream(cfg.seed, Purpose.SWEEP, index)
         T_world_base = self.ego_pose(index)
         T_world_lidar = T_world_base @ self.T_base_lidar
         reach = max(cfg.lidar.max_range, 120.0)

@@ -197,7 +197,8 @@ def replay_bag(
 
     Topics whose type is not installed here are skipped (listed in the stats). ``/tf_static`` and
     any topic recorded transient-local are published transient-local. ``wait_for_subscribers_s``
-    waits up to that long for every publisher to be matched before the first message.
+    waits up to that long for every publisher (/clock included) to be matched before the first
+    message.
     ``clock_hz`` > 0 publishes the bag time on /clock that often; ``start_paused`` waits for the
     node's ``paused`` parameter to be set false.
     """
@@ -254,15 +255,20 @@ def replay_bag(
                 pass
 
         threads.append(threading.Thread(target=spin, name='relidar-replay-spin', daemon=True))
+        # /clock is matched before the first message like the bag's topics: a node on use_sim_time
+        # that has not seen /clock yet would measure the first scans against time zero.
+        matched = list(publishers.values())
         if clock_hz > 0:
+            clock_pub = _clock_publisher(node)
+            matched.append(clock_pub)
             threads.append(threading.Thread(
-                target=_publish_clock, args=(node, clock, clock_hz, finished, stats),
+                target=_publish_clock, args=(clock_pub, clock, clock_hz, finished, stats),
                 name='relidar-replay-clock', daemon=True))
         for t in threads:
             t.start()
         deadline = time.monotonic() + wait_for_subscribers_s
         while time.monotonic() < deadline and not stop.is_set():
-            if all(p.get_subscription_count() > 0 for p in publishers.values()):
+            if all(p.get_subscription_count() > 0 for p in matched):
                 break
             stop.wait(0.02)
         stop.wait(delay_s)
@@ -317,14 +323,20 @@ def _declare_paused(node: Any, clock: PlaybackClock) -> None:
     node.add_on_set_parameters_callback(on_set)
 
 
-def _publish_clock(node: Any, clock: PlaybackClock, hz: float, finished: threading.Event,
-                   stats: ReplayStats) -> None:
-    """Publish the bag time on /clock at ``hz`` (best effort, as ros2 bag play does)."""
+def _clock_publisher(node: Any) -> Any:
+    """The /clock publisher: best effort, depth 1, as ros2 bag play's."""
     from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
     from rosgraph_msgs.msg import Clock
 
-    pub = node.create_publisher(Clock, '/clock', QoSProfile(
+    return node.create_publisher(Clock, '/clock', QoSProfile(
         history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.BEST_EFFORT))
+
+
+def _publish_clock(pub: Any, clock: PlaybackClock, hz: float, finished: threading.Event,
+                   stats: ReplayStats) -> None:
+    """Publish the bag time on ``pub`` (/clock) at ``hz``."""
+    from rosgraph_msgs.msg import Clock
+
     while not finished.wait(1.0 / hz):
         now = clock.now_ns()
         if now is None:

@@ -324,7 +324,7 @@ def _declare_paused(node: Any, clock: PlaybackClock) -> None:
 
 
 def _clock_publisher(node: Any) -> Any:
-    """The /clock publisher: best effort, depth 1, as ros2 bag play's."""
+    """Create the /clock publisher: best effort, depth 1, as ros2 bag play's."""
     from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
     from rosgraph_msgs.msg import Clock
 

@@ -31,11 +31,11 @@ if [ ! -f "$pkg_stamp" ]; then
   rm -f .venv/.relidar-pkg-*
   touch "$pkg_stamp"
 fi
-# Headless Chromium for the viewer's browser test (tests/test_viewer.py screenshots `relidar view`'s
+# Headless Chromium for the viewer's browser test (tests/cli/test_viewer.py screenshots `relidar view`'s
 # page); Debian's package, installed where apt-get runs as root. Elsewhere that test skips, saying why.
 if ! command -v chromium >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
   echo "relidar setup: installing chromium (Debian package) for the viewer's browser test"
   if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }; then
-    echo "relidar setup: chromium could not be installed; tests/test_viewer.py's browser test will skip" >&2
+    echo "relidar setup: chromium could not be installed; tests/cli/test_viewer.py's browser test will skip" >&2
   fi
 fi

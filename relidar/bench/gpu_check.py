@@ -366,14 +366,14 @@ def _max_weight_diff(a: Path, b: Path) -> float:
     return max(float((wa[k].double() - wb[k].double()).abs().max()) for k in wa if wa[k].is_floating_point())
 
 
-# The bounds of tests/test_distill_ddp.py (fraction of each tensor's update; see update_ratios): per step,
+# The bounds of tests/training/test_distill_ddp.py (fraction of each tensor's update; see update_ratios): per step,
 # (median, worst). GPU kernels add their own summation-order noise (atomic index_add in the backward).
 DDP_BOUNDS = {1: (0.02, 0.1), 2: (0.1, 0.5)}
 
 
 def ddp_check(work: Path, device: str = "cuda", amps: tuple[str, ...] = ("off", "bf16")) -> dict[str, Any]:
     """Two ranks under torchrun vs one process on the same global batches, per amp: 2 frames, global batch 2,
-    2 epochs (step 2 starts a new epoch), per-scan losses, SGD -- the setting of tests/test_distill_ddp.py."""
+    2 epochs (step 2 starts a new epoch), per-scan losses, SGD -- the setting of tests/training/test_distill_ddp.py."""
     import torch
 
     from relidar.training.distributed import place_rank

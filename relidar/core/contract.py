@@ -74,7 +74,7 @@ def read_onnx_metadata(path: str | Path) -> dict[str, str]:
 
     Read straight from the protobuf wire format, walking the top-level fields and skipping the graph:
     creating an ONNX Runtime session only to read them cost ~2 s for a 3.7 MB student on the 2-core
-    box (it resolves the whole graph), this costs milliseconds. ``tests/test_bundle_contract.py``
+    box (it resolves the whole graph), this costs milliseconds. ``tests/core/test_bundle_contract.py``
     checks it against the ``onnx`` package's reader.
     """
     import mmap

@@ -3,7 +3,7 @@
 
 Same integers and the same float64 sums, bit for bit, as the numpy formulations they replace (the
 references: ``kernel_maps.build_with`` over ``NumpyOps``, which the torch builder shares, and the numpy
-voxelize of commit 97bf391 in tests/voxelize_reference.py); tests compare them on the KITTI scan and
+voxelize of commit 97bf391 in tests/support/voxelize_reference.py); tests compare them on the KITTI scan and
 random clouds. Why the float sums can be identical: points are added to their voxel's sums in input
 order -- the order ``np.bincount`` adds them in.
 

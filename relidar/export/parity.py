@@ -28,12 +28,13 @@ class ParityReport:
 
 
 def compare_backends(bundle: str | Path, points: np.ndarray, reference: str = "torch", candidate: str = "onnxruntime",
-                     device: str = "cpu") -> ParityReport:
-    """Run the bundle on ``points`` with both backends (features requested) and compare."""
+                     device: str = "cpu", formulation: str | None = None) -> ParityReport:
+    """Run the bundle on ``points`` with both backends (features requested; ``formulation`` for both, None:
+    each backend's default on ``device``) and compare."""
     from relidar.core.segmenter import Segmenter
 
-    ref = Segmenter(bundle, backend=reference, device=device)(points, return_features=True)
-    cand = Segmenter(bundle, backend=candidate, device=device)(points, return_features=True)
+    ref = Segmenter(bundle, backend=reference, device=device, formulation=formulation)(points, return_features=True)
+    cand = Segmenter(bundle, backend=candidate, device=device, formulation=formulation)(points, return_features=True)
     return ParityReport(reference=reference, candidate=candidate, points=int(len(points)),
                         max_abs_feature=float(np.abs(ref.features - cand.features).max(initial=0.0)),
                         max_abs_score=float(np.abs(ref.scores - cand.scores).max(initial=0.0)),

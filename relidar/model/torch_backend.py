@@ -14,7 +14,7 @@ pipeline cost 18.9 ms of a 33.8 ms scan on an H200, issue 22) and on request els
 
 What the host still reads on the device path: the sizes that ``torch.nonzero`` / ``torch.unique``
 synchronise on and, per level transition, the 8 group bounds of the downsampling pairs (a list of 8
-ints); no array of the scan's size (tests/test_device_pipeline.py counts every transfer).
+ints); no array of the scan's size (tests/model/test_device_pipeline.py counts every transfer).
 """
 
 from __future__ import annotations

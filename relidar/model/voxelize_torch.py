@@ -7,7 +7,7 @@ the keys are :func:`relidar.core.voxelize.pack_coords` and ``torch.unique(sorted
 numpy path does, so voxel order, coords and the point->voxel index are identical. The feature means come
 from float64 sums: on a CPU they are added in input order, as the compiled loop adds them; on CUDA the
 atomic adds of ``index_add_`` take any order, which changes a float64 sum of float32 values only past its
-53rd bit, so the float32 features agree to float rounding (tests/test_device_pipeline.py states the
+53rd bit, so the float32 features agree to float rounding (tests/model/test_device_pipeline.py states the
 tolerance). The per-voxel feature columns are the core's own arithmetic
 (:func:`relidar.core.voxelize.fill_voxel_features`).
 

@@ -2,7 +2,7 @@
 
 These targets were written down before any distillation loss was compared on the version-2 teacher, and
 they come from published measurements of CLIP, MaskCLIP and real driving data, not from what makes one
-loss win. ``tests/test_synthetic_calibration_bands.py`` measures a few generated frames of a world seed that no
+loss win. ``tests/synthetic/test_synthetic_calibration_bands.py`` measures a few generated frames of a world seed that no
 config trains on (``measure``) and checks every band. A band is wider than the published point because
 the published numbers are for other images (MSCOCO, Cityscapes, nuImages), other class lists and other
 models; where a band edge is a judgement rather than a measurement, its note says so.

@@ -5,7 +5,7 @@ vocabularies built from them and the overlay all agree. They start from the Sema
 devkit colours people know, changed where two classes of one list were hard to tell apart (SemanticKITTI
 draws person (255, 30, 30) and traffic-sign (255, 0, 0) both red: CIEDE2000 distance 2.9). Within each
 of the three class lists, and against the unknown grey and the BEV background, every pair is at least
-17 CIEDE2000 apart (``tests/test_palette.py`` checks it with scikit-image's implementation). A class
+17 CIEDE2000 apart (``tests/core/test_palette.py`` checks it with scikit-image's implementation). A class
 name the table lacks gets a stable colour hashed from its name.
 """
 

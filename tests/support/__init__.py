@@ -1,0 +1,1 @@
+"""Fixtures and references the tests share (generated data, tiny models, bundles, ROS helpers)."""

@@ -1,0 +1,281 @@
+"""Compiled (numba) sparse convolution for the CPU: the loops behind relidar.core.backends.fused.
+
+One kernel, :func:`sparse_conv`, serves every convolution of the student (submanifold 3x3x3, the
+kernel-2 down and up convolutions, the 1x1 shortcut): given the (out, in) pairs of each kernel offset
+sorted by output row, it computes for a range of output rows
+
+    out[r, col0:col0+cout] = act(bias + residual[r] + sum_k sum_{(r, n) in pairs_k} x[n] @ weight[k])
+
+without materialising any per-offset copy. Output rows go in blocks; per block and offset the pairs
+whose output lies in the block (a contiguous range, found by binary search) go through a 4-row x
+16-column register micro-kernel: one [Cin, 16] panel of ``weight[k]`` (in L1) feeds 8 independent FMA
+chains, and each output row is read and written once per offset, in cache. Offsets of one block
+write distinct rows of that block only, so row ranges run on several threads with no atomics.
+
+Why explicit vectors (:class:`F32x8`, eight float32 lanes as an LLVM vector type, with load, store,
+broadcast and fused multiply-add intrinsics): numba turns off LLVM's SLP vectoriser, and its loop
+vectoriser leaves loops of 16-64 iterations (a conv's output width) scalar -- a plain loop nest
+measured 2-4 GMAC/s on the 2-core dev box, the same loop over 8-lane vectors with accumulators in
+registers 25-46 GMAC/s (scripts/fused_candidates.py; figures in relidar.core.backends.fused). The
+vector width is 8 (AVX2); LLVM splits it for narrower machines and fuses multiply-adds only where
+the CPU has FMA (the ``contract`` flag), so the code runs on any x86-64 or ARM CPU numba targets.
+
+Compiled code is cached on disk (``cache=True``) like relidar.core.voxel_loops; :func:`warm_up` loads
+or compiles it ahead of the first scan. Loops release the GIL (``nogil``): a thread pool runs row
+ranges of one conv at once (relidar.core.backends.fused).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic, models, register_model
+
+LANES = 8
+TILE = 2 * LANES  # output columns per micro-kernel pass; weights are padded to a multiple of it
+
+
+class F32x8(types.Type):
+    """Eight float32 lanes held in one SIMD register (an LLVM ``<8 x float>``)."""
+
+    def __init__(self) -> None:
+        super().__init__(name="F32x8")
+
+
+f32x8 = F32x8()
+_VECTOR = ir.VectorType(ir.FloatType(), LANES)
+
+
+@register_model(F32x8)
+class _F32x8Model(models.PrimitiveModel):
+    def __init__(self, dmm, fe_type) -> None:
+        super().__init__(dmm, fe_type, _VECTOR)
+
+
+def _lanes_pointer(context, builder, sig, args):
+    """Pointer to ``array[row, col]`` (a C-contiguous float32 matrix) as a pointer to 8 lanes; no bounds check:
+    the callers' loops stay inside the arrays (weights padded to whole tiles, outputs only stored where valid)."""
+    array_type, row_type, col_type = sig.args[:3]
+    array = context.make_array(array_type)(context, builder, args[0])
+    row = context.cast(builder, args[1], row_type, types.intp)
+    col = context.cast(builder, args[2], col_type, types.intp)
+    pointer = cgutils.get_item_pointer(context, builder, array_type, array, [row, col], wraparound=False)
+    return builder.bitcast(pointer, _VECTOR.as_pointer())
+
+
+@intrinsic
+def load8(typingctx, array, row, col):
+    """``array[row, col:col+8]`` as a vector."""
+    def codegen(context, builder, sig, args):
+        return builder.load(_lanes_pointer(context, builder, sig, args), align=4)
+    return f32x8(array, row, col), codegen
+
+
+@intrinsic
+def store8(typingctx, array, row, col, value):
+    """``array[row, col:col+8] = value``."""
+    def codegen(context, builder, sig, args):
+        builder.store(args[3], _lanes_pointer(context, builder, sig, args), align=4)
+        return context.get_dummy_value()
+    return types.none(array, row, col, value), codegen
+
+
+@intrinsic
+def splat8(typingctx, scalar):
+    """A float32 in every lane."""
+    def codegen(context, builder, sig, args):
+        value = context.cast(builder, args[0], sig.args[0], types.float32)
+        one = builder.insert_element(ir.Constant(_VECTOR, ir.Undefined), value, ir.Constant(ir.IntType(32), 0))
+        return builder.shuffle_vector(one, one, ir.Constant(ir.VectorType(ir.IntType(32), LANES), [0] * LANES))
+    return f32x8(scalar), codegen
+
+
+@intrinsic
+def fma8(typingctx, a, b, c):
+    """a * b + c per lane, one fused multiply-add where the CPU has it."""
+    def codegen(context, builder, sig, args):
+        product = builder.fmul(args[0], args[1], flags=("contract",))
+        return builder.fadd(product, args[2], flags=("contract",))
+    return f32x8(f32x8, f32x8, f32x8), codegen
+
+
+@intrinsic
+def add8(typingctx, a, b):
+    """a + b per lane."""
+    def codegen(context, builder, sig, args):
+        return builder.fadd(args[0], args[1])
+    return f32x8(f32x8, f32x8), codegen
+
+
+@intrinsic
+def relu8(typingctx, a):
+    """max(a, 0) per lane (a NaN stays NaN, as in torch.relu)."""
+    def codegen(context, builder, sig, args):
+        zero = ir.Constant(_VECTOR, [0.0] * LANES)
+        return builder.select(builder.fcmp_ordered("<", args[0], zero), zero, args[0])
+    return f32x8(f32x8), codegen
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _accumulate4(x, weight, wrow, wcol, out, c, n0, n1, n2, n3, o0, o1, o2, o3, both):
+    """out[o_j, c:c+16] += x[n_j] @ weight[wrow:wrow+Cin, wcol:wcol+16] for four pairs (n_j, o_j); with
+    ``both`` false only the first 8 columns are stored (an output width that is 8 mod 16)."""
+    zero = splat8(0.0)
+    a0 = zero
+    a1 = zero
+    a2 = zero
+    a3 = zero
+    b0 = zero
+    b1 = zero
+    b2 = zero
+    b3 = zero
+    for i in range(x.shape[1]):
+        wa = load8(weight, wrow + i, wcol)
+        wb = load8(weight, wrow + i, wcol + LANES)
+        x0 = splat8(x[n0, i])
+        x1 = splat8(x[n1, i])
+        x2 = splat8(x[n2, i])
+        x3 = splat8(x[n3, i])
+        a0 = fma8(x0, wa, a0)
+        b0 = fma8(x0, wb, b0)
+        a1 = fma8(x1, wa, a1)
+        b1 = fma8(x1, wb, b1)
+        a2 = fma8(x2, wa, a2)
+        b2 = fma8(x2, wb, b2)
+        a3 = fma8(x3, wa, a3)
+        b3 = fma8(x3, wb, b3)
+    store8(out, o0, c, add8(load8(out, o0, c), a0))
+    store8(out, o1, c, add8(load8(out, o1, c), a1))
+    store8(out, o2, c, add8(load8(out, o2, c), a2))
+    store8(out, o3, c, add8(load8(out, o3, c), a3))
+    if both:
+        c += LANES
+        store8(out, o0, c, add8(load8(out, o0, c), b0))
+        store8(out, o1, c, add8(load8(out, o1, c), b1))
+        store8(out, o2, c, add8(load8(out, o2, c), b2))
+        store8(out, o3, c, add8(load8(out, o3, c), b3))
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _accumulate1(x, weight, wrow, wcol, out, c, n0, o0, both):
+    """:func:`_accumulate4` for one pair (a range's last 0-3 pairs)."""
+    a0 = splat8(0.0)
+    b0 = a0
+    for i in range(x.shape[1]):
+        x0 = splat8(x[n0, i])
+        a0 = fma8(x0, load8(weight, wrow + i, wcol), a0)
+        b0 = fma8(x0, load8(weight, wrow + i, wcol + LANES), b0)
+    store8(out, o0, c, add8(load8(out, o0, c), a0))
+    if both:
+        store8(out, o0, c + LANES, add8(load8(out, o0, c + LANES), b0))
+
+
+@njit(cache=True, nogil=True)
+def sparse_conv(x, weight, bias, outs, ins, kstart, out, col0, cout, residual, relu, row0, row1, block):
+    """Rows [row0, row1) of one sparse convolution (module docstring), written into ``out[:, col0:col0+cout]``.
+
+    x [Vin, Cin] float32; weight [K * Cin, Cp] float32 (offset k's [Cin, Cout] at rows k*Cin.., columns padded
+    with zeros to Cp, a multiple of 16); bias [1, Cp]; ``cout`` a multiple of 8; outs, ins [P] int32: every offset's (out, in) pairs, offset
+    k's at kstart[k]:kstart[k+1], sorted by out; residual [Vout, cout] added before the ReLU, or [0, 0] for
+    none; ``relu``: max(0, .) at the end; ``block``: output rows per block (a few hundred keep it in cache).
+    """
+    cin = x.shape[1]
+    padded = weight.shape[1]
+    offsets = kstart.shape[0] - 1
+    with_residual = residual.shape[0] > 0
+    for r0 in range(row0, row1, block):
+        r1 = min(r0 + block, row1)
+        for r in range(r0, r1):
+            for j in range(0, cout, LANES):
+                start = load8(bias, 0, j)
+                if with_residual:
+                    start = add8(start, load8(residual, r, j))
+                store8(out, r, col0 + j, start)
+        for k in range(offsets):
+            first = kstart[k]
+            mine = outs[first:kstart[k + 1]]
+            lo = first + np.searchsorted(mine, r0)
+            hi = first + np.searchsorted(mine, r1)
+            wrow = k * cin
+            for tile in range(0, padded, TILE):
+                both = tile + TILE <= cout
+                p = lo
+                while p + 4 <= hi:
+                    _accumulate4(x, weight, wrow, tile, out, col0 + tile, ins[p], ins[p + 1], ins[p + 2], ins[p + 3],
+                                 outs[p], outs[p + 1], outs[p + 2], outs[p + 3], both)
+                    p += 4
+                while p < hi:
+                    _accumulate1(x, weight, wrow, tile, out, col0 + tile, ins[p], outs[p], both)
+                    p += 1
+        if relu:
+            for r in range(r0, r1):
+                for j in range(col0, col0 + cout, LANES):
+                    store8(out, r, j, relu8(load8(out, r, j)))
+
+
+@njit(cache=True, nogil=True)
+def subm_pairs_by_output(pairs, starts, num_voxels):
+    """The 27 offsets' (out, in) pairs of a submanifold conv, each sorted by out, from the 13 half-offset
+    pair arrays of one level (relidar.core.kernel_maps: ``pairs`` their concatenation, offset k's
+    [2, P_k] array flattened at ``pairs[2*starts[k]:2*starts[k+1]]``). Offset 26-k is offset k swapped
+    (its in-voxels ascend too: kernel_maps builds them from sorted keys) and 13 is every voxel itself.
+    Returns (outs, ins) int32 and the 28 offset starts."""
+    half = starts[13]
+    outs = np.empty(2 * half + num_voxels, np.int32)
+    ins = np.empty(2 * half + num_voxels, np.int32)
+    kstart = np.zeros(28, np.int64)
+    pos = 0
+    for k in range(27):
+        kstart[k] = pos
+        if k == 13:
+            for v in range(num_voxels):
+                outs[pos + v] = v
+                ins[pos + v] = v
+            pos += num_voxels
+            continue
+        h = k if k < 13 else 26 - k
+        base = 2 * starts[h]
+        count = starts[h + 1] - starts[h]
+        first, second = (base, base + count) if k < 13 else (base + count, base)
+        for j in range(count):
+            outs[pos + j] = pairs[first + j]
+            ins[pos + j] = pairs[second + j]
+        pos += count
+    kstart[27] = pos
+    return outs, ins, kstart
+
+
+@njit(cache=True, nogil=True)
+def resample_pairs_by_output(pairs, starts, parent_out):
+    """The 8 child offsets' pairs of the kernel-2 convolutions (relidar.core.kernel_maps ``down`` arrays
+    (parent, child), concatenated like :func:`subm_pairs_by_output`'s): (out, in) = (parent, child) for the
+    down conv (``parent_out``), (child, parent) for the transposed up conv. Within one offset both sides
+    ascend (a child is 2 * parent + offset), so either side is sorted."""
+    total = starts[8]
+    outs = np.empty(total, np.int32)
+    ins = np.empty(total, np.int32)
+    for o in range(8):
+        base = 2 * starts[o]
+        count = starts[o + 1] - starts[o]
+        parent, child = base, base + count
+        for j in range(count):
+            p = pairs[parent + j]
+            c = pairs[child + j]
+            outs[starts[o] + j] = p if parent_out else c
+            ins[starts[o] + j] = c if parent_out else p
+    return outs, ins, starts.copy()
+
+
+def warm_up() -> None:
+    """Compile (or load from numba's cache) the loops for the argument types the fused backend passes."""
+    x = np.ones((4, 3), np.float32)
+    weight = np.zeros((2 * 3, TILE), np.float32)
+    bias = np.zeros((1, TILE), np.float32)
+    out = np.zeros((4, 8), np.float32)
+    pairs = np.array([1, 2, 0, 1, 0, 1, 2, 3], np.int64)  # two offsets: (out 1, 2 | in 0, 1), (out 0, 1 | in 2, 3)
+    subm_pairs_by_output(pairs, np.array([0, 2] + [4] * 12, np.int64), 4)
+    outs, ins, kstart = resample_pairs_by_output(np.zeros(16, np.int64), np.arange(9, dtype=np.int64), True)
+    outs, ins, kstart = outs[:0], ins[:0], np.zeros(3, np.int64)
+    sparse_conv(x, weight, bias, outs, ins, kstart, out, 0, 8, np.zeros((0, 0), np.float32), True, 0, 4, 2)

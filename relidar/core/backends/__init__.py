@@ -17,7 +17,7 @@ from relidar.core.graph import requested_formulation, resolve_formulation
 if TYPE_CHECKING:
     from relidar.core.bundle import Bundle
 
-BACKENDS = ("auto", "tensorrt", "onnxruntime", "torch")
+BACKENDS = ("auto", "tensorrt", "onnxruntime", "fused", "torch")
 ENTRY_POINT_GROUP = "relidar.backends"
 
 __all__ = ["BACKENDS", "Backend", "BackendError", "device_index", "make_backend"]
@@ -74,6 +74,13 @@ def make_backend(bundle: "Bundle", backend: str = "auto", device: str = "cpu", t
             raise BackendError("backend 'tensorrt': the tensorrt package is not installed (pip install tensorrt-cu12)")
         return _tensorrt_engine(bundle, device if device.startswith("cuda") else "cuda:0", precision, formulation)
     chosen = resolve_formulation(formulation, device, bundle.formulations)
+    if backend == "fused":
+        from relidar.core.backends.fused import FusedBackend
+
+        if chosen != "pairs":
+            raise BackendError(f"backend 'fused' runs the pair lists, not the {chosen!r} formulation", field="formulation",
+                               hint="use formulation auto or pairs, or backend 'onnxruntime' for the table graph")
+        return FusedBackend.from_bundle(bundle, device, threads)
     if backend == "onnxruntime":
         from relidar.core.backends.ort import OnnxRuntimeBackend
 

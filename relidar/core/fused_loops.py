@@ -4,7 +4,7 @@ One kernel, :func:`sparse_conv`, serves every convolution of the student (subman
 kernel-2 down and up convolutions, the 1x1 shortcut): given the (out, in) pairs of each kernel offset
 sorted by output row, it computes for a range of output rows
 
-    out[r, col0:col0+cout] = act(bias + residual[r] + sum_k sum_{(r, n) in pairs_k} x[n] @ weight[k])
+    out[r, :cout] = act(bias + residual[r] + sum_k sum_{(r, n) in pairs_k} x[n] @ weight[k])
 
 without materialising any per-offset copy. Output rows go in blocks; per block and offset the pairs
 whose output lies in the block (a contiguous range, found by binary search) go through a 4-row x
@@ -173,8 +173,8 @@ def _accumulate1(x, weight, wrow, wcol, out, c, n0, o0, both):
 
 
 @njit(cache=True, nogil=True)
-def sparse_conv(x, weight, bias, outs, ins, kstart, out, col0, cout, residual, relu, row0, row1, block):
-    """Rows [row0, row1) of one sparse convolution (module docstring), written into ``out[:, col0:col0+cout]``.
+def sparse_conv(x, weight, bias, outs, ins, kstart, out, cout, residual, relu, row0, row1, block):
+    """Rows [row0, row1) of one sparse convolution (module docstring), written into ``out[:, :cout]``.
 
     x [Vin, Cin] float32; weight [K * Cin, Cp] float32 (offset k's [Cin, Cout] at rows k*Cin.., columns padded
     with zeros to Cp, a multiple of 16); bias [1, Cp]; ``cout`` a multiple of 8; outs, ins [P] int32: every offset's (out, in) pairs, offset
@@ -192,7 +192,7 @@ def sparse_conv(x, weight, bias, outs, ins, kstart, out, col0, cout, residual, r
                 start = load8(bias, 0, j)
                 if with_residual:
                     start = add8(start, load8(residual, r, j))
-                store8(out, r, col0 + j, start)
+                store8(out, r, j, start)
         for k in range(offsets):
             first = kstart[k]
             mine = outs[first:kstart[k + 1]]
@@ -203,15 +203,15 @@ def sparse_conv(x, weight, bias, outs, ins, kstart, out, col0, cout, residual, r
                 both = tile + TILE <= cout
                 p = lo
                 while p + 4 <= hi:
-                    _accumulate4(x, weight, wrow, tile, out, col0 + tile, ins[p], ins[p + 1], ins[p + 2], ins[p + 3],
+                    _accumulate4(x, weight, wrow, tile, out, tile, ins[p], ins[p + 1], ins[p + 2], ins[p + 3],
                                  outs[p], outs[p + 1], outs[p + 2], outs[p + 3], both)
                     p += 4
                 while p < hi:
-                    _accumulate1(x, weight, wrow, tile, out, col0 + tile, ins[p], outs[p], both)
+                    _accumulate1(x, weight, wrow, tile, out, tile, ins[p], outs[p], both)
                     p += 1
         if relu:
             for r in range(r0, r1):
-                for j in range(col0, col0 + cout, LANES):
+                for j in range(0, cout, LANES):
                     store8(out, r, j, relu8(load8(out, r, j)))
 
 
@@ -268,6 +268,40 @@ def resample_pairs_by_output(pairs, starts, parent_out):
     return outs, ins, starts.copy()
 
 
+@njit(cache=True, nogil=True)
+def classifier_rows(x, xa):
+    """relidar.model.deployed.ClassifierHead's homogeneous rows: xa[r] = [x[r], 1] / max(1, max |x[r]|)."""
+    cb = x.shape[1]
+    for r in range(x.shape[0]):
+        scale = np.float32(1.0)
+        for i in range(cb):
+            scale = max(scale, abs(x[r, i]))
+        for i in range(cb):
+            xa[r, i] = x[r, i] / scale
+        xa[r, cb] = np.float32(1.0) / scale
+
+
+@njit(cache=True, nogil=True)
+def cosine_logits(xa, products, gram_width, logit_scale, logits, labels):
+    """Per row: |y|^2 = xa . (xa G) from the first columns of ``products`` ([xa G (padded to gram_width) | xa W'
+    t^T]), logits = (xa W' t^T) * logit_scale / |y| into ``logits`` [V, C], and their argmax (the first of equal
+    maxima) into ``labels``."""
+    width = xa.shape[1]
+    classes = logits.shape[1]
+    for r in range(xa.shape[0]):
+        sq = np.float32(0.0)
+        for j in range(width):
+            sq += products[r, j] * xa[r, j]
+        factor = logit_scale / np.sqrt(max(sq, np.float32(1e-12)))
+        best = 0
+        for c in range(classes):
+            value = products[r, gram_width + c] * factor
+            logits[r, c] = value
+            if value > logits[r, best]:
+                best = c
+        labels[r] = best
+
+
 def warm_up() -> None:
     """Compile (or load from numba's cache) the loops for the argument types the fused backend passes."""
     x = np.ones((4, 3), np.float32)
@@ -278,4 +312,7 @@ def warm_up() -> None:
     subm_pairs_by_output(pairs, np.array([0, 2] + [4] * 12, np.int64), 4)
     outs, ins, kstart = resample_pairs_by_output(np.zeros(16, np.int64), np.arange(9, dtype=np.int64), True)
     outs, ins, kstart = outs[:0], ins[:0], np.zeros(3, np.int64)
-    sparse_conv(x, weight, bias, outs, ins, kstart, out, 0, 8, np.zeros((0, 0), np.float32), True, 0, 4, 2)
+    sparse_conv(x, weight, bias, outs, ins, kstart, out, 8, np.zeros((0, 0), np.float32), True, 0, 4, 2)
+    xa = np.zeros((4, 4), np.float32)
+    classifier_rows(x, xa)
+    cosine_logits(xa, out, 4, np.float32(100.0), np.zeros((4, 2), np.float32), np.zeros(4, np.int64))

@@ -66,7 +66,8 @@ def fold_batchnorm_into(weight: T, bias: T | None, gamma: T, beta: T, mean: T, v
                         eps: float = BATCHNORM_EPS) -> tuple[T, T]:
     """(weight, bias) of a conv [K, Cin, Cout] followed by an eval-mode BatchNorm over Cout, as one conv.
 
-    Plain arithmetic, so numpy arrays and torch tensors fold alike (``** 0.5`` is each library's sqrt)."""
+    Plain arithmetic, so numpy arrays and torch tensors fold alike (``** 0.5`` is each library's sqrt; torch's
+    float32 sqrt can differ from numpy's correctly rounded one in the last bit)."""
     scale = gamma / (var + eps) ** 0.5
     shift = beta - mean * scale
     return weight * scale.reshape(1, 1, -1), (shift if bias is None else bias * scale + shift)

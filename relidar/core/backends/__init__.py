@@ -77,10 +77,7 @@ def make_backend(bundle: "Bundle", backend: str = "auto", device: str = "cpu", t
     if backend == "fused":
         from relidar.core.backends.fused import FusedBackend
 
-        if chosen != "pairs":
-            raise BackendError(f"backend 'fused' runs the pair lists, not the {chosen!r} formulation", field="formulation",
-                               hint="use formulation auto or pairs, or backend 'onnxruntime' for the table graph")
-        return FusedBackend.from_bundle(bundle, device, threads)
+        return FusedBackend.from_bundle(bundle, device, threads, chosen)
     if backend == "onnxruntime":
         from relidar.core.backends.ort import OnnxRuntimeBackend
 

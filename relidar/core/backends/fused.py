@@ -195,11 +195,15 @@ class FusedBackend:
     concurrent = True  # no state is written during a call but the thread pool's queue
 
     @classmethod
-    def from_bundle(cls, bundle: "Bundle", device: str = "cpu", threads: int | None = None) -> "FusedBackend":
+    def from_bundle(cls, bundle: "Bundle", device: str = "cpu", threads: int | None = None,
+                    formulation: str = "pairs") -> "FusedBackend":
         spec = bundle.manifest.student
         if device != "cpu":
             raise BackendError(f"backend {NAME!r} runs on the CPU, not on {device!r}", field="device",
                                hint="use device cpu, or backend 'tensorrt' / 'onnxruntime' / 'torch' on a GPU")
+        if formulation != "pairs":
+            raise BackendError(f"backend {NAME!r} runs the pair lists, not the {formulation!r} formulation",
+                               field="formulation", hint="use formulation auto or pairs, or backend 'onnxruntime' for tables")
         if not spec.weights:
             raise BackendError(f"backend {NAME!r} needs student weights, which this bundle does not ship",
                                path=bundle.root, hint="re-export it with `relidar export bundle` (without --no-weights)")

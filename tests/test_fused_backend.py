@@ -68,7 +68,7 @@ def _run(x, weight, bias, pairs: Pairs, cout, residual=NO_RESIDUAL, relu=False, 
     w, b = _layout(weight, bias)
     bounds = [0, *(split or []), pairs.num_out]
     for lo, hi in zip(bounds[:-1], bounds[1:]):
-        fused_loops.sparse_conv(x, w, b, pairs.outs, pairs.ins, pairs.kstart, out, cout, residual, relu, lo, hi, block)
+        fused_loops.sparse_conv(x, w, b, pairs.index, pairs.offsets, out, cout, residual, relu, lo, hi, block)
     return out
 
 

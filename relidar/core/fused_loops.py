@@ -173,17 +173,17 @@ def _accumulate1(x, weight, wrow, wcol, out, c, n0, o0, both):
 
 
 @njit(cache=True, nogil=True)
-def sparse_conv(x, weight, bias, outs, ins, kstart, out, cout, residual, relu, row0, row1, block):
+def sparse_conv(x, weight, bias, index, offsets, out, cout, residual, relu, row0, row1, block):
     """Rows [row0, row1) of one sparse convolution (module docstring), written into ``out[:, :cout]``.
 
     x [Vin, Cin] float32; weight [K * Cin, Cp] float32 (offset k's [Cin, Cout] at rows k*Cin.., columns padded
-    with zeros to Cp, a multiple of 16); bias [1, Cp]; ``cout`` a multiple of 8; outs, ins [P] int32: every offset's (out, in) pairs, offset
-    k's at kstart[k]:kstart[k+1], sorted by out; residual [Vout, cout] added before the ReLU, or [0, 0] for
-    none; ``relu``: max(0, .) at the end; ``block``: output rows per block (a few hundred keep it in cache).
+    with zeros to Cp, a multiple of 16); bias [1, Cp]; ``cout`` a multiple of 8; offset k's pairs are
+    ``index[o:o+n]`` (out, ascending) and ``index[i:i+n]`` (in) for (o, i, n) = offsets[k]; residual
+    [Vout, cout] added before the ReLU, or [0, 0] for none; ``relu``: max(0, .) at the end; ``block``: output
+    rows per cache block.
     """
     cin = x.shape[1]
     padded = weight.shape[1]
-    offsets = kstart.shape[0] - 1
     with_residual = residual.shape[0] > 0
     for r0 in range(row0, row1, block):
         r1 = min(r0 + block, row1)
@@ -193,79 +193,29 @@ def sparse_conv(x, weight, bias, outs, ins, kstart, out, cout, residual, relu, r
                 if with_residual:
                     start = add8(start, load8(residual, r, j))
                 store8(out, r, j, start)
-        for k in range(offsets):
-            first = kstart[k]
-            mine = outs[first:kstart[k + 1]]
-            lo = first + np.searchsorted(mine, r0)
-            hi = first + np.searchsorted(mine, r1)
+        for k in range(offsets.shape[0]):
+            first_out, first_in, count = offsets[k, 0], offsets[k, 1], offsets[k, 2]
+            mine = index[first_out:first_out + count]
+            lo = np.searchsorted(mine, r0)
+            hi = np.searchsorted(mine, r1)
+            to_in = first_in - first_out  # in[p] = index[p + to_in] for out[p] = index[p]
             wrow = k * cin
             for tile in range(0, padded, TILE):
                 both = tile + TILE <= cout
-                p = lo
-                while p + 4 <= hi:
-                    _accumulate4(x, weight, wrow, tile, out, tile, ins[p], ins[p + 1], ins[p + 2], ins[p + 3],
-                                 outs[p], outs[p + 1], outs[p + 2], outs[p + 3], both)
+                p = first_out + lo
+                end = first_out + hi
+                while p + 4 <= end:
+                    _accumulate4(x, weight, wrow, tile, out, tile, index[p + to_in], index[p + 1 + to_in],
+                                 index[p + 2 + to_in], index[p + 3 + to_in], index[p], index[p + 1], index[p + 2],
+                                 index[p + 3], both)
                     p += 4
-                while p < hi:
-                    _accumulate1(x, weight, wrow, tile, out, tile, ins[p], outs[p], both)
+                while p < end:
+                    _accumulate1(x, weight, wrow, tile, out, tile, index[p + to_in], index[p], both)
                     p += 1
         if relu:
             for r in range(r0, r1):
                 for j in range(0, cout, LANES):
                     store8(out, r, j, relu8(load8(out, r, j)))
-
-
-@njit(cache=True, nogil=True)
-def subm_pairs_by_output(pairs, starts, num_voxels):
-    """The 27 offsets' (out, in) pairs of a submanifold conv, each sorted by out, from the 13 half-offset
-    pair arrays of one level (relidar.core.kernel_maps: ``pairs`` their concatenation, offset k's
-    [2, P_k] array flattened at ``pairs[2*starts[k]:2*starts[k+1]]``). Offset 26-k is offset k swapped
-    (its in-voxels ascend too: kernel_maps builds them from sorted keys) and 13 is every voxel itself.
-    Returns (outs, ins) int32 and the 28 offset starts."""
-    half = starts[13]
-    outs = np.empty(2 * half + num_voxels, np.int32)
-    ins = np.empty(2 * half + num_voxels, np.int32)
-    kstart = np.zeros(28, np.int64)
-    pos = 0
-    for k in range(27):
-        kstart[k] = pos
-        if k == 13:
-            for v in range(num_voxels):
-                outs[pos + v] = v
-                ins[pos + v] = v
-            pos += num_voxels
-            continue
-        h = k if k < 13 else 26 - k
-        base = 2 * starts[h]
-        count = starts[h + 1] - starts[h]
-        first, second = (base, base + count) if k < 13 else (base + count, base)
-        for j in range(count):
-            outs[pos + j] = pairs[first + j]
-            ins[pos + j] = pairs[second + j]
-        pos += count
-    kstart[27] = pos
-    return outs, ins, kstart
-
-
-@njit(cache=True, nogil=True)
-def resample_pairs_by_output(pairs, starts, parent_out):
-    """The 8 child offsets' pairs of the kernel-2 convolutions (relidar.core.kernel_maps ``down`` arrays
-    (parent, child), concatenated like :func:`subm_pairs_by_output`'s): (out, in) = (parent, child) for the
-    down conv (``parent_out``), (child, parent) for the transposed up conv. Within one offset both sides
-    ascend (a child is 2 * parent + offset), so either side is sorted."""
-    total = starts[8]
-    outs = np.empty(total, np.int32)
-    ins = np.empty(total, np.int32)
-    for o in range(8):
-        base = 2 * starts[o]
-        count = starts[o + 1] - starts[o]
-        parent, child = base, base + count
-        for j in range(count):
-            p = pairs[parent + j]
-            c = pairs[child + j]
-            outs[starts[o] + j] = p if parent_out else c
-            ins[starts[o] + j] = c if parent_out else p
-    return outs, ins, starts.copy()
 
 
 @njit(cache=True, nogil=True)
@@ -308,11 +258,9 @@ def warm_up() -> None:
     weight = np.zeros((2 * 3, TILE), np.float32)
     bias = np.zeros((1, TILE), np.float32)
     out = np.zeros((4, 8), np.float32)
-    pairs = np.array([1, 2, 0, 1, 0, 1, 2, 3], np.int64)  # two offsets: (out 1, 2 | in 0, 1), (out 0, 1 | in 2, 3)
-    subm_pairs_by_output(pairs, np.array([0, 2] + [4] * 12, np.int64), 4)
-    outs, ins, kstart = resample_pairs_by_output(np.zeros(16, np.int64), np.arange(9, dtype=np.int64), True)
-    outs, ins, kstart = outs[:0], ins[:0], np.zeros(3, np.int64)
-    sparse_conv(x, weight, bias, outs, ins, kstart, out, 8, np.zeros((0, 0), np.float32), True, 0, 4, 2)
+    index = np.array([1, 2, 0, 1, 0, 1, 2, 3], np.int64)  # two offsets: (out 1, 2 | in 0, 1), (out 0, 1 | in 2, 3)
+    offsets = np.array([[0, 2, 2], [4, 6, 2]], np.int64)
+    sparse_conv(x, weight, bias, index, offsets, out, 8, np.zeros((0, 0), np.float32), True, 0, 4, 2)
     xa = np.zeros((4, 4), np.float32)
     classifier_rows(x, xa)
     cosine_logits(xa, out, 4, np.float32(100.0), np.zeros((4, 2), np.float32), np.zeros(4, np.int64))

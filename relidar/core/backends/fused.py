@@ -52,7 +52,7 @@ import numpy as np
 from relidar.core.architecture import PROFILES, Architecture, fold_batchnorm_into
 from relidar.core.backends.base import BackendError
 from relidar.core.graph import OUTPUTS
-from relidar.core.kernel_maps import KernelMaps
+from relidar.core.kernel_maps import NUM_HALF_OFFSETS, KernelMaps
 
 if TYPE_CHECKING:
     from relidar.core.bundle import Bundle
@@ -151,40 +151,46 @@ def load_network(weights: Path, architecture: Architecture) -> Network:
 
 @dataclass(frozen=True)
 class Pairs:
-    """One convolution's pairs for fused_loops.sparse_conv: (out, in) int32 per offset, sorted by out."""
+    """One convolution's pairs as fused_loops.sparse_conv takes them: offset k's output rows (ascending) are
+    ``index[o:o+n]`` and its input rows ``index[i:i+n]``, (o, i, n) = offsets[k]."""
 
-    outs: np.ndarray
-    ins: np.ndarray
-    kstart: np.ndarray
+    index: np.ndarray    # int64
+    offsets: np.ndarray  # [K, 3] int64
     num_out: int
 
 
-def _flat(pairs: tuple[np.ndarray, ...]) -> tuple[np.ndarray, np.ndarray]:
-    starts = np.zeros(len(pairs) + 1, np.int64)
-    np.cumsum([p.shape[1] for p in pairs], out=starts[1:])
-    return np.concatenate([p.reshape(-1) for p in pairs]), starts
-
-
 def scan_pairs(maps: KernelMaps) -> dict[tuple[str, int], Pairs]:
-    """Every convolution's pairs of one scan, keyed by (kind, level)."""
-    from relidar.core import fused_loops
+    """Every convolution's pairs of one scan, keyed by (kind, level), read in place from one buffer per level.
 
+    A level's buffer holds its 13 half-offset pair arrays (relidar.core.kernel_maps: (out, in), both ascending,
+    since they are built from sorted keys), then 0..V-1, then its 8 down pair arrays (parent, child; within one
+    offset both ascend: a child is 2 * parent + the offset). So offset k < 13 of the submanifold conv is its pair
+    array, offset 26 - k the same swapped, the centre and the 1x1 conv the identity; the down conv reads
+    (parent, child), the transposed up conv (child, parent)."""
     out: dict[tuple[str, int], Pairs] = {}
     for level in range(maps.num_levels):
         v = maps.num_voxels(level)
-        out["subm", level] = Pairs(*fused_loops.subm_pairs_by_output(*_flat(maps.subm[level]), v), v)
-        out["point", level] = _identity(v)
-    for level in range(maps.num_levels - 1):
-        flat, starts = _flat(maps.down[level])
-        out["down", level] = Pairs(*fused_loops.resample_pairs_by_output(flat, starts, True), maps.num_voxels(level + 1))
-        out["up", level] = Pairs(*fused_loops.resample_pairs_by_output(flat, starts, False), maps.num_voxels(level))
+        down = maps.down[level] if level < maps.num_levels - 1 else ()
+        parts = [*maps.subm[level], np.arange(v, dtype=np.int64)[None, :], *down]
+        index = np.concatenate([p.reshape(-1) for p in parts])
+        starts = np.cumsum([0] + [p.size for p in parts])
+        counts = [p.shape[1] for p in parts]
+        half = [(starts[k], starts[k] + counts[k], counts[k]) for k in range(NUM_HALF_OFFSETS)]
+        centre = (starts[NUM_HALF_OFFSETS], starts[NUM_HALF_OFFSETS], v)
+        subm = half + [centre] + [(i, o, n) for o, i, n in reversed(half)]
+        out["subm", level] = Pairs(index, np.array(subm, np.int64), v)
+        out["point", level] = Pairs(index, np.array([centre], np.int64), v)
+        if down:
+            first = NUM_HALF_OFFSETS + 1
+            pairs = [(starts[first + o], starts[first + o] + counts[first + o], counts[first + o]) for o in range(8)]
+            out["down", level] = Pairs(index, np.array(pairs, np.int64), maps.num_voxels(level + 1))
+            out["up", level] = Pairs(index, np.array([(i, o, n) for o, i, n in pairs], np.int64), v)
     return out
 
 
 def _identity(num: int) -> Pairs:
-    """The pairs of a 1x1 convolution: every row with itself."""
-    rows = np.arange(num, dtype=np.int32)
-    return Pairs(rows, rows, np.array([0, num], np.int64), num)
+    """The pairs of a 1x1 convolution on its own: every row with itself."""
+    return Pairs(np.arange(num, dtype=np.int64), np.array([[0, 0, num]], np.int64), num)
 
 
 class FusedBackend:
@@ -284,8 +290,8 @@ class FusedBackend:
         res = _NO_RESIDUAL if residual is None else residual
 
         def rows(lo: int, hi: int) -> None:
-            fused_loops.sparse_conv(x, conv.weight, conv.bias, p.outs, p.ins, p.kstart, out, conv.cout, res, relu,
-                                   lo, hi, BLOCK_ROWS)
+            fused_loops.sparse_conv(x, conv.weight, conv.bias, p.index, p.offsets, out, conv.cout, res, relu, lo, hi,
+                                    BLOCK_ROWS)
 
         bounds = np.linspace(0, p.num_out, self.threads + 1).astype(np.int64) if self._pool else np.array([0, p.num_out])
         others = [self._pool.submit(rows, int(lo), int(hi)) for lo, hi in zip(bounds[1:-1], bounds[2:])] if self._pool else []

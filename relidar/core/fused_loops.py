@@ -110,6 +110,18 @@ def add8(typingctx, a, b):
 
 
 @intrinsic
+def sum8(typingctx, a):
+    """The sum of the lanes (pairwise: a tree of three vector adds)."""
+    def codegen(context, builder, sig, args):
+        v = args[0]
+        for half in (4, 2, 1):
+            mask = ir.Constant(ir.VectorType(ir.IntType(32), LANES), [(i + half) % LANES for i in range(LANES)])
+            v = builder.fadd(v, builder.shuffle_vector(v, v, mask))
+        return builder.extract_element(v, ir.Constant(ir.IntType(32), 0))
+    return types.float32(f32x8), codegen
+
+
+@intrinsic
 def relu8(typingctx, a):
     """max(a, 0) per lane (a NaN stays NaN, as in torch.relu)."""
     def codegen(context, builder, sig, args):
@@ -219,37 +231,57 @@ def sparse_conv(x, weight, bias, index, offsets, out, cout, residual, relu, row0
 
 
 @njit(cache=True, nogil=True)
-def classifier_rows(x, xa):
-    """relidar.model.deployed.ClassifierHead's homogeneous rows: xa[r] = [x[r], 1] / max(1, max |x[r]|)."""
+def classifier_rows(x, xa, row0, row1):
+    """relidar.model.deployed.ClassifierHead's homogeneous rows: xa[r] = [x[r], 1] / max(1, max |x[r]|), then zeros
+    up to xa's width (a multiple of 8)."""
     cb = x.shape[1]
-    for r in range(x.shape[0]):
+    for r in range(row0, row1):
         scale = np.float32(1.0)
         for i in range(cb):
             scale = max(scale, abs(x[r, i]))
         for i in range(cb):
             xa[r, i] = x[r, i] / scale
         xa[r, cb] = np.float32(1.0) / scale
+        for i in range(cb + 1, xa.shape[1]):
+            xa[r, i] = 0.0
 
 
 @njit(cache=True, nogil=True)
-def cosine_logits(xa, products, gram_width, logit_scale, logits, labels):
-    """Per row: |y|^2 = xa . (xa G) from the first columns of ``products`` ([xa G (padded to gram_width) | xa W'
-    t^T]), logits = (xa W' t^T) * logit_scale / |y| into ``logits`` [V, C], and their argmax (the first of equal
-    maxima) into ``labels``."""
+def cosine_softmax(xa, products, classes, logit_scale, labels, scores, row0, row1):
+    """Per row: |y|^2 = xa . (xa G), with ``products`` = [xa G | xa W' t^T | padding] (xa's width, then ``classes``
+    columns), logits = (xa W' t^T) * logit_scale / |y|; their argmax (the first of equal maxima) into ``labels`` and
+    the softmax probability there into ``scores``."""
     width = xa.shape[1]
-    classes = logits.shape[1]
-    for r in range(xa.shape[0]):
-        sq = np.float32(0.0)
-        for j in range(width):
-            sq += products[r, j] * xa[r, j]
-        factor = logit_scale / np.sqrt(max(sq, np.float32(1e-12)))
+    for r in range(row0, row1):
+        acc = splat8(0.0)
+        for j in range(0, width, LANES):
+            acc = fma8(load8(products, r, j), load8(xa, r, j), acc)
+        factor = logit_scale / np.sqrt(max(sum8(acc), np.float32(1e-12)))
         best = 0
-        for c in range(classes):
-            value = products[r, gram_width + c] * factor
-            logits[r, c] = value
-            if value > logits[r, best]:
+        top = products[r, width] * factor
+        for c in range(1, classes):
+            value = products[r, width + c] * factor
+            if value > top:
                 best = c
+                top = value
+        total = np.float32(0.0)
+        for c in range(classes):
+            total += np.exp(products[r, width + c] * factor - top)
         labels[r] = best
+        scores[r] = np.float32(1.0) / total
+
+
+@njit(cache=True, nogil=True)
+def to_points(point_to_voxel, labels, scores, point_labels, point_scores, row0, row1):
+    """Each point's voxel's label and score; -1 and 0 for points outside the crop (voxel -1)."""
+    for i in range(row0, row1):
+        v = point_to_voxel[i]
+        if v >= 0:
+            point_labels[i] = labels[v]
+            point_scores[i] = scores[v]
+        else:
+            point_labels[i] = -1
+            point_scores[i] = 0.0
 
 
 def warm_up() -> None:
@@ -261,6 +293,8 @@ def warm_up() -> None:
     index = np.array([1, 2, 0, 1, 0, 1, 2, 3], np.int64)  # two offsets: (out 1, 2 | in 0, 1), (out 0, 1 | in 2, 3)
     offsets = np.array([[0, 2, 2], [4, 6, 2]], np.int64)
     sparse_conv(x, weight, bias, index, offsets, out, 8, np.zeros((0, 0), np.float32), True, 0, 4, 2)
-    xa = np.zeros((4, 4), np.float32)
-    classifier_rows(x, xa)
-    cosine_logits(xa, out, 4, np.float32(100.0), np.zeros((4, 2), np.float32), np.zeros(4, np.int64))
+    xa = np.zeros((4, 8), np.float32)
+    classifier_rows(x, xa, 0, 4)
+    labels, scores = np.zeros(4, np.int64), np.zeros(4, np.float32)
+    cosine_softmax(xa, np.zeros((4, 16), np.float32), 2, np.float32(100.0), labels, scores, 0, 4)
+    to_points(np.array([0, -1], np.int64), labels, scores, np.zeros(2, np.int32), np.zeros(2, np.float32), 0, 2)

@@ -45,7 +45,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping
+from typing import TYPE_CHECKING, Callable, Mapping
 
 import numpy as np
 
@@ -225,17 +225,21 @@ class FusedBackend:
         from relidar.core import fused_loops
 
         self.network = network
-        # relidar.model.deployed.ClassifierHead's buffers: y = [x, 1] W', and W' W'^T for |y|^2 (columns padded to
-        # a multiple of 8: the products' layout in classify)
-        self._augmented = np.concatenate([head_weight, head_bias[None, :]]).astype(np.float32)
-        gram = self._augmented @ self._augmented.T
-        self._gram = np.pad(gram, ((0, 0), (0, -gram.shape[1] % 8)))
+        # relidar.model.deployed.ClassifierHead's buffers: y = [x, 1] W', and W' W'^T for |y|^2, with zero rows (and
+        # columns) up to a multiple of 8, the width of the homogeneous rows in classify
+        augmented = np.concatenate([head_weight, head_bias[None, :]]).astype(np.float32)
+        pad = -augmented.shape[0] % 8
+        gram = augmented @ augmented.T
+        self._augmented = np.pad(augmented, ((0, pad), (0, 0)))
+        self._gram = np.pad(gram, ((0, pad), (0, pad)))
         self._logit_scale = np.float32(logit_scale)
         self.threads = int(threads) if threads else len(os.sched_getaffinity(0))
         self._pool = ThreadPoolExecutor(self.threads - 1, thread_name_prefix="relidar-fused") if self.threads > 1 else None
         fused_loops.warm_up()
 
     def run(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        from relidar.core import fused_loops
+
         levels = self.network.num_levels
         maps = KernelMaps.from_tensors([feed[n] for n in KernelMaps.tensor_names(levels)], levels)
         features = np.ascontiguousarray(feed["features"], dtype=np.float32)
@@ -244,11 +248,11 @@ class FusedBackend:
                                field="features")
         x = self.backbone(features, scan_pairs(maps))
         labels, scores = self.classify(x, np.ascontiguousarray(feed["text_embeddings"], dtype=np.float32))
-        point_to_voxel = np.asarray(feed["point_to_voxel"])
-        inside = point_to_voxel >= 0
-        index = np.where(inside, point_to_voxel, 0)
-        point_labels = np.where(inside, labels[index], -1).astype(np.int32)
-        point_scores = np.where(inside, scores[index], np.float32(0.0)).astype(np.float32)
+        point_to_voxel = np.ascontiguousarray(feed["point_to_voxel"], dtype=np.int64)
+        point_labels = np.empty(len(point_to_voxel), np.int32)
+        point_scores = np.empty(len(point_to_voxel), np.float32)
+        self._rows(len(point_to_voxel), lambda lo, hi: fused_loops.to_points(point_to_voxel, labels, scores, point_labels,
+                                                                             point_scores, lo, hi))
         return dict(zip(OUTPUTS, (point_labels, point_scores, x)))
 
     def backbone(self, features: np.ndarray, pairs: dict[tuple[str, int], Pairs]) -> np.ndarray:
@@ -288,17 +292,20 @@ class FusedBackend:
         if out is None:
             out = np.empty((p.num_out, conv.cout), np.float32)
         res = _NO_RESIDUAL if residual is None else residual
-
-        def rows(lo: int, hi: int) -> None:
-            fused_loops.sparse_conv(x, conv.weight, conv.bias, p.index, p.offsets, out, conv.cout, res, relu, lo, hi,
-                                    BLOCK_ROWS)
-
-        bounds = np.linspace(0, p.num_out, self.threads + 1).astype(np.int64) if self._pool else np.array([0, p.num_out])
-        others = [self._pool.submit(rows, int(lo), int(hi)) for lo, hi in zip(bounds[1:-1], bounds[2:])] if self._pool else []
-        rows(int(bounds[0]), int(bounds[1]))
-        for job in others:
-            job.result()
+        self._rows(p.num_out, lambda lo, hi: fused_loops.sparse_conv(x, conv.weight, conv.bias, p.index, p.offsets, out,
+                                                                     conv.cout, res, relu, lo, hi, BLOCK_ROWS))
         return out
+
+    def _rows(self, num: int, job: Callable[[int, int], None]) -> None:
+        """``job(lo, hi)`` over rows [0, num) in ``threads`` ranges at once: the caller runs the first."""
+        if self._pool is None:
+            job(0, num)
+            return
+        bounds = [num * t // self.threads for t in range(self.threads + 1)]
+        others = [self._pool.submit(job, lo, hi) for lo, hi in zip(bounds[1:-1], bounds[2:])]
+        job(bounds[0], bounds[1])
+        for other in others:
+            other.result()
 
     def classify(self, x: np.ndarray, text: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """relidar.model.deployed.ClassifierHead: per-voxel (label [V] int64, score [V] float32). Its two products,
@@ -306,20 +313,19 @@ class FusedBackend:
         from relidar.core import fused_loops
 
         v, classes = x.shape[0], text.shape[0]
-        xa = np.empty((v, x.shape[1] + 1), np.float32)
-        fused_loops.classifier_rows(x, xa)
-        gram_width = self._gram.shape[1]
+        width = self._gram.shape[0]
+        xa = np.empty((v, width), np.float32)
+        self._rows(v, lambda lo, hi: fused_loops.classifier_rows(x, xa, lo, hi))
         weight = np.concatenate([self._gram, self._augmented @ text.T], axis=1)
-        width = gram_width + classes
-        padded = -(-width // 16) * 16
-        head = Conv("point", 0, np.pad(weight, ((0, 0), (0, padded - width))), np.zeros((1, padded), np.float32),
-                    xa.shape[1], -(-width // 8) * 8)
-        products = self._conv(head, xa, {("point", 0): _identity(v)}, relu=False)
-        logits = np.empty((v, classes), np.float32)
+        cout = width + classes
+        padded = -(-cout // 16) * 16
+        head = Conv("point", 0, np.pad(weight, ((0, 0), (0, padded - cout))), np.zeros((1, padded), np.float32), width,
+                    -(-cout // 8) * 8)
+        products = self._conv(head, xa, {("point", 0): _identity(v)}, relu=False, out=np.empty((v, head.cout), np.float32))
         label = np.empty(v, np.int64)
-        fused_loops.cosine_logits(xa, products, gram_width, self._logit_scale, logits, label)
-        logits -= logits[np.arange(v), label][:, None]
-        score = np.float32(1.0) / np.exp(logits, out=logits).sum(axis=1)  # softmax at the argmax
+        score = np.empty(v, np.float32)
+        self._rows(v, lambda lo, hi: fused_loops.cosine_softmax(xa, products, classes, self._logit_scale, label, score,
+                                                                lo, hi))
         return label, score
 
     def __del__(self) -> None:

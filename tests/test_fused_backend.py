@@ -20,7 +20,7 @@ from bundle_support import bundle_copy, shared_bundle
 
 from relidar.core import fused_loops
 from relidar.core.backends import BackendError
-from relidar.core.backends.fused import FusedBackend, Pairs, scan_pairs
+from relidar.core.backends.fused import Conv, FusedBackend, Pairs, scan_pairs
 from relidar.core.bundle import BundleError, load_bundle
 from relidar.core.contract import read_safetensors
 from relidar.core.kernel_maps import build_kernel_maps_numpy, build_neighbour_tables_numpy
@@ -52,27 +52,25 @@ def _maps(seed: int, levels: int = 3):
     return build_kernel_maps_numpy(vox.coords, vox.grid_shape, levels)
 
 
-def _layout(weight: np.ndarray, bias: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """[K, Cin, Cout] and [Cout] as sparse_conv takes them (columns padded to a multiple of 16)."""
-    k, cin, cout = weight.shape
-    padded = -(-cout // 16) * 16
-    w = np.zeros((k, cin, padded), np.float32)
-    w[:, :, :cout] = weight
-    b = np.zeros((1, padded), np.float32)
-    b[0, :cout] = bias
-    return w.reshape(k * cin, padded), b
-
-
-def _run(x, weight, bias, pairs: Pairs, cout, residual=NO_RESIDUAL, relu=False, split=None, block=64) -> np.ndarray:
-    out = np.full((pairs.num_out, cout), np.nan, np.float32)  # every element must be written
-    w, b = _layout(weight, bias)
+def _run(x, weight, bias, pairs: Pairs, residual=NO_RESIDUAL, relu=False, split=None, block=64) -> np.ndarray:
+    conv = Conv.of("subm", 0, weight, bias)
+    out = np.full((pairs.num_out, conv.cout), np.nan, np.float32)  # every element must be written
     bounds = [0, *(split or []), pairs.num_out]
     for lo, hi in zip(bounds[:-1], bounds[1:]):
-        fused_loops.sparse_conv(x, w, b, pairs.index, pairs.offsets, out, cout, residual, relu, lo, hi, block)
+        fused_loops.sparse_conv(x, conv.weight, conv.bias, pairs.index, pairs.offsets, conv.tiles, out, residual, relu, lo,
+                                hi, block)
     return out
 
 
-@pytest.mark.parametrize(("cin", "cout"), [(4, 16), (5, 24), (16, 8), (33, 48)])
+def test_column_tiles_cover_each_width_once() -> None:
+    for width in range(8, 264, 8):
+        tiles = fused_loops.column_tiles(width)
+        columns = np.concatenate([np.arange(start, start + 8 * vectors) for start, vectors in tiles])
+        np.testing.assert_array_equal(columns, np.arange(width))
+        assert set(tiles[:, 1]) <= ({1} if width == 8 else {2, 3})
+
+
+@pytest.mark.parametrize(("cin", "cout"), [(4, 16), (5, 24), (16, 8), (7, 40), (33, 48), (16, 64)])
 def test_submanifold_conv_equals_the_dense_neighbour_table_product(cin: int, cout: int) -> None:
     maps = _maps(seed=cin)
     table = build_neighbour_tables_numpy(maps).subm[0]
@@ -85,11 +83,11 @@ def test_submanifold_conv_equals_the_dense_neighbour_table_product(cin: int, cou
     padded = np.concatenate([x, np.zeros((1, cin), np.float32)]).astype(np.float64)
     want = np.einsum("vkc,kco->vo", padded[table], weight.astype(np.float64)) + bias + residual
     pairs = scan_pairs(maps)["subm", 0]
-    got = _run(x, weight, bias, pairs, cout, residual, relu=True)
+    got = _run(x, weight, bias, pairs, residual, relu=True)
     np.testing.assert_allclose(got, np.maximum(want, 0), rtol=1e-5, atol=1e-4)
     # rows in several ranges and small blocks (as the thread pool runs them): the same bits
-    np.testing.assert_array_equal(_run(x, weight, bias, pairs, cout, residual, relu=True, split=[7, v // 2], block=5), got)
-    np.testing.assert_allclose(_run(x, weight, bias, pairs, cout), want - residual, rtol=1e-5, atol=1e-4)
+    np.testing.assert_array_equal(_run(x, weight, bias, pairs, residual, relu=True, split=[7, v // 2], block=5), got)
+    np.testing.assert_allclose(_run(x, weight, bias, pairs), want - residual, rtol=1e-5, atol=1e-4)
 
 
 @pytest.mark.parametrize("kind", ["down", "up"])
@@ -106,7 +104,7 @@ def test_kernel_two_convs_equal_their_pair_definition(kind: str) -> None:
     for o, (parent, child) in enumerate(maps.down[0]):
         src, dst = (child, parent) if kind == "down" else (parent, child)
         np.add.at(want, dst, x[src].astype(np.float64) @ weight[o])
-    np.testing.assert_allclose(_run(x, weight, bias, scan_pairs(maps)[kind, 0], cout), want, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(_run(x, weight, bias, scan_pairs(maps)[kind, 0]), want, rtol=1e-5, atol=1e-4)
 
 
 def test_safetensors_reader_matches_the_library(tmp_path_factory) -> None:
@@ -145,11 +143,10 @@ def test_network_is_the_models_fold_and_forward(tmp_path: Path) -> None:
     folded = fold_batchnorm(student).backbone
     stem = folded.stem[0].conv
     cout = stem.weight.shape[2]
-    np.testing.assert_allclose(network.stem[0].weight.reshape(27, -1, 16)[:, :, :cout], stem.weight.detach().numpy(),
-                               rtol=3e-7, atol=0)
-    np.testing.assert_allclose(network.stem[0].bias[0, :cout], stem.bias.detach().numpy(), rtol=0, atol=1e-7)
+    np.testing.assert_allclose(network.stem[0].weight.reshape(27, -1, cout), stem.weight.detach().numpy(), rtol=3e-7, atol=0)
+    np.testing.assert_allclose(network.stem[0].bias[0], stem.bias.detach().numpy(), rtol=0, atol=1e-7)
     conv2 = folded.decoder[0].blocks[0].conv2.conv
-    np.testing.assert_allclose(network.decoder[0].blocks[0].conv2.weight.reshape(27, conv2.in_channels, -1)[:, :, :conv2.out_channels],
+    np.testing.assert_allclose(network.decoder[0].blocks[0].conv2.weight.reshape(conv2.weight.shape),
                                conv2.weight.detach().numpy(), rtol=3e-7, atol=0)
 
     head = head_arrays(student)

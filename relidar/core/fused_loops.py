@@ -34,7 +34,6 @@ from numba.core import cgutils
 from numba.extending import intrinsic, models, register_model
 
 LANES = 8
-TILE = 2 * LANES  # output columns per micro-kernel pass; weights are padded to a multiple of it
 
 
 class F32x8(types.Type):
@@ -131,71 +130,87 @@ def relu8(typingctx, a):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _accumulate4(x, weight, wrow, wcol, out, c, n0, n1, n2, n3, o0, o1, o2, o3, both):
-    """out[o_j, c:c+16] += x[n_j] @ weight[wrow:wrow+Cin, wcol:wcol+16] for four pairs (n_j, o_j); with
-    ``both`` false only the first 8 columns are stored (an output width that is 8 mod 16)."""
+def _add_into(out, row, col, a, b, c, vectors):
+    store8(out, row, col, add8(load8(out, row, col), a))
+    if vectors > 1:
+        store8(out, row, col + LANES, add8(load8(out, row, col + LANES), b))
+    if vectors > 2:
+        store8(out, row, col + 2 * LANES, add8(load8(out, row, col + 2 * LANES), c))
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _accumulate4(x, weight, wrow, col, out, n0, n1, n2, n3, o0, o1, o2, o3, vectors):
+    """out[o_j, col:col+8v] += x[n_j] @ weight[wrow:wrow+Cin, col:col+8v] for four pairs (n_j, o_j), v = ``vectors``
+    (1, 2 or 3: LLVM unswitches the loop on it, so each width runs without the others' branches)."""
     zero = splat8(0.0)
-    a0 = zero
-    a1 = zero
-    a2 = zero
-    a3 = zero
-    b0 = zero
-    b1 = zero
-    b2 = zero
-    b3 = zero
+    a0 = a1 = a2 = a3 = b0 = b1 = b2 = b3 = c0 = c1 = c2 = c3 = zero
     for i in range(x.shape[1]):
-        wa = load8(weight, wrow + i, wcol)
-        wb = load8(weight, wrow + i, wcol + LANES)
         x0 = splat8(x[n0, i])
         x1 = splat8(x[n1, i])
         x2 = splat8(x[n2, i])
         x3 = splat8(x[n3, i])
-        a0 = fma8(x0, wa, a0)
-        b0 = fma8(x0, wb, b0)
-        a1 = fma8(x1, wa, a1)
-        b1 = fma8(x1, wb, b1)
-        a2 = fma8(x2, wa, a2)
-        b2 = fma8(x2, wb, b2)
-        a3 = fma8(x3, wa, a3)
-        b3 = fma8(x3, wb, b3)
-    store8(out, o0, c, add8(load8(out, o0, c), a0))
-    store8(out, o1, c, add8(load8(out, o1, c), a1))
-    store8(out, o2, c, add8(load8(out, o2, c), a2))
-    store8(out, o3, c, add8(load8(out, o3, c), a3))
-    if both:
-        c += LANES
-        store8(out, o0, c, add8(load8(out, o0, c), b0))
-        store8(out, o1, c, add8(load8(out, o1, c), b1))
-        store8(out, o2, c, add8(load8(out, o2, c), b2))
-        store8(out, o3, c, add8(load8(out, o3, c), b3))
+        w = load8(weight, wrow + i, col)
+        a0 = fma8(x0, w, a0)
+        a1 = fma8(x1, w, a1)
+        a2 = fma8(x2, w, a2)
+        a3 = fma8(x3, w, a3)
+        if vectors > 1:
+            w = load8(weight, wrow + i, col + LANES)
+            b0 = fma8(x0, w, b0)
+            b1 = fma8(x1, w, b1)
+            b2 = fma8(x2, w, b2)
+            b3 = fma8(x3, w, b3)
+        if vectors > 2:
+            w = load8(weight, wrow + i, col + 2 * LANES)
+            c0 = fma8(x0, w, c0)
+            c1 = fma8(x1, w, c1)
+            c2 = fma8(x2, w, c2)
+            c3 = fma8(x3, w, c3)
+    _add_into(out, o0, col, a0, b0, c0, vectors)
+    _add_into(out, o1, col, a1, b1, c1, vectors)
+    _add_into(out, o2, col, a2, b2, c2, vectors)
+    _add_into(out, o3, col, a3, b3, c3, vectors)
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _accumulate1(x, weight, wrow, wcol, out, c, n0, o0, both):
+def _accumulate1(x, weight, wrow, col, out, n0, o0, vectors):
     """:func:`_accumulate4` for one pair (a range's last 0-3 pairs)."""
-    a0 = splat8(0.0)
-    b0 = a0
+    a0 = b0 = c0 = splat8(0.0)
     for i in range(x.shape[1]):
         x0 = splat8(x[n0, i])
-        a0 = fma8(x0, load8(weight, wrow + i, wcol), a0)
-        b0 = fma8(x0, load8(weight, wrow + i, wcol + LANES), b0)
-    store8(out, o0, c, add8(load8(out, o0, c), a0))
-    if both:
-        store8(out, o0, c + LANES, add8(load8(out, o0, c + LANES), b0))
+        a0 = fma8(x0, load8(weight, wrow + i, col), a0)
+        if vectors > 1:
+            b0 = fma8(x0, load8(weight, wrow + i, col + LANES), b0)
+        if vectors > 2:
+            c0 = fma8(x0, load8(weight, wrow + i, col + 2 * LANES), c0)
+    _add_into(out, o0, col, a0, b0, c0, vectors)
+
+
+def column_tiles(width: int) -> np.ndarray:
+    """[T, 2] (first column, vectors) tiles covering ``width`` (a multiple of 8) columns: as many 3-vector tiles
+    as leave a multiple of 16, the rest 2-vector tiles (fewer broadcasts per multiply-add than 2-vector tiles
+    alone, and no padded columns: 24 = 24, 40 = 24 + 16, 48 = 24 + 24, 64 = 4 x 16); 8 is one 1-vector tile."""
+    lanes = width // LANES
+    threes = lanes // 3
+    if (lanes - 3 * threes) % 2:
+        threes -= 1  # one 3-vector tile fewer leaves an even number of vectors
+    sizes = [3] * threes + [2] * ((lanes - 3 * threes) // 2) if threes >= 0 else [1]
+    starts = np.cumsum([0] + sizes[:-1]) * LANES
+    return np.array([[start, size] for start, size in zip(starts, sizes)], np.int64).reshape(-1, 2)
 
 
 @njit(cache=True, nogil=True)
-def sparse_conv(x, weight, bias, index, offsets, out, cout, residual, relu, row0, row1, block):
+def sparse_conv(x, weight, bias, index, offsets, tiles, out, residual, relu, row0, row1, block):
     """Rows [row0, row1) of one sparse convolution (module docstring), written into ``out[:, :cout]``.
 
-    x [Vin, Cin] float32; weight [K * Cin, Cp] float32 (offset k's [Cin, Cout] at rows k*Cin.., columns padded
-    with zeros to Cp, a multiple of 16); bias [1, Cp]; ``cout`` a multiple of 8; offset k's pairs are
+    x [Vin, Cin] float32; weight [K * Cin, Cout] float32 (offset k's [Cin, Cout] at rows k*Cin..); bias [1, Cout];
+    ``tiles`` = column_tiles(Cout), Cout a multiple of 8; offset k's pairs are
     ``index[o:o+n]`` (out, ascending) and ``index[i:i+n]`` (in) for (o, i, n) = offsets[k]; residual
     [Vout, cout] added before the ReLU, or [0, 0] for none; ``relu``: max(0, .) at the end; ``block``: output
     rows per cache block.
     """
     cin = x.shape[1]
-    padded = weight.shape[1]
+    cout = weight.shape[1]
     with_residual = residual.shape[0] > 0
     for r0 in range(row0, row1, block):
         r1 = min(r0 + block, row1)
@@ -212,17 +227,16 @@ def sparse_conv(x, weight, bias, index, offsets, out, cout, residual, relu, row0
             hi = np.searchsorted(mine, r1)
             to_in = first_in - first_out  # in[p] = index[p + to_in] for out[p] = index[p]
             wrow = k * cin
-            for tile in range(0, padded, TILE):
-                both = tile + TILE <= cout
+            for t in range(tiles.shape[0]):
+                col, vectors = tiles[t, 0], tiles[t, 1]
                 p = first_out + lo
                 end = first_out + hi
                 while p + 4 <= end:
-                    _accumulate4(x, weight, wrow, tile, out, tile, index[p + to_in], index[p + 1 + to_in],
-                                 index[p + 2 + to_in], index[p + 3 + to_in], index[p], index[p + 1], index[p + 2],
-                                 index[p + 3], both)
+                    _accumulate4(x, weight, wrow, col, out, index[p + to_in], index[p + 1 + to_in], index[p + 2 + to_in],
+                                 index[p + 3 + to_in], index[p], index[p + 1], index[p + 2], index[p + 3], vectors)
                     p += 4
                 while p < end:
-                    _accumulate1(x, weight, wrow, tile, out, tile, index[p + to_in], index[p], both)
+                    _accumulate1(x, weight, wrow, col, out, index[p + to_in], index[p], vectors)
                     p += 1
         if relu:
             for r in range(r0, r1):
@@ -287,12 +301,12 @@ def to_points(point_to_voxel, labels, scores, point_labels, point_scores, row0, 
 def warm_up() -> None:
     """Compile (or load from numba's cache) the loops for the argument types the fused backend passes."""
     x = np.ones((4, 3), np.float32)
-    weight = np.zeros((2 * 3, TILE), np.float32)
-    bias = np.zeros((1, TILE), np.float32)
+    weight = np.zeros((2 * 3, 8), np.float32)
+    bias = np.zeros((1, 8), np.float32)
     out = np.zeros((4, 8), np.float32)
     index = np.array([1, 2, 0, 1, 0, 1, 2, 3], np.int64)  # two offsets: (out 1, 2 | in 0, 1), (out 0, 1 | in 2, 3)
     offsets = np.array([[0, 2, 2], [4, 6, 2]], np.int64)
-    sparse_conv(x, weight, bias, index, offsets, out, 8, np.zeros((0, 0), np.float32), True, 0, 4, 2)
+    sparse_conv(x, weight, bias, index, offsets, column_tiles(8), out, np.zeros((0, 0), np.float32), True, 0, 4, 2)
     xa = np.zeros((4, 8), np.float32)
     classifier_rows(x, xa, 0, 4)
     labels, scores = np.zeros(4, np.int64), np.zeros(4, np.float32)

@@ -68,10 +68,22 @@ class Conv:
 
     kind: str            # subm | down | up | point
     level: int           # the level of its pairs (down, up: the finer one)
-    weight: np.ndarray   # [K * Cin, Cp] float32, columns zero-padded to a multiple of 16
-    bias: np.ndarray     # [1, Cp] float32
-    cin: int
-    cout: int
+    weight: np.ndarray   # [K * Cin, Cout] float32
+    bias: np.ndarray     # [1, Cout] float32
+    tiles: np.ndarray    # fused_loops.column_tiles(Cout)
+
+    @property
+    def cout(self) -> int:
+        return int(self.weight.shape[1])
+
+    @classmethod
+    def of(cls, kind: str, level: int, weight: np.ndarray, bias: np.ndarray) -> "Conv":
+        """From a [K, Cin, Cout] weight and a [Cout] bias, Cout a multiple of 8."""
+        from relidar.core import fused_loops
+
+        k, cin, cout = weight.shape
+        return cls(kind, level, np.ascontiguousarray(weight.reshape(k * cin, cout), dtype=np.float32),
+                   np.ascontiguousarray(bias.reshape(1, cout), dtype=np.float32), fused_loops.column_tiles(cout))
 
 
 @dataclass(frozen=True)
@@ -126,12 +138,7 @@ def load_network(weights: Path, architecture: Architecture) -> Network:
             raise BackendError(f"{prefix}.conv.weight has shape {weight.shape}: the fused backend runs kernels of "
                                f"{KERNEL_VOLUME[kind]} offsets and output widths that are multiples of 8", path=weights,
                                hint="use backend 'onnxruntime'")
-        padded = -(-cout // 16) * 16
-        laid_out = np.zeros((k, cin, padded), np.float32)
-        laid_out[:, :, :cout] = weight
-        row = np.zeros((1, padded), np.float32)
-        row[0, :cout] = bias
-        return Conv(kind, level, laid_out.reshape(k * cin, padded), row, cin, cout)
+        return Conv.of(kind, level, weight, bias)
 
     def block(prefix: str, level: int) -> Block:
         shortcut = conv(f"{prefix}.shortcut", "point", level) if f"{prefix}.shortcut.conv.weight" in state else None
@@ -243,9 +250,9 @@ class FusedBackend:
         levels = self.network.num_levels
         maps = KernelMaps.from_tensors([feed[n] for n in KernelMaps.tensor_names(levels)], levels)
         features = np.ascontiguousarray(feed["features"], dtype=np.float32)
-        if features.shape[1] != self.network.stem[0].cin:
-            raise BackendError(f"features have {features.shape[1]} channels, the network takes {self.network.stem[0].cin}",
-                               field="features")
+        cin = self.network.stem[0].weight.shape[0] // KERNEL_VOLUME["subm"]
+        if features.shape[1] != cin:
+            raise BackendError(f"features have {features.shape[1]} channels, the network takes {cin}", field="features")
         x = self.backbone(features, scan_pairs(maps))
         labels, scores = self.classify(x, np.ascontiguousarray(feed["text_embeddings"], dtype=np.float32))
         point_to_voxel = np.ascontiguousarray(feed["point_to_voxel"], dtype=np.int64)
@@ -292,8 +299,8 @@ class FusedBackend:
         if out is None:
             out = np.empty((p.num_out, conv.cout), np.float32)
         res = _NO_RESIDUAL if residual is None else residual
-        self._rows(p.num_out, lambda lo, hi: fused_loops.sparse_conv(x, conv.weight, conv.bias, p.index, p.offsets, out,
-                                                                     conv.cout, res, relu, lo, hi, BLOCK_ROWS))
+        self._rows(p.num_out, lambda lo, hi: fused_loops.sparse_conv(x, conv.weight, conv.bias, p.index, p.offsets,
+                                                                     conv.tiles, out, res, relu, lo, hi, BLOCK_ROWS))
         return out
 
     def _rows(self, num: int, job: Callable[[int, int], None]) -> None:
@@ -317,11 +324,9 @@ class FusedBackend:
         xa = np.empty((v, width), np.float32)
         self._rows(v, lambda lo, hi: fused_loops.classifier_rows(x, xa, lo, hi))
         weight = np.concatenate([self._gram, self._augmented @ text.T], axis=1)
-        cout = width + classes
-        padded = -(-cout // 16) * 16
-        head = Conv("point", 0, np.pad(weight, ((0, 0), (0, padded - cout))), np.zeros((1, padded), np.float32), width,
-                    -(-cout // 8) * 8)
-        products = self._conv(head, xa, {("point", 0): _identity(v)}, relu=False, out=np.empty((v, head.cout), np.float32))
+        weight = np.pad(weight, ((0, 0), (0, -weight.shape[1] % 8)))[None]
+        head = Conv.of("point", 0, weight, np.zeros(weight.shape[2], np.float32))
+        products = self._conv(head, xa, {("point", 0): _identity(v)}, relu=False)
         label = np.empty(v, np.int64)
         score = np.empty(v, np.float32)
         self._rows(v, lambda lo, hi: fused_loops.cosine_softmax(xa, products, classes, self._logit_scale, label, score,

@@ -1,6 +1,7 @@
 """Measure the candidates for the fused CPU sparse convolution (relidar.core.backends.fused) per convolution.
 
     python scripts/fused_candidates.py --scan ../shared/data/kitti/000000/velodyne.bin --json candidates.json
+    python scripts/fused_candidates.py --scan ../shared/data/kitti/000000/velodyne.bin --bundle BUNDLE --threads 2
 
 The convolutions of the ``fast`` profile that carry most of its multiply-adds, on the scan's real pair
 lists (0.1 m voxels), with random weights, each computed four ways and checked against the first:
@@ -16,6 +17,11 @@ lists (0.1 m voxels), with random weights, each computed four ways and checked a
 Times are one thread's CPU time (``time.thread_time``), the minimum of ``--repeat`` calls: on a shared
 machine that is far steadier than wall time, and every candidate runs on one thread here. The module
 docstring of relidar.core.backends.fused holds the table this prints.
+
+With ``--bundle``, the whole network stage of the Segmenter (the student, the classifier, devoxelization)
+is also timed on the scan, wall clock, round by round in turn (relidar.bench.segment.stages_interleaved)
+for the ``fused``, ``onnxruntime`` and ``torch`` backends at ``--threads`` threads each, then the spconv
+twin of the same weights (relidar.bench.segment.time_spconv, same threads) back to back.
 """
 
 from __future__ import annotations
@@ -93,6 +99,29 @@ def machine() -> dict:
             "blas": np.__config__.CONFIG["Build Dependencies"]["blas"]["name"]}
 
 
+def networks(bundle: Path, points: np.ndarray, threads: int, repeat: int) -> dict:
+    """Network-stage p50 (ms) of each backend, interleaved, and of spconv after them (module docstring)."""
+    import torch
+
+    from relidar.bench.segment import stages_interleaved, time_spconv
+    from relidar.core.segmenter import Segmenter
+    from relidar.core.timing import percentile
+
+    torch.set_num_threads(threads)
+    os.environ["OPENBLAS_NUM_THREADS"] = str(threads)  # read by nothing loaded yet but BLAS pools created later
+    segs = {name: Segmenter(bundle, backend=name, threads=threads) for name in ("fused", "onnxruntime", "torch")}
+    runs = stages_interleaved(segs, points, repeat)
+    labels = {name: seg(points).labels for name, seg in segs.items()}
+    seg = segs["onnxruntime"]
+    ref = time_spconv(bundle, points, seg.vocabulary.embeddings, seg.bundle.manifest.logit_scale, repeat)
+    out = {f"{name}_network_ms_p50": percentile(runs[name]["network"], 50) for name in segs}
+    out |= {f"{name}_total_ms_p50": percentile(runs[name]["total"], 50) for name in segs}
+    out["spconv_network_ms_p50"] = percentile(ref["network"], 50)
+    out["fused_labels_equal_onnxruntime"] = float((labels["fused"] == labels["onnxruntime"]).mean())
+    out |= {"threads": threads, "repeat": repeat, "load_average": [round(v, 2) for v in os.getloadavg()]}
+    return out
+
+
 CANDIDATES = ("plain_loops", "blas_per_offset", "table_sgemm", "fused")
 
 
@@ -123,6 +152,8 @@ def main() -> None:
     parser.add_argument("--voxel-size", type=float, default=0.1)
     parser.add_argument("--repeat", type=int, default=9)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--bundle", type=Path, help="also time the backends' network stage on this bundle")
+    parser.add_argument("--threads", type=int, default=2, help="threads of every backend (and torch) with --bundle")
     args = parser.parse_args()
 
     grid = VoxelGrid(args.voxel_size, (-51.2, -51.2, -4.0), (51.2, 51.2, 2.4))
@@ -138,6 +169,9 @@ def main() -> None:
         print(f"| {level}, {cin} -> {cout} | {row['mmac']:.0f} | " + " | ".join(
             f"{row[f'{n}_ms']:.1f}" for n in CANDIDATES) + " |", flush=True)
     result = {"machine": machine(), "scan": str(args.scan), "voxels": inputs.num_voxels, "convs": rows}
+    if args.bundle:
+        result["network"] = networks(args.bundle, read_scan(args.scan), args.threads, args.repeat)
+        print(json.dumps(result["network"], indent=2))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
 

@@ -240,6 +240,17 @@ def test_threads_and_concurrent_calls_change_no_bit(tmp_path_factory) -> None:
             np.testing.assert_array_equal(result.scores, want.scores)
 
 
+def test_auto_runs_fused_on_a_cpu_where_the_bundle_ships_weights(tmp_path_factory) -> None:
+    from relidar.core.backends import make_backend
+
+    bundle = load_bundle(shared_bundle(tmp_path_factory))
+    assert make_backend(bundle, "auto", "cpu").name == "fused"
+    no_weights = bundle.manifest.model_copy(update={"student": bundle.manifest.student.model_copy(update={"weights": None})})
+    assert make_backend(type(bundle)(bundle.root, no_weights), "auto", "cpu").name == "onnxruntime"
+    tables = make_backend(bundle, "auto", "cpu", formulation="table")  # the table graph: only ONNX Runtime runs it here
+    assert (tables.name, tables.formulation) == ("onnxruntime", "table")
+
+
 def test_refuses_what_it_cannot_run(tmp_path_factory, tmp_path: Path) -> None:
     root = shared_bundle(tmp_path_factory)
     with pytest.raises(BundleError) as err:

@@ -62,6 +62,18 @@ def _run(x, weight, bias, pairs: Pairs, residual=NO_RESIDUAL, relu=False, split=
     return out
 
 
+def test_balanced_rows_split_the_work_evenly() -> None:
+    maps = _maps(seed=3)
+    pairs = scan_pairs(maps)["subm", 0]
+    v = pairs.num_out
+    per_row = 1 + np.bincount(np.concatenate([pairs.index[o:o + n] for o, _, n in pairs.offsets]), minlength=v)
+    for parts in (1, 2, 3, 7):
+        bounds = fused_loops.balanced_rows(pairs.index, pairs.offsets, v, parts)
+        assert bounds[0] == 0 and bounds[-1] == v and np.all(np.diff(bounds) >= 0)
+        work = [per_row[lo:hi].sum() for lo, hi in zip(bounds[:-1], bounds[1:])]
+        assert max(work) - min(work) <= 2 * per_row.max(), (parts, work)
+
+
 def test_column_tiles_cover_each_width_once() -> None:
     for width in range(8, 264, 8):
         tiles = fused_loops.column_tiles(width)

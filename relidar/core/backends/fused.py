@@ -46,7 +46,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Mapping
+from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -337,18 +337,22 @@ class FusedBackend:
         if out is None:
             out = self._scratch().take(p.num_out, conv.cout)
         res = _NO_RESIDUAL if residual is None else residual
+        bounds = fused_loops.balanced_rows(p.index, p.offsets, p.num_out, self.threads) if self._pool else None
         self._rows(p.num_out, lambda lo, hi: fused_loops.sparse_conv(x, conv.weight, conv.bias, p.index, p.offsets,
-                                                                     conv.tiles, out, res, relu, lo, hi, BLOCK_ROWS))
+                                                                     conv.tiles, out, res, relu, lo, hi, BLOCK_ROWS),
+                   bounds)
         return out
 
-    def _rows(self, num: int, job: Callable[[int, int], None]) -> None:
-        """``job(lo, hi)`` over rows [0, num) in ``threads`` ranges at once: the caller runs the first."""
+    def _rows(self, num: int, job: Callable[[int, int], None], bounds: Sequence[int] | None = None) -> None:
+        """``job(lo, hi)`` over rows [0, num) in ``threads`` ranges at once (``bounds``, default equal), the caller
+        running the first."""
         if self._pool is None:
             job(0, num)
             return
-        bounds = [num * t // self.threads for t in range(self.threads + 1)]
-        others = [self._pool.submit(job, lo, hi) for lo, hi in zip(bounds[1:-1], bounds[2:])]
-        job(bounds[0], bounds[1])
+        if bounds is None:
+            bounds = [num * t // self.threads for t in range(self.threads + 1)]
+        others = [self._pool.submit(job, int(lo), int(hi)) for lo, hi in zip(bounds[1:-1], bounds[2:])]
+        job(int(bounds[0]), int(bounds[1]))
         for other in others:
             other.result()
 

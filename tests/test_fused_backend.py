@@ -140,7 +140,6 @@ def test_network_is_the_models_fold_and_forward(tmp_path: Path) -> None:
     torch = pytest.importorskip("torch")
     from student_support import randomise_batchnorm
 
-    from relidar.core.architecture import PROFILES
     from relidar.core.backends.fused import load_network
     from relidar.core.preprocess import Preprocessor
     from relidar.model.deployed import StudentGraph, head_arrays
@@ -151,7 +150,7 @@ def test_network_is_the_models_fold_and_forward(tmp_path: Path) -> None:
     config = StudentConfig(profile="fast", voxel_size=0.2, out_dim=24)
     student = Student(config).eval()
     randomise_batchnorm(student, 3)
-    network = load_network(save_student(student, tmp_path / "s.safetensors"), PROFILES["fast"])
+    network = load_network(save_student(student, tmp_path / "s.safetensors"), "fast")
     folded = fold_batchnorm(student).backbone
     stem = folded.stem[0].conv
     cout = stem.weight.shape[2]
@@ -278,7 +277,13 @@ def test_refuses_what_it_cannot_run(tmp_path_factory, tmp_path: Path) -> None:
     assert err.value.path == bundle.root
     backend = Segmenter(root, backend="fused")._backend
     feed = Segmenter(root, backend="onnxruntime").preprocess(_street(3000, 9)).feed(np.eye(2, 32, dtype=np.float32))
-    feed["features"] = feed["features"][:, :3]
+    bad = dict(feed, features=feed["features"][:, :3])
     with pytest.raises(BackendError) as err:
-        backend.run(feed)
+        backend.run(bad)
     assert err.value.field == "features"
+    # pairs that would make the kernel (which checks no bounds) read or write outside its arrays, or race
+    for name, change in (("subm_1_4", lambda a: a + 10**6), ("down_0_3", lambda a: -a - 1), ("subm_0_2", lambda a: a[:, ::-1])):
+        assert feed[name].shape[1] >= 2
+        with pytest.raises(BackendError) as err:
+            backend.run(dict(feed, **{name: np.ascontiguousarray(change(feed[name]))}))
+        assert err.value.field == name[:-1] + "*"

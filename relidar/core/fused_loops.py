@@ -245,6 +245,25 @@ def sparse_conv(x, weight, bias, index, offsets, tiles, out, residual, relu, row
 
 
 @njit(cache=True, nogil=True)
+def pairs_fit(index, offsets, num_out, num_in):
+    """Whether every offset's pairs lie in [0, index) with outputs below ``num_out``, strictly ascending (one
+    neighbour per offset and voxel), and inputs below ``num_in``: what :func:`sparse_conv`, which checks no bounds,
+    relies on."""
+    for k in range(offsets.shape[0]):
+        first_out, first_in, count = offsets[k, 0], offsets[k, 1], offsets[k, 2]
+        if count < 0 or min(first_out, first_in) < 0 or max(first_out, first_in) + count > index.shape[0]:
+            return False
+        previous = -1
+        for p in range(count):
+            out = index[first_out + p]
+            source = index[first_in + p]
+            if out <= previous or out >= num_out or source < 0 or source >= num_in:
+                return False
+            previous = out
+    return True
+
+
+@njit(cache=True, nogil=True)
 def balanced_rows(index, offsets, num_out, parts):
     """Row bounds [parts + 1] splitting [0, num_out) into ranges of about equal work for :func:`sparse_conv`: pairs
     (their outputs ascend within each offset, so those below a row are a binary search away) plus one per row for
@@ -334,6 +353,7 @@ def warm_up() -> None:
     offsets = np.array([[0, 2, 2], [4, 6, 2]], np.int64)
     sparse_conv(x, weight, bias, index, offsets, column_tiles(8), out, np.zeros((0, 0), np.float32), True, 0, 4, 2)
     balanced_rows(index, offsets, 4, 2)
+    pairs_fit(index, offsets, 4, 4)
     xa = np.zeros((4, 8), np.float32)
     classifier_rows(x, xa, 0, 4)
     labels, scores = np.zeros(4, np.int64), np.zeros(4, np.float32)

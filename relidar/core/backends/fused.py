@@ -4,8 +4,8 @@ What it runs: the network of the bundle's weights (``student.safetensors``, read
 folded as export folds it: relidar.core.architecture), walked from the same architecture table the
 PyTorch model is built from, each convolution one call of :func:`relidar.core.fused_loops.sparse_conv`
 over the pair lists of the feed (the ``pairs`` formulation, relidar.core.graph), then the exported
-graph's cosine classifier (relidar.model.deployed.ClassifierHead: the same arithmetic, in numpy) and
-devoxelization. Same inputs and outputs as the stock graph; it labels what the stock graph labels (to
+graph's cosine classifier (relidar.model.deployed.ClassifierHead: the same arithmetic, its two products one
+more call of the kernel) and devoxelization. Same inputs and outputs as the stock graph; it labels what the stock graph labels (to
 float rounding: tests/test_fused_backend.py states the tolerance and the rule for near-ties).
 
 Why a kernel of its own: ONNX Runtime runs the stock pair graph as ~2,700 nodes, and its CPU
@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
 import numpy as np
 
-from relidar.core.architecture import PROFILES, Architecture, fold_batchnorm_into
+from relidar.core.architecture import PROFILES, fold_batchnorm_into
 from relidar.core.backends.base import BackendError
 from relidar.core.graph import OUTPUTS
 from relidar.core.kernel_maps import NUM_HALF_OFFSETS, KernelMaps
@@ -115,11 +115,16 @@ class Network:
         return len(self.encoder) + 1
 
 
-def load_network(weights: Path, architecture: Architecture) -> Network:
-    """The folded network of a student weights file (relidar.model.weights' format), without PyTorch."""
+def load_network(weights: Path, profile: str) -> Network:
+    """The folded network of a student weights file (relidar.model.weights' format) of architecture ``profile``
+    (relidar.core.architecture.PROFILES), without PyTorch."""
     from relidar.core.contract import read_safetensors
     from relidar.core.errors import RelidarError
 
+    if profile not in PROFILES:
+        raise BackendError(f"profile {profile!r} is not one this relidar knows ({sorted(PROFILES)})", path=weights,
+                           field="profile", hint="use backend 'onnxruntime'")
+    architecture = PROFILES[profile]
     try:
         _, state = read_safetensors(weights)
     except RelidarError as exc:
@@ -129,8 +134,8 @@ def load_network(weights: Path, architecture: Architecture) -> Network:
         names = [f"{prefix}.conv.weight"] + [f"{prefix}.norm.{n}" for n in ("weight", "bias", "running_mean", "running_var")]
         missing = [n for n in names if n not in state]
         if missing:
-            raise BackendError(f"no tensor {missing[0]!r}: these weights are not a {architecture} student", path=weights,
-                               hint="re-export the bundle with `relidar export bundle`")
+            raise BackendError(f"no tensor {missing[0]!r}: these are not the weights of a {profile!r} student",
+                               path=weights, hint="re-export the bundle with `relidar export bundle`")
         weight, gamma, beta, mean, var = (state[n].astype(np.float32) for n in names)
         bias = state.get(f"{prefix}.conv.bias")
         weight, bias = fold_batchnorm_into(weight, None if bias is None else bias.astype(np.float32), gamma, beta, mean, var)
@@ -164,7 +169,8 @@ class Pairs:
 
     index: np.ndarray    # int64
     offsets: np.ndarray  # [K, 3] int64
-    num_out: int
+    num_out: int         # output rows
+    num_in: int          # input rows
 
 
 def scan_pairs(maps: KernelMaps) -> dict[tuple[str, int], Pairs]:
@@ -186,13 +192,14 @@ def scan_pairs(maps: KernelMaps) -> dict[tuple[str, int], Pairs]:
         half = [(starts[k], starts[k] + counts[k], counts[k]) for k in range(NUM_HALF_OFFSETS)]
         centre = (starts[NUM_HALF_OFFSETS], starts[NUM_HALF_OFFSETS], v)
         subm = half + [centre] + [(i, o, n) for o, i, n in reversed(half)]
-        out["subm", level] = Pairs(index, np.array(subm, np.int64), v)
-        out["point", level] = Pairs(index, np.array([centre], np.int64), v)
+        out["subm", level] = Pairs(index, np.array(subm, np.int64), v, v)
+        out["point", level] = Pairs(index, np.array([centre], np.int64), v, v)
         if down:
             first = NUM_HALF_OFFSETS + 1
             pairs = [(starts[first + o], starts[first + o] + counts[first + o], counts[first + o]) for o in range(8)]
-            out["down", level] = Pairs(index, np.array(pairs, np.int64), maps.num_voxels(level + 1))
-            out["up", level] = Pairs(index, np.array([(i, o, n) for o, i, n in pairs], np.int64), v)
+            coarse = maps.num_voxels(level + 1)
+            out["down", level] = Pairs(index, np.array(pairs, np.int64), coarse, v)
+            out["up", level] = Pairs(index, np.array([(i, o, n) for o, i, n in pairs], np.int64), v, coarse)
     return out
 
 
@@ -229,7 +236,7 @@ class _PerThread(threading.local):
 
 def _identity(num: int) -> Pairs:
     """The pairs of a 1x1 convolution on its own: every row with itself."""
-    return Pairs(np.arange(num, dtype=np.int64), np.array([[0, 0, num]], np.int64), num)
+    return Pairs(np.arange(num, dtype=np.int64), np.array([[0, 0, num]], np.int64), num, num)
 
 
 class FusedBackend:
@@ -252,12 +259,9 @@ class FusedBackend:
         if not spec.weights:
             raise BackendError(f"backend {NAME!r} needs student weights, which this bundle does not ship",
                                path=bundle.root, hint="re-export it with `relidar export bundle` (without --no-weights)")
-        if spec.profile not in PROFILES:
-            raise BackendError(f"profile {spec.profile!r} is not one this relidar knows ({sorted(PROFILES)})",
-                               path=bundle.root / "manifest.json", field="student.profile", hint="use backend 'onnxruntime'")
         weight, bias = bundle.head()
-        return cls(load_network(bundle.path(spec.weights), PROFILES[spec.profile]), weight, bias,
-                   bundle.manifest.logit_scale, threads)
+        return cls(load_network(bundle.path(spec.weights), spec.profile), weight, bias, bundle.manifest.logit_scale,
+                   threads)
 
     def __init__(self, network: Network, head_weight: np.ndarray, head_bias: np.ndarray, logit_scale: float,
                  threads: int | None = None) -> None:
@@ -286,9 +290,14 @@ class FusedBackend:
         cin = self.network.stem[0].weight.shape[0] // KERNEL_VOLUME["subm"]
         if features.shape[1] != cin:
             raise BackendError(f"features have {features.shape[1]} channels, the network takes {cin}", field="features")
-        scratch = self._scratch()
-        scratch.start()
-        x = self.backbone(features, scan_pairs(maps))
+        pairs = scan_pairs(maps)
+        for (kind, level), p in pairs.items():
+            if not fused_loops.pairs_fit(p.index, p.offsets, p.num_out, p.num_in):
+                field = f"{'subm' if kind in ('subm', 'point') else 'down'}_{level}_*"
+                raise BackendError(f"not the pair lists of the feed's voxels ({kind} pairs out of range or out of order)",
+                                   field=field, hint="feed what relidar.core.preprocess builds")
+        self._scratch().start()
+        x = self.backbone(features, pairs)
         labels, scores = self.classify(x, np.ascontiguousarray(feed["text_embeddings"], dtype=np.float32))
         point_to_voxel = np.ascontiguousarray(feed["point_to_voxel"], dtype=np.int64)
         point_labels = np.empty(len(point_to_voxel), np.int32)
@@ -337,6 +346,11 @@ class FusedBackend:
         if out is None:
             out = self._scratch().take(p.num_out, conv.cout)
         res = _NO_RESIDUAL if residual is None else residual
+        # the kernel checks no bounds: every shape it relies on, here
+        if (x.shape[0] != p.num_in or conv.weight.shape[0] != len(p.offsets) * x.shape[1] or out.shape[0] != p.num_out
+                or out.shape[1] < conv.cout or res.shape not in ((0, 0), (p.num_out, conv.cout))):
+            raise BackendError(f"a {conv.kind} conv at level {conv.level} got input {x.shape}, weight {conv.weight.shape}, "
+                               f"output {out.shape}, residual {res.shape} for {p.num_in} -> {p.num_out} rows")
         bounds = fused_loops.balanced_rows(p.index, p.offsets, p.num_out, self.threads) if self._pool else None
         self._rows(p.num_out, lambda lo, hi: fused_loops.sparse_conv(x, conv.weight, conv.bias, p.index, p.offsets,
                                                                      conv.tiles, out, res, relu, lo, hi, BLOCK_ROWS),

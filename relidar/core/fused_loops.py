@@ -7,10 +7,11 @@ sorted by output row, it computes for a range of output rows
     out[r, :cout] = act(bias + residual[r] + sum_k sum_{(r, n) in pairs_k} x[n] @ weight[k])
 
 without materialising any per-offset copy. Output rows go in blocks; per block and offset the pairs
-whose output lies in the block (a contiguous range, found by binary search) go through a 4-row x
-16-column register micro-kernel: one [Cin, 16] panel of ``weight[k]`` (in L1) feeds 8 independent FMA
-chains, and each output row is read and written once per offset, in cache. Offsets of one block
-write distinct rows of that block only, so row ranges run on several threads with no atomics.
+whose output lies in the block (a contiguous range, found by binary search) go through a register
+micro-kernel of 4 rows x 16 or 24 columns (:func:`column_tiles`): one [Cin, 16|24] panel of ``weight[k]``
+(in L1) feeds 8 or 12 independent FMA chains, and each output row is read and written once per offset,
+in cache. Offsets of one block write distinct rows of that block only, so row ranges run on several
+threads with no atomics, and each row's sums come out the same whichever thread runs it.
 
 Why explicit vectors (:class:`F32x8`, eight float32 lanes as an LLVM vector type, with load, store,
 broadcast and fused multiply-add intrinsics): numba turns off LLVM's SLP vectoriser, and its loop
@@ -55,7 +56,8 @@ class _F32x8Model(models.PrimitiveModel):
 
 def _lanes_pointer(context, builder, sig, args):
     """Pointer to ``array[row, col]`` (a C-contiguous float32 matrix) as a pointer to 8 lanes; no bounds check:
-    the callers' loops stay inside the arrays (weights padded to whole tiles, outputs only stored where valid)."""
+    the callers stay inside the arrays (widths are multiples of 8, tiles cover them exactly, and the fused
+    backend checks the pairs and shapes before it calls)."""
     array_type, row_type, col_type = sig.args[:3]
     array = context.make_array(array_type)(context, builder, args[0])
     row = context.cast(builder, args[1], row_type, types.intp)
@@ -201,13 +203,13 @@ def column_tiles(width: int) -> np.ndarray:
 
 @njit(cache=True, nogil=True)
 def sparse_conv(x, weight, bias, index, offsets, tiles, out, residual, relu, row0, row1, block):
-    """Rows [row0, row1) of one sparse convolution (module docstring), written into ``out[:, :cout]``.
+    """Rows [row0, row1) of one sparse convolution (module docstring), written into ``out[:, :Cout]``.
 
     x [Vin, Cin] float32; weight [K * Cin, Cout] float32 (offset k's [Cin, Cout] at rows k*Cin..); bias [1, Cout];
     ``tiles`` = column_tiles(Cout), Cout a multiple of 8; offset k's pairs are
     ``index[o:o+n]`` (out, ascending) and ``index[i:i+n]`` (in) for (o, i, n) = offsets[k]; residual
-    [Vout, cout] added before the ReLU, or [0, 0] for none; ``relu``: max(0, .) at the end; ``block``: output
-    rows per cache block.
+    [Vout, Cout] added before the ReLU, or [0, 0] for none; ``relu``: max(0, .) at the end; ``block``: output
+    rows per cache block. ``out`` [Vout, >= Cout] must not share memory with ``x`` or ``residual``.
     """
     cin = x.shape[1]
     cout = weight.shape[1]
@@ -246,8 +248,8 @@ def sparse_conv(x, weight, bias, index, offsets, tiles, out, residual, relu, row
 
 @njit(cache=True, nogil=True)
 def pairs_fit(index, offsets, num_out, num_in):
-    """Whether every offset's pairs lie in [0, index) with outputs below ``num_out``, strictly ascending (one
-    neighbour per offset and voxel), and inputs below ``num_in``: what :func:`sparse_conv`, which checks no bounds,
+    """Whether every offset's pairs lie inside ``index``, with outputs in [0, num_out) strictly ascending (one
+    neighbour per offset and voxel) and inputs in [0, num_in): what :func:`sparse_conv`, which checks no bounds,
     relies on."""
     for k in range(offsets.shape[0]):
         first_out, first_in, count = offsets[k, 0], offsets[k, 1], offsets[k, 2]

@@ -52,8 +52,9 @@ RUN . /opt/ros/${ROS_DISTRO}/setup.sh \
        --build-base /tmp/colcon-build --install-base /opt/relidar_ws/install --merge-install \
     && head -1 /opt/relidar_ws/install/lib/relidar_ros/segmenter | grep -qx '#!/opt/venv/bin/python' \
     && rm -rf /tmp/colcon-build /tmp/colcon-log
-# the voxelization loops compiled into numba's on-disk cache now, not on the vehicle's first scan
-RUN /opt/venv/bin/python -c "from relidar.core import voxel_loops; voxel_loops.warm_up()"
+# the voxelization loops and the fused backend's convolutions compiled into numba's on-disk cache now, not on
+# the vehicle's first scan
+RUN /opt/venv/bin/python -c "from relidar.core import fused_loops, voxel_loops; voxel_loops.warm_up(); fused_loops.warm_up()"
 
 ENV PATH=/opt/venv/bin:${PATH} \
     RMW_IMPLEMENTATION=rmw_fastrtps_cpp \

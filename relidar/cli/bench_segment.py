@@ -22,15 +22,15 @@ def register(apps: Apps) -> None:
 def bench_segment(
     bundle: Path = typer.Option(..., "--bundle", help="Model bundle folder (`relidar export bundle`)."),
     scan: Path = typer.Option(..., "--scan", help="Scan to label (.bin/.npy/.pcd/.ply)."),
-    backend: str = typer.Option("onnxruntime", "--backend", help="auto, onnxruntime, tensorrt or torch."),
+    backend: str = typer.Option("onnxruntime", "--backend", help="auto, fused, onnxruntime, tensorrt or torch."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N."),
     formulation: str = typer.Option("auto", "--formulation", help=FORMULATION_HELP),
     compare_formulations: bool = typer.Option(False, "--compare-formulations", help="Time every backend in both "
                                               "graphs (pairs and table), and torch with both pipelines (host "
                                               "preprocessing, device-resident), interleaved in the same run, to "
                                               "choose --formulation for this machine."),
-    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Threads of every side: ONNX Runtime's "
-                                          "intra-op threads and torch's (the torch backend, spconv) "
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="Threads of every side: the fused "
+                                          "backend's and ONNX Runtime's intra-op threads and torch's (the torch backend, spconv) "
                                           "(default: one per physical core)."),
     lanes: int = typer.Option(1, "--lanes", min=1, max=16, help="Also measure N calls at once (the node's lanes, "
                               "CPUs / N threads each) against N calls in a row, interleaved: scans per second."),

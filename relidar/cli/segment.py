@@ -118,7 +118,7 @@ def segment(
                              "(MCAP) in OUT/bag, BEV pictures, each named by its scan's stem."),
     write: str = typer.Option(",".join(OUTPUT_KINDS), "--write", help="Which outputs, comma-separated: "
                               "ply, label, bag, png."),
-    backend: str = typer.Option("auto", "--backend", help="auto, onnxruntime, tensorrt or torch."),
+    backend: str = typer.Option("auto", "--backend", help="auto, fused, onnxruntime, tensorrt or torch."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N."),
     formulation: str = typer.Option("auto", "--formulation", help=FORMULATION_HELP),
     classes: Optional[str] = typer.Option(None, "--classes", help="Comma-separated class names to use instead of the "

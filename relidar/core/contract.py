@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Protocol, Sequence
+from typing import Any, BinaryIO, Protocol, Sequence
+
+import numpy as np
 
 from relidar.core.errors import RelidarError
 
@@ -93,13 +95,52 @@ def read_safetensors_metadata(path: str | Path) -> dict[str, str]:
     p = Path(path)
     try:
         with open(p, "rb") as fh:
-            size = int.from_bytes(fh.read(8), "little")
-            if size <= 0 or size > 100_000_000:
-                raise ValueError(f"header length {size}")
-            header = json.loads(fh.read(size))
+            header, _ = _safetensors_header(fh)
     except (OSError, ValueError) as exc:  # json.JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise RelidarError(f"cannot be read as a safetensors file ({exc})", path=p, hint="re-export the bundle") from exc
-    meta = header.get("__metadata__") if isinstance(header, dict) else None
+    return _string_map(header.get("__metadata__"))
+
+
+# safetensors dtype names -> numpy (little-endian, as the format stores them)
+_SAFETENSORS_DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "I64": "<i8", "I32": "<i4", "I16": "<i2", "I8": "i1",
+                       "U8": "u1", "BOOL": "?"}
+
+
+def read_safetensors(path: str | Path) -> tuple[dict[str, str], dict[str, np.ndarray]]:
+    """(``__metadata__``, every tensor as a numpy array) of a safetensors file, numpy only: the header's
+    ``dtype``, ``shape`` and ``data_offsets`` (byte range after the header) per tensor."""
+    p = Path(path)
+    try:
+        with open(p, "rb") as fh:
+            header, data_start = _safetensors_header(fh)
+            data = fh.read()
+        tensors = {}
+        for name, entry in header.items():
+            if name == "__metadata__":
+                continue
+            begin, end = (int(v) for v in entry["data_offsets"])
+            dtype = np.dtype(_SAFETENSORS_DTYPES[entry["dtype"]])
+            shape = tuple(int(d) for d in entry["shape"])
+            if not 0 <= begin <= end <= len(data) or end - begin != dtype.itemsize * int(np.prod(shape)):
+                raise ValueError(f"tensor {name!r}: bytes {begin}..{end} do not hold {shape} {entry['dtype']}")
+            tensors[name] = np.frombuffer(data, dtype=dtype, count=int(np.prod(shape)), offset=begin).reshape(shape)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise RelidarError(f"cannot be read as a safetensors file ({exc!r})", path=p, hint="re-export the bundle") from exc
+    return _string_map(header.get("__metadata__")), tensors
+
+
+def _safetensors_header(fh: BinaryIO) -> tuple[dict, int]:
+    """The JSON header of an open safetensors file and the offset its data starts at."""
+    size = int.from_bytes(fh.read(8), "little")
+    if size <= 0 or size > 100_000_000:
+        raise ValueError(f"header length {size}")
+    header = json.loads(fh.read(size))
+    if not isinstance(header, dict):
+        raise ValueError("the header is not a JSON object")
+    return header, 8 + size
+
+
+def _string_map(meta: Any) -> dict[str, str]:
     return {str(k): str(v) for k, v in meta.items()} if isinstance(meta, dict) else {}
 
 

@@ -25,8 +25,8 @@ the graph, classifier, devoxelisation and the copy out. The repair of non-finite
 (masks over the points, and for bad intensities the numpy voxels of the few rows concerned).
 
 Concurrent calls: :meth:`Segmenter.preprocess` and :meth:`Segmenter.label` may be called from several
-threads at once (the node's lanes). On a backend whose ``concurrent`` is true (ONNX Runtime) the
-network calls overlap; with ``threads=1`` each runs on its caller's thread, which on a small CPU labels
+threads at once (the node's lanes). On a backend whose ``concurrent`` is true (ONNX Runtime, fused)
+the network calls overlap; with ``threads=1`` each runs on its caller's thread, which on a small CPU labels
 more scans a second than one call on all cores (ONNX Runtime's intra-op threads scale ~1.3x from one
 core to two on this graph; README "A 10 Hz lidar on a CPU"). Other backends' calls take turns.
 :meth:`Segmenter.set_classes` is not meant to race with calls: pass ``embeddings`` to :meth:`label`.
@@ -58,13 +58,14 @@ __all__ = ["PreparedPoints", "ScanInputs", "Segmentation", "Segmenter", "Segment
 
 
 def lane_threads(lanes: int, requested: int = 0) -> int | None:
-    """ONNX Runtime intra-op threads per call for ``lanes`` concurrent callers (module docstring).
+    """Network threads per call (the fused backend's, ONNX Runtime's intra-op threads) for ``lanes`` concurrent
+    callers (module docstring).
 
     ``requested`` > 0 is used as given; 0 (auto) shares the CPUs this process may run on
     (``os.sched_getaffinity``: a container's or taskset's limit, not the host's) among the lanes, at
     least one each, so lanes x threads does not oversubscribe the cores (two lanes of two threads on
-    two cores measured worse than two of one). One lane: None, ONNX Runtime's own choice (one thread
-    per physical core).
+    two cores measured worse than two of one). One lane: None, the backend's own choice (fused: every
+    CPU; ONNX Runtime: one thread per physical core).
     """
     if requested > 0:
         return requested

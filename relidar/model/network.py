@@ -7,64 +7,17 @@ index-adds and elementwise ops, so one definition trains on CPU/GPU and traces t
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
-from typing import Literal
 
 import torch
 from pydantic import field_validator, model_validator
 from torch import Tensor, nn
 
+from relidar.core.architecture import BATCHNORM_EPS, PROFILES, Architecture, ProfileName, fold_batchnorm_into
 from relidar.core.config import StrictModel
 from relidar.core.kernel_maps import KernelMaps, NeighbourTables
 from relidar.core.voxelize import INPUT_FEATURES, InputFeature, VoxelGrid
 from relidar.model.sparse import functional as SF
 from relidar.model.sparse.modules import DownConv3d, PointConv, SparseConv, SubMConv3d, UpConv3d
-
-
-@dataclass(frozen=True)
-class Architecture:
-    """Widths and depths: ``encoder[s]`` is stage s's width after downsampling to level s+1, ``decoder[s]``
-    the width after upsampling from level L-s to L-s-1; ``blocks`` residual blocks per stage, except the
-    last ``final_stages`` decoder stages (the last is back at level 0), which have ``final_blocks``
-    (default ``blocks``): with 0 a stage is upsample + concat with the encoder's features at its level,
-    and at level 0 the linear head acts as its 1x1 conv.
-    ``stem_convs`` 3x3x3 convs at level 0 before the first downsampling."""
-
-    stem: int
-    encoder: tuple[int, ...]
-    decoder: tuple[int, ...]
-    blocks: int
-    stem_convs: int = 2
-    final_blocks: int | None = None
-    final_stages: int = 1
-
-    def stage_blocks(self, decoder_stage: int) -> int:
-        if decoder_stage >= len(self.decoder) - self.final_stages and self.final_blocks is not None:
-            return self.final_blocks
-        return self.blocks
-
-    @property
-    def num_levels(self) -> int:
-        return len(self.encoder) + 1
-
-
-PROFILES: dict[str, Architecture] = {
-    # MinkUNet18-like, the scale used in the distillation literature (SLidR, ScaLR, the seed paper).
-    "base": Architecture(stem=32, encoder=(32, 64, 128, 256), decoder=(256, 128, 96, 96), blocks=2),
-    # Narrow, one block per stage and almost no work at full resolution (level 0 holds ~2x the voxels
-    # of all other levels together): one stem conv, and the last decoder stage is upsample + concat,
-    # the head being its 1x1 conv. Real time on a CPU.
-    # Decoder widths no wider than the encoder's at the same level: 1.5 GMAC on a 47k-voxel KITTI scan.
-    "fast": Architecture(stem=16, encoder=(16, 32, 48, 64), decoder=(48, 32, 24, 24), blocks=1,
-                         stem_convs=1, final_blocks=0),
-    # fast without the residual block of the level-1 decoder stage (upsample + concat there too): level 1
-    # holds ~half the voxels of level 0 and ~8 neighbours each, so that block was ~1/4 of fast's sparse-conv
-    # rows and multiply-adds. Its speed and quality cost against fast: README "A 10 Hz lidar on a CPU".
-    "realtime": Architecture(stem=16, encoder=(16, 32, 48, 64), decoder=(48, 32, 24, 24), blocks=1,
-                             stem_convs=1, final_blocks=0, final_stages=2),
-}
-
-ProfileName = Literal["base", "fast", "realtime"]
 
 
 class StudentConfig(StrictModel):
@@ -122,7 +75,7 @@ class ConvNorm(nn.Module):
     def __init__(self, conv: SparseConv, relu: bool) -> None:
         super().__init__()
         self.conv = conv
-        self.norm: nn.Module = nn.BatchNorm1d(conv.out_channels)
+        self.norm: nn.Module = nn.BatchNorm1d(conv.out_channels, eps=BATCHNORM_EPS)
         self.relu = relu
 
     def forward(self, x: Tensor, maps: KernelMaps | NeighbourTables) -> Tensor:
@@ -241,10 +194,9 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
         bn = unit.norm
         conv = unit.conv
         with torch.no_grad():
-            scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-            shift = bn.bias - bn.running_mean * scale
-            conv.weight.mul_(scale.view(1, 1, -1))
-            bias = shift if conv.bias is None else conv.bias * scale + shift
+            weight, bias = fold_batchnorm_into(conv.weight, conv.bias, bn.weight, bn.bias, bn.running_mean,
+                                               bn.running_var, bn.eps)
+            conv.weight.copy_(weight)
         conv.bias = nn.Parameter(bias.detach().clone())
         unit.norm = nn.Identity()
     return folded

@@ -1,5 +1,6 @@
 """The layers hold: the runtime core alone, in a fresh virtual environment with only its own requirements,
-labels a real scan exactly as the full environment does; and the import contracts fail on an upward import."""
+labels a real scan exactly as the full environment does (with its default backend, fused, and with ONNX
+Runtime); and the import contracts fail on an upward import."""
 
 from __future__ import annotations
 
@@ -21,9 +22,9 @@ import numpy as np
 from relidar.core.scan_io import read_scan
 from relidar.core.segmenter import Segmenter
 
-seg = Segmenter(sys.argv[1])  # backend "auto": ONNX Runtime, the only runtime here
-result = seg(read_scan(sys.argv[2]))
-np.save(sys.argv[3], result.labels)
+seg = Segmenter(sys.argv[1])  # backend "auto": the fused CPU backend (numba), no ONNX Runtime needed
+points = read_scan(sys.argv[2])
+np.save(sys.argv[3], np.stack([seg(points).labels, Segmenter(sys.argv[1], backend="onnxruntime")(points).labels]))
 print(json.dumps({"backend": seg.backend,
                   "torch": importlib.util.find_spec("torch") is not None,
                   "model_layer": importlib.util.find_spec("relidar.model") is not None,
@@ -65,13 +66,14 @@ def test_runtime_core_alone_labels_the_kitti_scan(tmp_path_factory, tmp_path: Pa
                {**env, "PYTHONPATH": str(core)}, tmp_path, 300)
     assert ran.returncode == 0, ran.stderr[-3000:]
     facts = json.loads(ran.stdout.strip().splitlines()[-1])
-    assert facts == {"backend": "onnxruntime", "torch": False, "model_layer": False, "training_layer": False,
+    assert facts == {"backend": "fused", "torch": False, "model_layer": False, "training_layer": False,
                      "relidar": str(core / "relidar" / "__init__.py")}
 
     full = Segmenter(bundle, backend="onnxruntime")(read_scan(kitti_scan_path)).labels
-    runtime = np.load(out)
-    assert runtime.shape == full.shape == (115384,) and (full >= 0).mean() > 0.9
-    np.testing.assert_array_equal(runtime, full)
+    fused, stock = np.load(out)
+    assert fused.shape == stock.shape == full.shape == (115384,) and (full >= 0).mean() > 0.9
+    np.testing.assert_array_equal(stock, full)
+    np.testing.assert_array_equal(fused, full)
 
 
 LAYERS_CONTRACT = "layers: cli > bench | demo | viewer > training | export > model | synthetic > core"

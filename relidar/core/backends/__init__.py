@@ -1,10 +1,13 @@
 """Inference backends behind one interface (:class:`relidar.core.backends.base.Backend`):
-``onnxruntime`` (CPU / CUDA), ``tensorrt`` (where importable with a GPU), ``torch``.
+``onnxruntime`` (CPU / CUDA), ``tensorrt`` (where importable with a GPU), ``fused`` (the CPU, compiled
+sparse convolutions over the bundle's weights: relidar.core.backends.fused), ``torch``.
 
-:func:`make_backend` picks one for a bundle; ``auto`` prefers TensorRT (an engine for this GPU must be
-in the bundle), then ONNX Runtime, then PyTorch. Each backend runs the kernel-map formulation that
-suits its device (:func:`relidar.core.graph.resolve_formulation`): pair lists on a CPU, neighbour tables
-on a GPU (relidar.model.sparse.functional).
+:func:`make_backend` picks one for a bundle; ``auto`` prefers TensorRT on a GPU (an engine for this GPU
+must be in the bundle), ``fused`` on the CPU (the bundle must ship its weights; it runs the stock graph's
+network about twice as fast as ONNX Runtime and labels what it labels: README "Backends"), then ONNX
+Runtime, then PyTorch. Each backend runs the kernel-map formulation that suits its device
+(:func:`relidar.core.graph.resolve_formulation`): pair lists on a CPU, neighbour tables on a GPU
+(relidar.model.sparse.functional).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from relidar.core.graph import requested_formulation, resolve_formulation
 if TYPE_CHECKING:
     from relidar.core.bundle import Bundle
 
-BACKENDS = ("auto", "tensorrt", "onnxruntime", "torch")
+BACKENDS = ("auto", "tensorrt", "onnxruntime", "fused", "torch")
 ENTRY_POINT_GROUP = "relidar.backends"
 
 # the package each named backend needs beyond the core, and those that run on a GPU only; a backend not
@@ -60,7 +63,8 @@ def _tensorrt_engine(bundle: "Bundle", device: str, precision: str | None = None
 
 def make_backend(bundle: "Bundle", backend: str = "auto", device: str = "cpu", threads: int | None = None,
                  precision: str | None = None, formulation: str | None = None) -> Backend:
-    """The named backend for ``bundle``; ``auto`` = tensorrt (GPU device, engine present) > onnxruntime > torch.
+    """The named backend for ``bundle``; ``auto`` = tensorrt (GPU device, engine present) > fused (CPU device, weights
+    in the bundle) > onnxruntime > torch.
     ``precision`` ("fp16"/"fp32") picks a TensorRT engine; by default fp16 where built, else fp32.
     ``formulation`` ("pairs"/"table") overrides the device's own (``auto`` or None: ``resolve_formulation``
     over the bundle's graphs; benchmarks compare both)."""
@@ -77,6 +81,14 @@ def make_backend(bundle: "Bundle", backend: str = "auto", device: str = "cpu", t
                     return _tensorrt_engine(bundle, device, precision, formulation)
                 except BackendError:
                     pass  # no engine for this GPU yet: ONNX Runtime runs the same graph
+        if device == "cpu":
+            from relidar.core.backends.fused import FusedBackend
+
+            try:
+                return FusedBackend.from_bundle(bundle, device, threads, resolve_formulation(formulation, device,
+                                                                                             bundle.formulations))
+            except BackendError:
+                pass  # no weights in the bundle (or a table graph asked for): ONNX Runtime runs the stock graph
         if _importable("onnxruntime"):
             backend = "onnxruntime"
         elif _importable("torch"):
@@ -88,6 +100,10 @@ def make_backend(bundle: "Bundle", backend: str = "auto", device: str = "cpu", t
             raise BackendError("backend 'tensorrt': the tensorrt package is not installed (pip install tensorrt-cu12)")
         return _tensorrt_engine(bundle, device if device.startswith("cuda") else "cuda:0", precision, formulation)
     chosen = resolve_formulation(formulation, device, bundle.formulations)
+    if backend == "fused":
+        from relidar.core.backends.fused import FusedBackend
+
+        return FusedBackend.from_bundle(bundle, device, threads, chosen)
     if backend == "onnxruntime":
         from relidar.core.backends.ort import OnnxRuntimeBackend
 

@@ -30,9 +30,9 @@ from a file, a bag or this topic.
 Labelling is two halves, :meth:`ScanProcessor.prepare` (parse, gate, repair and voxelize: the
 Segmenter's numpy/numba preprocessing) and :meth:`ScanProcessor.finish` (network, labels, output
 cloud). Both release the GIL for their heavy parts and both may run on several threads at once:
-the node's lanes label several scans at a time with one Segmenter (``network_threads``: ONNX
-Runtime threads per call). A prepared scan carries its vocabulary (names, colours and text
-embeddings), so a vocabulary change between the halves cannot mix two.
+the node's lanes label several scans at a time with one Segmenter (``network_threads``: the fused
+backend's or ONNX Runtime's threads per call). A prepared scan carries its vocabulary (names,
+colours and text embeddings), so a vocabulary change between the halves cannot mix two.
 """
 
 from __future__ import annotations

@@ -41,12 +41,13 @@ worker threads, parameter changes, and the entry point that turns start-up error
 
 ``lanes`` worker threads (``relidar-lane-N``) label scans side by side with one Segmenter: a free
 lane takes the newest scan from the mailbox, parses, voxelizes and labels it and publishes the
-result; everything heavy releases the GIL. On a CPU the lanes' ONNX Runtime calls run at once with
-``network_threads`` each (auto: the CPUs divided by the lanes), because one call does not use two
-cores well (measured on 2 cores: 2 lanes of 1 thread labelled ~30 % more scans a second than 1 lane
-of 2 threads; README). Lanes of a backend that runs one call at a time (TensorRT, torch) take turns
-in the network and overlap the rest. The output stays in order: a lane whose scan is older than
-one another lane has published already drops it and counts it (``superseded``).
+result; everything heavy releases the GIL. On a CPU the lanes' network calls (fused, ONNX Runtime)
+run at once with ``network_threads`` each (auto: the CPUs divided by the lanes), because one call
+does not use two cores well (measured on 2 cores with ONNX Runtime: 2 lanes of 1 thread labelled
+~30 % more scans a second than 1 lane of 2 threads; README). Lanes of a backend that runs one call
+at a time (TensorRT, torch) take turns in the network and overlap the rest. The output stays in
+order: a lane whose scan is older than one another lane has published already drops it and counts
+it (``superseded``).
 """
 
 from __future__ import annotations

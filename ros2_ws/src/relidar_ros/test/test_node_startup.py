@@ -46,7 +46,7 @@ def _fatal_lines(out):
     ('score_threshold:=2.0', ('score_threshold', '2.0', '[0.0, 1.0]')),
     ('max_range:=far', ('max_range', "'far'", '[0.0, 1000.0]')),
     ('max_range:=100', ('max_range', '100', 'write 100.0')),
-    ('backend:=cuda', ('backend', 'one of auto, tensorrt, onnxruntime, torch')),
+    ('backend:=cuda', ('backend', 'one of auto, tensorrt, onnxruntime, fused, torch')),
     ('min_range:=300.0', ('min_range', 'max_range')),
 ])
 def test_a_bad_parameter_is_one_fatal_line(param, names):

@@ -111,7 +111,7 @@ def test_descriptors_carry_type_range_and_description(specs):
     ('max_range', 100, 'write 100.0'),
     ('max_points', 0, 'an integer in [1, 100000000]'),
     ('max_points', 5.0, 'an integer'),
-    ('backend', 'cuda', 'one of auto, tensorrt, onnxruntime, torch'),
+    ('backend', 'cuda', 'one of auto, tensorrt, onnxruntime, fused, torch'),
     ('device', 'gpu0', 'matching'),
     ('classes', [], 'a non-empty list'),
     ('classes', ['car', 'car'], 'distinct'),

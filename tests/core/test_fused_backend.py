@@ -138,7 +138,7 @@ def test_network_is_the_models_fold_and_forward(tmp_path: Path) -> None:
     but one: torch's float32 sqrt is not always numpy's correctly rounded one), and backbone, labels and scores
     equal relidar.model.deployed.StudentGraph's (PyTorch) within the tolerance."""
     torch = pytest.importorskip("torch")
-    from student_support import randomise_batchnorm
+    from support.student_support import randomise_batchnorm
 
     from relidar.core.backends.fused import load_network
     from relidar.core.preprocess import Preprocessor

@@ -256,6 +256,7 @@ class FusedBackend:
 
     name = NAME
     formulation = "pairs"
+    pipeline = None  # the feed is made on the host (relidar.core.preprocess), as for ONNX Runtime
     concurrent = True  # no state is written during a call but the thread pool's queue
 
     @classmethod

@@ -46,7 +46,6 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from relidar.core.errors import RelidarError
-from relidar.core.graph import FORMULATIONS
 from relidar.core.segmenter import Segmenter, lane_threads
 from relidar.core.timing import percentile, percentiles, time_interleaved
 
@@ -225,11 +224,11 @@ def _segmenters(bundle_dir: Path, device: str, threads: int, primary: Segmenter,
                 on_step: Callable[[str], None]) -> tuple[dict[str, Segmenter], str | None, dict[str, str]]:
     """Every other available backend (x formulation x pipeline, see the module docstring) as Segmenters by entry
     name, the entry that is the PyTorch forward, and the load errors."""
-    from relidar.core.backends import available_backends
+    from relidar.core.backends import available_backends, backend_formulations
 
     variants: list[tuple[str, str | None, bool | None]] = []
     for name in available_backends(device):  # None: the Segmenter's default for this device
-        for formulation in (FORMULATIONS if compare_formulations else (None,)):
+        for formulation in (backend_formulations(name) if compare_formulations else (None,)):
             variants += [(name, formulation, resident) for resident in ((False, True) if compare_formulations else (None,))]
     pytorch_variant = ("torch", primary.formulation, False)  # the PyTorch forward: the graph on the host's feed
     variants.append(pytorch_variant)

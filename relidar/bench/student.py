@@ -11,7 +11,7 @@ physical core), with the machine in the JSON (relidar.bench.machine):
 * ours_forward: the PyTorch forward of the network alone, maps given (what an exported graph runs);
 * spconv: the SpconvStudent twin's forward;
 * ``entries``: the same network as every backend the registry has here runs it
-  (``relidar.core.backends.available_backends``, both graph formulations): the student exported to a bundle
+  (``relidar.core.backends.available_backends``, each in the graph formulations it runs): the student exported to a bundle
   (relidar.bench.bundles) and each backend's ``run`` on the same numpy feed -- the exported graph against the
   model it was exported from (issue 22: the ONNX graph took 1.4x the PyTorch forward on a 2-core Xeon) --
   and the PyTorch forward in both formulations. ``max_abs_diff`` there is each one's backbone output against
@@ -88,10 +88,10 @@ def _backend_calls(student: Student, vx: Any, maps: Any, threads: int, root: Pat
     """Every available backend x formulation running ``student`` exported to a bundle in ``root``, on the feed of
     these voxels: (calls by entry name, each one's backbone output, load errors)."""
     from relidar.bench.bundles import student_bundle
-    from relidar.core.backends import available_backends, make_backend
+    from relidar.core.backends import available_backends, backend_formulations, make_backend
     from relidar.core.bundle import load_bundle
     from relidar.core.errors import RelidarError
-    from relidar.core.graph import FORMULATIONS, graph_feed
+    from relidar.core.graph import graph_feed
     from relidar.core.kernel_maps import build_neighbour_tables_numpy
 
     bundle = load_bundle(student_bundle(root, student))
@@ -102,7 +102,7 @@ def _backend_calls(student: Student, vx: Any, maps: Any, threads: int, root: Pat
     outputs: dict[str, np.ndarray] = {}
     errors: dict[str, str] = {}
     for name in available_backends("cpu"):
-        for formulation in FORMULATIONS:
+        for formulation in backend_formulations(name):
             try:
                 backend = make_backend(bundle, name, "cpu", threads, formulation=formulation)
             except RelidarError as exc:

@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from relidar.core.backends.base import Backend, BackendError, device_index
-from relidar.core.graph import requested_formulation, resolve_formulation
+from relidar.core.graph import FORMULATIONS, requested_formulation, resolve_formulation
 
 if TYPE_CHECKING:
     from relidar.core.bundle import Bundle
@@ -27,8 +27,11 @@ ENTRY_POINT_GROUP = "relidar.backends"
 # listed needs nothing the core does not (it is then available everywhere)
 _RUNTIME = {"tensorrt": "tensorrt", "onnxruntime": "onnxruntime", "torch": "torch"}
 _GPU_ONLY = ("tensorrt",)
+# The graph formulations each backend runs (relidar.core.graph.FORMULATIONS where not listed): the fused
+# kernels walk the pair lists only.
+_FORMULATIONS = {"fused": ("pairs",)}
 
-__all__ = ["BACKENDS", "Backend", "BackendError", "available_backends", "device_index", "make_backend"]
+__all__ = ["BACKENDS", "Backend", "BackendError", "available_backends", "backend_formulations", "device_index", "make_backend"]
 
 
 def _importable(module: str) -> bool:
@@ -44,6 +47,11 @@ def available_backends(device: str = "cpu") -> tuple[str, ...]:
     gpu = device_index(device) is not None
     return tuple(name for name in BACKENDS if name != "auto" and (gpu or name not in _GPU_ONLY)
                  and (name not in _RUNTIME or _importable(_RUNTIME[name])))
+
+
+def backend_formulations(name: str) -> tuple[str, ...]:
+    """The graph formulations backend ``name`` runs: what the benchmarks time it in."""
+    return _FORMULATIONS.get(name, FORMULATIONS)
 
 
 def _tensorrt_engine(bundle: "Bundle", device: str, precision: str | None = None, formulation: str | None = None):

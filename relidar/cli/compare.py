@@ -30,6 +30,9 @@ def compare(
                                                                         "ablations, teacher switches)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Comparison folder to write (new or empty); default "
                                        "runs/compare_YYYYmmdd-HHMMSS."),
+    resume: bool = typer.Option(False, "--resume", help="--out holds a comparison of the same config and plan "
+                                "that was interrupted: keep the runs its runs.json records and run the rest "
+                                "(a long plan can span sessions)."),
     estimate: Optional[Path] = typer.Option(None, "--estimate", help="Run nothing: print the plan's cost and its "
                                             "GPU-hours at the step time of this `relidar bench train` JSON (its "
                                             "fastest training loop) and exit."),
@@ -42,6 +45,7 @@ def compare(
 
     from relidar.cli.common import print_written
     from relidar.core.config import load_config
+    from relidar.core.errors import RelidarError
     from relidar.core.rundir import run_dir
     from relidar.training.compare import ComparePlan, budget_verdict_lines, parse_losses
     from relidar.training.compare import compare as run_compare
@@ -64,9 +68,15 @@ def compare(
     if estimate is not None:
         _print_estimate(console, cfg, the_plan, estimate)
         return
-    out_dir = run_dir(out, "compare")
+    if resume:
+        if out is None:
+            raise RelidarError("--resume needs --out, the interrupted comparison's folder", field="--out")
+        out_dir = out
+    else:
+        out_dir = run_dir(out, "compare")
     with console.status("compare") as status:
-        result = run_compare(cfg, the_plan, out_dir, on_event=lambda m: status.update(f"compare: {m}"))
+        result = run_compare(cfg, the_plan, out_dir, on_event=lambda m: status.update(f"compare: {m}"),
+                             resume=resume)
     console.print(result.markdown.read_text().split("## Claims")[0].split("## Results")[1])
     for line in budget_verdict_lines(result.findings.claims):
         console.print(line)

@@ -130,3 +130,63 @@ def test_compare_cli_end_to_end(tmp_path: Path) -> None:
     assert "relational > similarity, few-shot in distribution:" in " ".join(result.output.split())
     bad = CliRunner().invoke(app, ["--config", str(config), "--losses", "nope", "--out", str(tmp_path / "bad")])
     assert bad.exit_code == 1 and "--losses" in bad.output
+
+
+def test_an_interrupted_compare_resumes_with_the_runs_it_recorded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A long plan may outlive a session: --resume takes every run runs.json recorded as it is, runs the rest
+    from nothing (an interrupted job's folder is discarded) and ends with the comparison a whole run gives;
+    it refuses a folder of another plan or config, or one with no comparison in it."""
+    import relidar.training.compare.jobs as jobs_module
+    import relidar.training.compare.run as run_module
+    from relidar.core.config import load_config
+    from relidar.training.compare import CompareError, compare
+    from relidar.training.config import DistillConfig
+
+    tree = tiny_config_tree(tmp_path / "cache")
+    tree["train"]["epochs"] = 1
+    config = load_config(write_config(tmp_path / "c.yaml", tree), DistillConfig)
+    plan = ComparePlan(losses=["similarity", "relational"], seeds=2, few_shot_metric="probe_miou", curve_points=1,
+                       curve_scans=1, oracle=None)
+    whole = compare(config, plan, tmp_path / "whole")
+    # the interrupted comparison: two runs recorded, a third one's folder half-written
+    out = tmp_path / "interrupted"
+    compare(config, plan, out)
+    recorded = json.loads((out / "runs.json").read_text())
+    keep, unfinished = recorded[:2], recorded[2]
+    (out / "runs.json").write_text(json.dumps(keep))
+    (out / "compare.json").unlink()
+    partial = Path(unfinished["run_dir"])
+    for f in partial.iterdir():
+        if f.is_file():
+            f.write_bytes(b"")  # what an interrupted job leaves: nothing usable
+    ran: list[str] = []
+    real = jobs_module.run_job
+
+    def counting(job):
+        ran.append(job.run_name)
+        return real(job)
+
+    monkeypatch.setattr(run_module, "run_job", counting)
+    resumed = compare(config, plan, out, resume=True)
+    assert len(ran) == len(recorded) - 2 and Path(unfinished["run_dir"]).name in ran
+
+    def numbers(result) -> str:  # as JSON, so that a NaN measure (k-NN on a tiny set) equals itself
+        return json.dumps([(r["group"], r["loss"], r["seed"], r["summary"]) for r in result.runs])
+
+    assert numbers(resumed) == numbers(whole)  # the same evidence as an uninterrupted run
+    assert json.dumps(resumed.claims) == json.dumps(whole.claims)
+    with pytest.raises(CompareError, match="another plan"):
+        compare(config, plan.model_copy(update={"seeds": 3}), out, resume=True)
+    other = load_config(write_config(tmp_path / "c2.yaml", {**tree, "train": {**tree["train"], "seed": 11}}),
+                        DistillConfig)
+    with pytest.raises(CompareError, match="another config"):
+        compare(other, plan, out, resume=True)
+    with pytest.raises(CompareError, match="no interrupted comparison"):
+        compare(config, plan, tmp_path / "empty", resume=True)
+    from typer.testing import CliRunner
+
+    from relidar.cli.app import single_command_app
+    from relidar.cli.compare import compare as command
+
+    cli = CliRunner().invoke(single_command_app(command), ["--config", str(tmp_path / "c.yaml"), "--resume"])
+    assert cli.exit_code == 1 and "--out" in cli.output  # which folder to resume must be named

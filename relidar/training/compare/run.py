@@ -5,6 +5,7 @@ then the statistics, tables and plots."""
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from relidar.training.compare.jobs import (
     setting_json,
     switch_teacher,
 )
-from relidar.training.compare.plan import ComparePlan
+from relidar.training.compare.plan import CompareError, ComparePlan
 from relidar.training.compare.plots import plot_gap_scatter, plot_learning_curves
 from relidar.training.compare.statistics import Findings, at_budget, findings, select_settings
 from relidar.training.compare.tables import plan_markdown, report_markdown
@@ -52,30 +53,42 @@ class _Runner:
     """Runs jobs on the plan's workers, each distinct run once (a control at the setting a loss chose is its
     main run), and keeps runs.json current."""
 
-    def __init__(self, plan: ComparePlan, out_dir: Path, event: Callable[[str], None]) -> None:
+    def __init__(self, plan: ComparePlan, out_dir: Path, event: Callable[[str], None],
+                 recorded: dict[str, dict] | None = None) -> None:
         self.plan, self.out_dir, self.event = plan, out_dir, event
         self.rows: list[dict] = []
+        self.recorded = recorded or {}  # job key -> the row an earlier, interrupted compare() finished
 
     def run(self, jobs: list[Job]) -> list[dict]:
         first: dict[str, int] = {}
         for i, job in enumerate(jobs):
             first.setdefault(_job_key(job), i)
         unique = sorted(set(first.values()))
-        finished: dict[int, dict] = {}
+        finished: dict[int, dict] = {i: self.recorded[_job_key(jobs[i])] for i in unique
+                                     if _job_key(jobs[i]) in self.recorded}
+        if finished:
+            self.event(f"{len(finished)}/{len(unique)} taken from the interrupted comparison's runs.json")
+        todo = [i for i in unique if i not in finished]
+        for i in todo:
+            # A run folder without a recorded row is an interrupted job's: start it again from nothing.
+            partial = Path(jobs[i].out_dir) / jobs[i].run_name
+            if partial.exists():
+                shutil.rmtree(partial)
 
         def done(index: int, row: dict) -> None:
+            row["job_key"] = _job_key(jobs[index])
             finished[index] = row
             self.event(f"{len(finished)}/{len(unique)} done: {row['group']} {row['loss']} seed {row['seed']} "
                        f"({row['seconds']:.0f} s)")
             self._save([*self.rows, *(finished[i] for i in sorted(finished))])
 
         if self.plan.workers == 1:
-            for i in unique:
+            for i in todo:
                 done(i, run_job(jobs[i]))
         else:
             # spawn, not fork: torch's thread pools do not survive a fork.
             with ProcessPoolExecutor(self.plan.workers, mp_context=get_context("spawn")) as pool:
-                futures = {pool.submit(run_job, jobs[i]): i for i in unique}
+                futures = {pool.submit(run_job, jobs[i]): i for i in todo}
                 for future in as_completed(futures):
                     done(futures[future], future.result())
         rows = []
@@ -96,16 +109,42 @@ def _write_json(path: Path, value: Any) -> None:
     atomic_write_bytes(path, (json.dumps(value, indent=2, allow_nan=True) + "\n").encode())
 
 
+def _recorded_runs(config: DistillConfig, plan: ComparePlan, out_dir: Path) -> dict[str, dict]:
+    """The finished runs of an interrupted comparison in ``out_dir`` by job key, once its config and plan are
+    checked to be this one's (a run of another plan is not this plan's evidence)."""
+    plan_file, config_file = out_dir / "plan.json", out_dir / "config.yaml"
+    if not plan_file.is_file() or not config_file.is_file():
+        raise CompareError("no interrupted comparison to resume here (no plan.json and config.yaml)", path=out_dir,
+                           hint="start it without --resume")
+    saved_plan = json.loads(plan_file.read_text()).get("plan")
+    if saved_plan != plan.model_dump(mode="json"):
+        raise CompareError("the interrupted comparison ran another plan", path=plan_file,
+                           hint="resume with the same --plan and options, or start a new folder")
+    probe = out_dir / ".config.resume.yaml"
+    save_config(config, probe)
+    same = probe.read_text() == config_file.read_text()
+    probe.unlink()
+    if not same:
+        raise CompareError("the interrupted comparison ran another config", path=config_file,
+                           hint="resume with the same --config and overrides, or start a new folder")
+    runs_file = out_dir / "runs.json"
+    rows = json.loads(runs_file.read_text()) if runs_file.is_file() else []
+    return {row["job_key"]: row for row in rows if "job_key" in row and "reused_from" not in row}
+
+
 def compare(config: DistillConfig, plan: ComparePlan, out_dir: Path,
-            on_event: Callable[[str], None] | None = None) -> CompareResult:
+            on_event: Callable[[str], None] | None = None, resume: bool = False) -> CompareResult:
     """Run the plan into ``out_dir``: plan.json/plan.md first, then runs/ (the grid, then the rest),
-    selection.json, compare.json, compare.md and plots."""
+    selection.json, compare.json, compare.md and plots. ``resume``: ``out_dir`` holds an interrupted
+    comparison of this config and plan; the runs its runs.json records are taken as they are, the others
+    run (again, from nothing)."""
     from relidar.training.data import split_data
 
     event = on_event or (lambda _m: None)
     start = time.perf_counter()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    recorded = _recorded_runs(config, plan, out_dir) if resume else {}
     save_config(config, out_dir / "config.yaml")
     event("preparing data")
     configs = [config, *(switch_teacher(config, n, s) for n, s in plan.teacher_switches.items())]
@@ -122,7 +161,7 @@ def compare(config: DistillConfig, plan: ComparePlan, out_dir: Path,
     _write_json(out_dir / "plan.json", {"plan": plan.model_dump(mode="json"), "claims": [c.__dict__ for c in plan.claims()],
                                         "base_steps": base, "jobs": len(grid) + len(later), "cost": cost.__dict__})
     atomic_write_bytes(out_dir / "plan.md", (plan_markdown(config, plan, base, cost) + "\n").encode())
-    runner = _Runner(plan, out_dir, event)
+    runner = _Runner(plan, out_dir, event, recorded)
     if grid:
         event("selection on the validation split")
         chosen, table = select_settings(plan, runner.run(grid))

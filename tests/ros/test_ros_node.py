@@ -449,7 +449,6 @@ def test_pipeline_latency_on_the_bag_clock_with_use_sim_time(bundle_dir: Path, t
     replay's /clock and use_sim_time the node measures it on the bag's time."""
     from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.qos import QoSProfile, ReliabilityPolicy
-    from rosgraph_msgs.msg import Clock
     from sensor_msgs.msg import PointCloud2
     from std_msgs.msg import Float64
 
@@ -465,8 +464,10 @@ def test_pipeline_latency_on_the_bag_clock_with_use_sim_time(bundle_dir: Path, t
             peer.subscribe(Float64, "/segmenter/debug/pipeline_latency_ms", QoSProfile(depth=10),
                            keep=lambda m: m.data)
             peer.subscribe(DiagnosticArray, "/diagnostics", QoSProfile(depth=10))
-            peer.subscribe(Clock, "/clock", QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT),
-                           keep=lambda m: m.clock.sec + m.clock.nanosec * 1e-9)
+            # No /clock reader here: the replay waits until each of its publishers has a subscriber, and on
+            # /clock the node's suffices, so a second /clock reader can still be undiscovered when the short
+            # replay ends (seen: 1 whole-suite run in 5 where this peer got no /clock at all). That /clock
+            # carries the bag's time, rising, is test_ros_replay's, where the peer is its only reader.
             assert peer.wait_until(lambda: peer.node.count_publishers("/segmenter/output/points") > 0
                                    or proc.poll() is not None, 60), log.read_text()
             assert proc.poll() is None, log.read_text()
@@ -482,7 +483,6 @@ def test_pipeline_latency_on_the_bag_clock_with_use_sim_time(bundle_dir: Path, t
             # Every published scan gives one latency or, its stamp ahead of the last /clock tick (20 ms
             # apart at 50 Hz, while labelling takes ~5-15 ms), one count of clock_behind_stamp.
             latencies = peer.wait_for("/segmenter/debug/pipeline_latency_ms", labelled - behind, timeout_s=10)
-            clock = peer.received["/clock"]
     finally:
         stop_process(proc)
     assert labelled >= 1, f"{settled}\n{log.read_text()}"
@@ -490,8 +490,6 @@ def test_pipeline_latency_on_the_bag_clock_with_use_sim_time(bundle_dir: Path, t
     # Bag stamps are from 2023: years (1e11 ms) on the system clock, well under a minute on the bag's;
     # never negative (the clock behind a stamp was counted above instead).
     assert all(0.0 <= v < 60_000.0 for v in latencies), latencies
-    assert clock and all(1.69e9 < t < 1.71e9 for t in clock)
-    assert clock == sorted(clock)
     assert "/clock" in settled["pipeline_latency_clock"]
     if behind:
         assert 0.0 < float(settled["clock_behind_stamp_ms"]) < 1000.0 / 50 + 50, settled
